@@ -1,0 +1,137 @@
+"""Hosting one live agent: its callback outbox, its state pushes and its connections.
+
+Callbacks (``on_workflow_*``) are delivered by one task per agent, in log order. A logged
+callback is marked delivered (``CallbacksDelivered``) right after its hook returns, so a
+crash redelivers at most the callback that was running; progress is not logged and is
+delivered in the same queue, in call order. A hook that raises is logged, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import trio
+
+from ._events import CallbacksDelivered, CallbackScheduled, Event, Recorded, agent_stream
+from .errors import EventwfError
+
+__all__ = ["AgentHost", "Connection"]
+
+logger = logging.getLogger("eventwf")
+
+
+class Connection(Protocol):
+    """A client of an agent (the WebSocket server implements it)."""
+
+    def push_state(self, state: Any, position: int) -> None: ...
+    def push_message(self, message: Any) -> None: ...
+
+
+class _Item:
+    __slots__ = ("done", "kind", "position", "value", "workflow_id", "workflow_name")
+
+    def __init__(self, position: int | None, kind: str, workflow_name: str, workflow_id: str,
+                 value: Any, done: trio.Event | None = None) -> None:
+        self.position = position
+        self.kind = kind
+        self.workflow_name = workflow_name
+        self.workflow_id = workflow_id
+        self.value = value
+        self.done = done
+
+
+class AgentHost:
+    """The engine's side of one agent object."""
+
+    def __init__(
+        self,
+        agent: Any,
+        agent_class: str,
+        name: str,
+        initial_state: Any,
+        append: Callable[[list[tuple[str, Event]]], Awaitable[list[Recorded]]],
+        spawn: Callable[[Callable[[], Awaitable[None]], str], None],
+    ) -> None:
+        self.agent = agent
+        self.agent_class = agent_class
+        self.name = name
+        self.stream = agent_stream(agent_class, name)
+        self.initial_state = initial_state
+        self.connections: set[Connection] = set()
+        self._append = append
+        self._spawn = spawn
+        self._queue: deque[_Item] = deque()
+        self._dispatching = False
+        self._seen: set[int] = set()
+
+    # -- callbacks -----------------------------------------------------------------------
+
+    def schedule(self, rec: Recorded) -> None:
+        """A logged ``CallbackScheduled`` to deliver (each position at most once here)."""
+        event = rec.event
+        assert isinstance(event, CallbackScheduled)
+        if rec.position in self._seen:
+            return
+        self._seen.add(rec.position)
+        self._queue.append(_Item(rec.position, event.kind, event.workflow_name,
+                                 event.workflow_id, event.value))
+        self._ensure_dispatcher()
+
+    async def progress(self, workflow_name: str, workflow_id: str, progress: Any) -> None:
+        """Deliver ``on_workflow_progress`` in order with the logged callbacks; wait for it."""
+        done = trio.Event()
+        self._queue.append(_Item(None, "progress", workflow_name, workflow_id, progress, done))
+        self._ensure_dispatcher()
+        await done.wait()
+
+    def _ensure_dispatcher(self) -> None:
+        if not self._dispatching:
+            self._dispatching = True
+            self._spawn(self._dispatch, f"eventwf callbacks {self.stream}")
+
+    async def _dispatch(self) -> None:
+        try:
+            while self._queue:
+                item = self._queue.popleft()
+                try:
+                    await self._call(item)
+                finally:
+                    if item.done is not None:
+                        item.done.set()
+                if item.position is not None:
+                    try:
+                        await self._append([(self.stream, CallbacksDelivered(item.position))])
+                    except EventwfError as exc:
+                        logger.error(
+                            "could not record delivery of callbacks of %s up to position %d "
+                            "(%s); they will be delivered again when the log is reopened",
+                            self.stream, item.position, exc,
+                        )
+                        return
+                    self._seen.discard(item.position)
+        finally:
+            self._dispatching = False
+
+    async def _call(self, item: _Item) -> None:
+        hook = getattr(self.agent, f"on_workflow_{item.kind}")
+        try:
+            await hook(item.workflow_name, item.workflow_id, item.value)
+        except Exception:
+            logger.exception(
+                "on_workflow_%s of agent %s/%s raised for workflow %s (%s); the engine goes on",
+                item.kind, self.agent_class, self.name, item.workflow_id, item.workflow_name,
+            )
+
+    # -- clients -------------------------------------------------------------------------
+
+    def push_state(self, state: Any, position: int) -> None:
+        for connection in list(self.connections):
+            connection.push_state(state, position)
+
+    def push_message(self, message: Any, exclude: set[Any]) -> None:
+        for connection in list(self.connections):
+            if connection not in exclude:
+                connection.push_message(message)

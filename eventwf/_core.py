@@ -1,0 +1,351 @@
+"""The engine's heart: folds in memory, the writer, runners and agent hosts, and recovery.
+
+Theory of operation: the writer commits and then calls :meth:`Core.install` (the new
+folds) and :meth:`Core.published` (the records, in log order). Publishing feeds live
+runners, wakes waiters, pushes agent state and schedules callbacks, and starts or stops
+runners on status transitions: a workflow that becomes ``queued`` gets a new runner (with
+a new epoch, which fences any older one); one that becomes paused, terminated or finished
+loses its runner. Nothing here calls user code synchronously.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import trio
+
+from ._agents import AgentHost
+from ._clock import Clock
+from ._events import (
+    AgentCreated,
+    AgentStateMerged,
+    AgentStateReset,
+    AgentStateSet,
+    CallbackScheduled,
+    Event,
+    EventReceived,
+    Recorded,
+    agent_stream,
+    encode_value,
+    parse_stream,
+    roundtrip_value,
+    workflow_stream,
+)
+from ._fold import TERMINAL, AgentSummary, WorkflowSummary, quarantine
+from ._runner import WorkflowRunner
+from ._store import Store
+from ._writer import Writer
+from .errors import CorruptLogError, EventwfError
+
+__all__ = ["Core"]
+
+logger = logging.getLogger("eventwf")
+_STOPPED = TERMINAL | {"paused", "unknown"}
+
+
+class Core:
+    """Owns the store, the writer, the in-memory folds and every task of the engine."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        nursery: trio.Nursery,
+        agent_classes: dict[str, type[Any]],
+        workflow_classes: dict[str, type[Any]],
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.nursery = nursery
+        self.agent_classes = agent_classes
+        self.workflow_classes = workflow_classes
+        self.writer = Writer(store, clock, self)
+        self._workflows: dict[str, WorkflowSummary] = {}
+        self._agents: dict[tuple[str, str], AgentSummary] = {}
+        self._epochs: dict[str, int] = {}
+        self._runners: dict[str, WorkflowRunner] = {}
+        self._watchers: dict[str, trio.Event] = {}
+        self._hosts: dict[tuple[str, str], AgentHost] = {}
+        self._creating: dict[tuple[str, str], trio.Event] = {}
+        self._transitions: list[tuple[str, WorkflowSummary | None, WorkflowSummary]] = []
+
+    # -- Registry (for the writer) --------------------------------------------------------
+
+    def workflow_summary(self, workflow_id: str) -> WorkflowSummary | None:
+        summary = self._workflows.get(workflow_id)
+        if summary is None:
+            summary = self.store.load_workflow(workflow_id)
+            if summary is not None:
+                self._workflows[workflow_id] = summary
+        return summary
+
+    def agent_summary(self, agent_class: str, name: str) -> AgentSummary | None:
+        summary = self._agents.get((agent_class, name))
+        if summary is None:
+            summary = self.store.load_agent(agent_class, name)
+            if summary is not None:
+                self._agents[agent_class, name] = summary
+        return summary
+
+    def runner_epoch(self, workflow_id: str) -> int:
+        return self._epochs.get(workflow_id, 0)
+
+    def install(
+        self, workflows: dict[str, WorkflowSummary], agents: dict[tuple[str, str], AgentSummary]
+    ) -> None:
+        for workflow_id, summary in workflows.items():
+            self._transitions.append((workflow_id, self._workflows.get(workflow_id), summary))
+            self._workflows[workflow_id] = summary
+        self._agents.update(agents)
+
+    def published(self, records: list[Recorded]) -> None:
+        for rec in records:
+            kind, key, name = parse_stream(rec.stream)
+            if kind == "wf":
+                runner = self._runners.get(key)
+                if runner is not None:
+                    runner.feed(rec)
+                    if isinstance(rec.event, EventReceived):
+                        runner.notify_mail()
+            elif kind == "agent":
+                self._agent_record(key, name, rec)
+        transitions, self._transitions = self._transitions, []
+        for workflow_id, old, new in transitions:
+            self._transition(workflow_id, old, new)
+
+    def _agent_record(self, agent_class: str, name: str, rec: Recorded) -> None:
+        host = self._hosts.get((agent_class, name))
+        event = rec.event
+        if host is None:
+            if isinstance(event, CallbackScheduled) and agent_class in self.agent_classes:
+                self.spawn(lambda: self._load_agent(agent_class, name), f"load {rec.stream}")
+            return
+        if isinstance(event, AgentStateSet | AgentStateMerged | AgentStateReset):
+            host.push_state(self.agent_state(host), rec.position)
+        elif isinstance(event, CallbackScheduled):
+            host.schedule(rec)
+
+    async def _load_agent(self, agent_class: str, name: str) -> None:
+        await self.agent_object(agent_class, name)
+
+    def _transition(self, workflow_id: str, old: WorkflowSummary | None,
+                    new: WorkflowSummary) -> None:
+        if old is None or old.status != new.status or old.run != new.run:
+            watcher = self._watchers.pop(workflow_id, None)
+            if watcher is not None:
+                watcher.set()
+        runner = self._runners.get(workflow_id)
+        restarted = old is None or old.run != new.run or old.status != "queued"
+        if new.status == "queued" and restarted:
+            if runner is not None:
+                runner.cancel()
+            self.start_runner(new)
+        elif new.status in _STOPPED and runner is not None:
+            runner.cancel()
+
+    # -- runners -------------------------------------------------------------------------
+
+    def start_runner(self, summary: WorkflowSummary) -> bool:
+        """Replay a workflow's history and start its task; False if it cannot run here."""
+        if summary.workflow_name not in self.workflow_classes:
+            return False
+        if summary.agent_class not in self.agent_classes:
+            logger.warning("workflow %s needs agent class %s, which is not registered; it is "
+                           "left untouched", summary.workflow_id, summary.agent_class)
+            return False
+        try:
+            history = self.store.read_stream(workflow_stream(summary.workflow_id),
+                                             summary.started_at)
+        except CorruptLogError as exc:
+            self.quarantine(summary, exc)
+            return False
+        epoch = self._epochs.get(summary.workflow_id, 0) + 1
+        self._epochs[summary.workflow_id] = epoch
+        runner = WorkflowRunner(self, summary, epoch, history)
+        self._runners[summary.workflow_id] = runner
+        self.nursery.start_soon(runner.main, name=f"eventwf workflow {summary.workflow_id}")
+        return True
+
+    def ensure_runner(self, summary: WorkflowSummary) -> None:
+        if summary.workflow_id not in self._runners:
+            self.start_runner(summary)
+
+    def runner_finished(self, runner: WorkflowRunner) -> None:
+        if self._runners.get(runner.workflow_id) is runner:
+            del self._runners[runner.workflow_id]
+
+    def quarantine(self, summary: WorkflowSummary, exc: CorruptLogError) -> None:
+        """Stop serving one workflow whose log cannot be read; the bytes stay as they are."""
+        position = exc.position if exc.position is not None else -1
+        bad = quarantine(summary, workflow_stream(summary.workflow_id), position, str(exc),
+                         self.clock.now_us())
+        self._workflows[summary.workflow_id] = bad
+        self.store.write_projections([bad])
+        logger.error("workflow %s is quarantined: %s", summary.workflow_id, exc)
+        watcher = self._watchers.pop(summary.workflow_id, None)
+        if watcher is not None:
+            watcher.set()
+
+    async def wait_for_change(self, workflow_id: str) -> None:
+        event = self._watchers.get(workflow_id)
+        if event is None:
+            event = self._watchers[workflow_id] = trio.Event()
+        await event.wait()
+
+    # -- what runners need ---------------------------------------------------------------
+
+    async def append(
+        self, items: Sequence[tuple[str, Event]], *, fence: tuple[str, int] | None = None
+    ) -> list[Recorded]:
+        return await self.writer.append(items, fence=fence)
+
+    def workflow_class(self, binding: str) -> type[Any] | None:
+        return self.workflow_classes.get(binding)
+
+    def spawn(self, fn: Callable[[], Awaitable[None]], name: str) -> None:
+        self.nursery.start_soon(fn, name=name)
+
+    async def deliver_progress(
+        self, agent: Any, workflow_name: str, workflow_id: str, progress: Any
+    ) -> None:
+        await self.host(agent).progress(workflow_name, workflow_id, progress)
+
+    # -- agents --------------------------------------------------------------------------
+
+    def host(self, agent: Any) -> AgentHost:
+        host = getattr(agent, "_eventwf_host", None)
+        if not isinstance(host, AgentHost):
+            raise EventwfError(
+                f"{type(agent).__name__} instance is not attached to an engine; get agents "
+                "with engine.get_agent(cls, name)")
+        return host
+
+    def agent_state(self, host: AgentHost) -> Any:
+        summary = self.agent_summary(host.agent_class, host.name)
+        if summary is None or not summary.has_state:
+            return host.initial_state
+        return summary.state
+
+    async def agent_object(self, agent_class: str, name: str) -> Any:
+        """The one live object for (class, name), created and logged on first use."""
+        key = (agent_class, name)
+        while True:
+            host = self._hosts.get(key)
+            if host is not None:
+                return host.agent
+            creating = self._creating.get(key)
+            if creating is None:
+                break
+            await creating.wait()
+        cls = self.agent_classes.get(agent_class)
+        if cls is None:
+            raise EventwfError(f"agent class {agent_class!r} is not registered with this engine")
+        self._creating[key] = done = trio.Event()
+        try:
+            return await self._create_agent(cls, agent_class, name)
+        finally:
+            del self._creating[key]
+            done.set()
+
+    async def _create_agent(self, cls: type[Any], agent_class: str, name: str) -> Any:
+        summary = self.agent_summary(agent_class, name)
+        stream = agent_stream(agent_class, name)
+        if summary is None:
+            await self.append([(stream, AgentCreated(agent_class, name))])
+        elif summary.corrupt_position is not None:
+            raise CorruptLogError(
+                f"agent {agent_class}/{name} has a corrupt event at log position "
+                f"{summary.corrupt_position}", position=summary.corrupt_position)
+        initial = roundtrip_value(getattr(cls, "initial_state", None),
+                                  f"{agent_class}.initial_state")
+        agent = cls()
+        host = AgentHost(agent, agent_class, name, initial, self.append, self.spawn)
+        agent._eventwf_host = host
+        agent._eventwf_core = self
+        self._hosts[agent_class, name] = host
+        try:
+            await agent.on_start()
+        except BaseException:
+            del self._hosts[agent_class, name]
+            raise
+        summary = self.agent_summary(agent_class, name)
+        if summary is not None and summary.callbacks_pending:
+            for rec in self.store.read_stream(stream, after_position=summary.delivered_through):
+                if isinstance(rec.event, CallbackScheduled):
+                    host.schedule(rec)
+        return agent
+
+    def agent_state_items(
+        self, agent: Any, action: str, value: Any, workflow_id: str | None
+    ) -> list[tuple[str, Event]]:
+        """The events for a state change; checked against the current state first."""
+        host = self.host(agent)
+        stream = host.stream
+        if action == "set":
+            return [(stream, AgentStateSet(value, workflow_id))]
+        if action == "reset":
+            return [(stream, AgentStateReset(host.initial_state, workflow_id))]
+        summary = self.agent_summary(host.agent_class, host.name)
+        has_state = summary is not None and summary.has_state
+        base = summary.state if summary is not None and has_state else host.initial_state
+        if not isinstance(base, dict):
+            raise EventwfError(
+                f"merge_agent_state needs a dict state, but agent {host.agent_class}/"
+                f"{host.name} has a {type(base).__name__}; use update_agent_state instead")
+        encode_value({**base, **value}, f"state of agent {host.agent_class}/{host.name}")
+        items: list[tuple[str, Event]] = []
+        if not has_state:
+            items.append((stream, AgentStateReset(host.initial_state, workflow_id)))
+        items.append((stream, AgentStateMerged(value, workflow_id)))
+        return items
+
+    async def agent_state_committed(self, agent: Any) -> None:
+        """Tell the agent its state changed (from a workflow); a raising hook is logged."""
+        try:
+            await agent.on_state_update(self.agent_state(self.host(agent)), "server")
+        except Exception:
+            logger.exception("on_state_update of agent %s raised", self.host(agent).stream)
+
+    # -- opening -------------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Resume every unfinished workflow that can run here; report orphans. Returns the
+        number of runners started."""
+        if self.store.projected_through() != self.store.head:
+            logger.warning("projections of %s lag the log (%d vs %d); rebuilding them",
+                           self.store.path, self.store.projected_through(), self.store.head)
+            self.store.rebuild_projections()
+        self._report_orphans()
+        started = 0
+        for summary in self.store.unfinished_workflows():
+            self._workflows[summary.workflow_id] = summary
+            if summary.status in ("queued", "running", "waiting", "waitingForPause"):
+                started += self.start_runner(summary)
+        for agent_class, name in self.store.agents_with_pending_callbacks():
+            if agent_class in self.agent_classes:
+                self.spawn(lambda c=agent_class, n=name: self._load_agent(c, n),
+                           f"load agent {agent_class}/{name}")
+            else:
+                logger.warning("agent %s/%s has undelivered callbacks, but its class is not "
+                               "registered", agent_class, name)
+        return started
+
+    def _report_orphans(self) -> None:
+        known = list(self.workflow_classes)
+        for binding, active, finished in self.store.binding_counts():
+            if binding in self.workflow_classes:
+                continue
+            parts = []
+            if active:
+                parts.append(f"{active} active")
+            if finished:
+                parts.append(f"{finished} finished")
+            target = known[0] if len(known) == 1 else "<NEW_BINDING_NAME>"
+            logger.warning(
+                "Found %d workflow(s) referencing unknown binding '%s' (%s); they are left "
+                "untouched. If you renamed the binding, call: "
+                "agent.migrate_workflow_binding('%s', '%s')",
+                active + finished, binding, ", ".join(parts), binding, target,
+            )

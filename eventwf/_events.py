@@ -1,0 +1,414 @@
+"""The event catalogue: every fact eventwf logs, as one msgspec tagged union.
+
+Rules (see specs/events.md): tags are explicit and never renamed; fields are only added
+with defaults; a field's type never changes. Events are frozen, named in the past tense,
+and carry no wall-clock time of their own: the log row's ``time`` is the event time.
+Times inside events (deadlines) are integer microseconds since the epoch.
+
+Streams: ``wf:<workflow_id>`` holds one workflow's history (all its runs);
+``agent:<AgentClass>/<name>`` holds an agent's state changes and its callback outbox.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from .errors import CorruptLogError, PayloadTooLargeError
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "AgentCreated",
+    "AgentStateMerged",
+    "AgentStateReset",
+    "AgentStateSet",
+    "AnyEvent",
+    "BindingMigrated",
+    "CallbackScheduled",
+    "CallbacksDelivered",
+    "ErrorInfo",
+    "Event",
+    "EventConsumed",
+    "EventReceived",
+    "PauseRequested",
+    "Recorded",
+    "SleepCompleted",
+    "SleepStarted",
+    "StepAttemptFailed",
+    "StepFailed",
+    "StepRetrying",
+    "StepSucceeded",
+    "TrackingDeleted",
+    "WaitStarted",
+    "WaitTimedOut",
+    "WorkflowBlocked",
+    "WorkflowCompleted",
+    "WorkflowErrored",
+    "WorkflowPaused",
+    "WorkflowRestarted",
+    "WorkflowResumed",
+    "WorkflowRunning",
+    "WorkflowStarted",
+    "WorkflowTerminated",
+    "agent_stream",
+    "decode_event",
+    "decode_value",
+    "encode_event",
+    "encode_value",
+    "parse_stream",
+    "roundtrip_value",
+    "workflow_stream",
+]
+
+MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+class Event(msgspec.Struct, frozen=True, tag_field="t", omit_defaults=True):
+    """Base of every logged fact."""
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An exception as logged: ``module.QualName``, its text, its args when encodable."""
+
+    type: str
+    message: str
+    args: list[Any] | None = None
+    traceback: str = ""
+    attrs: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.type.rsplit(".", 1)[-1]
+
+
+# -- workflow stream ---------------------------------------------------------------------
+
+
+class WorkflowStarted(Event, frozen=True, tag="workflow.started"):
+    """An agent started a workflow; this is also its tracking record (status ``queued``)."""
+
+    workflow_name: str
+    agent_class: str
+    agent_name: str
+    params: Any = None
+    metadata: dict[str, Any] | None = None
+
+
+class WorkflowRunning(Event, frozen=True, tag="workflow.running"):
+    """The engine began executing a queued run (status ``running``)."""
+
+
+class StepSucceeded(Event, frozen=True, tag="step.succeeded"):
+    """Durable command ``seq`` of the current run finished with ``value``.
+
+    ``kind`` is ``do``, ``now``, ``random``, ``uuid4``, ``report_complete``,
+    ``report_error``, ``send_event``, ``update_state``, ``merge_state`` or ``reset_state``.
+    """
+
+    seq: int
+    kind: str
+    name: str | None = None
+    value: Any = None
+    attempt: int = 1
+
+
+class StepAttemptFailed(Event, frozen=True, tag="step.attempt_failed"):
+    """Attempt ``attempt`` of ``step.do`` failed; the next starts at ``retry_at_us``."""
+
+    seq: int
+    name: str
+    attempt: int
+    error: ErrorInfo
+    retry_at_us: int
+    delay_us: int
+
+
+class StepRetrying(Event, frozen=True, tag="step.retrying"):
+    """The back-off ended and attempt ``attempt`` began (status back to ``running``)."""
+
+    seq: int
+    name: str
+    attempt: int
+
+
+class StepFailed(Event, frozen=True, tag="step.failed"):
+    """``step.do`` failed for good; replay raises ``error`` again without running it."""
+
+    seq: int
+    kind: str
+    name: str
+    attempt: int
+    error: ErrorInfo
+
+
+class SleepStarted(Event, frozen=True, tag="sleep.started"):
+    """A durable timer: the workflow waits until ``wake_at_us`` (at most ``duration_us``)."""
+
+    seq: int
+    name: str
+    wake_at_us: int
+    duration_us: int
+    until: bool = False
+
+
+class SleepCompleted(Event, frozen=True, tag="sleep.completed"):
+    """The timer of command ``seq`` fired."""
+
+    seq: int
+
+
+class WaitStarted(Event, frozen=True, tag="wait.started"):
+    """``wait_for_event`` found no buffered event of ``event_type`` and began waiting."""
+
+    seq: int
+    name: str
+    event_type: str
+    timeout_at_us: int
+    timeout_us: int
+
+
+class EventReceived(Event, frozen=True, tag="event.received"):
+    """An outside event for this workflow, buffered FIFO per type until a wait takes it."""
+
+    event_type: str
+    payload: Any = None
+
+
+class EventConsumed(Event, frozen=True, tag="event.consumed"):
+    """Wait ``seq`` took the event logged at stream position ``received``."""
+
+    seq: int
+    name: str
+    event_type: str
+    received: int
+
+
+class WaitTimedOut(Event, frozen=True, tag="wait.timed_out"):
+    """Wait ``seq`` reached its timeout; replay raises ``WorkflowTimeoutError`` again."""
+
+    seq: int
+    name: str
+    event_type: str
+
+
+class WorkflowCompleted(Event, frozen=True, tag="workflow.completed"):
+    """``run`` returned ``output`` (status ``complete``)."""
+
+    output: Any = None
+
+
+class WorkflowErrored(Event, frozen=True, tag="workflow.errored"):
+    """``run`` raised (status ``errored``)."""
+
+    error: ErrorInfo
+
+
+class PauseRequested(Event, frozen=True, tag="workflow.pause_requested"):
+    """Pause asked while a step runs (status ``waitingForPause`` until the step ends)."""
+
+
+class WorkflowPaused(Event, frozen=True, tag="workflow.paused"):
+    """The workflow stopped at a step boundary (status ``paused``)."""
+
+
+class WorkflowResumed(Event, frozen=True, tag="workflow.resumed"):
+    """Resume: a pending pause is cancelled, or a paused run is queued to replay."""
+
+
+class WorkflowBlocked(Event, frozen=True, tag="workflow.blocked"):
+    """Replay contradicted the log at command ``seq``; nothing more runs until resumed."""
+
+    seq: int
+    error: ErrorInfo
+
+
+class WorkflowTerminated(Event, frozen=True, tag="workflow.terminated"):
+    """Stopped for good by ``terminate_workflow`` (status ``terminated``)."""
+
+
+class WorkflowRestarted(Event, frozen=True, tag="workflow.restarted"):
+    """A new run from the start: step history and buffered events are left behind."""
+
+    reset_tracking: bool = True
+
+
+class TrackingDeleted(Event, frozen=True, tag="tracking.deleted"):
+    """The agent dropped its tracking record; the workflow itself is untouched."""
+
+
+class BindingMigrated(Event, frozen=True, tag="binding.migrated"):
+    """The workflow's binding was renamed from ``old_name`` to ``new_name``."""
+
+    old_name: str
+    new_name: str
+
+
+# -- agent stream ------------------------------------------------------------------------
+
+
+class AgentCreated(Event, frozen=True, tag="agent.created"):
+    """First use of an agent instance."""
+
+    agent_class: str
+    name: str
+
+
+class AgentStateSet(Event, frozen=True, tag="agent.state_set"):
+    """The agent's state became ``state`` (from ``set_state`` or a workflow)."""
+
+    state: Any = None
+    workflow_id: str | None = None
+
+
+class AgentStateMerged(Event, frozen=True, tag="agent.state_merged"):
+    """Shallow merge of ``partial`` into the agent's (dict) state, by a workflow."""
+
+    partial: dict[str, Any]
+    workflow_id: str | None = None
+
+
+class AgentStateReset(Event, frozen=True, tag="agent.state_reset"):
+    """The agent's state went back to its initial state, logged as ``state``."""
+
+    state: Any = None
+    workflow_id: str | None = None
+
+
+class CallbackScheduled(Event, frozen=True, tag="callback.scheduled"):
+    """An ``on_workflow_<kind>`` callback is due (outbox; delivered after commit)."""
+
+    kind: str
+    workflow_name: str
+    workflow_id: str
+    value: Any = None
+
+
+class CallbacksDelivered(Event, frozen=True, tag="callback.delivered"):
+    """Every callback of this agent up to global position ``through`` was delivered."""
+
+    through: int
+
+
+AnyEvent = (
+    WorkflowStarted
+    | WorkflowRunning
+    | StepSucceeded
+    | StepAttemptFailed
+    | StepRetrying
+    | StepFailed
+    | SleepStarted
+    | SleepCompleted
+    | WaitStarted
+    | EventReceived
+    | EventConsumed
+    | WaitTimedOut
+    | WorkflowCompleted
+    | WorkflowErrored
+    | PauseRequested
+    | WorkflowPaused
+    | WorkflowResumed
+    | WorkflowBlocked
+    | WorkflowTerminated
+    | WorkflowRestarted
+    | TrackingDeleted
+    | BindingMigrated
+    | AgentCreated
+    | AgentStateSet
+    | AgentStateMerged
+    | AgentStateReset
+    | CallbackScheduled
+    | CallbacksDelivered
+)
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    str(cls.__struct_config__.tag): cls
+    for cls in AnyEvent.__args__  # type: ignore[attr-defined]
+}
+
+
+class Recorded(msgspec.Struct, frozen=True, gc=False):
+    """An event with its place in the log."""
+
+    position: int
+    stream: str
+    stream_position: int
+    time_us: int
+    event: Event
+
+
+def workflow_stream(workflow_id: str) -> str:
+    return "wf:" + workflow_id
+
+
+def agent_stream(agent_class: str, name: str) -> str:
+    return f"agent:{agent_class}/{name}"
+
+
+def parse_stream(stream: str) -> tuple[str, str, str]:
+    """``("wf", id, "")`` or ``("agent", class, name)``; ``("other", stream, "")`` otherwise."""
+    if stream.startswith("wf:"):
+        return ("wf", stream[3:], "")
+    if stream.startswith("agent:") and "/" in stream:
+        cls, _, name = stream[6:].partition("/")
+        return ("agent", cls, name)
+    return ("other", stream, "")
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_EVENT_DECODER = msgspec.msgpack.Decoder(AnyEvent)
+_VALUE_DECODER = msgspec.msgpack.Decoder()
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
+
+def event_type(event: Event) -> str:
+    return str(event.__struct_config__.tag)
+
+
+def encode_event(event: Event) -> bytes:
+    return _ENCODER.encode(event)
+
+
+def decode_event(type_name: str, data: bytes, *, position: int | None = None) -> Event:
+    """Decode one logged event; anything unreadable is a ``CorruptLogError`` naming its position."""
+    where = f"event at log position {position}" if position is not None else "event"
+    if type_name not in EVENT_TYPES:
+        raise CorruptLogError(
+            f"{where} has type {type_name!r}, which this eventwf version does not know; "
+            "it was written by a newer eventwf or damaged. Upgrade eventwf to replay it.",
+            position=position,
+        )
+    try:
+        event = _EVENT_DECODER.decode(data)
+    except _DECODE_ERRORS as exc:
+        raise CorruptLogError(
+            f"{where} ({type_name}) cannot be decoded: {exc}", position=position
+        ) from exc
+    if event_type(event) != type_name:
+        raise CorruptLogError(
+            f"{where} says type {type_name!r} but its data is {event_type(event)!r}",
+            position=position,
+        )
+    return event
+
+
+def encode_value(value: Any, what: str, *, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
+    """Encode a user value; ``ValueError`` if it cannot be, ``PayloadTooLargeError`` if too big."""
+    try:
+        data = _ENCODER.encode(value)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise ValueError(f"{what} cannot be logged: {exc}") from exc
+    if len(data) > limit:
+        raise PayloadTooLargeError(
+            f"{what} is {len(data):,} bytes encoded; the limit is {limit:,} bytes (1 MiB)"
+        )
+    return data
+
+
+def decode_value(data: bytes) -> Any:
+    return _VALUE_DECODER.decode(data)
+
+
+def roundtrip_value(value: Any, what: str, *, limit: int = MAX_PAYLOAD_BYTES) -> Any:
+    """The value exactly as a replay will see it (tuples become lists, and so on)."""
+    return _VALUE_DECODER.decode(encode_value(value, what, limit=limit))

@@ -1,0 +1,320 @@
+"""Pure folds over events: workflow summaries (status machine, tracking fields) and agents.
+
+Theory of operation: a workflow's status changes only through :data:`TRANSITIONS`, one
+table mapping (event type, current status) to the next status. An event that the table
+does not allow raises :class:`TransitionError` and changes nothing; the writer checks every
+append against the fold before it commits, so the log never holds an illegal sequence.
+No function here reads the clock, the database or a global: times come from the log rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from ._events import (
+    AgentCreated,
+    AgentStateMerged,
+    AgentStateReset,
+    AgentStateSet,
+    BindingMigrated,
+    CallbackScheduled,
+    CallbacksDelivered,
+    Event,
+    EventConsumed,
+    EventReceived,
+    PauseRequested,
+    Recorded,
+    SleepCompleted,
+    SleepStarted,
+    StepAttemptFailed,
+    StepFailed,
+    StepRetrying,
+    StepSucceeded,
+    TrackingDeleted,
+    WaitStarted,
+    WaitTimedOut,
+    WorkflowBlocked,
+    WorkflowCompleted,
+    WorkflowErrored,
+    WorkflowPaused,
+    WorkflowRestarted,
+    WorkflowResumed,
+    WorkflowRunning,
+    WorkflowStarted,
+    WorkflowTerminated,
+    parse_stream,
+)
+from .errors import TransitionError
+
+__all__ = [
+    "ACTIVE",
+    "TERMINAL",
+    "TRANSITIONS",
+    "AgentSummary",
+    "WorkflowSummary",
+    "apply_agent",
+    "apply_workflow",
+    "quarantine",
+    "quarantine_agent",
+]
+
+TERMINAL: Final = frozenset({"complete", "errored", "terminated"})
+ACTIVE: Final = frozenset({"queued", "running", "waiting", "waitingForPause", "paused"})
+_SAME: Final = "="  # keep the current status
+
+# (event type) -> {current status -> next status}. Anything missing is illegal.
+_RUN_STEP = {"running": "running", "waitingForPause": "waitingForPause"}
+_RUN_WAIT = {"running": "waiting", "waitingForPause": "waitingForPause"}
+_WAKE = {"waiting": "running", "running": "running", "waitingForPause": "waitingForPause"}
+TRANSITIONS: Final[dict[type[Event], dict[str, str]]] = {
+    WorkflowRunning: {"queued": "running"},
+    StepSucceeded: _RUN_STEP,
+    StepFailed: _RUN_STEP,
+    StepAttemptFailed: _RUN_WAIT,
+    SleepStarted: _RUN_WAIT,
+    WaitStarted: _RUN_WAIT,
+    StepRetrying: _WAKE,
+    SleepCompleted: _WAKE,
+    EventConsumed: _WAKE,
+    WaitTimedOut: _WAKE,
+    EventReceived: {status: _SAME for status in ACTIVE},
+    WorkflowCompleted: {"running": "complete", "waitingForPause": "complete"},
+    WorkflowErrored: {"running": "errored", "waitingForPause": "errored"},
+    PauseRequested: {"running": "waitingForPause"},
+    WorkflowPaused: {"queued": "paused", "waiting": "paused", "waitingForPause": "paused"},
+    WorkflowResumed: {"paused": "queued", "waitingForPause": "running"},
+    WorkflowBlocked: {"running": "paused", "waiting": "paused", "waitingForPause": "paused"},
+    WorkflowTerminated: {status: "terminated" for status in ACTIVE},
+    WorkflowRestarted: {status: "queued" for status in ACTIVE | TERMINAL},
+    TrackingDeleted: {status: _SAME for status in ACTIVE | TERMINAL},
+    BindingMigrated: {status: _SAME for status in ACTIVE | TERMINAL},
+}
+
+
+class WorkflowSummary(msgspec.Struct, frozen=True, gc=False):
+    """What the engine keeps per workflow: status, tracking fields, where its run starts."""
+
+    workflow_id: str
+    workflow_name: str
+    agent_class: str
+    agent_name: str
+    status: str
+    created_us: int
+    updated_us: int
+    completed_us: int | None = None
+    metadata: dict[str, Any] | None = None
+    error_name: str | None = None
+    error_message: str | None = None
+    output: Any = None
+    tracked: bool = True
+    run: int = 1
+    started_at: int = 0  # stream position of the last WorkflowStarted
+    run_start: int = 0  # stream position where the current run begins
+    head: int = 0  # last stream position
+    mailbox: int = 0  # buffered, unconsumed events in the current run
+    corrupt_position: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+
+def _describe(summary: WorkflowSummary | None) -> str:
+    if summary is None:
+        return "does not exist"
+    return f"is {summary.status}"
+
+
+def apply_workflow(summary: WorkflowSummary | None, rec: Recorded) -> WorkflowSummary:
+    """The summary after ``rec``; ``TransitionError`` if the event is not allowed now."""
+    event = rec.event
+    if summary is not None and summary.status == "unknown":
+        raise TransitionError(
+            f"workflow {summary.workflow_id!r} is quarantined (corrupt event at log position "
+            f"{summary.corrupt_position}); nothing more is appended to it"
+        )
+    if isinstance(event, WorkflowStarted):
+        return _start(summary, rec, event)
+    if summary is None:
+        raise TransitionError(
+            f"{type(event).__name__} for workflow stream {rec.stream!r}, which was never started"
+        )
+    table = TRANSITIONS.get(type(event))
+    if table is None:
+        raise TransitionError(f"{type(event).__name__} does not belong on a workflow stream")
+    target = table.get(summary.status)
+    if target is None:
+        raise TransitionError(
+            f"{type(event).__name__} is not allowed: workflow {summary.workflow_id!r} "
+            f"{_describe(summary)}"
+        )
+    status = summary.status if target == _SAME else target
+    changes: dict[str, Any] = {"head": rec.stream_position}
+    if status != summary.status:
+        changes.update(status=status, updated_us=rec.time_us)
+        if status in TERMINAL:
+            changes["completed_us"] = rec.time_us
+    changes.update(_fields(summary, rec, event))
+    return msgspec.structs.replace(summary, **changes)
+
+
+def _start(summary: WorkflowSummary | None, rec: Recorded, event: WorkflowStarted) -> WorkflowSummary:
+    if summary is not None and (summary.tracked or not summary.finished):
+        raise TransitionError(
+            f"workflow {summary.workflow_id!r} {_describe(summary)} and "
+            f"{'tracked' if summary.tracked else 'still active'}; it cannot be started again"
+        )
+    kind, workflow_id, _ = parse_stream(rec.stream)
+    if kind != "wf":
+        raise TransitionError(f"WorkflowStarted on {rec.stream!r}, which is not a workflow stream")
+    return WorkflowSummary(
+        workflow_id=workflow_id,
+        workflow_name=event.workflow_name,
+        agent_class=event.agent_class,
+        agent_name=event.agent_name,
+        status="queued",
+        created_us=rec.time_us,
+        updated_us=rec.time_us,
+        metadata=event.metadata,
+        run=1 if summary is None else summary.run + 1,
+        started_at=rec.stream_position,
+        run_start=rec.stream_position,
+        head=rec.stream_position,
+    )
+
+
+def _fields(summary: WorkflowSummary, rec: Recorded, event: Event) -> dict[str, Any]:
+    """Tracking fields that an event changes besides the status."""
+    match event:
+        case EventReceived():
+            return {"mailbox": summary.mailbox + 1}
+        case EventConsumed():
+            return {"mailbox": summary.mailbox - 1}
+        case WorkflowCompleted(output=output):
+            return {"output": output, "error_name": None, "error_message": None}
+        case WorkflowErrored(error=error) | WorkflowBlocked(error=error):
+            return {"error_name": error.name, "error_message": error.message}
+        case WorkflowResumed():
+            return {"error_name": None, "error_message": None}
+        case WorkflowRestarted(reset_tracking=reset):
+            changes: dict[str, Any] = {
+                "run": summary.run + 1,
+                "run_start": rec.stream_position,
+                "mailbox": 0,
+                "completed_us": None,
+                "output": None,
+                "error_name": None,
+                "error_message": None,
+                "updated_us": rec.time_us,
+            }
+            if reset:
+                changes["created_us"] = rec.time_us
+            return changes
+        case TrackingDeleted():
+            if not summary.tracked:
+                raise TransitionError(f"workflow {summary.workflow_id!r} is not tracked")
+            return {"tracked": False, "updated_us": rec.time_us}
+        case BindingMigrated(old_name=old, new_name=new):
+            if summary.workflow_name != old:
+                raise TransitionError(
+                    f"workflow {summary.workflow_id!r} has binding {summary.workflow_name!r}, "
+                    f"not {old!r}"
+                )
+            return {"workflow_name": new, "updated_us": rec.time_us}
+        case _:
+            return {}
+
+
+def quarantine(
+    summary: WorkflowSummary | None, stream: str, position: int, message: str, time_us: int
+) -> WorkflowSummary:
+    """The summary of a workflow whose event at ``position`` cannot be read."""
+    _, workflow_id, _ = parse_stream(stream)
+    if summary is None:
+        summary = WorkflowSummary(
+            workflow_id=workflow_id,
+            workflow_name="",
+            agent_class="",
+            agent_name="",
+            status="unknown",
+            created_us=time_us,
+            updated_us=time_us,
+        )
+    if summary.status == "unknown":
+        return summary
+    return msgspec.structs.replace(
+        summary,
+        status="unknown",
+        error_name="CorruptLogError",
+        error_message=message,
+        corrupt_position=position,
+    )
+
+
+class AgentSummary(msgspec.Struct, frozen=True, gc=False):
+    """An agent's folded state and its callback outbox cursor."""
+
+    agent_class: str
+    name: str
+    state: Any = None
+    has_state: bool = False  # False: the state is the class's current initial_state
+    head: int = 0
+    delivered_through: int = 0  # global position of the last delivered callback
+    last_callback: int = 0  # global position of the last scheduled callback
+    corrupt_position: int | None = None
+
+    @property
+    def callbacks_pending(self) -> bool:
+        return self.last_callback > self.delivered_through
+
+
+def apply_agent(summary: AgentSummary | None, rec: Recorded) -> AgentSummary:
+    """The agent after ``rec``; ``TransitionError`` for an event that cannot apply."""
+    event = rec.event
+    if isinstance(event, AgentCreated):
+        if summary is not None:
+            raise TransitionError(f"agent {event.agent_class}/{event.name} already exists")
+        return AgentSummary(event.agent_class, event.name, head=rec.stream_position)
+    if summary is None:
+        raise TransitionError(f"{type(event).__name__} for agent stream {rec.stream!r} before it exists")
+    if summary.corrupt_position is not None:
+        raise TransitionError(
+            f"agent {summary.agent_class}/{summary.name} is quarantined (corrupt event at log "
+            f"position {summary.corrupt_position})"
+        )
+    changes: dict[str, Any] = {"head": rec.stream_position}
+    match event:
+        case AgentStateSet(state=state) | AgentStateReset(state=state):
+            changes.update(state=state, has_state=True)
+        case AgentStateMerged(partial=partial):
+            if not summary.has_state or not isinstance(summary.state, dict):
+                raise TransitionError(
+                    f"merge into agent {summary.agent_class}/{summary.name} needs a dict state; "
+                    f"it is {type(summary.state).__name__ if summary.has_state else 'unset'}"
+                )
+            changes.update(state={**summary.state, **partial})
+        case CallbackScheduled():
+            changes.update(last_callback=rec.position)
+        case CallbacksDelivered(through=through):
+            if through < summary.delivered_through or through > rec.position:
+                raise TransitionError(
+                    f"callbacks of agent {summary.agent_class}/{summary.name} delivered through "
+                    f"{through}, but the cursor is at {summary.delivered_through}"
+                )
+            changes.update(delivered_through=through)
+        case _:
+            raise TransitionError(f"{type(event).__name__} does not belong on an agent stream")
+    return msgspec.structs.replace(summary, **changes)
+
+
+def quarantine_agent(
+    summary: AgentSummary | None, agent_class: str, name: str, position: int
+) -> AgentSummary:
+    """The summary of an agent whose event at ``position`` cannot be read."""
+    if summary is None:
+        summary = AgentSummary(agent_class, name)
+    if summary.corrupt_position is not None:
+        return summary
+    return msgspec.structs.replace(summary, corrupt_position=position)

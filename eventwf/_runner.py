@@ -1,0 +1,239 @@
+"""The trio host for one workflow run: feeds the replay machine and carries out decisions.
+
+A runner is started with the machine already fed from the log (synchronously, so no
+commit can slip between the read and the live feed). Every append it makes is fenced
+with its epoch: once the engine replaces it (pause, restart, terminate) nothing it still
+had queued can land. Control flow that must not be caught by user code (stop, diverge)
+uses BaseException subclasses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import trio
+
+from ._clock import Clock
+from ._events import (
+    CallbackScheduled,
+    Event,
+    Recorded,
+    WorkflowBlocked,
+    WorkflowCompleted,
+    WorkflowErrored,
+    WorkflowPaused,
+    WorkflowRunning,
+    agent_stream,
+    encode_value,
+    workflow_stream,
+)
+from ._exceptions import error_info
+from ._fold import WorkflowSummary
+from ._replay import Decision, ReplayMachine, describe_command
+from ._step import AgentWorkflowStep
+from ._types import WorkflowEvent
+from ._validation import utc_from_us
+from .errors import EventwfError, NonDeterminismError
+
+__all__ = ["Core", "Diverged", "Stopped", "WorkflowRunner"]
+
+logger = logging.getLogger("eventwf")
+
+
+class Stopped(BaseException):
+    """The run must stop here (paused at a step boundary, or replaced)."""
+
+
+class Diverged(BaseException):
+    """Replay contradicted the log; carries the ``NonDeterminismError`` to record."""
+
+    def __init__(self, error: NonDeterminismError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class Core(Protocol):
+    clock: Clock
+
+    async def append(
+        self, items: Sequence[tuple[str, Event]], *, fence: tuple[str, int] | None = None
+    ) -> list[Recorded]: ...
+    def workflow_summary(self, workflow_id: str) -> WorkflowSummary | None: ...
+    def workflow_class(self, binding: str) -> type[Any] | None: ...
+    async def agent_object(self, agent_class: str, name: str) -> Any: ...
+    def runner_finished(self, runner: WorkflowRunner) -> None: ...
+    async def deliver_progress(
+        self, agent: Any, workflow_name: str, workflow_id: str, progress: Any
+    ) -> None: ...
+    def agent_state_items(
+        self, agent: Any, action: str, value: Any, workflow_id: str
+    ) -> list[tuple[str, Event]]: ...
+    async def agent_state_committed(self, agent: Any) -> None: ...
+
+
+class WorkflowRunner:
+    """Runs ``AgentWorkflow.run`` for one workflow and incarnation (``epoch``)."""
+
+    def __init__(self, core: Core, summary: WorkflowSummary, epoch: int,
+                 history: list[Recorded]) -> None:
+        self.core = core
+        self.workflow_id = summary.workflow_id
+        self.epoch = epoch
+        self.stream = workflow_stream(summary.workflow_id)
+        self.agent_stream = agent_stream(summary.agent_class, summary.agent_name)
+        self.machine = ReplayMachine(summary.workflow_id, summary.workflow_name)
+        for rec in history:
+            self.machine.feed(rec)
+        self.cancel_scope = trio.CancelScope()
+        self._mail = trio.Event()
+        self._busy: str | None = None
+        self._stopping = False
+        self.agent: Any = None
+
+    @property
+    def summary(self) -> WorkflowSummary:
+        summary = self.core.workflow_summary(self.workflow_id)
+        assert summary is not None
+        return summary
+
+    @property
+    def workflow_name(self) -> str:
+        return self.summary.workflow_name
+
+    @property
+    def clock(self) -> Clock:
+        return self.core.clock
+
+    # -- feeding from the engine ---------------------------------------------------------
+
+    def feed(self, rec: Recorded) -> None:
+        self.machine.feed(rec)
+
+    def notify_mail(self) -> None:
+        self._mail.set()
+        self._mail = trio.Event()
+
+    def cancel(self) -> None:
+        self._stopping = True
+        self.cancel_scope.cancel()
+
+    # -- primitives for the step API ------------------------------------------------------
+
+    async def append(self, items: Sequence[tuple[str, Event]]) -> list[Recorded]:
+        """Append fenced by this runner's epoch, then stop here if a pause is pending."""
+        records = await self.core.append(items, fence=(self.workflow_id, self.epoch))
+        await self._boundary()
+        return records
+
+    async def _boundary(self) -> None:
+        if self._stopping:
+            raise Stopped()
+        if self.summary.status == "waitingForPause":
+            await self.core.append([(self.stream, WorkflowPaused())],
+                                   fence=(self.workflow_id, self.epoch))
+            self._stopping = True
+            raise Stopped()
+
+    async def begin(self, kind: str, name: str | None) -> Decision:
+        """Start durable command (kind, name): stop, diverge, or get the decision."""
+        if self._busy is not None:
+            raise EventwfError(
+                f"workflow {self.workflow_id!r} called {describe_command(kind, name)} while "
+                f"{self._busy} is still running; await durable steps one at a time"
+            )
+        await self._boundary()
+        try:
+            decision = self.machine.next(kind, name)
+        except NonDeterminismError as exc:
+            self._stopping = True
+            raise Diverged(exc) from None
+        self._busy = describe_command(kind, name)
+        return decision
+
+    def end(self) -> None:
+        self._busy = None
+
+    async def wait_for_mail(self) -> None:
+        await self._mail.wait()
+
+    def agent_state_items(self, action: str, value: Any) -> list[tuple[str, Event]]:
+        return self.core.agent_state_items(self.agent, action, value, self.workflow_id)
+
+    async def agent_state_committed(self) -> None:
+        await self.core.agent_state_committed(self.agent)
+
+    # -- the run -------------------------------------------------------------------------
+
+    async def main(self) -> None:
+        try:
+            with self.cancel_scope:
+                try:
+                    await self._main()
+                except Stopped:
+                    pass  # paused at a boundary or replaced: the log already says so
+        finally:
+            self.core.runner_finished(self)
+
+    async def _main(self) -> None:
+        summary = self.summary
+        if summary.status == "queued":
+            await self.core.append([(self.stream, WorkflowRunning())],
+                                   fence=(self.workflow_id, self.epoch))
+        cls = self.core.workflow_class(summary.workflow_name)
+        start = self.machine.start
+        if cls is None or start is None:
+            raise EventwfError(f"workflow {self.workflow_id!r} cannot run: no binding or start")
+        self.agent = await self.core.agent_object(summary.agent_class, summary.agent_name)
+        instance = cls()
+        instance._eventwf_bind(self)
+        event = WorkflowEvent(payload=start.params, instance_id=self.workflow_id,
+                              timestamp=utc_from_us(self.machine.start_time_us))
+        step = AgentWorkflowStep(self)
+        try:
+            output = await instance.run(event, step)
+            if self._stopping:
+                raise Stopped()
+            self.machine.finish()
+        except Diverged as diverged:
+            await self._block(diverged.error)
+            return
+        except NonDeterminismError as exc:
+            await self._block(exc)
+            return
+        except Exception as exc:  # the workflow failed: log it, report it once
+            if self._stopping:
+                raise Stopped() from exc
+            await self._finish_errored(exc)
+            return
+        await self._finish_complete(output)
+
+    async def _block(self, error: NonDeterminismError) -> None:
+        logger.warning("%s; the workflow is paused until resumed", error)
+        self._stopping = True
+        await self.core.append(
+            [(self.stream, WorkflowBlocked(self.machine.position - 1,
+                                           error_info(error, with_traceback=False)))],
+            fence=(self.workflow_id, self.epoch),
+        )
+
+    async def _finish_errored(self, exc: Exception) -> None:
+        logger.debug("workflow %s errored", self.workflow_id, exc_info=exc)
+        items: list[tuple[str, Event]] = [(self.stream, WorkflowErrored(error_info(exc)))]
+        if not self.machine.error_reported:
+            items.append((self.agent_stream, CallbackScheduled(
+                "error", self.workflow_name, self.workflow_id, str(exc))))
+        await self.core.append(items, fence=(self.workflow_id, self.epoch))
+
+    async def _finish_complete(self, output: Any) -> None:
+        try:
+            encode_value(output, f"the return value of workflow {self.workflow_id!r}")
+        except ValueError as exc:  # includes PayloadTooLargeError
+            await self._finish_errored(exc)
+            return
+        items: list[tuple[str, Event]] = [(self.stream, WorkflowCompleted(output))]
+        if not self.machine.complete_reported:
+            items.append((self.agent_stream, CallbackScheduled(
+                "complete", self.workflow_name, self.workflow_id, output)))
+        await self.core.append(items, fence=(self.workflow_id, self.epoch))

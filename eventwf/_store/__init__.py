@@ -1,0 +1,6 @@
+"""Storage layer: the only code that touches SQLite (see specs/design.md)."""
+
+from .store import PendingRow as PendingRow
+from .store import Store as Store
+
+__all__ = ["PendingRow", "Store"]

@@ -1,0 +1,207 @@
+"""Projection tables: summaries to rows and back, and the tracking queries.
+
+Rows hold every summary field except ``head`` (the stream version, read from the log), so
+a step that changes no tracking field writes no projection row. Query values are always
+bound parameters; JSON paths are built only from validated key segments.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .._events import decode_value, encode_value
+from .._fold import AgentSummary, WorkflowSummary
+
+__all__ = [
+    "AGENT_COLUMNS",
+    "WORKFLOW_COLUMNS",
+    "TrackingFilter",
+    "agent_row",
+    "count_workflows",
+    "load_agent",
+    "load_workflow",
+    "load_workflows",
+    "query_workflows",
+    "summary_from_row",
+    "workflow_row",
+    "write_agents",
+    "write_workflows",
+]
+
+WORKFLOW_COLUMNS = (
+    "workflow_id", "workflow_name", "agent_class", "agent_name", "status", "metadata",
+    "error_name", "error_message", "created_us", "updated_us", "completed_us", "tracked",
+    "run", "started_at", "run_start", "mailbox", "output", "corrupt_position",
+)
+AGENT_COLUMNS = (
+    "agent_class", "agent_name", "state", "has_state", "delivered_through", "last_callback",
+    "corrupt_position",
+)
+_WF_SELECT = "SELECT " + ", ".join(WORKFLOW_COLUMNS) + " FROM workflows"
+_AG_SELECT = "SELECT " + ", ".join(AGENT_COLUMNS) + " FROM agents"
+
+
+def _upsert(table: str, columns: Sequence[str], keys: Sequence[str]) -> str:
+    names = ", ".join(columns)
+    marks = ", ".join("?" for _ in columns)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+    return (f"INSERT INTO {table}({names}) VALUES ({marks}) "
+            f"ON CONFLICT({', '.join(keys)}) DO UPDATE SET {updates}")
+
+
+_WF_UPSERT = _upsert("workflows", WORKFLOW_COLUMNS, ("workflow_id",))
+_AG_UPSERT = _upsert("agents", AGENT_COLUMNS, ("agent_class", "agent_name"))
+
+
+def workflow_row(s: WorkflowSummary) -> tuple[Any, ...]:
+    return (
+        s.workflow_id, s.workflow_name, s.agent_class, s.agent_name, s.status,
+        None if s.metadata is None else json.dumps(s.metadata, separators=(",", ":")),
+        s.error_name, s.error_message, s.created_us, s.updated_us, s.completed_us,
+        int(s.tracked), s.run, s.started_at, s.run_start, s.mailbox,
+        None if s.output is None else encode_value(s.output, "output", limit=1 << 62),
+        s.corrupt_position,
+    )
+
+
+def summary_from_row(row: Sequence[Any], head: int) -> WorkflowSummary:
+    (workflow_id, workflow_name, agent_class, agent_name, status, metadata, error_name,
+     error_message, created_us, updated_us, completed_us, tracked, run, started_at,
+     run_start, mailbox, output, corrupt_position) = row
+    return WorkflowSummary(
+        workflow_id=workflow_id, workflow_name=workflow_name, agent_class=agent_class,
+        agent_name=agent_name, status=status, created_us=created_us, updated_us=updated_us,
+        completed_us=completed_us,
+        metadata=None if metadata is None else json.loads(metadata),
+        error_name=error_name, error_message=error_message,
+        output=None if output is None else decode_value(output),
+        tracked=bool(tracked), run=run, started_at=started_at, run_start=run_start,
+        head=head, mailbox=mailbox, corrupt_position=corrupt_position,
+    )
+
+
+def agent_row(s: AgentSummary) -> tuple[Any, ...]:
+    state = encode_value(s.state, "agent state", limit=1 << 62) if s.has_state else None
+    return (s.agent_class, s.name, state, int(s.has_state), s.delivered_through,
+            s.last_callback, s.corrupt_position)
+
+
+def _agent_from_row(row: Sequence[Any], head: int) -> AgentSummary:
+    agent_class, name, state, has_state, delivered, last_callback, corrupt = row
+    return AgentSummary(
+        agent_class=agent_class, name=name,
+        state=None if state is None else decode_value(state), has_state=bool(has_state),
+        head=head, delivered_through=delivered, last_callback=last_callback,
+        corrupt_position=corrupt,
+    )
+
+
+def write_workflows(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
+    conn.executemany(_WF_UPSERT, rows)
+
+
+def write_agents(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
+    conn.executemany(_AG_UPSERT, rows)
+
+
+def load_workflow(conn: sqlite3.Connection, workflow_id: str, head: int) -> WorkflowSummary | None:
+    row = conn.execute(_WF_SELECT + " WHERE workflow_id = ?", (workflow_id,)).fetchone()
+    return None if row is None else summary_from_row(row, head)
+
+
+def load_workflows(conn: sqlite3.Connection, *, unfinished: bool) -> list[tuple[Any, ...]]:
+    """Raw rows (heads not filled in); ``unfinished`` selects the ones to resume."""
+    if unfinished:
+        sql = _WF_SELECT + (" WHERE status NOT IN ('complete', 'errored', 'terminated') "
+                            "ORDER BY created_us, workflow_id")
+    else:
+        sql = _WF_SELECT + " ORDER BY workflow_id"
+    return conn.execute(sql).fetchall()
+
+
+def load_agent(conn: sqlite3.Connection, agent_class: str, name: str, head: int) -> AgentSummary | None:
+    row = conn.execute(
+        _AG_SELECT + " WHERE agent_class = ? AND agent_name = ?", (agent_class, name)
+    ).fetchone()
+    return None if row is None else _agent_from_row(row, head)
+
+
+def load_agents(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+    return conn.execute(_AG_SELECT + " ORDER BY agent_class, agent_name").fetchall()
+
+
+class TrackingFilter:
+    """The WHERE clause of a tracking query for one agent; every value is a parameter."""
+
+    def __init__(
+        self,
+        agent_class: str,
+        agent_name: str,
+        *,
+        statuses: Sequence[str] | None = None,
+        workflow_name: str | None = None,
+        metadata: Sequence[tuple[str | None, Any]] = (),
+        created_before_us: int | None = None,
+    ) -> None:
+        clauses = ["agent_class = ?", "agent_name = ?", "tracked = 1"]
+        params: list[Any] = [agent_class, agent_name]
+        if statuses is not None:
+            clauses.append(f"status IN ({', '.join('?' for _ in statuses)})" if statuses else "0")
+            params.extend(statuses)
+        if workflow_name:
+            clauses.append("workflow_name = ?")
+            params.append(workflow_name)
+        for path, value in metadata:
+            clause, values = _metadata_clause(path, value)
+            clauses.append(clause)
+            params.extend(values)
+        if created_before_us is not None:
+            clauses.append("created_us < ?")
+            params.append(created_before_us)
+        self.where = " AND ".join(clauses)
+        self.params = params
+
+
+def _metadata_clause(path: str | None, value: Any) -> tuple[str, list[Any]]:
+    """Typed equality on one JSON path: ``1`` matches numbers only, ``"1"`` strings only."""
+    if path is None:
+        return "0", []
+    if value is None:
+        return "json_type(metadata, ?) = 'null'", [path]
+    if isinstance(value, bool):
+        return "json_type(metadata, ?) = ?", [path, "true" if value else "false"]
+    if isinstance(value, int | float):
+        return ("json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) = ?",
+                [path, path, value])
+    return "json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?", [path, path, value]
+
+
+def count_workflows(conn: sqlite3.Connection, where: TrackingFilter) -> int:
+    sql = "SELECT count(*) FROM workflows WHERE " + where.where
+    return int(conn.execute(sql, where.params).fetchone()[0])
+
+
+def query_workflows(
+    conn: sqlite3.Connection,
+    where: TrackingFilter,
+    *,
+    ascending: bool,
+    limit: int | None,
+    after: tuple[int, str] | None = None,
+) -> list[WorkflowSummary]:
+    """Tracked workflows ordered by (created time, id), after a keyset cursor."""
+    sql = _WF_SELECT + " WHERE " + where.where
+    params = list(where.params)
+    if after is not None:
+        op = ">" if ascending else "<"
+        sql += f" AND (created_us {op} ? OR (created_us = ? AND workflow_id {op} ?))"
+        params.extend([after[0], after[0], after[1]])
+    direction = "ASC" if ascending else "DESC"
+    sql += f" ORDER BY created_us {direction}, workflow_id {direction}"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [summary_from_row(row, -1) for row in conn.execute(sql, params)]

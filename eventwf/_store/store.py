@@ -1,0 +1,210 @@
+"""The storage facade: one SQLite connection, used synchronously from the trio thread.
+
+Every write is one ``BEGIN IMMEDIATE … COMMIT`` run without yielding, holding the event
+rows and the projection rows they change. A commit that raises leaves the outcome unknown
+for an instant; since only this engine writes (see :class:`WriterLock`), reading the
+head back tells which it was.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from .._events import Recorded
+from .._fold import AgentSummary, WorkflowSummary
+from ..errors import StorageError
+from . import projections as proj
+from .log import chain_hash, read_stream, stream_head
+from .rebuild import Folded, fold_log
+from .schema import WriterLock, connect, create_schema, get_meta, set_meta
+
+__all__ = ["PendingRow", "Store"]
+
+
+class PendingRow(NamedTuple):
+    """An event row before it has a log position."""
+
+    stream: str
+    stream_position: int
+    time_us: int
+    type: str
+    data: bytes
+
+
+_INSERT = ("INSERT INTO events(position, stream, stream_position, time_us, type, data, hash) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?)")
+
+
+class Store:
+    """The log file and its projections."""
+
+    def __init__(self, path: str, *, readonly: bool = False, synchronous: str = "FULL") -> None:
+        self.path = path
+        self.readonly = readonly
+        self._lock: WriterLock | None = None
+        if not readonly and path != ":memory:":
+            self._lock = WriterLock(path)
+            self._lock.acquire()
+        try:
+            self.conn = connect(path, readonly=readonly, synchronous=synchronous)
+            if not readonly:
+                create_schema(self.conn)
+            genesis = get_meta(self.conn, "genesis")
+            if genesis is None:
+                raise StorageError(f"{path} is not an eventwf log (no genesis in its meta table)")
+            self.genesis = bytes.fromhex(genesis)
+            row = self.conn.execute(
+                "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
+            ).fetchone()
+            self.head: int = 0 if row is None else int(row[0])
+            self.head_hash: bytes = self.genesis if row is None else bytes(row[1])
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            conn.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    # -- writing -------------------------------------------------------------------------
+
+    def commit(
+        self,
+        rows: Sequence[PendingRow],
+        workflows: Sequence[WorkflowSummary] = (),
+        agents: Sequence[AgentSummary] = (),
+    ) -> int:
+        """Append ``rows`` and upsert the projection rows in one transaction.
+
+        Returns the position of the first row. Raises ``StorageError`` when the commit
+        did not happen; in that case nothing of it is in the log.
+        """
+        first = self.head + 1
+        prev = self.head_hash
+        values: list[tuple[Any, ...]] = []
+        for position, row in enumerate(rows, start=first):
+            prev = chain_hash(prev, position, row.stream, row.stream_position, row.time_us,
+                              row.type, row.data)
+            values.append((position, *row, prev))
+        last = first + len(values) - 1
+        workflow_rows = [proj.workflow_row(s) for s in workflows]
+        agent_rows = [proj.agent_row(s) for s in agents]
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(_INSERT, values)
+            if workflow_rows:
+                proj.write_workflows(conn, workflow_rows)
+            if agent_rows:
+                proj.write_agents(conn, agent_rows)
+            set_meta(conn, "projected_through", str(last))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if not self._landed(last):
+                raise StorageError(
+                    f"could not commit {len(values)} event(s) to {self.path}: {exc}"
+                ) from exc
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self.head, self.head_hash = last, prev
+        return first
+
+    def _landed(self, last: int) -> bool:
+        """After a failed COMMIT: roll back if still open, then look whether it landed."""
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            row = self.conn.execute("SELECT max(position) FROM events").fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: the log cannot be read after a failed commit: "
+                               f"{exc}") from exc
+        return row[0] is not None and int(row[0]) >= last
+
+    # -- reading -------------------------------------------------------------------------
+
+    def read_stream(
+        self, stream: str, from_stream_position: int = 0, *, after_position: int = 0
+    ) -> list[Recorded]:
+        return read_stream(self.conn, self.genesis, stream, from_stream_position,
+                           after_position=after_position)
+
+    def stream_head(self, stream: str) -> int:
+        return stream_head(self.conn, stream)
+
+    def load_workflow(self, workflow_id: str) -> WorkflowSummary | None:
+        head = self.stream_head("wf:" + workflow_id)
+        return proj.load_workflow(self.conn, workflow_id, head)
+
+    def unfinished_workflows(self) -> list[WorkflowSummary]:
+        out = []
+        for row in proj.load_workflows(self.conn, unfinished=True):
+            out.append(proj.summary_from_row(row, self.stream_head("wf:" + row[0])))
+        return out
+
+    def load_agent(self, agent_class: str, name: str) -> AgentSummary | None:
+        head = self.stream_head(f"agent:{agent_class}/{name}")
+        return proj.load_agent(self.conn, agent_class, name, head)
+
+    def agents_with_pending_callbacks(self) -> list[tuple[str, str]]:
+        rows = self.conn.execute(
+            "SELECT agent_class, agent_name FROM agents WHERE last_callback > delivered_through "
+            "AND corrupt_position IS NULL ORDER BY agent_class, agent_name"
+        ).fetchall()
+        return [(str(a), str(b)) for a, b in rows]
+
+    def binding_counts(self) -> list[tuple[str, int, int]]:
+        """(binding, active, finished) for every binding with workflows in the log."""
+        rows = self.conn.execute(
+            "SELECT workflow_name, "
+            "sum(status NOT IN ('complete', 'errored', 'terminated')), "
+            "sum(status IN ('complete', 'errored', 'terminated')) "
+            "FROM workflows GROUP BY workflow_name ORDER BY workflow_name"
+        ).fetchall()
+        return [(str(name), int(active), int(finished)) for name, active, finished in rows]
+
+    def write_projections(self, workflows: Sequence[WorkflowSummary]) -> None:
+        """Projection rows that no event changes (a quarantine found while reading)."""
+        rows = [proj.workflow_row(s) for s in workflows]
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            proj.write_workflows(self.conn, rows)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+
+    def projected_through(self) -> int:
+        return int(get_meta(self.conn, "projected_through") or 0)
+
+    # -- projections ---------------------------------------------------------------------
+
+    def fold(self) -> Folded:
+        """The projections as the log says they must be (a full verified pass)."""
+        return fold_log(self.conn, self.genesis)
+
+    def rebuild_projections(self) -> Folded:
+        """Replace the projection tables with a fold of the log, in one transaction."""
+        folded = self.fold()
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM workflows")
+            conn.execute("DELETE FROM agents")
+            proj.write_workflows(conn, [proj.workflow_row(s) for s in folded.workflows.values()])
+            proj.write_agents(conn, [proj.agent_row(s) for s in folded.agents.values()])
+            set_meta(conn, "projected_through", str(folded.head))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return folded

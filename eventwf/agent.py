@@ -1,0 +1,200 @@
+"""``Agent``: a named, stateful identity whose state is a fold of its own log stream.
+
+Get instances with ``engine.get_agent(MyAgent, "name")`` (one object per name while the
+engine is open). ``state`` is read-only; ``set_state`` logs the change, then calls
+``on_state_update`` and pushes the state to every connected client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any, ClassVar, TypeVar
+
+import msgspec
+
+from . import _ops
+from ._agents import AgentHost
+from ._core import Core
+from ._types import InstanceStatus, WorkflowInfo, WorkflowPage
+from .errors import EventwfError
+
+__all__ = ["Agent", "callable"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+logger = logging.getLogger("eventwf")
+_JSON = msgspec.json.Encoder()
+
+
+def callable(fn: F) -> F:  # noqa: A001 - the public name is eventwf.callable
+    """Mark an agent method as callable by WebSocket clients (RPC)."""
+    fn.__eventwf_callable__ = True  # type: ignore[attr-defined]
+    return fn
+
+
+def is_callable(fn: object) -> bool:
+    return getattr(fn, "__eventwf_callable__", False) is True
+
+
+class Agent:
+    """Subclass this; override the ``on_*`` hooks you need. Instances come from the engine."""
+
+    initial_state: ClassVar[Any] = None
+    _eventwf_host: AgentHost | None = None
+    _eventwf_core: Core | None = None
+
+    @property
+    def _host(self) -> AgentHost:
+        host = self._eventwf_host
+        if host is None:
+            raise EventwfError(f"{type(self).__name__} is not attached to an engine; get agents "
+                               "with engine.get_agent(cls, name)")
+        return host
+
+    @property
+    def _core(self) -> Core:
+        core = self._eventwf_core
+        if core is None:
+            raise EventwfError(f"{type(self).__name__} is not attached to an engine")
+        return core
+
+    @property
+    def name(self) -> str:
+        """The instance name given to ``get_agent``."""
+        return self._host.name
+
+    @property
+    def state(self) -> Any:
+        """The current state (``initial_state`` until the first change)."""
+        return self._core.agent_state(self._host)
+
+    async def set_state(self, state: Any) -> None:
+        """Log ``state`` as the new state, then call ``on_state_update(state, "server")``."""
+        await _ops.set_state(self._core, self._host, state)
+        await self.on_state_update(self.state, "server")
+
+    async def broadcast(self, message: Any, exclude: Iterable[Any] = ()) -> None:
+        """Send a JSON-encodable message to every connected client (not logged)."""
+        try:
+            _JSON.encode(message)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"broadcast message {message!r} is not JSON-encodable: {exc}") from exc
+        self._host.push_message(message, set(exclude))
+
+    # -- workflows -----------------------------------------------------------------------
+
+    async def run_workflow(self, workflow_name: str, params: Any = None, *, id: str | None = None,
+                           metadata: dict[str, Any] | None = None) -> str:
+        """Start a workflow and its tracking record in one append; returns its id."""
+        return await _ops.run_workflow(self._core, self._host, workflow_name, params, id,
+                                       metadata)
+
+    async def send_workflow_event(self, workflow_name: str, workflow_id: str,
+                                  event: dict[str, Any]) -> None:
+        """Deliver ``{"type": ..., "payload": ...}`` to a (waiting or later) wait of that type."""
+        await _ops.send_workflow_event(self._core, workflow_name, workflow_id, event)
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowInfo | None:
+        return _ops.get_workflow(self._core, self._host, workflow_id)
+
+    async def get_workflows(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        workflow_name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        limit: int = 50,
+        order: str = "desc",
+        cursor: str | None = None,
+    ) -> WorkflowPage:
+        """This agent's tracked workflows, newest first unless ``order="asc"``."""
+        return _ops.get_workflows(self._core, self._host, status=status,
+                                  workflow_name=workflow_name, metadata=metadata, limit=limit,
+                                  order=order, cursor=cursor)
+
+    async def delete_workflow(self, workflow_id: str) -> bool:
+        """Drop a tracking record (the workflow itself is untouched); False if there is none."""
+        return await _ops.delete_workflow(self._core, self._host, workflow_id)
+
+    async def delete_workflows(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        workflow_name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        created_before: datetime | float | None = None,
+    ) -> int:
+        """Drop every matching tracking record (all of them with no criteria)."""
+        return await _ops.delete_workflows(self._core, self._host, status=status,
+                                           workflow_name=workflow_name, metadata=metadata,
+                                           created_before=created_before)
+
+    async def approve_workflow(self, workflow_id: str, *, reason: str | None = None,
+                               metadata: dict[str, Any] | None = None) -> None:
+        """Answer a ``wait_for_approval`` with yes."""
+        s = _ops._tracked(self._core, self._host, workflow_id)
+        payload = {"approved": True, "reason": reason, "metadata": metadata}
+        await self.send_workflow_event(s.workflow_name, workflow_id,
+                                       {"type": "approval", "payload": payload})
+
+    async def reject_workflow(self, workflow_id: str, *, reason: str | None = None) -> None:
+        """Answer a ``wait_for_approval`` with no: it raises ``WorkflowRejectedError``."""
+        s = _ops._tracked(self._core, self._host, workflow_id)
+        payload = {"approved": False, "reason": reason}
+        await self.send_workflow_event(s.workflow_name, workflow_id,
+                                       {"type": "approval", "payload": payload})
+
+    async def terminate_workflow(self, workflow_id: str) -> None:
+        await _ops.terminate_workflow(self._core, self._host, workflow_id)
+
+    async def pause_workflow(self, workflow_id: str) -> None:
+        await _ops.pause_workflow(self._core, self._host, workflow_id)
+
+    async def resume_workflow(self, workflow_id: str) -> None:
+        await _ops.resume_workflow(self._core, self._host, workflow_id)
+
+    async def restart_workflow(self, workflow_id: str, *, reset_tracking: bool = True) -> None:
+        """Run again from the start with a cleared step history (same id and params)."""
+        await _ops.restart_workflow(self._core, self._host, workflow_id, reset_tracking)
+
+    async def get_workflow_status(self, workflow_name: str, workflow_id: str) -> InstanceStatus:
+        return _ops.get_workflow_status(self._core, workflow_name, workflow_id)
+
+    async def migrate_workflow_binding(self, old_name: str, new_name: str) -> int:
+        """Re-point this agent's workflows from a renamed binding; resumes unfinished ones."""
+        return await _ops.migrate_workflow_binding(self._core, self._host, old_name, new_name)
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        """Called once when the engine first loads this agent (after its state)."""
+
+    async def on_state_update(self, state: Any, source: str) -> None:
+        """Called after every logged state change."""
+
+    async def on_workflow_progress(self, workflow_name: str, workflow_id: str,
+                                   progress: Any) -> None:
+        """A workflow's ``report_progress`` (not logged; may repeat on recovery)."""
+
+    async def on_workflow_complete(self, workflow_name: str, workflow_id: str,
+                                   result: Any) -> None:
+        """Once per finished run: ``report_complete``'s value, else ``run``'s return value."""
+
+    async def on_workflow_error(self, workflow_name: str, workflow_id: str, error: str) -> None:
+        """Once per failure (not again after ``report_error``). The default logs it."""
+        logger.error(
+            "Workflow error [%s/%s]: %s\nOverride on_workflow_error() in your Agent to handle "
+            "workflow errors.", workflow_name, workflow_id, error)
+
+    async def on_workflow_event(self, workflow_name: str, workflow_id: str, event: Any) -> None:
+        """A workflow's ``step.send_event(event)``."""
+
+    async def on_connect(self, connection: Any) -> None:
+        """A WebSocket client connected (it already got the state)."""
+
+    async def on_message(self, connection: Any, message: Any) -> None:
+        """A client message that is not an RPC call."""
+
+    async def on_close(self, connection: Any) -> None:
+        """A WebSocket client went away."""

@@ -1,0 +1,145 @@
+"""``open_engine``: the durable engine on one log file, as an async context manager."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import msgspec
+import trio
+
+from . import _ops
+from ._clock import Clock
+from ._core import Core
+from ._store import Store
+from ._types import WorkflowInfo
+from ._validation import check_agent_name, check_binding_name, parse_duration
+from .agent import Agent
+from .errors import CorruptLogError, NonDeterminismError, WorkflowNotFoundError
+from .errors import WorkflowTimeoutError
+from .workflow import AgentWorkflow
+
+__all__ = ["Engine", "EngineStatistics", "open_engine"]
+
+A = TypeVar("A", bound=Agent)
+
+
+class EngineStatistics(msgspec.Struct, frozen=True):
+    """Counters for monitoring and benchmarks."""
+
+    commits: int
+    events: int
+    head: int
+    live_workflows: int
+    live_agents: int
+
+
+class Engine:
+    """A running engine; get it from ``open_engine``."""
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+
+    @property
+    def path(self) -> str:
+        return self._core.store.path
+
+    async def get_agent(self, cls: type[A], name: str) -> A:
+        """The one ``cls`` instance named ``name`` (created, and logged, on first use)."""
+        registered = self._core.agent_classes.get(getattr(cls, "__name__", ""))
+        if registered is not cls:
+            raise ValueError(f"agent class {cls!r} is not registered with this engine; pass it "
+                             "in open_engine(agents=[...])")
+        agent = await self._core.agent_object(cls.__name__, check_agent_name(name))
+        assert isinstance(agent, cls)
+        return agent
+
+    async def wait_workflow(self, workflow_id: str, timeout: Any = None) -> WorkflowInfo:
+        """Wait until the workflow is complete, errored or terminated.
+
+        Raises ``NonDeterminismError`` if it is blocked on a divergence, ``CorruptLogError``
+        if it is quarantined and ``WorkflowTimeoutError`` after ``timeout``.
+        """
+        seconds = None if timeout is None else parse_duration(timeout, what="timeout")
+        deadline = trio.current_time() + seconds if seconds is not None else float("inf")
+        with trio.move_on_at(deadline):
+            while True:
+                s = self._core.workflow_summary(workflow_id)
+                if s is None:
+                    raise WorkflowNotFoundError(f"no workflow {workflow_id!r} in {self.path}")
+                if s.finished:
+                    return _ops.info(s)
+                if s.status == "unknown":
+                    raise CorruptLogError(s.error_message or "corrupt log",
+                                          position=s.corrupt_position)
+                if s.status == "paused" and s.error_name == "NonDeterminismError":
+                    raise NonDeterminismError(s.error_message)
+                await self._core.wait_for_change(workflow_id)
+        s = self._core.workflow_summary(workflow_id)
+        raise WorkflowTimeoutError(f"workflow {workflow_id!r} did not finish within {seconds:g} "
+                                   f"seconds (status {s.status if s else 'unknown'})")
+
+    def statistics(self) -> EngineStatistics:
+        core = self._core
+        return EngineStatistics(core.writer.commits, core.writer.events, core.store.head,
+                                len(core._runners), len(core._hosts))
+
+
+def _agent_classes(agents: Sequence[type[Agent]]) -> dict[str, type[Any]]:
+    out: dict[str, type[Any]] = {}
+    for cls in agents:
+        if not isinstance(cls, type) or not issubclass(cls, Agent):
+            raise ValueError(f"agents must be Agent subclasses, got {cls!r}")
+        if cls.__name__ in out and out[cls.__name__] is not cls:
+            raise ValueError(f"two agent classes are named {cls.__name__!r}; agents are "
+                             "addressed by class name")
+        out[cls.__name__] = cls
+    return out
+
+
+def _workflow_classes(
+    workflows: Mapping[str, type[AgentWorkflow[Any]]] | Sequence[type[AgentWorkflow[Any]]],
+) -> dict[str, type[Any]]:
+    pairs = (list(workflows.items()) if isinstance(workflows, Mapping)
+             else [(getattr(cls, "__name__", ""), cls) for cls in workflows])
+    out: dict[str, type[Any]] = {}
+    for binding, cls in pairs:
+        check_binding_name(binding)
+        if not isinstance(cls, type) or not issubclass(cls, AgentWorkflow):
+            raise ValueError(f"workflow binding {binding!r} must map to an AgentWorkflow "
+                             f"subclass, got {cls!r}")
+        if binding in out:
+            raise ValueError(f"workflow binding {binding!r} is registered twice")
+        out[binding] = cls
+    return out
+
+
+@asynccontextmanager
+async def open_engine(
+    path: str | os.PathLike[str] = "eventwf.db",
+    *,
+    agents: Sequence[type[Agent]] = (),
+    workflows: Mapping[str, type[AgentWorkflow[Any]]] | Sequence[type[AgentWorkflow[Any]]] = (),
+    synchronous: str = "FULL",
+) -> AsyncIterator[Engine]:
+    """Open (or create) the log at ``path``, resume unfinished workflows, and serve.
+
+    Leaving the block stops every workflow cleanly; they resume on the next open.
+    ``synchronous="NORMAL"`` trades durability under power loss for speed (opt-in).
+    """
+    agent_classes = _agent_classes(agents)
+    workflow_classes = _workflow_classes(workflows)
+    store = Store(os.fspath(path), synchronous=synchronous)
+    try:
+        async with trio.open_nursery() as nursery:
+            core = Core(store, Clock(), nursery, agent_classes, workflow_classes)
+            await nursery.start(core.writer.run)
+            core.recover()
+            try:
+                yield Engine(core)
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        store.close()

@@ -1,0 +1,124 @@
+"""Every error eventwf raises, in one place.
+
+All of them subclass :class:`EventwfError` except :class:`NonRetryableError`, which user
+step code raises to stop retries. Messages name the offending value and, where there is
+one, the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorruptLogError",
+    "DuplicateWorkflowError",
+    "EventwfError",
+    "LogLockedError",
+    "NonDeterminismError",
+    "NonRetryableError",
+    "PayloadTooLargeError",
+    "RpcError",
+    "SchemaVersionError",
+    "StepFailedError",
+    "StorageError",
+    "TransitionError",
+    "UnknownWorkflowError",
+    "WorkflowNotFoundError",
+    "WorkflowRejectedError",
+    "WorkflowTimeoutError",
+]
+
+
+class EventwfError(Exception):
+    """Base class of every error raised by eventwf itself."""
+
+
+class NonRetryableError(Exception):
+    """Raised by step code to fail its step at once, without further attempts.
+
+    The failure is logged and raised into ``run``; a replay raises it again.
+    """
+
+
+class WorkflowRejectedError(EventwfError):
+    """Raised by ``AgentWorkflow.wait_for_approval`` when the approval event says no."""
+
+    def __init__(self, reason: str | None = None, workflow_id: str | None = None) -> None:
+        self.reason = reason
+        self.workflow_id = workflow_id
+        super().__init__(f"Workflow rejected: {reason}" if reason else "Workflow rejected")
+
+    def __reduce__(self) -> tuple[type[WorkflowRejectedError], tuple[str | None, str | None]]:
+        return (type(self), (self.reason, self.workflow_id))
+
+
+class WorkflowTimeoutError(EventwfError):
+    """A step attempt, an event wait or ``wait_workflow`` ran out of time."""
+
+
+class DuplicateWorkflowError(EventwfError):
+    """``run_workflow`` was given an id that is already tracked or still running."""
+
+
+class UnknownWorkflowError(EventwfError):
+    """A workflow binding name that is not registered with the engine."""
+
+
+class WorkflowNotFoundError(EventwfError):
+    """No workflow (or no tracking record) exists under the given id."""
+
+
+class RpcError(EventwfError):
+    """A WebSocket RPC call failed; the message is the server's."""
+
+
+class NonDeterminismError(EventwfError):
+    """Replay met a step that the log says came in another order or under another name.
+
+    The workflow runs nothing further and is left ``paused`` with this error recorded;
+    fix the code and call ``resume_workflow`` (or restart/terminate it).
+    """
+
+
+class CorruptLogError(EventwfError):
+    """An event that cannot be verified or decoded, or a broken sequence.
+
+    Always names the log position; the bad bytes are never rewritten or skipped silently.
+    """
+
+    def __init__(self, message: str, *, position: int | None = None) -> None:
+        self.position = position
+        super().__init__(message)
+
+
+class SchemaVersionError(EventwfError):
+    """The log was written by a newer eventwf; this version refuses to write to it."""
+
+
+class LogLockedError(EventwfError):
+    """Another engine (in this or another process) already has the log open for writing."""
+
+
+class StorageError(EventwfError):
+    """The database failed to commit (disk full, I/O error); nothing was acknowledged."""
+
+
+class PayloadTooLargeError(EventwfError, ValueError):
+    """A step result, event payload, parameter or agent state is over its size limit."""
+
+
+class StepFailedError(EventwfError):
+    """Stands in for a logged step failure whose exception class cannot be imported.
+
+    ``error_type`` is the original ``module.QualName`` and ``message`` its text.
+    """
+
+    def __init__(self, error_type: str, message: str) -> None:
+        self.error_type = error_type
+        self.message = message
+        super().__init__(f"{error_type}: {message}")
+
+
+class TransitionError(EventwfError):
+    """An operation the workflow's (or agent's) current state does not allow.
+
+    The log is checked before every append, so such an operation changes nothing.
+    """

@@ -1,0 +1,90 @@
+"""``AgentWorkflow``: the base class of durable workflows started by an agent."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+from ._runner import WorkflowRunner
+from ._step import AgentWorkflowStep
+from ._types import WorkflowEvent
+from .agent import Agent
+from .errors import EventwfError, WorkflowRejectedError
+
+__all__ = ["AgentWorkflow"]
+
+AgentT = TypeVar("AgentT", bound=Agent)
+
+
+class AgentWorkflow(Generic[AgentT]):
+    """Subclass with ``async def run(self, event, step)``.
+
+    ``run`` is re-executed from the top on every recovery: durable ``step.*`` calls are
+    served from the log, while ``self.agent`` calls, ``report_progress`` and
+    ``broadcast_to_clients`` run again (keep them idempotent).
+    """
+
+    _eventwf_runner: WorkflowRunner | None = None
+
+    def _eventwf_bind(self, runner: WorkflowRunner) -> None:
+        self._eventwf_runner = runner
+
+    @property
+    def _runner(self) -> WorkflowRunner:
+        if self._eventwf_runner is None:
+            raise EventwfError("Agent not initialized. Ensure you're accessing this.agent "
+                               "inside run().")
+        return self._eventwf_runner
+
+    @property
+    def agent(self) -> AgentT:
+        """The agent that started this workflow (calls on it are not durable)."""
+        agent = self._runner.agent
+        if agent is None:
+            raise EventwfError("Agent not initialized. Ensure you're accessing self.agent "
+                               "inside run().")
+        return agent  # type: ignore[no-any-return]
+
+    @property
+    def workflow_id(self) -> str:
+        return self._runner.workflow_id
+
+    @property
+    def workflow_name(self) -> str:
+        return self._runner.workflow_name
+
+    async def run(self, event: WorkflowEvent, step: AgentWorkflowStep) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define async def run(event, step)")
+
+    async def report_progress(self, progress: Any) -> None:
+        """Call the agent's ``on_workflow_progress`` (not logged; may repeat on recovery)."""
+        runner = self._runner
+        await runner.core.deliver_progress(self.agent, runner.workflow_name, runner.workflow_id,
+                                           progress)
+
+    async def broadcast_to_clients(self, message: Any) -> None:
+        """Send a message to every client of the agent (not logged)."""
+        await self.agent.broadcast(message)
+
+    async def wait_for_approval(
+        self,
+        step: AgentWorkflowStep,
+        *,
+        timeout: Any = None,
+        step_name: str = "wait-for-approval",
+        event_type: str = "approval",
+    ) -> Any:
+        """Wait for ``approve_workflow``/``reject_workflow``; returns the approval metadata.
+
+        On rejection it reports the error to the agent and raises ``WorkflowRejectedError``.
+        """
+        if timeout is None:
+            received = await step.wait_for_event(step_name, type=event_type)
+        else:
+            received = await step.wait_for_event(step_name, type=event_type, timeout=timeout)
+        payload = received.payload if isinstance(received.payload, dict) else {}
+        if not payload.get("approved"):
+            reason = payload.get("reason")
+            reason = reason if isinstance(reason, str) and reason else None
+            await step.report_error(reason or "Workflow rejected")
+            raise WorkflowRejectedError(reason, self.workflow_id)
+        return payload.get("metadata")
