@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import trio
 
-from ._events import CallbacksDelivered, CallbackScheduled, Event, Recorded, agent_stream
+from ._events import CallbackScheduled, CallbacksDelivered, Event, Recorded, agent_stream
 from .errors import EventwfError
 
 __all__ = ["AgentHost", "Connection"]

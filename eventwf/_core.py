@@ -10,6 +10,7 @@ loses its runner. Nothing here calls user code synchronously.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -325,7 +326,7 @@ class Core:
                 started += self.start_runner(summary)
         for agent_class, name in self.store.agents_with_pending_callbacks():
             if agent_class in self.agent_classes:
-                self.spawn(lambda c=agent_class, n=name: self._load_agent(c, n),
+                self.spawn(functools.partial(self._load_agent, agent_class, name),
                            f"load agent {agent_class}/{name}")
             else:
                 logger.warning("agent %s/%s has undelivered callbacks, but its class is not "

@@ -323,7 +323,7 @@ AnyEvent = (
 
 EVENT_TYPES: dict[str, type[Event]] = {
     str(cls.__struct_config__.tag): cls
-    for cls in AnyEvent.__args__  # type: ignore[attr-defined]
+    for cls in AnyEvent.__args__
 }
 
 
@@ -379,7 +379,7 @@ def decode_event(type_name: str, data: bytes, *, position: int | None = None) ->
             position=position,
         )
     try:
-        event = _EVENT_DECODER.decode(data)
+        event: Event = _EVENT_DECODER.decode(data)
     except _DECODE_ERRORS as exc:
         raise CorruptLogError(
             f"{where} ({type_name}) cannot be decoded: {exc}", position=position

@@ -160,7 +160,9 @@ def apply_workflow(summary: WorkflowSummary | None, rec: Recorded) -> WorkflowSu
     return msgspec.structs.replace(summary, **changes)
 
 
-def _start(summary: WorkflowSummary | None, rec: Recorded, event: WorkflowStarted) -> WorkflowSummary:
+def _start(
+    summary: WorkflowSummary | None, rec: Recorded, event: WorkflowStarted
+) -> WorkflowSummary:
     if summary is not None and (summary.tracked or not summary.finished):
         raise TransitionError(
             f"workflow {summary.workflow_id!r} {_describe(summary)} and "
@@ -278,7 +280,9 @@ def apply_agent(summary: AgentSummary | None, rec: Recorded) -> AgentSummary:
             raise TransitionError(f"agent {event.agent_class}/{event.name} already exists")
         return AgentSummary(event.agent_class, event.name, head=rec.stream_position)
     if summary is None:
-        raise TransitionError(f"{type(event).__name__} for agent stream {rec.stream!r} before it exists")
+        raise TransitionError(
+            f"{type(event).__name__} for agent stream {rec.stream!r} before it exists"
+        )
     if summary.corrupt_position is not None:
         raise TransitionError(
             f"agent {summary.agent_class}/{summary.name} is quarantined (corrupt event at log "

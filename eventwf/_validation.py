@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 __all__ = [
@@ -129,7 +129,8 @@ def check_binding_name(name: object) -> str:
     """Workflow binding names are 1-64 characters without control characters."""
     if not isinstance(name, str) or not name or len(name) > 64 or _CONTROL_RE.search(name):
         raise ValueError(
-            f"invalid workflow binding name {name!r}: must be 1-64 characters, no control characters"
+            f"invalid workflow binding name {name!r}: must be 1-64 characters without "
+            "control characters"
         )
     return name
 
@@ -184,4 +185,4 @@ def metadata_key_path(key: object) -> str | None:
 
 def utc_from_us(us: int) -> datetime:
     """An aware UTC datetime from integer microseconds since the epoch."""
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=us)
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)

@@ -135,8 +135,8 @@ class _Batch:
         ]
         agents = [
             new for key, new in self.agents.items()
-            if (old := self.original_ag.get(key)) is None
-            or msgspec.structs.replace(new, head=old.head) != old
+            if (before := self.original_ag.get(key)) is None
+            or msgspec.structs.replace(new, head=before.head) != before
         ]
         return workflows, agents
 

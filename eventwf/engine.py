@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -17,8 +18,12 @@ from ._store import Store
 from ._types import WorkflowInfo
 from ._validation import check_agent_name, check_binding_name, parse_duration
 from .agent import Agent
-from .errors import CorruptLogError, NonDeterminismError, WorkflowNotFoundError
-from .errors import WorkflowTimeoutError
+from .errors import (
+    CorruptLogError,
+    NonDeterminismError,
+    WorkflowNotFoundError,
+    WorkflowTimeoutError,
+)
 from .workflow import AgentWorkflow
 
 __all__ = ["Engine", "EngineStatistics", "open_engine"]
@@ -123,18 +128,21 @@ async def open_engine(
     agents: Sequence[type[Agent]] = (),
     workflows: Mapping[str, type[AgentWorkflow[Any]]] | Sequence[type[AgentWorkflow[Any]]] = (),
     synchronous: str = "FULL",
+    wall_clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[Engine]:
     """Open (or create) the log at ``path``, resume unfinished workflows, and serve.
 
     Leaving the block stops every workflow cleanly; they resume on the next open.
     ``synchronous="NORMAL"`` trades durability under power loss for speed (opt-in).
+    ``wall_clock`` (epoch seconds) is read once, to anchor trio's clock to wall time;
+    simulations pass one that follows their ``MockClock`` across reopens.
     """
     agent_classes = _agent_classes(agents)
     workflow_classes = _workflow_classes(workflows)
     store = Store(os.fspath(path), synchronous=synchronous)
     try:
         async with trio.open_nursery() as nursery:
-            core = Core(store, Clock(), nursery, agent_classes, workflow_classes)
+            core = Core(store, Clock(wall_clock), nursery, agent_classes, workflow_classes)
             await nursery.start(core.writer.run)
             core.recover()
             try:

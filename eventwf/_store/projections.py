@@ -122,7 +122,9 @@ def load_workflows(conn: sqlite3.Connection, *, unfinished: bool) -> list[tuple[
     return conn.execute(sql).fetchall()
 
 
-def load_agent(conn: sqlite3.Connection, agent_class: str, name: str, head: int) -> AgentSummary | None:
+def load_agent(
+    conn: sqlite3.Connection, agent_class: str, name: str, head: int
+) -> AgentSummary | None:
     row = conn.execute(
         _AG_SELECT + " WHERE agent_class = ? AND agent_name = ?", (agent_class, name)
     ).fetchone()

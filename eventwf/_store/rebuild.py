@@ -7,8 +7,14 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from .._events import parse_stream
-from .._fold import AgentSummary, WorkflowSummary, apply_agent, apply_workflow, quarantine
-from .._fold import quarantine_agent
+from .._fold import (
+    AgentSummary,
+    WorkflowSummary,
+    apply_agent,
+    apply_workflow,
+    quarantine,
+    quarantine_agent,
+)
 from ..errors import CorruptLogError, TransitionError
 from .log import decode_row, scan
 

@@ -90,9 +90,9 @@ def create_schema(conn: sqlite3.Connection) -> None:
 
 def _create_tables(db: sqlite_utils.Database, existing: set[str]) -> None:
     if "meta" not in existing:
-        db["meta"].create({"key": str, "value": str}, pk="key", not_null={"value"})
+        db.table("meta").create({"key": str, "value": str}, pk="key", not_null={"value"})
     if "events" not in existing:
-        db["events"].create(
+        db.table("events").create(
             {
                 "position": int,
                 "stream": str,
@@ -105,9 +105,9 @@ def _create_tables(db: sqlite_utils.Database, existing: set[str]) -> None:
             pk="position",
             not_null={"stream", "stream_position", "time_us", "type", "data", "hash"},
         )
-    db["events"].create_index(["stream", "stream_position"], unique=True, if_not_exists=True)
+    db.table("events").create_index(["stream", "stream_position"], unique=True, if_not_exists=True)
     if "workflows" not in existing:
-        db["workflows"].create(
+        db.table("workflows").create(
             {
                 "workflow_id": str,
                 "workflow_name": str,
@@ -132,13 +132,13 @@ def _create_tables(db: sqlite_utils.Database, existing: set[str]) -> None:
             not_null={"workflow_name", "agent_class", "agent_name", "status", "created_us",
                       "updated_us", "tracked", "run", "started_at", "run_start", "mailbox"},
         )
-    db["workflows"].create_index(
+    db.table("workflows").create_index(
         ["agent_class", "agent_name", "tracked", "created_us", "workflow_id"], if_not_exists=True
     )
-    db["workflows"].create_index(["status"], if_not_exists=True)
-    db["workflows"].create_index(["workflow_name"], if_not_exists=True)
+    db.table("workflows").create_index(["status"], if_not_exists=True)
+    db.table("workflows").create_index(["workflow_name"], if_not_exists=True)
     if "agents" not in existing:
-        db["agents"].create(
+        db.table("agents").create(
             {
                 "agent_class": str,
                 "agent_name": str,

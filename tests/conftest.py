@@ -1,0 +1,33 @@
+"""Async tests run under trio with MockClock(autojump_threshold=0) unless marked realtime."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "realtime: run with trio's real clock (subprocesses)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    fn = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(fn):
+        return None
+    kwargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    clock = None
+    if pyfuncitem.get_closest_marker("realtime") is None:
+        clock = trio.testing.MockClock(autojump_threshold=0)
+    trio.run(functools.partial(fn, **kwargs), clock=clock)
+    return True
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return str(tmp_path / "eventwf.db")

@@ -1,0 +1,58 @@
+"""Shared test agents and workflows, plus small helpers to read a log back."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import trio
+
+import eventwf
+
+
+class TestAgent(eventwf.Agent):
+    """Records every callback it receives."""
+
+    __test__ = False
+    initial_state: Any = {"count": 0}
+
+    def __init__(self) -> None:
+        self.callbacks: list[tuple[str, str, str, Any]] = []
+        self.states: list[tuple[Any, str]] = []
+
+    async def on_workflow_progress(self, workflow_name: str, workflow_id: str, p: Any) -> None:
+        self.callbacks.append(("progress", workflow_name, workflow_id, p))
+
+    async def on_workflow_complete(self, workflow_name: str, workflow_id: str, r: Any) -> None:
+        self.callbacks.append(("complete", workflow_name, workflow_id, r))
+
+    async def on_workflow_error(self, workflow_name: str, workflow_id: str, e: str) -> None:
+        self.callbacks.append(("error", workflow_name, workflow_id, e))
+
+    async def on_workflow_event(self, workflow_name: str, workflow_id: str, e: Any) -> None:
+        self.callbacks.append(("event", workflow_name, workflow_id, e))
+
+    async def on_state_update(self, state: Any, source: str) -> None:
+        self.states.append((state, source))
+
+
+def virtual_wall() -> float:
+    """Wall time that follows the MockClock, so it runs on across engine reopens."""
+    return 1_800_000_000.0 + trio.current_time()
+
+
+def event_types(path: str, stream: str | None = None) -> list[str]:
+    """The type column of every event (of one stream), in log order."""
+    with sqlite3.connect(path) as conn:
+        if stream is None:
+            rows = conn.execute("SELECT type FROM events ORDER BY position").fetchall()
+        else:
+            rows = conn.execute(
+                "SELECT type FROM events WHERE stream = ? ORDER BY position", (stream,)
+            ).fetchall()
+    return [r[0] for r in rows]
+
+
+def count_events(path: str) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
