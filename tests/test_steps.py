@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -159,7 +159,7 @@ class Sleeper(eventwf.AgentWorkflow[TestAgent]):
     async def run(self, event: eventwf.WorkflowEvent, step: eventwf.AgentWorkflowStep) -> Any:
         await step.sleep("week", "7 days")
         await step.sleep("short", timedelta(seconds=5))
-        await step.sleep_until("past", datetime(2000, 1, 1, tzinfo=timezone.utc))
+        await step.sleep_until("past", datetime(2000, 1, 1, tzinfo=UTC))
         return (await step.now()).isoformat()
 
 
