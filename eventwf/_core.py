@@ -143,7 +143,7 @@ class Core:
             if runner is not None:
                 runner.cancel()
             self.start_runner(new)
-        elif new.status in _STOPPED and runner is not None:
+        elif new.status in _STOPPED and runner is not None and not runner.finishing:
             runner.cancel()
 
     # -- runners -------------------------------------------------------------------------

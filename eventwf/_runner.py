@@ -35,11 +35,12 @@ from ._replay import Decision, ReplayMachine, describe_command
 from ._step import AgentWorkflowStep
 from ._types import WorkflowEvent
 from ._validation import utc_from_us
-from .errors import EventwfError, NonDeterminismError
+from .errors import EventwfError, NonDeterminismError, TransitionError
 
 __all__ = ["Core", "Diverged", "Stopped", "WorkflowRunner"]
 
 logger = logging.getLogger("eventwf")
+_LIVE = frozenset({"queued", "running", "waiting", "waitingForPause"})
 
 
 class Stopped(BaseException):
@@ -64,6 +65,7 @@ class Core(Protocol):
     def workflow_class(self, binding: str) -> type[Any] | None: ...
     async def agent_object(self, agent_class: str, name: str) -> Any: ...
     def runner_finished(self, runner: WorkflowRunner) -> None: ...
+    def runner_epoch(self, workflow_id: str) -> int: ...
     async def deliver_progress(
         self, agent: Any, workflow_name: str, workflow_id: str, progress: Any
     ) -> None: ...
@@ -90,6 +92,7 @@ class WorkflowRunner:
         self._mail = trio.Event()
         self._busy: str | None = None
         self._stopping = False
+        self.finishing = False  # it appended its own final event and is about to return
         self.agent: Any = None
 
     @property
@@ -123,16 +126,27 @@ class WorkflowRunner:
 
     async def append(self, items: Sequence[tuple[str, Event]]) -> list[Recorded]:
         """Append fenced by this runner's epoch, then stop here if a pause is pending."""
-        records = await self.core.append(items, fence=(self.workflow_id, self.epoch))
+        records = await self._append(items)
         await self._boundary()
         return records
+
+    async def _append(self, items: Sequence[tuple[str, Event]]) -> list[Recorded]:
+        """Append as this incarnation; refused because it was replaced or stopped: stop."""
+        try:
+            return await self.core.append(items, fence=(self.workflow_id, self.epoch))
+        except TransitionError as exc:
+            current = self.core.workflow_summary(self.workflow_id)
+            replaced = self.core.runner_epoch(self.workflow_id) != self.epoch
+            if replaced or current is None or current.status not in _LIVE:
+                self._stopping = True
+                raise Stopped() from exc
+            raise
 
     async def _boundary(self) -> None:
         if self._stopping:
             raise Stopped()
         if self.summary.status == "waitingForPause":
-            await self.core.append([(self.stream, WorkflowPaused())],
-                                   fence=(self.workflow_id, self.epoch))
+            await self._append([(self.stream, WorkflowPaused())])
             self._stopping = True
             raise Stopped()
 
@@ -179,8 +193,7 @@ class WorkflowRunner:
     async def _main(self) -> None:
         summary = self.summary
         if summary.status == "queued":
-            await self.core.append([(self.stream, WorkflowRunning())],
-                                   fence=(self.workflow_id, self.epoch))
+            await self._append([(self.stream, WorkflowRunning())])
         cls = self.core.workflow_class(summary.workflow_name)
         start = self.machine.start
         if cls is None or start is None:
@@ -212,11 +225,8 @@ class WorkflowRunner:
     async def _block(self, error: NonDeterminismError) -> None:
         logger.warning("%s; the workflow is paused until resumed", error)
         self._stopping = True
-        await self.core.append(
-            [(self.stream, WorkflowBlocked(self.machine.position - 1,
-                                           error_info(error, with_traceback=False)))],
-            fence=(self.workflow_id, self.epoch),
-        )
+        await self._append([(self.stream, WorkflowBlocked(self.machine.position - 1,
+                                           error_info(error, with_traceback=False)))])
 
     async def _finish_errored(self, exc: Exception) -> None:
         logger.debug("workflow %s errored", self.workflow_id, exc_info=exc)
@@ -224,7 +234,8 @@ class WorkflowRunner:
         if not self.machine.error_reported:
             items.append((self.agent_stream, CallbackScheduled(
                 "error", self.workflow_name, self.workflow_id, str(exc))))
-        await self.core.append(items, fence=(self.workflow_id, self.epoch))
+        self.finishing = True
+        await self._append(items)
 
     async def _finish_complete(self, output: Any) -> None:
         try:
@@ -236,4 +247,5 @@ class WorkflowRunner:
         if not self.machine.complete_reported:
             items.append((self.agent_stream, CallbackScheduled(
                 "complete", self.workflow_name, self.workflow_id, output)))
-        await self.core.append(items, fence=(self.workflow_id, self.epoch))
+        self.finishing = True
+        await self._append(items)

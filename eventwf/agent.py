@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -40,7 +40,7 @@ def is_callable(fn: object) -> bool:
 class Agent:
     """Subclass this; override the ``on_*`` hooks you need. Instances come from the engine."""
 
-    initial_state: ClassVar[Any] = None
+    initial_state: Any = None
     _eventwf_host: AgentHost | None = None
     _eventwf_core: Core | None = None
 

@@ -32,6 +32,7 @@ LAYERS = {
     "eventwf.server": 12,
     "eventwf.client": 12,
     "eventwf._demo": 13,
+    "eventwf._example": 13,
     "eventwf.__main__": 13,
     "eventwf": 14,
 }
