@@ -240,11 +240,11 @@ def quarantine(
             workflow_name="",
             agent_class="",
             agent_name="",
-            status="unknown",
+            status="queued",
             created_us=time_us,
             updated_us=time_us,
         )
-    if summary.status == "unknown":
+    elif summary.status == "unknown":
         return summary
     return msgspec.structs.replace(
         summary,

@@ -29,6 +29,7 @@ from ._events import (
     StepSucceeded,
     WaitStarted,
     WaitTimedOut,
+    WorkflowBlocked,
     WorkflowPaused,
     WorkflowRestarted,
     WorkflowResumed,
@@ -161,7 +162,7 @@ class ReplayMachine:
             case EventReceived(event_type=event_type, payload=payload):
                 self._mailbox[rec.stream_position] = (event_type, payload, rec.time_us)
                 self._by_type.setdefault(event_type, deque()).append(rec.stream_position)
-            case WorkflowPaused():
+            case WorkflowPaused() | WorkflowBlocked():
                 self._paused_at = rec.time_us
             case WorkflowResumed():
                 if self._paused_at is not None:
@@ -206,6 +207,10 @@ class ReplayMachine:
                 cmd.state, cmd.started_us = "sleeping", rec.time_us
                 cmd.deadline_us, cmd.duration_us = event.wake_at_us, event.duration_us
             case SleepCompleted(seq=seq):
+                if not 0 <= seq < len(self._history) or self._history[seq].state != "sleeping":
+                    raise CorruptLogError(
+                        f"event at log position {rec.position} completes command #{seq} of "
+                        f"{rec.stream!r}, which is not a sleep in progress", position=rec.position)
                 self._history[seq].state = "done"
             case WaitStarted(seq=seq, name=name, event_type=event_type):
                 cmd = self._command(seq, "wait", name, rec)

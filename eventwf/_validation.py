@@ -36,11 +36,12 @@ _UNITS = {
     "week": 604800.0,
 }
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s+([a-z]+?)s?\s*$")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _WORKFLOW_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}\Z")
 _ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-"
 _META_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}\Z")
 MAX_METADATA_KEYS = 64
+MAX_METADATA_DEPTH = 32
 
 
 def parse_duration(value: object, *, what: str = "duration", allow_zero: bool = True) -> float:
@@ -48,7 +49,10 @@ def parse_duration(value: object, *, what: str = "duration", allow_zero: bool = 
     if isinstance(value, bool):
         raise ValueError(f"invalid {what} {value!r}: expected seconds, a timedelta or '<n> <unit>'")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(f"invalid {what} {value!r}: too large") from None
     elif isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, str):
@@ -76,7 +80,10 @@ def parse_instant(value: object) -> float:
             raise ValueError(f"invalid instant {value!r}: datetimes must be timezone-aware")
         return value.timestamp()
     if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(f"invalid instant {value!r}: too large") from None
         if math.isfinite(seconds):
             return seconds
     raise ValueError(f"invalid instant {value!r}: expected an aware datetime or epoch seconds")
@@ -147,11 +154,14 @@ def check_metadata(metadata: object) -> dict[str, Any] | None:
         raise ValueError(f"invalid metadata {metadata!r}: must be a dict or None")
     if len(metadata) > MAX_METADATA_KEYS:
         raise ValueError(f"invalid metadata: {len(metadata)} keys, at most {MAX_METADATA_KEYS}")
-    _check_metadata_value(metadata, "")
+    _check_metadata_value(metadata, "", 0)
     return metadata
 
 
-def _check_metadata_value(value: object, where: str) -> None:
+def _check_metadata_value(value: object, where: str, depth: int) -> None:
+    if depth > MAX_METADATA_DEPTH:
+        raise ValueError(f"invalid metadata: nested deeper than {MAX_METADATA_DEPTH} levels "
+                         f"at {where[:80]!r}")
     if isinstance(value, dict):
         for key, inner in value.items():
             if not isinstance(key, str) or not _META_SEGMENT_RE.match(key):
@@ -159,10 +169,10 @@ def _check_metadata_value(value: object, where: str) -> None:
                     f"invalid metadata key {key!r}{' under ' + where if where else ''}: keys "
                     "must match [A-Za-z0-9_][A-Za-z0-9_-]{0,63}"
                 )
-            _check_metadata_value(inner, f"{where}.{key}" if where else key)
+            _check_metadata_value(inner, f"{where}.{key}" if where else key, depth + 1)
     elif isinstance(value, list):
         for index, inner in enumerate(value):
-            _check_metadata_value(inner, f"{where}[{index}]")
+            _check_metadata_value(inner, f"{where}[{index}]", depth + 1)
     elif value is not None and not isinstance(value, str | int | float | bool):
         raise ValueError(f"invalid metadata value at {where!r}: {value!r} is not a JSON value")
     elif isinstance(value, float) and not math.isfinite(value):

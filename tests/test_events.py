@@ -86,6 +86,12 @@ VALUES = st.recursive(
 )
 
 
+def _fields(cls: type[Any]) -> tuple[mi.Field, ...]:
+    info = mi.type_info(cls)
+    assert isinstance(info, mi.StructType)
+    return info.fields
+
+
 def _type_name(t: mi.Type) -> str:
     match t:
         case mi.UnionType(types=types):
@@ -173,12 +179,11 @@ def test_e2_spec_stream_column_matches_where_the_folds_accept_each_event() -> No
 def test_e2_field_names_types_and_defaults_are_unchanged() -> None:
     actual = {
         tag: " ".join(f"{f.name}:{_type_name(f.type)}{'' if f.required else '='}"
-                      for f in mi.type_info(cls).fields)
+                      for f in _fields(cls))
         for tag, cls in EVENT_TYPES.items()
     }
     assert actual == FIELDS
-    error_info = mi.type_info(ErrorInfo)
-    assert [(f.name, f.required) for f in error_info.fields] == [
+    assert [(f.name, f.required) for f in _fields(ErrorInfo)] == [
         ("type", True), ("message", True), ("args", False), ("traceback", False),
         ("attrs", False)]
 
@@ -193,7 +198,7 @@ def test_e2_encoding_carries_the_tag_not_the_class_name() -> None:
 
 def test_e3_events_hold_no_time_except_integer_microsecond_fields() -> None:
     for cls in EVENT_TYPES.values():
-        for f in mi.type_info(cls).fields:
+        for f in _fields(cls):
             assert not isinstance(f.type, mi.FloatType | mi.DateTimeType), (cls, f.name)
             if f.name.endswith("_us"):
                 assert isinstance(f.type, mi.IntType), (cls, f.name)

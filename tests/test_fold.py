@@ -266,12 +266,6 @@ def test_quarantine_records_the_first_position_and_keeps_fields() -> None:
     assert quarantine(q, "wf:w1", 9, "later", 600) is q
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: quarantine(None, ...) (eventwf/_fold.py:235-247) builds a summary that is "
-    "already 'unknown' and then returns it early, so a workflow whose first row is corrupt "
-    "gets no error_name='CorruptLogError', no message and corrupt_position=None (R7)",
-)
 def test_quarantine_of_a_workflow_without_summary_records_the_error() -> None:
     fresh = quarantine(None, "wf:w9", 1, "first row bad", 500)
     assert (fresh.workflow_id, fresh.status, fresh.created_us) == ("w9", "unknown", 500)

@@ -93,6 +93,11 @@ def read_stream(
                 f"log position {position}: an event is missing",
                 position=position,
             )
+        if not isinstance(data, bytes) or not isinstance(digest, bytes) or not isinstance(
+                prev, bytes | None):
+            raise CorruptLogError(
+                f"event at log position {position} (stream {stream!r}) has a data or hash "
+                "column that is not a blob", position=position)
         if prev is None:
             if position != 1:
                 raise CorruptLogError(

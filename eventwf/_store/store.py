@@ -51,7 +51,10 @@ class Store:
             self.conn = connect(path, readonly=readonly, synchronous=synchronous)
             if not readonly:
                 create_schema(self.conn)
-            genesis = get_meta(self.conn, "genesis")
+            try:
+                genesis = get_meta(self.conn, "genesis")
+            except sqlite3.Error as exc:
+                raise StorageError(f"{path} is not an eventwf log: {exc}") from exc
             if genesis is None:
                 raise StorageError(f"{path} is not an eventwf log (no genesis in its meta table)")
             self.genesis = bytes.fromhex(genesis)
