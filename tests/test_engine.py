@@ -52,7 +52,8 @@ async def test_status_is_exact_through_a_run(db: str) -> None:  # W1
         assert (await agent.get_workflow_status("PIPE", wid)).output == 3
 
 
-async def test_reopen_resumes_mid_sleep_and_never_reruns_logged_steps(db: str) -> None:  # R1, R2, R5
+async def test_reopen_resumes_mid_sleep_and_never_reruns_logged_steps(db: str) -> None:
+    """R1, R2, R5."""
     executed.clear()
     async with _open(db) as engine:
         agent = await engine.get_agent(TestAgent, "a")
