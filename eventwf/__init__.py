@@ -11,6 +11,8 @@ from .agent import Agent as Agent
 from .agent import callable as callable
 from .engine import Engine as Engine
 from .engine import EngineStatistics as EngineStatistics
+from .engine import ReplayCheck as ReplayCheck
+from .engine import check_replay as check_replay
 from .engine import open_engine as open_engine
 from .errors import CorruptLogError as CorruptLogError
 from .errors import DuplicateWorkflowError as DuplicateWorkflowError
@@ -47,6 +49,7 @@ __all__ = [
     "NonRetryableError",
     "PayloadTooLargeError",
     "ReceivedEvent",
+    "ReplayCheck",
     "Retries",
     "RpcError",
     "SchemaVersionError",
@@ -61,5 +64,6 @@ __all__ = [
     "WorkflowRejectedError",
     "WorkflowTimeoutError",
     "callable",
+    "check_replay",
     "open_engine",
 ]

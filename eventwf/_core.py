@@ -18,6 +18,7 @@ from typing import Any
 import trio
 
 from ._agents import AgentHost
+from ._check import CheckRunner
 from ._clock import Clock
 from ._events import (
     AgentCreated,
@@ -56,6 +57,8 @@ class Core:
         nursery: trio.Nursery,
         agent_classes: dict[str, type[Any]],
         workflow_classes: dict[str, type[Any]],
+        *,
+        check: bool = False,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -71,6 +74,8 @@ class Core:
         self._hosts: dict[tuple[str, str], AgentHost] = {}
         self._creating: dict[tuple[str, str], trio.Event] = {}
         self._transitions: list[tuple[str, WorkflowSummary | None, WorkflowSummary]] = []
+        self.check = check  # replay-only: runners stop where the log ends; no hooks run
+        self.checks: list[CheckRunner] = []
 
     # -- Registry (for the writer) --------------------------------------------------------
 
@@ -164,7 +169,10 @@ class Core:
             return False
         epoch = self._epochs.get(summary.workflow_id, 0) + 1
         self._epochs[summary.workflow_id] = epoch
-        runner = WorkflowRunner(self, summary, epoch, history)
+        runner_class = CheckRunner if self.check else WorkflowRunner
+        runner = runner_class(self, summary, epoch, history)
+        if isinstance(runner, CheckRunner):
+            self.checks.append(runner)
         self._runners[summary.workflow_id] = runner
         self.nursery.start_soon(runner.main, name=f"eventwf workflow {summary.workflow_id}")
         return True
@@ -211,7 +219,8 @@ class Core:
     async def deliver_progress(
         self, agent: Any, workflow_name: str, workflow_id: str, progress: Any
     ) -> None:
-        await self.host(agent).progress(workflow_name, workflow_id, progress)
+        if not self.check:
+            await self.host(agent).progress(workflow_name, workflow_id, progress)
 
     # -- agents --------------------------------------------------------------------------
 
@@ -304,6 +313,8 @@ class Core:
 
     async def agent_state_committed(self, agent: Any) -> None:
         """Tell the agent its state changed (from a workflow); a raising hook is logged."""
+        if self.check:
+            return
         try:
             await agent.on_state_update(self.agent_state(self.host(agent)), "server")
         except Exception:
@@ -320,10 +331,15 @@ class Core:
             self.store.rebuild_projections()
         self._report_orphans()
         started = 0
+        runnable = {"queued", "running", "waiting", "waitingForPause"}
+        if self.check:
+            runnable.add("paused")
         for summary in self.store.unfinished_workflows():
             self._workflows[summary.workflow_id] = summary
-            if summary.status in ("queued", "running", "waiting", "waitingForPause"):
+            if summary.status in runnable:
                 started += self.start_runner(summary)
+        if self.check:
+            return started
         for agent_class, name in self.store.agents_with_pending_callbacks():
             if agent_class in self.agent_classes:
                 self.spawn(functools.partial(self._load_agent, agent_class, name),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -12,9 +13,10 @@ import msgspec
 import trio
 
 from . import _ops
+from ._check import ReplayCheck
 from ._clock import Clock
 from ._core import Core
-from ._store import Store
+from ._store import Store, backup
 from ._types import WorkflowInfo
 from ._validation import check_agent_name, check_binding_name, parse_duration
 from .agent import Agent
@@ -26,7 +28,7 @@ from .errors import (
 )
 from .workflow import AgentWorkflow
 
-__all__ = ["Engine", "EngineStatistics", "open_engine"]
+__all__ = ["Engine", "EngineStatistics", "ReplayCheck", "check_replay", "open_engine"]
 
 A = TypeVar("A", bound=Agent)
 
@@ -137,17 +139,76 @@ async def open_engine(
     ``wall_clock`` (epoch seconds) is read once, to anchor trio's clock to wall time;
     simulations pass one that follows their ``MockClock`` across reopens.
     """
+    async with _running(path, agents, workflows, synchronous, wall_clock) as core:
+        yield Engine(core)
+
+
+@asynccontextmanager
+async def _running(
+    path: str | os.PathLike[str],
+    agents: Sequence[type[Agent]],
+    workflows: Mapping[str, type[AgentWorkflow[Any]]] | Sequence[type[AgentWorkflow[Any]]],
+    synchronous: str,
+    wall_clock: Callable[[], float],
+    *,
+    check: bool = False,
+) -> AsyncIterator[Core]:
     agent_classes = _agent_classes(agents)
     workflow_classes = _workflow_classes(workflows)
     store = Store(os.fspath(path), synchronous=synchronous)
     try:
         async with trio.open_nursery() as nursery:
-            core = Core(store, Clock(wall_clock), nursery, agent_classes, workflow_classes)
+            core = Core(store, Clock(wall_clock), nursery, agent_classes, workflow_classes,
+                        check=check)
             await nursery.start(core.writer.run)
             core.recover()
             try:
-                yield Engine(core)
+                yield core
             finally:
                 nursery.cancel_scope.cancel()
     finally:
         store.close()
+
+
+async def check_replay(
+    path: str | os.PathLike[str],
+    *,
+    agents: Sequence[type[Agent]] = (),
+    workflows: Mapping[str, type[AgentWorkflow[Any]]] | Sequence[type[AgentWorkflow[Any]]] = (),
+    timeout: float = 60.0,
+) -> list[ReplayCheck]:
+    """Replay every unfinished workflow of a log against this code, without writing to it.
+
+    The log (which may be in use by a running engine) is copied first; each workflow's
+    logged commands are replayed and the replay stops where the log ends, so no step
+    runs. Returns one verdict per unfinished workflow, in creation order.
+    """
+    with tempfile.TemporaryDirectory(prefix="eventwf-check-") as tmp:
+        copy = os.path.join(tmp, "check.db")
+        backup(os.fspath(path), copy)
+        async with _running(copy, agents, workflows, "NORMAL", time.time, check=True) as core:
+            with trio.move_on_after(timeout):
+                while any(runner.result is None for runner in core.checks):
+                    await trio.sleep(0.01)
+            verdicts = {r.workflow_id: r.result for r in core.checks if r.result is not None}
+            out = []
+            for s in core.store.unfinished_workflows():
+                verdict = verdicts.get(s.workflow_id)
+                if verdict is None:
+                    verdict = _no_run_verdict(core, s)
+                out.append(verdict)
+            return out
+
+
+def _no_run_verdict(core: Core, s: Any) -> ReplayCheck:
+    if s.status == "unknown":
+        return ReplayCheck(s.workflow_id, s.workflow_name, s.status, "corrupt", 0,
+                           s.error_message)
+    if s.workflow_name not in core.workflow_classes:
+        return ReplayCheck(s.workflow_id, s.workflow_name, s.status, "orphan", 0,
+                           f"binding {s.workflow_name!r} is not registered")
+    if s.agent_class not in core.agent_classes:
+        return ReplayCheck(s.workflow_id, s.workflow_name, s.status, "orphan", 0,
+                           f"agent class {s.agent_class!r} is not registered")
+    return ReplayCheck(s.workflow_id, s.workflow_name, s.status, "error", 0,
+                       "the replay did not finish within the timeout")

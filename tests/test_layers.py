@@ -25,6 +25,7 @@ LAYERS = {
     "eventwf._runner": 8,
     "eventwf._agents": 9,
     "eventwf._core": 9,
+    "eventwf._check": 9,
     "eventwf._ops": 10,
     "eventwf.agent": 10,
     "eventwf.workflow": 10,

@@ -2,5 +2,6 @@
 
 from .store import PendingRow as PendingRow
 from .store import Store as Store
+from .store import backup as backup
 
-__all__ = ["PendingRow", "Store"]
+__all__ = ["PendingRow", "Store", "backup"]

@@ -20,7 +20,7 @@ from .log import chain_hash, read_stream, stream_head
 from .rebuild import Folded, fold_log
 from .schema import WriterLock, connect, create_schema, get_meta, set_meta
 
-__all__ = ["PendingRow", "Store"]
+__all__ = ["PendingRow", "Store", "backup"]
 
 
 class PendingRow(NamedTuple):
@@ -35,6 +35,19 @@ class PendingRow(NamedTuple):
 
 _INSERT = ("INSERT INTO events(position, stream, stream_position, time_us, type, data, hash) "
            "VALUES (?, ?, ?, ?, ?, ?, ?)")
+
+
+def backup(src: str, dst: str) -> None:
+    """A consistent copy of a live log (SQLite's online backup; the source is only read)."""
+    source = connect(src, readonly=True)
+    try:
+        target = sqlite3.connect(dst)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+    finally:
+        source.close()
 
 
 class Store:
