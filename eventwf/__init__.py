@@ -9,6 +9,8 @@ from ._types import WorkflowInfo as WorkflowInfo
 from ._types import WorkflowPage as WorkflowPage
 from .agent import Agent as Agent
 from .agent import callable as callable
+from .client import AgentConnection as AgentConnection
+from .client import connect_agent as connect_agent
 from .engine import Engine as Engine
 from .engine import EngineStatistics as EngineStatistics
 from .engine import ReplayCheck as ReplayCheck
@@ -30,14 +32,18 @@ from .errors import UnknownWorkflowError as UnknownWorkflowError
 from .errors import WorkflowNotFoundError as WorkflowNotFoundError
 from .errors import WorkflowRejectedError as WorkflowRejectedError
 from .errors import WorkflowTimeoutError as WorkflowTimeoutError
+from .server import Connection as Connection
+from .server import serve as serve
 from .workflow import AgentWorkflow as AgentWorkflow
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "AgentConnection",
     "AgentWorkflow",
     "AgentWorkflowStep",
+    "Connection",
     "CorruptLogError",
     "DuplicateWorkflowError",
     "Engine",
@@ -65,5 +71,7 @@ __all__ = [
     "WorkflowTimeoutError",
     "callable",
     "check_replay",
+    "connect_agent",
     "open_engine",
+    "serve",
 ]

@@ -266,6 +266,7 @@ class AgentSummary(msgspec.Struct, frozen=True, gc=False):
     delivered_through: int = 0  # global position of the last delivered callback
     last_callback: int = 0  # global position of the last scheduled callback
     corrupt_position: int | None = None
+    state_position: int = 0  # global position of the event that set the current state
 
     @property
     def callbacks_pending(self) -> bool:
@@ -291,14 +292,14 @@ def apply_agent(summary: AgentSummary | None, rec: Recorded) -> AgentSummary:
     changes: dict[str, Any] = {"head": rec.stream_position}
     match event:
         case AgentStateSet(state=state) | AgentStateReset(state=state):
-            changes.update(state=state, has_state=True)
+            changes.update(state=state, has_state=True, state_position=rec.position)
         case AgentStateMerged(partial=partial):
             if not summary.has_state or not isinstance(summary.state, dict):
                 raise TransitionError(
                     f"merge into agent {summary.agent_class}/{summary.name} needs a dict state; "
                     f"it is {type(summary.state).__name__ if summary.has_state else 'unset'}"
                 )
-            changes.update(state={**summary.state, **partial})
+            changes.update(state={**summary.state, **partial}, state_position=rec.position)
         case CallbackScheduled():
             changes.update(last_callback=rec.position)
         case CallbacksDelivered(through=through):

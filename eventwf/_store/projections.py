@@ -38,7 +38,7 @@ WORKFLOW_COLUMNS = (
 )
 AGENT_COLUMNS = (
     "agent_class", "agent_name", "state", "has_state", "delivered_through", "last_callback",
-    "corrupt_position",
+    "corrupt_position", "state_position",
 )
 _WF_SELECT = "SELECT " + ", ".join(WORKFLOW_COLUMNS) + " FROM workflows"
 _AG_SELECT = "SELECT " + ", ".join(AGENT_COLUMNS) + " FROM agents"
@@ -86,16 +86,16 @@ def summary_from_row(row: Sequence[Any], head: int) -> WorkflowSummary:
 def agent_row(s: AgentSummary) -> tuple[Any, ...]:
     state = encode_value(s.state, "agent state", limit=1 << 62) if s.has_state else None
     return (s.agent_class, s.name, state, int(s.has_state), s.delivered_through,
-            s.last_callback, s.corrupt_position)
+            s.last_callback, s.corrupt_position, s.state_position)
 
 
 def _agent_from_row(row: Sequence[Any], head: int) -> AgentSummary:
-    agent_class, name, state, has_state, delivered, last_callback, corrupt = row
+    agent_class, name, state, has_state, delivered, last_callback, corrupt, state_at = row
     return AgentSummary(
         agent_class=agent_class, name=name,
         state=None if state is None else decode_value(state), has_state=bool(has_state),
         head=head, delivered_through=delivered, last_callback=last_callback,
-        corrupt_position=corrupt,
+        corrupt_position=corrupt, state_position=state_at,
     )
 
 

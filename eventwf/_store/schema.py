@@ -147,9 +147,10 @@ def _create_tables(db: sqlite_utils.Database, existing: set[str]) -> None:
                 "delivered_through": int,
                 "last_callback": int,
                 "corrupt_position": int,
+                "state_position": int,
             },
             pk=("agent_class", "agent_name"),
-            not_null={"has_state", "delivered_through", "last_callback"},
+            not_null={"has_state", "delivered_through", "last_callback", "state_position"},
         )
 
 
