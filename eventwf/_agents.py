@@ -15,8 +15,9 @@ from typing import Any, Protocol
 
 import trio
 
+from . import _faults as faults
 from ._events import CallbackScheduled, CallbacksDelivered, Event, Recorded, agent_stream
-from .errors import EventwfError
+from .errors import StorageError
 
 __all__ = ["AgentHost", "Connection"]
 
@@ -101,19 +102,27 @@ class AgentHost:
                 finally:
                     if item.done is not None:
                         item.done.set()
+                faults.hit("callback.after_hook")
                 if item.position is not None:
-                    try:
-                        await self._append([(self.stream, CallbacksDelivered(item.position))])
-                    except EventwfError as exc:
-                        logger.error(
-                            "could not record delivery of callbacks of %s up to position %d "
-                            "(%s); they will be delivered again when the log is reopened",
-                            self.stream, item.position, exc,
-                        )
-                        return
+                    await self._mark_delivered(item.position)
                     self._seen.discard(item.position)
         finally:
             self._dispatching = False
+
+    async def _mark_delivered(self, position: int) -> None:
+        """Log the delivery; while storage fails, retry (backing off) rather than redeliver."""
+        delay = 0.5
+        while True:
+            try:
+                await self._append([(self.stream, CallbacksDelivered(position))])
+                return
+            except StorageError as exc:
+                if exc.fatal:
+                    raise
+                logger.error("could not record delivery of the callback at position %d of %s "
+                             "(%s); retrying in %.1f s", position, self.stream, exc, delay)
+            await trio.sleep(delay)
+            delay = min(delay * 2, 60.0)
 
     async def _call(self, item: _Item) -> None:
         hook = getattr(self.agent, f"on_workflow_{item.kind}")

@@ -39,12 +39,13 @@ from ._fold import TERMINAL, AgentSummary, WorkflowSummary, quarantine
 from ._runner import WorkflowRunner
 from ._store import Store
 from ._writer import Writer
-from .errors import CorruptLogError, EventwfError
+from .errors import CorruptLogError, EventwfError, StorageError
 
 __all__ = ["Core"]
 
 logger = logging.getLogger("eventwf")
 _STOPPED = TERMINAL | {"paused", "unknown"}
+_RUNNABLE = frozenset({"queued", "running", "waiting", "waitingForPause"})
 
 
 class Core:
@@ -74,6 +75,7 @@ class Core:
         self._hosts: dict[tuple[str, str], AgentHost] = {}
         self._creating: dict[tuple[str, str], trio.Event] = {}
         self._transitions: list[tuple[str, WorkflowSummary | None, WorkflowSummary]] = []
+        self._storage_failures: dict[str, int] = {}
         self.check = check  # replay-only: runners stop where the log ends; no hooks run
         self.checks: list[CheckRunner] = []
 
@@ -180,6 +182,22 @@ class Core:
     def ensure_runner(self, summary: WorkflowSummary) -> None:
         if summary.workflow_id not in self._runners:
             self.start_runner(summary)
+
+    def runner_storage_failed(self, runner: WorkflowRunner, error: StorageError) -> None:
+        """Retry a run whose append failed in storage, backing off up to a minute."""
+        failures = self._storage_failures.get(runner.workflow_id, 0) + 1
+        self._storage_failures[runner.workflow_id] = failures
+        delay = min(60.0, 0.5 * 2 ** (failures - 1))
+        logger.error("workflow %s stopped: %s; retrying in %.1f s", runner.workflow_id, error,
+                     delay)
+        self.spawn(functools.partial(self._retry_run, runner.workflow_id, delay),
+                   f"retry {runner.workflow_id}")
+
+    async def _retry_run(self, workflow_id: str, delay: float) -> None:
+        await trio.sleep(delay)
+        summary = self.workflow_summary(workflow_id)
+        if summary is not None and summary.status in _RUNNABLE:
+            self.ensure_runner(summary)
 
     def runner_finished(self, runner: WorkflowRunner) -> None:
         if self._runners.get(runner.workflow_id) is runner:

@@ -35,9 +35,9 @@ from ._replay import Decision, ReplayMachine, describe_command
 from ._step import AgentWorkflowStep
 from ._types import WorkflowEvent
 from ._validation import utc_from_us
-from .errors import EventwfError, NonDeterminismError, TransitionError
+from .errors import EventwfError, NonDeterminismError, StorageError, TransitionError
 
-__all__ = ["Core", "Diverged", "Stopped", "WorkflowRunner"]
+__all__ = ["Core", "Diverged", "Stopped", "StorageFault", "WorkflowRunner"]
 
 logger = logging.getLogger("eventwf")
 _LIVE = frozenset({"queued", "running", "waiting", "waitingForPause"})
@@ -55,6 +55,14 @@ class Diverged(BaseException):
         self.error = error
 
 
+class StorageFault(BaseException):
+    """An append of this run failed in storage; the run stops and is retried later."""
+
+    def __init__(self, error: StorageError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class Core(Protocol):
     clock: Clock
 
@@ -66,6 +74,7 @@ class Core(Protocol):
     async def agent_object(self, agent_class: str, name: str) -> Any: ...
     def runner_finished(self, runner: WorkflowRunner) -> None: ...
     def runner_epoch(self, workflow_id: str) -> int: ...
+    def runner_storage_failed(self, runner: WorkflowRunner, error: StorageError) -> None: ...
     async def deliver_progress(
         self, agent: Any, workflow_name: str, workflow_id: str, progress: Any
     ) -> None: ...
@@ -134,6 +143,9 @@ class WorkflowRunner:
         """Append as this incarnation; refused because it was replaced or stopped: stop."""
         try:
             return await self.core.append(items, fence=(self.workflow_id, self.epoch))
+        except StorageError as exc:
+            self._stopping = True
+            raise StorageFault(exc) from exc
         except TransitionError as exc:
             current = self.core.workflow_summary(self.workflow_id)
             replaced = self.core.runner_epoch(self.workflow_id) != self.epoch
@@ -187,6 +199,8 @@ class WorkflowRunner:
                     await self._main()
                 except Stopped:
                     pass  # paused at a boundary or replaced: the log already says so
+                except StorageFault as fault:
+                    self.core.runner_storage_failed(self, fault.error)
         finally:
             self.core.runner_finished(self)
 

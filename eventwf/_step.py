@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import trio
 
+from . import _faults as faults
 from ._clock import Clock
 from ._events import (
     CallbackScheduled,
@@ -169,9 +170,13 @@ class AgentWorkflowStep:
     async def _attempt(self, name: str, fn: Callable[[], Any], timeout_s: float,
                        attempt: int) -> Any:
         with trio.move_on_after(timeout_s):
+            if faults.hit("step.before_call"):
+                raise faults.FaultError(f"injected failure before step {name!r}")
             result = fn()
             if inspect.isawaitable(result):
                 result = await result
+            if faults.hit("step.after_call"):
+                raise faults.FaultError(f"injected failure after step {name!r} ran")
             return result
         raise WorkflowTimeoutError(
             f"step {name!r} attempt {attempt} timed out after {timeout_s:g} seconds")
@@ -205,6 +210,7 @@ class AgentWorkflowStep:
                     duration = wake_at - now
                     await host.append([(host.stream, SleepStarted(
                         self._seq(), name, wake_at, duration, until=kind == "sleep_until"))])
+                    faults.hit("sleep.after_record")
             await host.clock.sleep_until_wall(wake_at, at_most_us=duration)
             await host.append([(host.stream, SleepCompleted(self._seq()))])
         finally:
@@ -258,6 +264,7 @@ class AgentWorkflowStep:
         position, payload, time_us = buffered
         await self._host.append(
             [(self._host.stream, EventConsumed(seq, name, event_type, position))])
+        faults.hit("event.after_consume")
         return ReceivedEvent(event_type, payload, utc_from_us(time_us))
 
     @staticmethod

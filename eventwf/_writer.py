@@ -161,6 +161,7 @@ class Writer:
     ) -> list[Recorded]:
         """Append ``items`` atomically and wait for the commit; returns their records."""
         if self._closed:
+            await trio.lowlevel.checkpoint()  # a task of the closing engine stops here
             raise EventwfError("the engine is closed; nothing was logged")
         request = Append(items, fence)
         self._queue.append(request)
@@ -218,6 +219,8 @@ class Writer:
             for request in accepted:
                 request.error = exc
                 request.done.set()
+            if exc.fatal:
+                raise  # memory may no longer match the log: stop; reopening replays it
             return
         self.commits += 1
         self.events += len(batch.rows)

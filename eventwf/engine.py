@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import msgspec
 import trio
 
+from . import _faults as faults
 from . import _ops
 from ._check import ReplayCheck
 from ._clock import Clock
@@ -162,6 +163,7 @@ async def _running(
                         check=check)
             await nursery.start(core.writer.run)
             core.recover()
+            faults.hit("open.after_recover")
             try:
                 yield core
             finally:

@@ -98,7 +98,15 @@ class LogLockedError(EventwfError):
 
 
 class StorageError(EventwfError):
-    """The database failed to commit (disk full, I/O error); nothing was acknowledged."""
+    """The database failed to commit (disk full, I/O error); nothing was acknowledged.
+
+    ``fatal`` is True when the engine cannot tell what the log now holds (or it disagrees
+    with memory): the engine then stops, and reopening the log replays the truth.
+    """
+
+    def __init__(self, message: str, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal
 
 
 class PayloadTooLargeError(EventwfError, ValueError):

@@ -26,11 +26,14 @@ from trio_websocket import (
     WebSocketConnection,
     WebSocketRequest,
     serve_websocket,
+    wrap_server_stream,
 )
 
 from ._agents import AgentHost
+from ._validation import check_agent_name
 from .agent import Agent, is_callable
 from .engine import Engine
+from .errors import EventwfError
 
 __all__ = ["Connection", "SocketHandler", "serve"]
 
@@ -41,6 +44,10 @@ _ids = itertools.count(1)
 
 OUTBOUND_LIMIT = 1024
 CLOSE_TOO_SLOW = (1013, "outbound queue full: client too slow")
+CLOSE_SHUTDOWN = (1001, "server shutting down")
+# After an overflow, a send already in flight gets this long to finish (so the close frame
+# can follow it); a client that reads nothing at all is then cut off at the TCP level.
+SLOW_GRACE = 10.0
 
 
 class Connection:
@@ -56,8 +63,9 @@ class Connection:
         self._ws = ws
         self._queue: deque[str] = deque()
         self._wake = trio.Event()
-        self._scope = trio.CancelScope()
+        self._send_scope: trio.CancelScope | None = None
         self.close_reason: tuple[int, str] | None = None
+        self.aborted = False  # cut off without a close frame (it stopped reading entirely)
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} {self.path}>"
@@ -65,10 +73,10 @@ class Connection:
     # -- what the agent host calls (synchronous, never blocks) ---------------------------
 
     def push_state(self, state: Any, position: int) -> None:
-        self._push(_JSON.encode({"type": "state", "state": state, "position": position}))
+        self._push(_encode_state(state, position))
 
     def push_message(self, message: Any) -> None:
-        self._push(_JSON.encode(message))
+        self._push(_JSON.encode(message).decode())
 
     def send(self, message: Any) -> None:
         """Queue a JSON-encodable message for this client (not logged)."""
@@ -78,13 +86,16 @@ class Connection:
         """Close this connection (after what is already queued is sent)."""
         self._stop(code, reason)
 
-    def _push(self, data: bytes) -> None:
+    def _push(self, data: str) -> None:
         if self.close_reason is not None:
             return
         if len(self._queue) >= OUTBOUND_LIMIT:
+            self._queue.clear()
             self._stop(*CLOSE_TOO_SLOW)
+            if self._send_scope is not None:  # a send is stuck: bound how long it may take
+                self._send_scope.deadline = trio.current_time() + SLOW_GRACE
             return
-        self._queue.append(data.decode())
+        self._queue.append(data)
         self._wake.set()
 
     def _stop(self, code: int, reason: str) -> None:
@@ -92,22 +103,36 @@ class Connection:
             self.close_reason = (code, reason)
             self._wake.set()
 
-    # -- the tasks -----------------------------------------------------------------------
+    # -- the task ------------------------------------------------------------------------
 
     async def sender(self) -> None:
         """Send queued messages until the connection is closed (by either side)."""
         try:
             while True:
                 while self._queue:
-                    if self.close_reason == CLOSE_TOO_SLOW:
+                    with trio.CancelScope() as scope:
+                        self._send_scope = scope
+                        await self._ws.send_message(self._queue.popleft())
+                    self._send_scope = None
+                    if scope.cancelled_caught:  # only SLOW_GRACE cancels it
+                        self.aborted = True
                         return
-                    await self._ws.send_message(self._queue.popleft())
                 if self.close_reason is not None:
                     return
                 self._wake = trio.Event()
                 await self._wake.wait()
         except ConnectionClosed:
             return
+
+
+_last_state: list[Any] = [None, -1, ""]  # fan-out encodes one state once, not per client
+
+
+def _encode_state(state: Any, position: int) -> str:
+    if _last_state[0] is not state or _last_state[1] != position:
+        _last_state[:] = [state, position, _JSON.encode(
+            {"type": "state", "state": state, "position": position}).decode()]
+    return str(_last_state[2])
 
 
 class SocketHandler:

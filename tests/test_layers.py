@@ -13,6 +13,7 @@ PACKAGE = ROOT / "eventwf"
 LAYERS = {
     "eventwf.errors": 0,
     "eventwf._validation": 1,
+    "eventwf._faults": 1,
     "eventwf._types": 1,
     "eventwf._events": 2,
     "eventwf._exceptions": 3,

@@ -287,6 +287,8 @@ def test_l3_genesis_differs_per_file(path: str) -> None:
 
 @pytest.mark.parametrize("clash", ["inside the batch", "with a committed row"])
 def test_l10_failing_commit_lands_nothing_and_keeps_head(path: str, clash: str) -> None:
+    """A UNIQUE clash means memory disagrees with the log: nothing lands, and the store
+    refuses every later commit as fatal, so the engine stops and a reopen replays the truth."""
     store = opened(path)
     started = apply_workflow(None, Recorded(1, "wf:a", 0, 5, ev.WorkflowStarted("F", "A", "a")))
     store.commit([row("wf:a", 0, ev.WorkflowStarted("F", "A", "a"), 5)], [started])
@@ -295,12 +297,18 @@ def test_l10_failing_commit_lands_nothing_and_keeps_head(path: str, clash: str) 
     clashing = ("wf:b", 1) if clash == "inside the batch" else ("wf:a", 0)
     batch = [row("wf:b", 0, ev.WorkflowStarted("G", "A", "a"), 6),
              row("wf:b", 1, ev.PauseRequested()), row(*clashing, ev.WorkflowRunning())]
-    with pytest.raises(StorageError, match="could not commit 3 event"):
+    with pytest.raises(StorageError, match="disagrees") as err:
         store.commit(batch, [other])
+    assert err.value.fatal
     assert (store.head, store.head_hash, store.projected_through(), tables(store)) == before
     assert store.conn.execute("SELECT count(*) FROM events").fetchone() == (1,)
-    assert store.commit([row("wf:b", 0, ev.WorkflowRunning())]) == 2  # no gap after the failure
-    assert problems(store) == []
+    with pytest.raises(StorageError) as again:
+        store.commit([row("wf:b", 0, ev.WorkflowRunning())])
+    assert again.value.fatal
+    store.close()
+    reopened = opened(path)
+    assert reopened.commit([row("wf:b", 0, ev.WorkflowRunning())]) == 2  # no gap after reopen
+    assert problems(reopened) == []
 
 
 # -- L11/L12: locks and versions -------------------------------------------------------------------

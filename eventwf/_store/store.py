@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from .. import _faults as faults
 from .._events import Recorded
 from .._fold import AgentSummary, WorkflowSummary
 from ..errors import StorageError
@@ -57,6 +58,7 @@ class Store:
         self.path = path
         self.readonly = readonly
         self._lock: WriterLock | None = None
+        self._uncertain: str | None = None
         if not readonly and path != ":memory:":
             self._lock = WriterLock(path)
             self._lock.acquire()
@@ -109,6 +111,8 @@ class Store:
                               row.type, row.data)
             values.append((position, *row, prev))
         last = first + len(values) - 1
+        if self._uncertain is not None:
+            raise StorageError(self._uncertain, fatal=True)
         workflow_rows = [proj.workflow_row(s) for s in workflows]
         agent_rows = [proj.agent_row(s) for s in agents]
         conn = self.conn
@@ -120,7 +124,15 @@ class Store:
             if agent_rows:
                 proj.write_agents(conn, agent_rows)
             set_meta(conn, "projected_through", str(last))
+            if faults.hit("append.before_commit"):
+                raise sqlite3.OperationalError("disk I/O error (injected before COMMIT)")
             conn.execute("COMMIT")
+            if faults.hit("append.after_commit"):
+                raise sqlite3.OperationalError("disk I/O error (injected after COMMIT)")
+        except sqlite3.IntegrityError as exc:
+            self._landed(last)
+            self._uncertain = f"{self.path}: the log disagrees with this engine ({exc})"
+            raise StorageError(self._uncertain, fatal=True) from exc
         except sqlite3.Error as exc:
             if not self._landed(last):
                 raise StorageError(
@@ -140,8 +152,9 @@ class Store:
                 self.conn.execute("ROLLBACK")
             row = self.conn.execute("SELECT max(position) FROM events").fetchone()
         except sqlite3.Error as exc:
-            raise StorageError(f"{self.path}: the log cannot be read after a failed commit: "
-                               f"{exc}") from exc
+            self._uncertain = (f"{self.path}: a commit failed and the log cannot be read "
+                               f"back ({exc}); reopen it once the storage works")
+            raise StorageError(self._uncertain, fatal=True) from exc
         return row[0] is not None and int(row[0]) >= last
 
     # -- reading -------------------------------------------------------------------------
