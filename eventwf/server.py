@@ -26,14 +26,11 @@ from trio_websocket import (
     WebSocketConnection,
     WebSocketRequest,
     serve_websocket,
-    wrap_server_stream,
 )
 
 from ._agents import AgentHost
-from ._validation import check_agent_name
 from .agent import Agent, is_callable
 from .engine import Engine
-from .errors import EventwfError
 
 __all__ = ["Connection", "SocketHandler", "serve"]
 

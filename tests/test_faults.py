@@ -9,8 +9,8 @@ import pytest
 import trio
 
 import eventwf
-from eventwf import _faults as faults
 from eventwf import _events as ev
+from eventwf import _faults as faults
 from eventwf._store import PendingRow, Store
 from eventwf.errors import StorageError
 from tests.wfkit import TestAgent, event_types, virtual_wall
