@@ -35,7 +35,7 @@ from ._events import (
     roundtrip_value,
     workflow_stream,
 )
-from ._fold import TERMINAL, AgentSummary, WorkflowSummary, quarantine
+from ._fold import TERMINAL, AgentSummary, WorkflowSummary, quarantine, quarantine_agent
 from ._runner import WorkflowRunner
 from ._store import Store
 from ._writer import Writer
@@ -347,6 +347,7 @@ class Core:
             logger.warning("projections of %s lag the log (%d vs %d); rebuilding them",
                            self.store.path, self.store.projected_through(), self.store.head)
             self.store.rebuild_projections()
+        self._verify_tail()
         self._report_orphans()
         started = 0
         runnable = {"queued", "running", "waiting", "waitingForPause"}
@@ -366,6 +367,27 @@ class Core:
                 logger.warning("agent %s/%s has undelivered callbacks, but its class is not "
                                "registered", agent_class, name)
         return started
+
+    def _verify_tail(self) -> None:
+        """Verify what was written since the last verification; quarantine bad streams."""
+        report = self.store.verify_tail()
+        if report.anchor is not None:
+            logger.error("%s", report.anchor)
+        for position, stream, message in report.problems:
+            kind, key, name = parse_stream(stream)
+            error = CorruptLogError(message, position=position)
+            if kind == "wf":
+                summary = self.workflow_summary(key)
+                if summary is not None:
+                    self.quarantine(summary, error)
+                    continue
+            elif kind == "agent":
+                agent = self.agent_summary(key, name)
+                if agent is not None:
+                    bad = quarantine_agent(agent, key, name, position)
+                    self._agents[key, name] = bad
+                    self.store.write_projections(agents=[bad])
+            logger.error("corrupt log: %s", message)
 
     def _report_orphans(self) -> None:
         known = list(self.workflow_classes)

@@ -144,6 +144,8 @@ def scan(
         for raw in rows:
             row = LogRow(*raw)
             problem = None
+            if row.stream not in last_version and from_position > 1:
+                last_version[row.stream] = _version_before(conn, row.stream, from_position)
             if row.position != expected:
                 problem = f"log positions jump from {expected - 1} to {row.position}"
             elif not isinstance(row.data, bytes) or not isinstance(row.hash, bytes):
@@ -158,6 +160,12 @@ def scan(
             prev = row.hash if isinstance(row.hash, bytes) else b""
             expected = row.position + 1
             yield ScanItem(row, problem)
+
+
+def _version_before(conn: sqlite3.Connection, stream: str, position: int) -> int:
+    row = conn.execute("SELECT max(stream_position) FROM events WHERE stream = ? AND "
+                       "position < ?", (stream, position)).fetchone()
+    return -1 if row[0] is None else int(row[0])
 
 
 def decode_row(row: LogRow) -> Recorded:

@@ -17,11 +17,12 @@ from .._events import Recorded
 from .._fold import AgentSummary, WorkflowSummary
 from ..errors import StorageError
 from . import projections as proj
-from .log import chain_hash, read_stream, stream_head
+from .anchor import Anchor, read_anchor, write_anchor
+from .log import chain_hash, read_stream, scan, stream_head
 from .rebuild import Folded, fold_log
 from .schema import WriterLock, connect, create_schema, get_meta, set_meta
 
-__all__ = ["PendingRow", "Store", "backup"]
+__all__ = ["PendingRow", "Store", "TailReport", "backup"]
 
 
 class PendingRow(NamedTuple):
@@ -49,6 +50,13 @@ def backup(src: str, dst: str) -> None:
             target.close()
     finally:
         source.close()
+
+
+class TailReport(NamedTuple):
+    """What opening found: rows that fail verification, and an anchor mismatch."""
+
+    problems: list[tuple[int, str, str]]
+    anchor: str | None
 
 
 class Store:
@@ -85,6 +93,8 @@ class Store:
     def close(self) -> None:
         conn = getattr(self, "conn", None)
         if conn is not None:
+            if self._lock is not None and self._uncertain is None and hasattr(self, "head_hash"):
+                self._mark_verified()
             conn.close()
         if self._lock is not None:
             self._lock.release()
@@ -157,6 +167,57 @@ class Store:
             raise StorageError(self._uncertain, fatal=True) from exc
         return row[0] is not None and int(row[0]) >= last
 
+    # -- verification --------------------------------------------------------------------
+
+    def verify_tail(self) -> TailReport:
+        """Check the chain from the last verified position to the head, and the anchor.
+
+        Rows written by this engine are trusted; rows since the last clean close (or the
+        last open) are verified here, so opening costs what was written meanwhile.
+        """
+        start = int(get_meta(self.conn, "verified_through") or 0) + 1
+        problems = [
+            (item.row.position, item.row.stream,
+             f"event at log position {item.row.position}: {item.problem}")
+            for item in scan(self.conn, self.genesis, from_position=start)
+            if item.problem is not None
+        ]
+        report = TailReport(problems, self._check_anchor())
+        self._mark_verified()
+        return report
+
+    def _check_anchor(self) -> str | None:
+        if self.path == ":memory:":
+            return None
+        try:
+            anchor = read_anchor(self.path)
+        except ValueError as exc:
+            return str(exc)
+        if anchor is None:
+            return None
+        if anchor.position > self.head:
+            return (f"{self.path} ends at position {self.head}, but its anchor says "
+                    f"{anchor.position}: events were lost (truncated file or torn tail)")
+        row = self.conn.execute("SELECT hash FROM events WHERE position = ?",
+                                (anchor.position,)).fetchone()
+        if anchor.position and (row is None or bytes(row[0]) != anchor.hash):
+            return (f"{self.path}: the event at position {anchor.position} differs from the "
+                    "anchor's hash: the log was rewritten")
+        return None
+
+    def _mark_verified(self) -> None:
+        if self.path == ":memory:" or self.readonly:
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            set_meta(self.conn, "verified_through", str(self.head))
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        write_anchor(self.path, Anchor(self.head, self.head_hash))
+
     # -- reading -------------------------------------------------------------------------
 
     def read_stream(
@@ -199,12 +260,16 @@ class Store:
         ).fetchall()
         return [(str(name), int(active), int(finished)) for name, active, finished in rows]
 
-    def write_projections(self, workflows: Sequence[WorkflowSummary]) -> None:
+    def write_projections(
+        self, workflows: Sequence[WorkflowSummary] = (), agents: Sequence[AgentSummary] = ()
+    ) -> None:
         """Projection rows that no event changes (a quarantine found while reading)."""
         rows = [proj.workflow_row(s) for s in workflows]
+        agent_rows = [proj.agent_row(s) for s in agents]
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             proj.write_workflows(self.conn, rows)
+            proj.write_agents(self.conn, agent_rows)
             self.conn.execute("COMMIT")
         except BaseException:
             if self.conn.in_transaction:

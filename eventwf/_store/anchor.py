@@ -1,0 +1,50 @@
+"""The external anchor: the log's head (position and hash) kept in a sidecar file.
+
+A hash chain catches a changed row but not a cut tail; the anchor, written outside the
+database when the engine closes and after it verifies the log on open, does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import NamedTuple
+
+__all__ = ["Anchor", "read_anchor", "write_anchor"]
+
+
+class Anchor(NamedTuple):
+    position: int
+    hash: bytes
+
+
+def anchor_path(db_path: str) -> str:
+    return db_path + ".anchor"
+
+
+def read_anchor(db_path: str) -> Anchor | None:
+    """The anchor, or None when there is none (a new log) or it is unreadable (said so)."""
+    try:
+        with open(anchor_path(db_path)) as handle:
+            data = json.load(handle)
+        return Anchor(int(data["position"]), bytes.fromhex(data["hash"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{anchor_path(db_path)} is unreadable: {exc}") from exc
+
+
+def write_anchor(db_path: str, anchor: Anchor) -> None:
+    """Replace the anchor atomically and durably (temp file, fsync, rename, fsync dir)."""
+    path = anchor_path(db_path)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        json.dump({"position": anchor.position, "hash": anchor.hash.hex()}, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
