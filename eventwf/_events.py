@@ -51,6 +51,7 @@ __all__ = [
     "WorkflowRunning",
     "WorkflowStarted",
     "WorkflowTerminated",
+    "WorkflowWaiting",
     "agent_stream",
     "decode_event",
     "decode_value",
@@ -192,6 +193,12 @@ class WaitTimedOut(Event, frozen=True, tag="wait.timed_out"):
     event_type: str
 
 
+class WorkflowWaiting(Event, frozen=True, tag="workflow.waiting"):
+    """A replayed run went back to the timer or wait of command ``seq`` (status ``waiting``)."""
+
+    seq: int
+
+
 class WorkflowCompleted(Event, frozen=True, tag="workflow.completed"):
     """``run`` returned ``output`` (status ``complete``)."""
 
@@ -303,6 +310,7 @@ AnyEvent = (
     | EventReceived
     | EventConsumed
     | WaitTimedOut
+    | WorkflowWaiting
     | WorkflowCompleted
     | WorkflowErrored
     | PauseRequested

@@ -44,6 +44,7 @@ from ._events import (
     WorkflowRunning,
     WorkflowStarted,
     WorkflowTerminated,
+    WorkflowWaiting,
     parse_stream,
 )
 from .errors import TransitionError
@@ -75,6 +76,7 @@ TRANSITIONS: Final[dict[type[Event], dict[str, str]]] = {
     StepAttemptFailed: _RUN_WAIT,
     SleepStarted: _RUN_WAIT,
     WaitStarted: _RUN_WAIT,
+    WorkflowWaiting: _RUN_WAIT,
     StepRetrying: _WAKE,
     SleepCompleted: _WAKE,
     EventConsumed: _WAKE,

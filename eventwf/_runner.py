@@ -25,6 +25,7 @@ from ._events import (
     WorkflowErrored,
     WorkflowPaused,
     WorkflowRunning,
+    WorkflowWaiting,
     agent_stream,
     encode_value,
     workflow_stream,
@@ -183,6 +184,11 @@ class WorkflowRunner:
 
     async def wait_for_mail(self) -> None:
         await self._mail.wait()
+
+    async def waiting_again(self, seq: int) -> None:
+        """A timer or wait resumes after a resume: the status goes back to ``waiting``."""
+        if self.summary.status == "running":
+            await self.append([(self.stream, WorkflowWaiting(seq))])
 
     def agent_state_items(self, action: str, value: Any) -> list[tuple[str, Event]]:
         return self.core.agent_state_items(self.agent, action, value, self.workflow_id)

@@ -79,6 +79,7 @@ class StepHost(Protocol):
     def end(self) -> None: ...
     async def append(self, items: Sequence[tuple[str, Event]]) -> list[Recorded]: ...
     async def wait_for_mail(self) -> None: ...
+    async def waiting_again(self, seq: int) -> None: ...
     def agent_state_items(self, action: str, value: Any) -> list[tuple[str, Event]]: ...
     async def agent_state_committed(self) -> None: ...
 
@@ -132,6 +133,7 @@ class AgentWorkflowStep:
             case ResumeAttempt(attempt=attempt):
                 pass
             case ResumeBackoff(failed_attempt=failed, retry_at_us=retry_at, delay_us=delay):
+                await host.waiting_again(seq)
                 await host.clock.sleep_until_wall(retry_at, at_most_us=delay)
                 attempt = failed + 1
                 await host.append([(host.stream, StepRetrying(seq, name, attempt))])
@@ -203,7 +205,7 @@ class AgentWorkflowStep:
                 case Replayed():
                     return
                 case ResumeSleep(wake_at_us=wake_at, duration_us=duration):
-                    pass
+                    await host.waiting_again(self._seq())
                 case _:
                     now = host.clock.now_us()
                     wake_at = max(wake(now), now)
@@ -241,7 +243,7 @@ class AgentWorkflowStep:
             case Raise(timeout=True):
                 raise self._timeout(name, event_type, timeout_s)
             case ResumeWait(timeout_at_us=deadline, timeout_us=timeout_us):
-                pass
+                await host.waiting_again(seq)
             case _:
                 if (buffered := host.machine.buffered(event_type)) is not None:
                     return await self._consume(seq, name, event_type, buffered)

@@ -38,6 +38,7 @@ from eventwf._events import (
     WorkflowResumed,
     WorkflowRunning,
     WorkflowStarted,
+    WorkflowWaiting,
     WorkflowTerminated,
 )
 from eventwf._fold import (
@@ -67,6 +68,7 @@ SAMPLES: dict[type[Event], Event] = {
     SleepCompleted: SleepCompleted(0),
     EventConsumed: EventConsumed(0, "w", "go", 3),
     WaitTimedOut: WaitTimedOut(0, "w", "go"),
+    WorkflowWaiting: WorkflowWaiting(0),
     EventReceived: EventReceived("go", {"x": 1}),
     WorkflowCompleted: WorkflowCompleted({"result": 42}),
     WorkflowErrored: WorkflowErrored(ERR),
