@@ -38,8 +38,8 @@ from eventwf._events import (
     WorkflowResumed,
     WorkflowRunning,
     WorkflowStarted,
-    WorkflowWaiting,
     WorkflowTerminated,
+    WorkflowWaiting,
 )
 from eventwf._fold import (
     ACTIVE,
