@@ -61,6 +61,7 @@ __all__ = ["DEFAULT_RETRIES", "AgentWorkflowStep", "StepHost"]
 DEFAULT_RETRIES = Retries(limit=5, delay="10 seconds", backoff="exponential")
 DEFAULT_STEP_TIMEOUT = "10 minutes"
 DEFAULT_WAIT_TIMEOUT = "24 hours"
+_DEFAULT_TIMEOUT_S = parse_duration(DEFAULT_STEP_TIMEOUT)
 
 
 class StepHost(Protocol):
@@ -114,8 +115,8 @@ class AgentWorkflowStep:
         policy = DEFAULT_RETRIES if retries is None else retries
         if not isinstance(policy, Retries):
             raise ValueError(f"step.do({name!r}): retries must be eventwf.Retries, got {policy!r}")
-        timeout_s = parse_duration(DEFAULT_STEP_TIMEOUT if timeout is None else timeout,
-                                   what=f"timeout of step {name!r}", allow_zero=False)
+        timeout_s = _DEFAULT_TIMEOUT_S if timeout is None else parse_duration(
+            timeout, what=f"timeout of step {name!r}", allow_zero=False)
         decision = await self._host.begin("do", name)
         try:
             return await self._do(decision, name, fn, policy, timeout_s)
@@ -171,12 +172,16 @@ class AgentWorkflowStep:
 
     async def _attempt(self, name: str, fn: Callable[[], Any], timeout_s: float,
                        attempt: int) -> Any:
-        with trio.move_on_after(timeout_s):
-            if faults.hit("step.before_call"):
-                raise faults.FaultError(f"injected failure before step {name!r}")
-            result = fn()
-            if inspect.isawaitable(result):
+        if faults.hit("step.before_call"):
+            raise faults.FaultError(f"injected failure before step {name!r}")
+        result = fn()  # a sync callable runs here, on the loop; it cannot be interrupted
+        if inspect.isawaitable(result):
+            with trio.move_on_after(timeout_s):
                 result = await result
+                if faults.hit("step.after_call"):
+                    raise faults.FaultError(f"injected failure after step {name!r} ran")
+                return result
+        else:
             if faults.hit("step.after_call"):
                 raise faults.FaultError(f"injected failure after step {name!r} ran")
             return result

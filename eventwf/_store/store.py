@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+
+import msgspec
 from typing import Any, NamedTuple
 
 from .. import _faults as faults
@@ -230,8 +232,10 @@ class Store:
         return stream_head(self.conn, stream)
 
     def load_workflow(self, workflow_id: str) -> WorkflowSummary | None:
-        head = self.stream_head("wf:" + workflow_id)
-        return proj.load_workflow(self.conn, workflow_id, head)
+        summary = proj.load_workflow(self.conn, workflow_id, -1)
+        if summary is None:
+            return None
+        return msgspec.structs.replace(summary, head=self.stream_head("wf:" + workflow_id))
 
     def unfinished_workflows(self) -> list[WorkflowSummary]:
         out = []
