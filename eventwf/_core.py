@@ -11,6 +11,7 @@ loses its runner. Nothing here calls user code synchronously.
 from __future__ import annotations
 
 import functools
+import heapq
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -60,6 +61,8 @@ class Core:
         workflow_classes: dict[str, type[Any]],
         *,
         check: bool = False,
+        hibernate_after: float | None = 60.0,
+        max_live_workflows: int = 10_000,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -76,6 +79,11 @@ class Core:
         self._creating: dict[tuple[str, str], trio.Event] = {}
         self._transitions: list[tuple[str, WorkflowSummary | None, WorkflowSummary]] = []
         self._storage_failures: dict[str, int] = {}
+        self._hibernate_after_us = None if hibernate_after is None else int(hibernate_after * 1e6)
+        self._max_live = max_live_workflows
+        self._wakeups: list[tuple[int, str]] = []  # (wall time, workflow id), a heap
+        self._wakeups_changed = trio.Event()
+        self.hibernated = 0
         self.check = check  # replay-only: runners stop where the log ends; no hooks run
         self.checks: list[CheckRunner] = []
 
@@ -117,6 +125,8 @@ class Core:
                     runner.feed(rec)
                     if isinstance(rec.event, EventReceived):
                         runner.notify_mail()
+                elif isinstance(rec.event, EventReceived):
+                    self._event_for_sleeper(key, rec.event.event_type)
             elif kind == "agent":
                 self._agent_record(key, name, rec)
         transitions, self._transitions = self._transitions, []
@@ -198,6 +208,51 @@ class Core:
         summary = self.workflow_summary(workflow_id)
         if summary is not None and summary.status in _RUNNABLE:
             self.ensure_runner(summary)
+
+    # -- hibernation ---------------------------------------------------------------------
+
+    def should_hibernate(self, until_us: int) -> bool:
+        """Drop a waiting run's coroutine if the wait is long or too many are alive."""
+        if self._hibernate_after_us is None:
+            return False
+        if len(self._runners) > self._max_live:
+            return True
+        return until_us - self.clock.now_us() >= self._hibernate_after_us
+
+    def runner_hibernated(self, runner: WorkflowRunner) -> None:
+        self.hibernated += 1
+        summary = self.workflow_summary(runner.workflow_id)
+        if summary is not None:
+            self._schedule_wake(summary)
+
+    def _schedule_wake(self, summary: WorkflowSummary) -> None:
+        if summary.wake_at_us is None:
+            return
+        fire = min(summary.wake_at_us, self.clock.now_us() + summary.wake_span_us)
+        heapq.heappush(self._wakeups, (fire, summary.workflow_id))
+        if self._wakeups[0][0] == fire:
+            self._wakeups_changed.set()
+
+    def _event_for_sleeper(self, workflow_id: str, event_type: str) -> None:
+        summary = self._workflows.get(workflow_id)
+        if summary is not None and summary.status == "waiting" and \
+                summary.wait_type == event_type:
+            self.start_runner(summary)
+
+    async def _wake_timers(self) -> None:
+        """Replay hibernated workflows whose timer, back-off or wait timeout is due."""
+        while True:
+            now = self.clock.now_us()
+            while self._wakeups and self._wakeups[0][0] <= now:
+                _, workflow_id = heapq.heappop(self._wakeups)
+                summary = self.workflow_summary(workflow_id)
+                if summary is not None and summary.status == "waiting":
+                    self.ensure_runner(summary)
+            self._wakeups_changed = trio.Event()
+            deadline = (self.clock.trio_time(self._wakeups[0][0]) if self._wakeups
+                        else float("inf"))
+            with trio.move_on_at(deadline):
+                await self._wakeups_changed.wait()
 
     def runner_finished(self, runner: WorkflowRunner) -> None:
         if self._runners.get(runner.workflow_id) is runner:
@@ -353,9 +408,13 @@ class Core:
         runnable = {"queued", "running", "waiting", "waitingForPause"}
         if self.check:
             runnable.add("paused")
+        if not self.check:
+            self.spawn(self._wake_timers, "eventwf timers")
         for summary in self.store.unfinished_workflows():
             self._workflows[summary.workflow_id] = summary
-            if summary.status in runnable:
+            if self._asleep(summary):
+                self._schedule_wake(summary)
+            elif summary.status in runnable:
                 started += self.start_runner(summary)
         if self.check:
             return started
@@ -367,6 +426,13 @@ class Core:
                 logger.warning("agent %s/%s has undelivered callbacks, but its class is not "
                                "registered", agent_class, name)
         return started
+
+    def _asleep(self, summary: WorkflowSummary) -> bool:
+        """A waiting workflow with nothing to take yet can stay without a coroutine."""
+        return (not self.check and self._hibernate_after_us is not None
+                and summary.status == "waiting" and summary.wake_at_us is not None
+                and summary.mailbox == 0 and summary.workflow_name in self.workflow_classes
+                and summary.agent_class in self.agent_classes)
 
     def _verify_tail(self) -> None:
         """Verify what was written since the last verification; quarantine bad streams."""

@@ -117,6 +117,10 @@ class WorkflowSummary(msgspec.Struct, frozen=True, gc=False):
     head: int = 0  # last stream position
     mailbox: int = 0  # buffered, unconsumed events in the current run
     corrupt_position: int | None = None
+    wake_at_us: int | None = None  # when the pending timer, back-off or wait timeout fires
+    wake_span_us: int = 0  # that timer's full length (a restart never waits longer)
+    wait_type: str | None = None  # the event type a pending wait consumes
+    paused_us: int | None = None  # when the current pause began
 
     @property
     def finished(self) -> bool:
@@ -159,6 +163,7 @@ def apply_workflow(summary: WorkflowSummary | None, rec: Recorded) -> WorkflowSu
         if status in TERMINAL:
             changes["completed_us"] = rec.time_us
     changes.update(_fields(summary, rec, event))
+    changes.update(_timer_fields(summary, rec, event))
     return msgspec.structs.replace(summary, **changes)
 
 
@@ -227,6 +232,32 @@ def _fields(summary: WorkflowSummary, rec: Recorded, event: Event) -> dict[str, 
                     f"not {old!r}"
                 )
             return {"workflow_name": new, "updated_us": rec.time_us}
+        case _:
+            return {}
+
+
+_NO_TIMER: Final = {"wake_at_us": None, "wake_span_us": 0, "wait_type": None}
+_WAKES: Final = (SleepCompleted, StepRetrying, EventConsumed, WaitTimedOut, WorkflowRestarted,
+                 WorkflowTerminated, WorkflowCompleted, WorkflowErrored)
+
+
+def _timer_fields(summary: WorkflowSummary, rec: Recorded, event: Event) -> dict[str, Any]:
+    """The pending timer or wait (so idle workflows need no coroutine), shifted by pauses."""
+    match event:
+        case SleepStarted(wake_at_us=wake, duration_us=span):
+            return {"wake_at_us": wake, "wake_span_us": span, "wait_type": None}
+        case StepAttemptFailed(retry_at_us=wake, delay_us=span):
+            return {"wake_at_us": wake, "wake_span_us": span, "wait_type": None}
+        case WaitStarted(timeout_at_us=wake, timeout_us=span, event_type=event_type):
+            return {"wake_at_us": wake, "wake_span_us": span, "wait_type": event_type}
+        case WorkflowPaused() | WorkflowBlocked() if summary.paused_us is None:
+            return {"paused_us": rec.time_us}
+        case WorkflowResumed() if summary.paused_us is not None:
+            shifted = None if summary.wake_at_us is None else (
+                summary.wake_at_us + rec.time_us - summary.paused_us)
+            return {"paused_us": None, "wake_at_us": shifted}
+        case _ if isinstance(event, _WAKES):
+            return {**_NO_TIMER, "paused_us": None}
         case _:
             return {}
 

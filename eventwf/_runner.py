@@ -38,7 +38,7 @@ from ._types import WorkflowEvent
 from ._validation import utc_from_us
 from .errors import EventwfError, NonDeterminismError, StorageError, TransitionError
 
-__all__ = ["Core", "Diverged", "Stopped", "StorageFault", "WorkflowRunner"]
+__all__ = ["Core", "Diverged", "Hibernate", "Stopped", "StorageFault", "WorkflowRunner"]
 
 logger = logging.getLogger("eventwf")
 _LIVE = frozenset({"queued", "running", "waiting", "waitingForPause"})
@@ -46,6 +46,10 @@ _LIVE = frozenset({"queued", "running", "waiting", "waitingForPause"})
 
 class Stopped(BaseException):
     """The run must stop here (paused at a step boundary, or replaced)."""
+
+
+class Hibernate(BaseException):
+    """The run waits long enough to drop its coroutine; the engine replays it on wake."""
 
 
 class Diverged(BaseException):
@@ -76,6 +80,8 @@ class Core(Protocol):
     def runner_finished(self, runner: WorkflowRunner) -> None: ...
     def runner_epoch(self, workflow_id: str) -> int: ...
     def runner_storage_failed(self, runner: WorkflowRunner, error: StorageError) -> None: ...
+    def runner_hibernated(self, runner: WorkflowRunner) -> None: ...
+    def should_hibernate(self, until_us: int) -> bool: ...
     async def deliver_progress(
         self, agent: Any, workflow_name: str, workflow_id: str, progress: Any
     ) -> None: ...
@@ -182,8 +188,18 @@ class WorkflowRunner:
     def end(self) -> None:
         self._busy = None
 
-    async def wait_for_mail(self) -> None:
+    async def wait_for_mail(self, until_us: int) -> None:
+        """Wait for an event to arrive (or hibernate until one does, or ``until_us``)."""
+        if self.core.should_hibernate(until_us):
+            raise Hibernate()
         await self._mail.wait()
+
+    async def idle_until(self, wall_us: int, at_most_us: int) -> None:
+        """A durable timer: sleep, or hibernate and be replayed when it fires."""
+        until = min(wall_us, self.core.clock.now_us() + max(at_most_us, 0))
+        if self.core.should_hibernate(until):
+            raise Hibernate()
+        await self.core.clock.sleep_until_wall(wall_us, at_most_us=at_most_us)
 
     async def waiting_again(self, seq: int) -> None:
         """A timer or wait resumes after a resume: the status goes back to ``waiting``."""
@@ -207,6 +223,8 @@ class WorkflowRunner:
                     pass  # paused at a boundary or replaced: the log already says so
                 except StorageFault as fault:
                     self.core.runner_storage_failed(self, fault.error)
+                except Hibernate:
+                    self.core.runner_hibernated(self)
         finally:
             self.core.runner_finished(self)
 

@@ -79,7 +79,8 @@ class StepHost(Protocol):
     async def begin(self, kind: str, name: str | None) -> Decision: ...
     def end(self) -> None: ...
     async def append(self, items: Sequence[tuple[str, Event]]) -> list[Recorded]: ...
-    async def wait_for_mail(self) -> None: ...
+    async def wait_for_mail(self, until_us: int) -> None: ...
+    async def idle_until(self, wall_us: int, at_most_us: int) -> None: ...
     async def waiting_again(self, seq: int) -> None: ...
     def agent_state_items(self, action: str, value: Any) -> list[tuple[str, Event]]: ...
     async def agent_state_committed(self) -> None: ...
@@ -135,7 +136,7 @@ class AgentWorkflowStep:
                 pass
             case ResumeBackoff(failed_attempt=failed, retry_at_us=retry_at, delay_us=delay):
                 await host.waiting_again(seq)
-                await host.clock.sleep_until_wall(retry_at, at_most_us=delay)
+                await host.idle_until(retry_at, delay)
                 attempt = failed + 1
                 await host.append([(host.stream, StepRetrying(seq, name, attempt))])
             case _:
@@ -154,7 +155,7 @@ class AgentWorkflowStep:
                 retry_at = host.clock.now_us() + delay_us
                 await host.append([(host.stream, StepAttemptFailed(
                     seq, name, attempt, error_info(exc), retry_at, delay_us))])
-                await host.clock.sleep_until_wall(retry_at, at_most_us=delay_us)
+                await host.idle_until(retry_at, delay_us)
                 attempt += 1
                 await host.append([(host.stream, StepRetrying(seq, name, attempt))])
                 continue
@@ -218,7 +219,7 @@ class AgentWorkflowStep:
                     await host.append([(host.stream, SleepStarted(
                         self._seq(), name, wake_at, duration, until=kind == "sleep_until"))])
                     faults.hit("sleep.after_record")
-            await host.clock.sleep_until_wall(wake_at, at_most_us=duration)
+            await host.idle_until(wake_at, duration)
             await host.append([(host.stream, SleepCompleted(self._seq()))])
         finally:
             host.end()
@@ -259,7 +260,7 @@ class AgentWorkflowStep:
         limit = min(deadline, host.clock.now_us() + timeout_us)
         with trio.move_on_at(host.clock.trio_time(limit)):
             while (buffered := host.machine.buffered(event_type)) is None:
-                await host.wait_for_mail()
+                await host.wait_for_mail(limit)
             return await self._consume(seq, name, event_type, buffered)
         if (buffered := host.machine.buffered(event_type)) is not None:
             return await self._consume(seq, name, event_type, buffered)

@@ -42,6 +42,7 @@ class EngineStatistics(msgspec.Struct, frozen=True):
     head: int
     live_workflows: int
     live_agents: int
+    hibernations: int
 
 
 class Engine:
@@ -92,7 +93,7 @@ class Engine:
     def statistics(self) -> EngineStatistics:
         core = self._core
         return EngineStatistics(core.writer.commits, core.writer.events, core.store.head,
-                                len(core._runners), len(core._hosts))
+                                len(core._runners), len(core._hosts), core.hibernated)
 
 
 def _agent_classes(agents: Sequence[type[Agent]]) -> dict[str, type[Any]]:
@@ -132,6 +133,8 @@ async def open_engine(
     workflows: Mapping[str, type[AgentWorkflow[Any]]] | Sequence[type[AgentWorkflow[Any]]] = (),
     synchronous: str = "FULL",
     wall_clock: Callable[[], float] = time.time,
+    hibernate_after: float | None = 60.0,
+    max_live_workflows: int = 10_000,
 ) -> AsyncIterator[Engine]:
     """Open (or create) the log at ``path``, resume unfinished workflows, and serve.
 
@@ -139,8 +142,18 @@ async def open_engine(
     ``synchronous="NORMAL"`` trades durability under power loss for speed (opt-in).
     ``wall_clock`` (epoch seconds) is read once, to anchor trio's clock to wall time;
     simulations pass one that follows their ``MockClock`` across reopens.
+    A workflow that waits at least ``hibernate_after`` seconds (or while more than
+    ``max_live_workflows`` runs are in memory) drops its coroutine and is replayed from
+    the log when its timer fires or its event arrives; ``None`` keeps every run in memory.
     """
-    async with _running(path, agents, workflows, synchronous, wall_clock) as core:
+    if hibernate_after is not None:
+        parse_duration(hibernate_after, what="hibernate_after")
+    if isinstance(max_live_workflows, bool) or not isinstance(max_live_workflows, int) or \
+            max_live_workflows < 1:
+        raise ValueError(f"invalid max_live_workflows {max_live_workflows!r}: must be an int >= 1")
+    async with _running(path, agents, workflows, synchronous, wall_clock,
+                        hibernate_after=hibernate_after,
+                        max_live_workflows=max_live_workflows) as core:
         yield Engine(core)
 
 
@@ -153,6 +166,8 @@ async def _running(
     wall_clock: Callable[[], float],
     *,
     check: bool = False,
+    hibernate_after: float | None = 60.0,
+    max_live_workflows: int = 10_000,
 ) -> AsyncIterator[Core]:
     agent_classes = _agent_classes(agents)
     workflow_classes = _workflow_classes(workflows)
@@ -160,7 +175,8 @@ async def _running(
     try:
         async with trio.open_nursery() as nursery:
             core = Core(store, Clock(wall_clock), nursery, agent_classes, workflow_classes,
-                        check=check)
+                        check=check, hibernate_after=hibernate_after,
+                        max_live_workflows=max_live_workflows)
             await nursery.start(core.writer.run)
             core.recover()
             faults.hit("open.after_recover")

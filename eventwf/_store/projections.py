@@ -34,7 +34,8 @@ __all__ = [
 WORKFLOW_COLUMNS = (
     "workflow_id", "workflow_name", "agent_class", "agent_name", "status", "metadata",
     "error_name", "error_message", "created_us", "updated_us", "completed_us", "tracked",
-    "run", "started_at", "run_start", "mailbox", "output", "corrupt_position",
+    "run", "started_at", "run_start", "mailbox", "output", "corrupt_position", "wake_at_us",
+    "wake_span_us", "wait_type", "paused_us",
 )
 AGENT_COLUMNS = (
     "agent_class", "agent_name", "state", "has_state", "delivered_through", "last_callback",
@@ -63,14 +64,15 @@ def workflow_row(s: WorkflowSummary) -> tuple[Any, ...]:
         s.error_name, s.error_message, s.created_us, s.updated_us, s.completed_us,
         int(s.tracked), s.run, s.started_at, s.run_start, s.mailbox,
         None if s.output is None else encode_value(s.output, "output", limit=1 << 62),
-        s.corrupt_position,
+        s.corrupt_position, s.wake_at_us, s.wake_span_us, s.wait_type, s.paused_us,
     )
 
 
 def summary_from_row(row: Sequence[Any], head: int) -> WorkflowSummary:
     (workflow_id, workflow_name, agent_class, agent_name, status, metadata, error_name,
      error_message, created_us, updated_us, completed_us, tracked, run, started_at,
-     run_start, mailbox, output, corrupt_position) = row
+     run_start, mailbox, output, corrupt_position, wake_at_us, wake_span_us, wait_type,
+     paused_us) = row
     return WorkflowSummary(
         workflow_id=workflow_id, workflow_name=workflow_name, agent_class=agent_class,
         agent_name=agent_name, status=status, created_us=created_us, updated_us=updated_us,
@@ -79,7 +81,8 @@ def summary_from_row(row: Sequence[Any], head: int) -> WorkflowSummary:
         error_name=error_name, error_message=error_message,
         output=None if output is None else decode_value(output),
         tracked=bool(tracked), run=run, started_at=started_at, run_start=run_start,
-        head=head, mailbox=mailbox, corrupt_position=corrupt_position,
+        head=head, mailbox=mailbox, corrupt_position=corrupt_position, wake_at_us=wake_at_us,
+        wake_span_us=wake_span_us, wait_type=wait_type, paused_us=paused_us,
     )
 
 

@@ -127,10 +127,15 @@ def _create_tables(db: sqlite_utils.Database, existing: set[str]) -> None:
                 "mailbox": int,
                 "output": bytes,
                 "corrupt_position": int,
+                "wake_at_us": int,
+                "wake_span_us": int,
+                "wait_type": str,
+                "paused_us": int,
             },
             pk="workflow_id",
             not_null={"workflow_name", "agent_class", "agent_name", "status", "created_us",
-                      "updated_us", "tracked", "run", "started_at", "run_start", "mailbox"},
+                      "updated_us", "tracked", "run", "started_at", "run_start", "mailbox",
+                      "wake_span_us"},
         )
     db.table("workflows").create_index(
         ["agent_class", "agent_name", "tracked", "created_us", "workflow_id"], if_not_exists=True
