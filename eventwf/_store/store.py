@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import msgspec
-from typing import Any, NamedTuple
 
 from .. import _faults as faults
 from .._events import Recorded
