@@ -11,6 +11,7 @@ Streams: ``wf:<workflow_id>`` holds one workflow's history (all its runs);
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import msgspec
@@ -353,6 +354,7 @@ def agent_stream(agent_class: str, name: str) -> str:
     return f"agent:{agent_class}/{name}"
 
 
+@functools.lru_cache(maxsize=65536)
 def parse_stream(stream: str) -> tuple[str, str, str]:
     """``("wf", id, "")`` or ``("agent", class, name)``; ``("other", stream, "")`` otherwise."""
     if stream.startswith("wf:"):
@@ -379,6 +381,19 @@ def encode_event(event: Event) -> bytes:
 
 def decode_event(type_name: str, data: bytes, *, position: int | None = None) -> Event:
     """Decode one logged event; anything unreadable is a ``CorruptLogError`` naming its position."""
+    if type_name in EVENT_TYPES:
+        try:
+            event: Event = _EVENT_DECODER.decode(data)
+        except _DECODE_ERRORS:
+            pass  # reported with its position below
+        else:
+            if event.__class__ is EVENT_TYPES[type_name]:
+                return event
+    return _decode_slowly(type_name, data, position)
+
+
+def _decode_slowly(type_name: str, data: bytes, position: int | None) -> Event:
+    """The same decode, on a row known to be bad: it raises the precise ``CorruptLogError``."""
     where = f"event at log position {position}" if position is not None else "event"
     if type_name not in EVENT_TYPES:
         raise CorruptLogError(
@@ -392,7 +407,7 @@ def decode_event(type_name: str, data: bytes, *, position: int | None = None) ->
         raise CorruptLogError(
             f"{where} ({type_name}) cannot be decoded: {exc}", position=position
         ) from exc
-    if event_type(event) != type_name:
+    if event.__class__ is not EVENT_TYPES[type_name]:
         raise CorruptLogError(
             f"{where} says type {type_name!r} but its data is {event_type(event)!r}",
             position=position,

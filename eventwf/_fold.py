@@ -162,8 +162,11 @@ def apply_workflow(summary: WorkflowSummary | None, rec: Recorded) -> WorkflowSu
         changes.update(status=status, updated_us=rec.time_us)
         if status in TERMINAL:
             changes["completed_us"] = rec.time_us
-    changes.update(_fields(summary, rec, event))
-    changes.update(_timer_fields(summary, rec, event))
+    cls = event.__class__
+    if cls in _FIELD_EVENTS:
+        changes.update(_fields(summary, rec, event))
+    if cls in _TIMER_EVENTS:
+        changes.update(_timer_fields(summary, rec, event))
     return msgspec.structs.replace(summary, **changes)
 
 
@@ -260,6 +263,17 @@ def _timer_fields(summary: WorkflowSummary, rec: Recorded, event: Event) -> dict
             return {**_NO_TIMER, "paused_us": None}
         case _:
             return {}
+
+
+# Which events can change fields besides the status (the rest skip those functions).
+_FIELD_EVENTS: Final = frozenset({
+    EventReceived, EventConsumed, WorkflowCompleted, WorkflowErrored, WorkflowBlocked,
+    WorkflowResumed, WorkflowRestarted, TrackingDeleted, BindingMigrated,
+})
+_TIMER_EVENTS: Final = frozenset({
+    SleepStarted, StepAttemptFailed, WaitStarted, WorkflowPaused, WorkflowBlocked,
+    WorkflowResumed, *_WAKES,
+})
 
 
 def quarantine(

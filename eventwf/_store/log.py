@@ -26,14 +26,12 @@ def chain_hash(
     prev: bytes, position: int, stream: str, stream_position: int, time_us: int,
     type_name: str, data: bytes,
 ) -> bytes:
-    h = blake2b(prev, digest_size=16)
-    h.update(_PACK(position, stream_position, time_us))
-    h.update(stream.encode())
-    h.update(b"\x00")
-    h.update(type_name.encode())
-    h.update(b"\x00")
-    h.update(data)
-    return h.digest()
+    return blake2b(b"".join((prev, _PACK(position, stream_position, time_us), stream.encode(),
+                             b"\x00", type_name.encode(), b"\x00", data)),
+                   digest_size=16).digest()
+
+
+_hash = chain_hash
 
 
 class LogRow(NamedTuple):
@@ -140,26 +138,27 @@ def scan(
         "WHERE position >= ? ORDER BY position",
         (from_position,),
     )
+    versions_get = last_version.get
+    make = LogRow._make
     while rows := cursor.fetchmany(batch):
         for raw in rows:
-            row = LogRow(*raw)
+            position, stream, version, time_us, type_name, data, digest = raw
+            if from_position > 1 and stream not in last_version:
+                last_version[stream] = _version_before(conn, stream, from_position)
             problem = None
-            if row.stream not in last_version and from_position > 1:
-                last_version[row.stream] = _version_before(conn, row.stream, from_position)
-            if row.position != expected:
-                problem = f"log positions jump from {expected - 1} to {row.position}"
-            elif not isinstance(row.data, bytes) or not isinstance(row.hash, bytes):
+            if position != expected:
+                problem = f"log positions jump from {expected - 1} to {position}"
+            elif data.__class__ is not bytes or digest.__class__ is not bytes:
                 problem = "data or hash column is not a blob"
-            elif chain_hash(prev, row.position, row.stream, row.stream_position, row.time_us,
-                            row.type, row.data) != row.hash:
+            elif _hash(prev, position, stream, version, time_us, type_name, data) != digest:
                 problem = "checksum mismatch: the row was changed, damaged or moved"
-            elif row.stream_position != last_version.get(row.stream, -1) + 1:
-                problem = (f"stream {row.stream!r} jumps from version "
-                           f"{last_version.get(row.stream, -1)} to {row.stream_position}")
-            last_version[row.stream] = row.stream_position
-            prev = row.hash if isinstance(row.hash, bytes) else b""
-            expected = row.position + 1
-            yield ScanItem(row, problem)
+            elif version != versions_get(stream, -1) + 1:
+                problem = (f"stream {stream!r} jumps from version "
+                           f"{versions_get(stream, -1)} to {version}")
+            last_version[stream] = version
+            prev = digest if digest.__class__ is bytes else b""
+            expected = position + 1
+            yield ScanItem(make(raw), problem)
 
 
 def _version_before(conn: sqlite3.Connection, stream: str, position: int) -> int:

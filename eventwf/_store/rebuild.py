@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
-from .._events import parse_stream
+from .._events import Recorded, decode_event, parse_stream
 from .._fold import (
     AgentSummary,
     WorkflowSummary,
@@ -16,7 +16,7 @@ from .._fold import (
     quarantine_agent,
 )
 from ..errors import CorruptLogError, TransitionError
-from .log import decode_row, scan
+from .log import scan
 
 __all__ = ["Folded", "fold_log"]
 
@@ -38,43 +38,44 @@ def fold_log(conn: sqlite3.Connection, genesis: bytes) -> Folded:
     A row that fails quarantines its own stream only; the pass goes on with the rest.
     """
     out = Folded()
-    for item in scan(conn, genesis):
-        row = item.row
-        out.head, out.events = row.position, out.events + 1
-        kind, key, name = parse_stream(row.stream)
-        if _quarantined(out, kind, key, name):
-            continue  # its first bad row is already reported; later ones add nothing
+    bad: set[str] = set()  # quarantined streams: their later rows add nothing
+    workflows, agents = out.workflows, out.agents
+    for row, problem in scan(conn, genesis):
+        out.head = row.position
+        out.events += 1
+        stream = row.stream
+        if stream in bad:
+            continue
+        kind, key, name = parse_stream(stream)
         try:
-            if item.problem is not None:
-                raise CorruptLogError(f"event at log position {row.position}: {item.problem}",
+            if problem is not None:
+                raise CorruptLogError(f"event at log position {row.position}: {problem}",
                                       position=row.position)
-            rec = decode_row(row)
+            rec = Recorded(row.position, stream, row.stream_position, row.time_us,
+                           decode_event(row.type, row.data, position=row.position))
             if kind == "wf":
-                out.workflows[key] = apply_workflow(out.workflows.get(key), rec)
+                workflows[key] = apply_workflow(workflows.get(key), rec)
             elif kind == "agent":
-                out.agents[key, name] = apply_agent(out.agents.get((key, name)), rec)
+                agents[key, name] = apply_agent(agents.get((key, name)), rec)
             else:
                 raise CorruptLogError(f"event at log position {row.position} is on unknown "
-                                      f"stream {row.stream!r}", position=row.position)
+                                      f"stream {stream!r}", position=row.position)
         except (CorruptLogError, TransitionError) as exc:
-            message = str(exc)
-            if isinstance(exc, TransitionError):
-                message = f"event at log position {row.position} cannot apply: {exc}"
-            out.problems.append((row.position, message))
-            if kind == "wf":
-                out.workflows[key] = quarantine(out.workflows.get(key), row.stream, row.position,
-                                                message, row.time_us)
-            elif kind == "agent":
-                out.agents[key, name] = quarantine_agent(out.agents.get((key, name)), key, name,
-                                                         row.position)
+            bad.add(stream)
+            _quarantine(out, row.position, row.time_us, stream, exc)
     return out
 
 
-def _quarantined(out: Folded, kind: str, key: str, name: str) -> bool:
+def _quarantine(out: Folded, position: int, time_us: int, stream: str,
+                exc: CorruptLogError | TransitionError) -> None:
+    message = str(exc)
+    if isinstance(exc, TransitionError):
+        message = f"event at log position {position} cannot apply: {exc}"
+    out.problems.append((position, message))
+    kind, key, name = parse_stream(stream)
     if kind == "wf":
-        summary = out.workflows.get(key)
-        return summary is not None and summary.status == "unknown"
-    if kind == "agent":
-        agent = out.agents.get((key, name))
-        return agent is not None and agent.corrupt_position is not None
-    return False
+        out.workflows[key] = quarantine(out.workflows.get(key), stream, position, message,
+                                        time_us)
+    elif kind == "agent":
+        out.agents[key, name] = quarantine_agent(out.agents.get((key, name)), key, name,
+                                                 position)
