@@ -1,0 +1,75 @@
+"""Benchmarks: eventwf beside the raw SQLite floor measured in the same run.
+
+    python -m tools.bench [--quick] [--json] [--only NAME ...] [--out FILE]
+
+Every benchmark prints its figures and, where one exists, its floor from the same run
+(raw SQLite inserts or a raw scan-and-decode of the same bytes). This machine is shared
+and noisy: read the ratios, not the absolute rates. ``--quick`` runs small sizes (CI
+smoke run; nothing is asserted). ``--out`` writes the results and the machine as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tools.bench.common import machine
+from tools.bench.fanout import bench_fanout
+from tools.bench.idle import bench_idle_in_subprocess
+from tools.bench.rebuild import bench_rebuild
+from tools.bench.recovery import bench_recovery
+from tools.bench.steps import bench
+
+# name -> (full run, quick run)
+PLANS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str, Any]]]] = {
+    "sequential": (lambda: bench("sequential: 1 workflow x 1,000 steps", 1, 1000),
+                   lambda: bench("sequential: 1 workflow x 100 steps", 1, 100)),
+    "concurrent": (lambda: bench("concurrent: 1,000 workflows x 10 steps", 1000, 10),
+                   lambda: bench("concurrent: 100 workflows x 10 steps", 100, 10)),
+    "rebuild": (lambda: bench_rebuild(1_000_000), lambda: bench_rebuild(20_000)),
+    "recovery": (lambda: bench_recovery(10_000), lambda: bench_recovery(300)),
+    "idle": (lambda: bench_idle_in_subprocess(100_000), lambda: bench_idle_in_subprocess(2_000,
+                                                                                       50)),
+    "fanout": (lambda: bench_fanout(500, 20.0, 10.0), lambda: bench_fanout(20, 20.0, 2.0)),
+}
+
+
+def _show(result: dict[str, Any]) -> None:
+    print(result["benchmark"])
+    for key, value in result.items():
+        if key != "benchmark":
+            shown = f"{value:,}" if isinstance(value, int | float) else value
+            print(f"    {key:28} {shown}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for CI smoke runs")
+    parser.add_argument("--json", action="store_true", help="print JSON lines only")
+    parser.add_argument("--only", nargs="+", choices=sorted(PLANS), help="run only these")
+    parser.add_argument("--out", help="also write the results and the machine to this file")
+    args = parser.parse_args(argv)
+    results = []
+    for name in args.only or list(PLANS):
+        started = time.perf_counter()
+        result = PLANS[name][1 if args.quick else 0]()
+        result["bench_seconds"] = round(time.perf_counter() - started, 1)
+        results.append(result)
+        if args.json:
+            print(json.dumps(result), flush=True)
+        else:
+            _show(result)
+    if args.out:
+        Path(args.out).write_text(json.dumps(
+            {"machine": machine(), "quick": args.quick, "results": results}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
