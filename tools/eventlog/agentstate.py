@@ -1,0 +1,158 @@
+"""``agent CLASS NAME [--at POSITION]``: an agent's state now, or as of a log position (V9).
+
+Only that agent's events with position <= N are read (in batches) and folded with the
+engine's own ``apply_agent``, so the answer is what the engine would have served then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from eventwf._events import (
+    AgentStateMerged,
+    AgentStateReset,
+    AgentStateSet,
+    Recorded,
+    agent_stream,
+    event_type,
+)
+from eventwf._fold import AgentSummary, apply_agent
+from eventwf.errors import TransitionError
+
+from .render import Output, compact, iso, to_json
+from .source import LogSource, NotFound
+
+__all__ = ["AgentAt", "agent", "fold_agent"]
+
+_STATE_EVENTS = (AgentStateSet, AgentStateMerged, AgentStateReset)
+
+
+@dataclass
+class AgentAt:
+    """An agent folded up to a log position, with its state changes."""
+
+    agent_class: str
+    name: str
+    at: int
+    summary: AgentSummary | None = None
+    created: Recorded | None = None
+    changes: list[tuple[Recorded, Any]] = field(default_factory=list)
+    problem: tuple[int, str] | None = None
+    first_position: int | None = None  # the stream's first event, even if after ``at``
+
+
+def fold_agent(log: LogSource, agent_class: str, name: str, at: int) -> AgentAt:
+    stream = agent_stream(agent_class, name)
+    result = AgentAt(agent_class, name, at)
+    first = log.conn.execute("SELECT position FROM events WHERE stream = ? AND "
+                             "stream_position = 0", (stream,)).fetchone()
+    if first is None:
+        raise NotFound(f"no agent {agent_class}/{name} in {log.path} (no stream {stream!r}); "
+                        "`streams --kind agent` lists them")
+    result.first_position = int(first[0])
+    for item in log.stream_views(stream, until=at):
+        rec = item.recorded()
+        if item.problem is not None or rec is None:
+            result.problem = (item.row.position, item.problem or "does not decode")
+            break
+        try:
+            result.summary = apply_agent(result.summary, rec)
+        except TransitionError as exc:
+            result.problem = (item.row.position, f"the engine's fold refuses it: {exc}")
+            break
+        if result.created is None:
+            result.created = rec
+        if isinstance(rec.event, _STATE_EVENTS):
+            result.changes.append((rec, result.summary.state))
+    return result
+
+
+def _time_at(log: LogSource, position: int) -> int | None:
+    row = log.conn.execute("SELECT time_us FROM events WHERE position <= ? ORDER BY position "
+                           "DESC LIMIT 1", (position,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def agent(log: LogSource, out: Output, agent_class: str, name: str, *, at: int | None = None,
+          history: bool = False) -> int:
+    head = log.head()
+    position = head if at is None or at > head else at
+    result = fold_agent(log, agent_class, name, position)
+    time_us = _time_at(log, position)
+    if out.json:
+        _json(result, out, head, time_us, history)
+    else:
+        _text(result, out, head, time_us, history, clamped=at is not None and at > head)
+    return 1 if result.problem is not None or result.summary is None else 0
+
+
+def _state_source(result: AgentAt) -> tuple[Recorded, Any] | None:
+    return result.changes[-1] if result.changes else None
+
+
+def _text(result: AgentAt, out: Output, head: int, time_us: int | None, history: bool,
+          clamped: bool) -> None:
+    who = f"{result.agent_class}/{result.name}"
+    note = " (past the head: showing the head)" if clamped else ""
+    out.line(f"agent {who} as of log position {result.at}{note} · {iso(time_us)} · "
+             f"log head {head}")
+    s = result.summary
+    if s is None:
+        out.line(f"!! agent {who} does not exist yet at position {result.at}; it is created at "
+                 f"position {result.first_position}")
+    else:
+        created = result.created
+        assert created is not None
+        out.line(f"created   position {created.position} · {iso(created.time_us)}")
+        source = _state_source(result)
+        if source is None:
+            out.line(f"state     {result.agent_class}.initial_state: no state change is logged "
+                     f"up to position {result.at}, so the engine serves the class's current "
+                     "initial_state (which is not in the log)")
+        else:
+            rec, _ = source
+            by = getattr(rec.event, "workflow_id", None)
+            out.line(f"state     set at position {rec.position} by {event_type(rec.event)}"
+                     + (f" (workflow {by})" if by else "") + f" · {iso(rec.time_us)}")
+            out.line(msgspec.json.format(to_json(s.state), indent=2).decode())
+        pending = "pending" if s.callbacks_pending else "none pending"
+        out.line(f"callbacks last scheduled at position {s.last_callback} · delivered through "
+                 f"{s.delivered_through} · {pending}")
+        out.line(f"changes   {len(result.changes)} state change(s) up to position {result.at}"
+                 + ("" if history else " (--history lists them)"))
+    if history and result.changes:
+        out.table(["POSITION", "TIME", "EVENT", "WORKFLOW", "STATE AFTER"],
+                  [[str(rec.position), iso(rec.time_us), event_type(rec.event),
+                    getattr(rec.event, "workflow_id", None) or "-", compact(state)]
+                   for rec, state in result.changes], indent="  ")
+    if result.problem is not None:
+        out.line(f"!! stopped at log position {result.problem[0]}: {result.problem[1]}")
+
+
+def _json(result: AgentAt, out: Output, head: int, time_us: int | None, history: bool) -> None:
+    s = result.summary
+    source = _state_source(result)
+    out.record({
+        "record": "agent", "agent_class": result.agent_class, "name": result.name,
+        "at": result.at, "at_time_us": time_us, "at_time": iso(time_us), "head": head,
+        "exists": s is not None, "created_position": result.first_position,
+        "has_state": s is not None and s.has_state,
+        "state": s.state if s is not None and s.has_state else None,
+        "state_position": None if source is None else source[0].position,
+        "initial_state": s is not None and not s.has_state,
+        "last_callback": None if s is None else s.last_callback,
+        "delivered_through": None if s is None else s.delivered_through,
+        "callbacks_pending": s is not None and s.callbacks_pending,
+        "state_changes": len(result.changes),
+        "problem": None if result.problem is None else
+        {"position": result.problem[0], "problem": result.problem[1]},
+    })
+    if history:
+        for rec, state in result.changes:
+            out.record({"record": "change", "position": rec.position, "time_us": rec.time_us,
+                        "time": iso(rec.time_us), "type": event_type(rec.event),
+                        "workflow_id": getattr(rec.event, "workflow_id", None),
+                        "state": state})

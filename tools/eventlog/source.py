@@ -1,0 +1,364 @@
+"""Reading a log without disturbing its writer.
+
+Every query is its own short read transaction (the connection is in autocommit mode and
+each batch is fetched whole), so a live engine is never blocked and the WAL is never
+pinned for long. The one exception is :meth:`LogSource.snapshot`, a deliberately short
+transaction used where two tables must be read at one instant. Rows come in bounded
+batches by position or by stream version; nothing loads the whole log.
+
+A file that SQLite calls malformed because it is shorter than its header says is read in
+salvage mode (``PRAGMA writable_schema=ON`` on the read-only connection lets SQLite use
+the pages that are there); the first row that cannot be read raises :class:`Unreadable`.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from eventwf._events import Event, Recorded, decode_event
+from eventwf._store.log import LogRow, chain_hash
+from eventwf._store.schema import connect, get_meta
+from eventwf.errors import CorruptLogError
+
+__all__ = [
+    "BATCH",
+    "ChainedReader",
+    "Damaged",
+    "FileHeader",
+    "LogSource",
+    "NotALog",
+    "NotFound",
+    "RowView",
+    "ToolError",
+    "Unreadable",
+    "read_header",
+    "stream_view",
+    "view",
+]
+
+BATCH = 2000
+_ROWS = ("SELECT position, stream, stream_position, time_us, type, data, hash FROM events "
+         "WHERE position > ? ORDER BY position LIMIT ?")
+_ROWS_UNTIL = ("SELECT position, stream, stream_position, time_us, type, data, hash "
+               "FROM events WHERE position > ? AND position <= ? ORDER BY position LIMIT ?")
+_STREAM_ROWS = (
+    "SELECT e.position, e.stream, e.stream_position, e.time_us, e.type, e.data, e.hash, p.hash "
+    "FROM events e LEFT JOIN events p ON p.position = e.position - 1 "
+    "WHERE e.stream = ? AND e.stream_position >= ? ORDER BY e.stream_position LIMIT ?"
+)
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class ToolError(Exception):
+    """A failure the tool reports in one line and turns into an exit status."""
+
+    exit_code = 2
+
+
+class NotFound(ToolError):
+    """The log has no such stream, workflow or agent."""
+
+    exit_code = 1
+
+
+class NotALog(ToolError):
+    """The file is not an eventwf log (or not an SQLite database at all)."""
+
+    exit_code = 1
+
+
+class Damaged(ToolError):
+    """An eventwf log that SQLite cannot read (a damaged page, a truncated file)."""
+
+    exit_code = 1
+
+
+class Unreadable(Damaged):
+    """SQLite cannot read the rows from ``position`` on (a truncated or damaged file)."""
+
+    exit_code = 1
+
+    def __init__(self, position: int, message: str) -> None:
+        super().__init__(message)
+        self.position = position
+
+
+@dataclass(frozen=True)
+class FileHeader:
+    """What the 100-byte SQLite header says about the file, against its real size."""
+
+    size: int
+    page_size: int
+    page_count: int  # 0 when the header's count is not valid (SQLite uses the size)
+
+    @property
+    def truncated(self) -> bool:
+        expected = self.page_count * self.page_size
+        return self.size < expected or self.size % self.page_size != 0
+
+    def describe(self) -> str:
+        expected = self.page_count * self.page_size
+        if self.page_count and self.size < expected:
+            lost = expected - self.size
+            return (f"the file is {self.size:,} bytes but its header says {self.page_count:,} "
+                    f"pages of {self.page_size:,} bytes ({expected:,}): {lost:,} bytes are "
+                    "missing from its end")
+        return (f"the file is {self.size:,} bytes, not a whole number of "
+                f"{self.page_size:,}-byte pages")
+
+
+def _open_error(path: str, exc: sqlite3.DatabaseError, truncated: FileHeader | None
+                ) -> ToolError:
+    text = str(exc)
+    if truncated is not None:
+        return Unreadable(1, f"{path} cannot be read ({text}): {truncated.describe()}")
+    if "no such table" in text or "not a database" in text:
+        return NotALog(f"{path} is not an eventwf log: {text}")
+    return Damaged(f"{path} cannot be read: {text}; run `verify` for a diagnosis")
+
+
+def read_header(path: str) -> FileHeader | None:
+    """The header of an SQLite file, or None if the file does not start with one."""
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
+        return None
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    counter_ok = header[24:28] == header[92:96]
+    page_count = int.from_bytes(header[28:32], "big") if counter_ok else 0
+    return FileHeader(os.path.getsize(path), page_size or 1, page_count)
+
+
+class RowView(NamedTuple):
+    """A log row, its decoded event (None if it does not decode) and what is wrong with it."""
+
+    row: LogRow
+    event: Event | None
+    problem: str | None
+
+    def recorded(self) -> Recorded | None:
+        if self.event is None:
+            return None
+        row = self.row
+        return Recorded(row.position, row.stream, row.stream_position, row.time_us, self.event)
+
+
+def view(row: LogRow, prev: bytes | None) -> RowView:
+    """Decode ``row`` and check its hash against ``prev`` (None: not checked)."""
+    problem = None
+    if not isinstance(row.data, bytes) or not isinstance(row.hash, bytes):
+        problem = "data or hash column is not a blob"
+    elif prev is not None and chain_hash(prev, row.position, row.stream, row.stream_position,
+                                         row.time_us, row.type, row.data) != row.hash:
+        problem = "checksum mismatch: the row was changed, damaged, inserted or moved"
+    event: Event | None = None
+    if isinstance(row.data, bytes):
+        try:
+            event = decode_event(row.type, row.data, position=row.position)
+        except CorruptLogError as exc:
+            problem = problem or str(exc)
+    return RowView(row, event, problem)
+
+
+def stream_view(row: LogRow, prev: bytes | None, expected_version: int | None) -> RowView:
+    """A row read by :meth:`LogSource.stream_rows`, also checked for its place in its stream.
+
+    ``prev`` None means the row before it in the log is missing; ``expected_version`` None
+    means the version is not checked (the read began mid-stream).
+    """
+    item = view(row, prev)
+    if item.problem is None and prev is None:
+        item = item._replace(problem=f"the event before log position {row.position} is missing")
+    if item.problem is None and expected_version is not None and (
+            row.stream_position != expected_version):
+        item = item._replace(problem=f"stream {row.stream!r} jumps from version "
+                             f"{expected_version - 1} to {row.stream_position}: an event is "
+                             "missing")
+    return item
+
+
+class LogSource:
+    """A log opened read-only: meta values, batched rows, and short snapshots."""
+
+    def __init__(self, path: str) -> None:
+        if not os.path.isfile(path):
+            raise ToolError(f"{path}: no such file")
+        self.path = path
+        self.header = read_header(path)
+        if self.header is None and os.path.getsize(path) > 0:
+            raise NotALog(f"{path} is not an eventwf log: it is not an SQLite database")
+        self.salvage = False
+        self.conn = connect(path, readonly=True)
+        try:
+            self.genesis = self._genesis()
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def _genesis(self) -> bytes:
+        try:
+            genesis = self.meta("genesis")
+        except sqlite3.DatabaseError as exc:
+            if self.salvage or self.header is None or not self.header.truncated:
+                raise _open_error(self.path, exc, self.header if self.salvage else None) from exc
+            self.salvage = True  # SQLite refuses a file shorter than its header says:
+            self.conn.close()  # read the pages that are there, on a fresh connection
+            self.conn = connect(self.path, readonly=True)
+            self.conn.execute("PRAGMA writable_schema=ON")
+            return self._genesis()
+        if genesis is None:
+            raise NotALog(f"{self.path} is not an eventwf log: its meta table has no genesis")
+        try:
+            return bytes.fromhex(genesis)
+        except ValueError:
+            raise NotALog(f"{self.path} is not an eventwf log: its genesis {genesis!r} is not "
+                          "hexadecimal") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> LogSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- single values -------------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        if not self.salvage:
+            return get_meta(self.conn, key)
+        row = self.conn.execute(  # a table scan: the key index may be among the lost pages
+            "SELECT value FROM meta NOT INDEXED WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def head(self) -> int:
+        """The highest position in the log (0 when empty)."""
+        row = self.conn.execute("SELECT max(position) FROM events").fetchone()
+        return 0 if row[0] is None else int(row[0])
+
+    def hash_at(self, position: int) -> bytes | None:
+        """The stored hash of row ``position`` (the genesis for 0), None if there is none."""
+        if position == 0:
+            return self.genesis
+        row = self.conn.execute("SELECT hash FROM events WHERE position = ?",
+                                (position,)).fetchone()
+        return row[0] if row is not None and isinstance(row[0], bytes) else None
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: every query inside sees the same instant of the log."""
+        self.conn.execute("BEGIN")
+        try:
+            yield self.conn
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
+
+    # -- rows ----------------------------------------------------------------------------
+
+    def rows(self, after: int = 0, until: int | None = None, *,
+             batch: int = BATCH) -> Iterator[LogRow]:
+        """Rows with ``after < position <= until`` in position order, ``batch`` per query."""
+        sql = _ROWS if until is None else _ROWS_UNTIL
+        db = self.conn
+        while True:
+            params = (after, until, batch) if until is not None else (after, batch)
+            try:
+                fetched = db.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError:
+                after = yield from self._probe(after, until, batch, db)
+                if after < 0:
+                    return
+                continue
+            for raw in fetched:
+                yield LogRow(*raw)
+            if len(fetched) < batch:
+                return
+            after = fetched[-1][0]
+
+    def _probe(self, after: int, until: int | None, batch: int,
+               db: sqlite3.Connection) -> Generator[LogRow, None, int]:
+        """After a batch failed: read one row at a time to name the first unreadable one.
+
+        Returns the last position read, or -1 when the rows ran out before an error.
+        """
+        for _ in range(batch):
+            try:
+                raw = db.execute(_ROWS, (after, 1)).fetchone()
+            except sqlite3.DatabaseError as exc:
+                raise Unreadable(after + 1, self._unreadable(after, exc)) from exc
+            if raw is None or (until is not None and raw[0] > until):
+                return -1
+            yield LogRow(*raw)
+            after = raw[0]
+        return after
+
+    def _unreadable(self, after: int, exc: sqlite3.DatabaseError) -> str:
+        where = f"rows after position {after} cannot be read ({exc})"
+        if self.salvage and self.header is not None:
+            return f"{where}: {self.header.describe()}"
+        return where
+
+    def stream_rows(self, stream: str, *, from_version: int = 0, until: int | None = None,
+                    batch: int = BATCH) -> Iterator[tuple[LogRow, bytes | None]]:
+        """One stream's rows in version order, each with the hash of the row before it.
+
+        The previous hash is the genesis for position 1 and None when that row is missing.
+        ``until`` stops at that log position.
+        """
+        version = from_version
+        while True:
+            fetched = self.conn.execute(_STREAM_ROWS, (stream, version, batch)).fetchall()
+            for *raw, prev in fetched:
+                row = LogRow(*raw)
+                if until is not None and row.position > until:
+                    return
+                yield row, (self.genesis if row.position == 1 else prev)
+            if len(fetched) < batch:
+                return
+            version = fetched[-1][2] + 1
+
+    def stream_views(self, stream: str, *, from_version: int = 0,
+                     until: int | None = None) -> Iterator[RowView]:
+        """One stream's rows, decoded and checked: hash, previous row, contiguous versions."""
+        expected: int | None = from_version
+        for row, prev in self.stream_rows(stream, from_version=from_version, until=until):
+            yield stream_view(row, prev, expected)
+            expected = row.stream_position + 1
+
+    def stream_head(self, stream: str) -> int:
+        """The last version of ``stream``, -1 when it has no events."""
+        row = self.conn.execute("SELECT max(stream_position) FROM events WHERE stream = ?",
+                                (stream,)).fetchone()
+        return -1 if row[0] is None else int(row[0])
+
+
+class ChainedReader:
+    """Rows after a position, each decoded and checked against the row before it.
+
+    Keeps the last hash between calls, so polling (``tail --follow``) verifies every new
+    row with fresh short queries.
+    """
+
+    def __init__(self, log: LogSource, after: int) -> None:
+        self.log = log
+        self.after = after
+        self.prev = log.hash_at(after)
+
+    def read(self, until: int | None = None) -> Iterator[RowView]:
+        for row in self.log.rows(self.after, until):
+            contiguous = row.position == self.after + 1
+            item = view(row, self.prev if contiguous else None)
+            if not contiguous:
+                gap = f"log positions jump from {self.after} to {row.position}"
+                item = item._replace(problem=item.problem or gap)
+            self.after = row.position
+            self.prev = row.hash if isinstance(row.hash, bytes) else None
+            yield item
