@@ -398,12 +398,15 @@ class Core:
     def recover(self) -> int:
         """Resume every unfinished workflow that can run here; report orphans. Returns the
         number of runners started."""
-        if self.store.projected_through() != self.store.head:
+        if self.store.projected_through() != self.store.head and self.check:
+            self.store.rebuild_projections()
+        elif self.store.projected_through() != self.store.head:
             logger.warning("projections of %s lag the log (%d vs %d); rebuilding them",
                            self.store.path, self.store.projected_through(), self.store.head)
             self.store.rebuild_projections()
         self._verify_tail()
-        self._report_orphans()
+        if not self.check:
+            self._report_orphans()
         started = 0
         runnable = {"queued", "running", "waiting", "waitingForPause"}
         if self.check:

@@ -263,7 +263,7 @@ class WorkflowRunner:
     async def _block(self, error: NonDeterminismError) -> None:
         logger.warning("%s; the workflow is paused until resumed", error)
         self._stopping = True
-        await self._append([(self.stream, WorkflowBlocked(self.machine.position - 1,
+        await self._append([(self.stream, WorkflowBlocked(self.machine.position,
                                            error_info(error, with_traceback=False)))])
 
     async def _finish_errored(self, exc: Exception) -> None:

@@ -10,6 +10,7 @@ import pytest
 import trio
 
 import eventwf
+from eventwf._events import decode_event
 from tests.wfkit import TestAgent, event_types, virtual_wall
 
 executed: list[str] = []
@@ -103,6 +104,11 @@ async def test_divergence_pauses_with_error_and_resumes_after_fix(db: str) -> No
         assert wid in message and "command #1" in message
         assert "step.sleep('cool-down')" in message and "step.do('not-a-sleep')" in message
         assert executed == ["fetch"]  # nothing of the diverging code ran
+        with sqlite3.connect(db) as conn:
+            (data,) = conn.execute("SELECT data FROM events WHERE type = 'workflow.blocked'"
+                                   ).fetchone()
+        conn.close()
+        assert decode_event("workflow.blocked", data).seq == 1  # type: ignore[attr-defined]
     async with _open(db) as engine:  # the code is fixed: resume replays it
         agent = await engine.get_agent(TestAgent, "a")
         assert await _status(agent, wid) == "paused"

@@ -89,6 +89,8 @@ async def test_a_cut_tail_is_reported_against_the_anchor(
         pass
     messages = [r.getMessage() for r in caplog.records]
     assert any(f"ends at position {head - 2}, but its anchor says {head}" in m for m in messages)
+    with open(db + ".anchor.mismatch-1") as kept:  # the evidence is kept beside the new anchor
+        assert f'"position": {head}' in kept.read()
 
 
 async def test_a_rewritten_log_is_reported_against_the_anchor(

@@ -10,7 +10,7 @@ import json
 import os
 from typing import NamedTuple
 
-__all__ = ["Anchor", "read_anchor", "write_anchor"]
+__all__ = ["Anchor", "preserve_anchor", "read_anchor", "write_anchor"]
 
 
 class Anchor(NamedTuple):
@@ -32,6 +32,17 @@ def read_anchor(db_path: str) -> Anchor | None:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{anchor_path(db_path)} is unreadable: {exc}") from exc
+
+
+def preserve_anchor(db_path: str) -> str:
+    """Move an anchor that disagrees with the log aside (``.anchor.mismatch-<n>``)."""
+    path = anchor_path(db_path)
+    number = 1
+    while os.path.exists(f"{path}.mismatch-{number}"):
+        number += 1
+    kept = f"{path}.mismatch-{number}"
+    os.replace(path, kept)
+    return kept
 
 
 def write_anchor(db_path: str, anchor: Anchor) -> None:

@@ -19,7 +19,7 @@ from .._events import Recorded
 from .._fold import AgentSummary, WorkflowSummary
 from ..errors import StorageError
 from . import projections as proj
-from .anchor import Anchor, read_anchor, write_anchor
+from .anchor import Anchor, preserve_anchor, read_anchor, write_anchor
 from .log import chain_hash, read_stream, scan, stream_head
 from .rebuild import Folded, fold_log
 from .schema import WriterLock, connect, create_schema, get_meta, set_meta
@@ -79,7 +79,8 @@ class Store:
             try:
                 genesis = get_meta(self.conn, "genesis")
             except sqlite3.Error as exc:
-                raise StorageError(f"{path} is not an eventwf log: {exc}") from exc
+                raise StorageError(f"{path} cannot be read as an eventwf log (not one, or "
+                                   f"damaged): {exc}") from exc
             if genesis is None:
                 raise StorageError(f"{path} is not an eventwf log (no genesis in its meta table)")
             self.genesis = bytes.fromhex(genesis)
@@ -185,6 +186,9 @@ class Store:
             if item.problem is not None
         ]
         report = TailReport(problems, self._check_anchor())
+        if report.anchor is not None and self.path != ":memory:":
+            kept = preserve_anchor(self.path)  # the evidence outlives the new anchor
+            report = TailReport(problems, f"{report.anchor} (previous anchor kept as {kept})")
         self._mark_verified()
         return report
 
