@@ -48,18 +48,23 @@ class AgentConnection:
             await self._ws.send_message(_JSON.encode(
                 {"type": "rpc", "id": call_id, "method": method, "args": list(args)}).decode())
             await done.wait()
+        except ConnectionClosed as exc:
+            raise RpcError(f"connection closed before {method!r} answered: {exc.reason}") from None
         finally:
             self._pending.pop(call_id, None)
         answer = box[0]
         if answer is None:
-            raise RpcError(f"connection closed before {method!r} answered")
+            raise RpcError(f"connection closed before {method!r} answered: {self._ws.closed}")
         if not answer.get("success"):
             raise RpcError(str(answer.get("error")))
         return answer.get("result")
 
     async def send(self, message: Any) -> None:
         """Send a JSON message (it reaches the agent's ``on_message``)."""
-        await self._ws.send_message(_JSON.encode(message).decode())
+        try:
+            await self._ws.send_message(_JSON.encode(message).decode())
+        except ConnectionClosed as exc:
+            raise EventwfError(f"connection closed: {exc.reason}") from None
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._messages()
@@ -102,18 +107,27 @@ async def connect_agent(
     url: str, cls_name: str, name: str, *, max_message_size: int = 1_048_576,
     buffer: int = 10_000, extra_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> AsyncIterator[AgentConnection]:
-    """Connect to ``{url}/agents/{cls_name}/{name}`` and wait for the first state."""
+    """Connect to ``{url}/agents/{cls_name}/{name}`` and wait for the first state.
+
+    Up to ``buffer`` messages wait for ``async for``; when that many are unread the reader
+    waits too (``state`` and RPC answers stop), so iterate a long-lived connection.
+    """
     target = f"{url.rstrip('/')}/agents/{quote(cls_name, safe='')}/{quote(name, safe='')}"
     async with open_websocket_url(target, max_message_size=max_message_size,
                                   extra_headers=extra_headers) as ws:
         connection = AgentConnection(ws, buffer)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection._reader)
-            await connection._first_state.wait()
-            if connection.position < 0:
-                raise EventwfError(f"{target} closed before sending the agent's state: "
-                                   f"{ws.closed}")
-            try:
-                yield connection
-            finally:
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(connection._reader)
+                await connection._first_state.wait()
+                if connection.position < 0:
+                    raise EventwfError(f"{target} closed before sending the agent's state: "
+                                       f"{ws.closed}")
+                try:
+                    yield connection
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:  # raise the body's exception itself, not a group
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise

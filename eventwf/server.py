@@ -26,11 +26,14 @@ from trio_websocket import (
     WebSocketConnection,
     WebSocketRequest,
     serve_websocket,
+    wrap_server_stream,
 )
 
 from ._agents import AgentHost
+from ._validation import check_agent_name
 from .agent import Agent, is_callable
 from .engine import Engine
+from .errors import EventwfError
 
 __all__ = ["Connection", "SocketHandler", "serve"]
 
@@ -122,13 +125,19 @@ class Connection:
             return
 
 
-_last_state: list[Any] = [None, -1, ""]  # fan-out encodes one state once, not per client
+def _state_message(state: Any, position: int) -> str:
+    return _JSON.encode({"type": "state", "state": state, "position": position}).decode()
+
+
+# A state change is pushed to every client in one synchronous loop: encode it once. The
+# (object, position) key is unique to one logged change; a connection's first state is
+# encoded afresh (``_serve``), so a position-0 initial state is never served from here.
+_last_state: list[Any] = [None, -1, ""]
 
 
 def _encode_state(state: Any, position: int) -> str:
     if _last_state[0] is not state or _last_state[1] != position:
-        _last_state[:] = [state, position, _JSON.encode(
-            {"type": "state", "state": state, "position": position}).decode()]
+        _last_state[:] = [state, position, _state_message(state, position)]
     return str(_last_state[2])
 
 
@@ -150,50 +159,89 @@ class SocketHandler:
         self.connections = 0
 
     async def __call__(self, request: WebSocketRequest) -> None:
-        target = await self._admit(request)
-        if target is None:
+        """Admit or refuse one handshake, then serve the connection until it ends."""
+        try:
+            agent = await self._admit(request)
+            if agent is None:
+                return
+            ws = await request.accept()
+        except ConnectionClosed:
             return
-        cls, name = target
-        agent = await self.engine.get_agent(cls, name)
-        ws = await request.accept()
         self.connections += 1
         try:
             await self._serve(ws, request, agent)
+        except Exception:  # one connection's failure must never stop the server
+            logger.exception("connection to %s failed", request.path)
         finally:
             self.connections -= 1
 
-    async def _admit(self, request: WebSocketRequest) -> tuple[type[Agent], str] | None:
+    async def handle_stream(self, stream: trio.abc.Stream, *,
+                            max_message_size: int = 1_048_576,
+                            connect_timeout: float = 10) -> None:
+        """Serve one WebSocket connection on an accepted stream, handshake included.
+
+        For servers that share a port with HTTP: hand over a stream that yields the
+        request bytes already read (the upgrade request) before the rest of the socket.
+        The connection is closed (close frame first, see ``_close``) when this returns.
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                request = None
+                with trio.move_on_after(connect_timeout):
+                    request = await wrap_server_stream(nursery, stream,
+                                                       max_message_size=max_message_size)
+                if request is not None:
+                    await self(request)
+                nursery.cancel_scope.cancel()
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _admit(self, request: WebSocketRequest) -> Agent | None:
+        """The agent this request may connect to, or None after refusing it."""
+        try:
+            refusal, agent = await self._check(request)
+        except Exception as exc:  # a raising authenticate hook, a corrupt agent, ...
+            logger.exception("refusing %s", request.path)
+            refusal, agent = (500, f"cannot serve {request.path}: {type(exc).__name__}"), None
+        if refusal is not None:
+            await request.reject(refusal[0], body=refusal[1].encode())
+        return agent
+
+    async def _check(self, request: WebSocketRequest) -> tuple[tuple[int, str] | None,
+                                                               Agent | None]:
         parts = request.path.split("?", 1)[0].split("/")
         if len(parts) != 4 or parts[:2] != ["", "agents"] or not parts[2] or not parts[3]:
-            await request.reject(404, body=b"expected /agents/{AgentClass}/{name}")
-            return None
+            return (404, "expected /agents/{AgentClass}/{name}"), None
         cls = self.engine._core.agent_classes.get(parts[2])
         if cls is None:
-            await request.reject(404, body=f"unknown agent class {parts[2]!r}".encode())
-            return None
+            return (404, f"unknown agent class {parts[2]!r}"), None
+        try:
+            name = check_agent_name(unquote(parts[3]))
+        except ValueError as exc:
+            return (400, str(exc)), None
         if self.connections >= self.max_connections:
-            await request.reject(503, body=b"too many connections")
-            return None
-        if self.allowed_origins is not None:
-            origin = dict(request.headers).get(b"origin", b"").decode("latin-1")
-            if origin not in self.allowed_origins:
-                await request.reject(403, body=f"origin {origin!r} is not allowed".encode())
-                return None
+            return (503, "too many connections"), None
+        origin = dict(request.headers).get(b"origin")
+        if self.allowed_origins is not None and origin is not None and \
+                origin.decode("latin-1") not in self.allowed_origins:
+            return (403, f"origin {origin.decode('latin-1')!r} is not allowed"), None
         if self.authenticate is not None:
             allowed = self.authenticate(request)
             if inspect.isawaitable(allowed):
                 allowed = await allowed
             if not allowed:
-                await request.reject(403, body=b"authentication refused")
-                return None
-        return cls, unquote(parts[3])
+                return (403, "authentication refused"), None
+        try:
+            return None, await self.engine.get_agent(cls, name)
+        except EventwfError as exc:
+            return (500, f"agent {parts[2]}/{name} is unavailable: {exc}"), None
 
     async def _serve(self, ws: WebSocketConnection, request: WebSocketRequest,
                      agent: Agent) -> None:
         host: AgentHost = agent._host
         connection = Connection(ws, request, agent)
         state = agent._core.agent_summary(host.agent_class, host.name)
-        connection.push_state(agent.state, 0 if state is None else state.state_position)
+        connection._push(_state_message(agent.state, 0 if state is None else state.state_position))
         host.connections.add(connection)
         try:
             await _call_hook(agent.on_connect, connection)
@@ -203,10 +251,10 @@ class SocketHandler:
                 nursery.cancel_scope.cancel()
         finally:
             host.connections.discard(connection)
+            if connection.close_reason is None and ws.closed is None:
+                connection._stop(*CLOSE_SHUTDOWN)  # neither side closed it: we are stopping
             with trio.CancelScope(shield=True):
-                if connection.close_reason is not None and ws.closed is None:
-                    with trio.move_on_after(5):
-                        await ws.aclose(*connection.close_reason)
+                await _close(ws, connection)
                 await _call_hook(agent.on_close, connection)
 
     async def _receiver(self, ws: WebSocketConnection, connection: Connection,
@@ -258,6 +306,20 @@ class SocketHandler:
                                  "result": result})
 
 
+async def _close(ws: WebSocketConnection, connection: Connection) -> None:
+    """Send the close frame (bounded: a stuck or shutting-down client gets little time)."""
+    if connection.close_reason is None or ws.closed is not None:
+        return
+    if connection.aborted:
+        timeout = 0.0
+    elif connection.close_reason == CLOSE_SHUTDOWN:
+        timeout = 0.25  # the reader task is cancelled too: no reply will be read
+    else:
+        timeout = 5.0
+    with trio.move_on_after(timeout):  # on time-out aclose still drops the TCP connection
+        await ws.aclose(*connection.close_reason)
+
+
 async def _call_hook(hook: Callable[..., Awaitable[None]], *args: Any) -> None:
     try:
         await hook(*args)
@@ -281,7 +343,8 @@ async def serve(
     ``await nursery.start(serve, engine, host, 0)`` picks a free port and returns an
     object with ``.port``. ``authenticate(request)`` (sync or async) may refuse a
     handshake; ``allowed_origins`` (exact ``scheme://host:port`` strings) refuses other
-    browser origins; frames over ``max_message_size`` close that connection with 1009.
+    browser origins (a request without an ``Origin`` header is not from a browser and is
+    not checked); frames over ``max_message_size`` close that connection with 1009.
     """
     handler = SocketHandler(engine, authenticate=authenticate, allowed_origins=allowed_origins,
                             max_connections=max_connections)

@@ -1,0 +1,131 @@
+"""The demo end to end in a real browser: Debian's Chromium driven by Playwright.
+
+The demo runs as ``python -m eventwf demo`` in a subprocess (Playwright's sync API cannot
+run inside trio's event loop). Screenshots go to ``artifacts/`` at the repository root.
+Skipped, saying why, when ``/usr/bin/chromium`` or the ``playwright`` package is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+try:
+    from playwright.sync_api import Page, expect, sync_playwright
+except ImportError:  # pragma: no cover - the skip below says so
+    sync_playwright = None
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--no-first-run", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.skipif(sync_playwright is None,
+                       reason="playwright is not installed (pip install -e '.[dev]')"),
+    pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                       reason=f"{CHROMIUM} is missing (apt-get install chromium)"),
+]
+
+
+@pytest.fixture
+def demo_url(tmp_path: Path) -> Iterator[str]:
+    """``python -m eventwf demo`` on a fresh log and a free port; stopped with Ctrl-C."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eventwf", "demo", "--db", str(tmp_path / "demo.db"),
+         "--port", "0", "--step-seconds", "0.7"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        assert ready, "the demo printed nothing within 20 s"
+        match = re.search(r"(http://\S+/)", proc.stdout.readline())
+        assert match is not None
+        yield match.group(1)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0 and "Goodbye" in out, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def start(page: Page, title: str) -> Any:
+    """Start a task from the form; its card."""
+    page.fill("#title", title)
+    page.click("#start")
+    card = page.locator(".task", has_text=title)
+    expect(card).to_have_count(1)
+    return card
+
+
+def progress(card: Any) -> int:
+    return int(card.locator(".bar").get_attribute("aria-valuenow") or 0)
+
+
+def wait_for_progress(card: Any, above: int) -> int:
+    """Poll from Python: the page's CSP (rightly) forbids Playwright's eval'd predicates."""
+    deadline = time.monotonic() + 15
+    while (value := progress(card)) <= above:
+        assert time.monotonic() < deadline, f"progress stayed at {value}"
+        card.page.wait_for_timeout(50)
+    return value
+
+
+def test_the_demo_in_chromium(demo_url: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert sync_playwright is not None
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        context = browser.new_context(viewport={"width": 1000, "height": 900})
+        tab = context.new_page()
+        tab.goto(demo_url)
+        expect(tab.locator("#conn")).to_have_text("Live")
+        expect(tab.locator("#empty")).to_be_visible()
+
+        report = start(tab, "Quarterly report for ACME")
+        expect(report.locator(".badge")).to_have_text("Running")
+        moved = wait_for_progress(report, 0)
+        assert wait_for_progress(report, moved) > moved > 0  # the bar moves as it works
+
+        other = context.new_page()  # a second tab sees the same state
+        other.goto(demo_url)
+        other_report = other.locator(".task", has_text="Quarterly report for ACME")
+        expect(other_report).to_have_count(1)
+        expect(report.locator(".badge")).to_have_text("Needs approval", timeout=15_000)
+        expect(other_report.locator(".badge")).to_have_text("Needs approval")
+
+        report.locator("button.approve").click()  # approved in one tab...
+        expect(report.locator(".badge")).to_have_text("Done", timeout=15_000)
+        expect(other_report.locator(".badge")).to_have_text("Done")  # ...done in both
+        expect(report.locator(".pct")).to_have_text("100%")
+        assert report.locator("button").count() == 0
+
+        risky = start(other, "Delete last year's backups")
+        expect(risky.locator(".badge")).to_have_text("Needs approval", timeout=15_000)
+        risky.locator("button.reject").click()
+        expect(tab.locator(".task", has_text="backups").locator(".badge")).to_have_text(
+            "Rejected", timeout=15_000)
+
+        waiting = start(tab, "Migrate billing to the new payments API")
+        expect(waiting.locator(".badge")).to_have_text("Needs approval", timeout=15_000)
+        running = start(tab, "Weekly metrics digest")
+        wait_for_progress(running, 0)
+        expect(running.locator(".badge")).to_have_text("Running")
+        for page, name in ((tab, "demo.png"), (other, "demo-second-tab.png")):
+            page.screenshot(path=str(ARTIFACTS / name), full_page=True, animations="disabled")
+        expect(other.locator(".task")).to_have_count(4)
+        browser.close()
