@@ -36,7 +36,14 @@ from ._events import (
     roundtrip_value,
     workflow_stream,
 )
-from ._fold import TERMINAL, AgentSummary, WorkflowSummary, quarantine, quarantine_agent
+from ._fold import (
+    TERMINAL,
+    AgentSummary,
+    WorkflowSummary,
+    apply_agent,
+    quarantine,
+    quarantine_agent,
+)
 from ._runner import WorkflowRunner
 from ._store import Store
 from ._writer import Writer
@@ -78,6 +85,7 @@ class Core:
         self._hosts: dict[tuple[str, str], AgentHost] = {}
         self._creating: dict[tuple[str, str], trio.Event] = {}
         self._transitions: list[tuple[str, WorkflowSummary | None, WorkflowSummary]] = []
+        self._agents_before: dict[tuple[str, str], AgentSummary | None] = {}
         self._storage_failures: dict[str, int] = {}
         self._hibernate_after_us = None if hibernate_after is None else int(hibernate_after * 1e6)
         self._max_live = max_live_workflows
@@ -114,6 +122,8 @@ class Core:
         for workflow_id, summary in workflows.items():
             self._transitions.append((workflow_id, self._workflows.get(workflow_id), summary))
             self._workflows[workflow_id] = summary
+        for key in agents:  # each state pushed must be the state at its own position
+            self._agents_before[key] = self._agents.get(key)
         self._agents.update(agents)
 
     def published(self, records: list[Recorded]) -> None:
@@ -129,6 +139,7 @@ class Core:
                     self._event_for_sleeper(key, rec.event.event_type)
             elif kind == "agent":
                 self._agent_record(key, name, rec)
+        self._agents_before.clear()
         transitions, self._transitions = self._transitions, []
         for workflow_id, old, new in transitions:
             self._transition(workflow_id, old, new)
@@ -141,7 +152,11 @@ class Core:
                 self.spawn(lambda: self._load_agent(agent_class, name), f"load {rec.stream}")
             return
         if isinstance(event, AgentStateSet | AgentStateMerged | AgentStateReset):
-            host.push_state(self.agent_state(host), rec.position)
+            before = self._agents_before.get((agent_class, name))
+            at_record = apply_agent(before, rec) if before is not None else None
+            self._agents_before[agent_class, name] = at_record
+            state = at_record.state if at_record is not None else self.agent_state(host)
+            host.push_state(state, rec.position)
         elif isinstance(event, CallbackScheduled):
             host.schedule(rec)
 

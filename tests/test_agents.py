@@ -114,3 +114,20 @@ async def test_agents_not_attached_to_an_engine_say_so() -> None:
     loose = Counter()
     with pytest.raises(eventwf.EventwfError, match="not attached"):
         _ = loose.state
+
+
+class MergeOnce(eventwf.AgentWorkflow[Counter]):
+    async def run(self, event: eventwf.WorkflowEvent, step: eventwf.AgentWorkflowStep) -> Any:
+        await step.merge_agent_state({"n": 9})  # first change: a reset and a merge, one commit
+
+
+async def test_each_state_pushed_is_the_state_at_its_own_position(db: str) -> None:  # P4
+    async with eventwf.open_engine(db, agents=[Counter], workflows=[MergeOnce],
+                                   wall_clock=virtual_wall) as engine:
+        agent = await engine.get_agent(Counter, "m")
+        client = Client()
+        agent._host.connections.add(client)
+        await engine.wait_workflow(await agent.run_workflow("MergeOnce"))
+    (reset, first), (merged, second) = client.states
+    assert second == first + 1
+    assert reset == {"n": 0, "tags": []} and merged == {"n": 9, "tags": []}
