@@ -1,6 +1,8 @@
 """eventwf: durable workflows and live agents for trio, on one append-only event log."""
 
 from ._step import AgentWorkflowStep as AgentWorkflowStep
+from ._step import StepContext as StepContext
+from ._step import step_context as step_context
 from ._types import InstanceStatus as InstanceStatus
 from ._types import ReceivedEvent as ReceivedEvent
 from ._types import Retries as Retries
@@ -59,6 +61,7 @@ __all__ = [
     "Retries",
     "RpcError",
     "SchemaVersionError",
+    "StepContext",
     "StepFailedError",
     "StorageError",
     "TransitionError",
@@ -74,4 +77,5 @@ __all__ = [
     "connect_agent",
     "open_engine",
     "serve",
+    "step_context",
 ]

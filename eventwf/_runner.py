@@ -125,6 +125,10 @@ class WorkflowRunner:
     def clock(self) -> Clock:
         return self.core.clock
 
+    @property
+    def run(self) -> int:
+        return self.summary.run
+
     # -- feeding from the engine ---------------------------------------------------------
 
     def feed(self, rec: Recorded) -> None:

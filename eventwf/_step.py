@@ -12,9 +12,11 @@ import inspect
 import random
 import uuid
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, Protocol
 
+import msgspec
 import trio
 
 from . import _faults as faults
@@ -56,12 +58,39 @@ from ._validation import (
 )
 from .errors import EventwfError, NonRetryableError, WorkflowTimeoutError
 
-__all__ = ["DEFAULT_RETRIES", "AgentWorkflowStep", "StepHost"]
+__all__ = ["DEFAULT_RETRIES", "AgentWorkflowStep", "StepContext", "StepHost", "step_context"]
 
 DEFAULT_RETRIES = Retries(limit=5, delay="10 seconds", backoff="exponential")
 DEFAULT_STEP_TIMEOUT = "10 minutes"
 DEFAULT_WAIT_TIMEOUT = "24 hours"
 _DEFAULT_TIMEOUT_S = parse_duration(DEFAULT_STEP_TIMEOUT)
+
+
+class StepContext(msgspec.Struct, frozen=True):
+    """Where a ``step.do`` callable is running: read it with ``eventwf.step_context()``."""
+
+    workflow_id: str
+    run: int
+    seq: int
+    name: str
+    attempt: int
+
+    @property
+    def idempotency_key(self) -> str:
+        """The same on every attempt and every replay of this step, and different for
+        every other step: pass it to external services to make effects happen once."""
+        return f"{self.workflow_id}/{self.run}/{self.seq}/{self.name}"
+
+
+_CURRENT: ContextVar[StepContext | None] = ContextVar("eventwf_step", default=None)
+
+
+def step_context() -> StepContext:
+    """The step whose callable is running now; ``EventwfError`` outside one."""
+    current = _CURRENT.get()
+    if current is None:
+        raise EventwfError("step_context() is only available inside a step.do callable")
+    return current
 
 
 class StepHost(Protocol):
@@ -76,6 +105,8 @@ class StepHost(Protocol):
     def clock(self) -> Clock: ...
     @property
     def workflow_name(self) -> str: ...
+    @property
+    def run(self) -> int: ...
     async def begin(self, kind: str, name: str | None) -> Decision: ...
     def end(self) -> None: ...
     async def append(self, items: Sequence[tuple[str, Event]]) -> list[Recorded]: ...
@@ -143,7 +174,12 @@ class AgentWorkflowStep:
                 attempt = 1
         while True:
             try:
-                value = await self._attempt(name, fn, timeout_s, attempt)
+                context = StepContext(host.workflow_id, host.run, seq, name, attempt)
+                token = _CURRENT.set(context)
+                try:
+                    value = await self._attempt(name, fn, timeout_s, attempt)
+                finally:
+                    _CURRENT.reset(token)
             except NonRetryableError as exc:
                 await self._fail(seq, name, attempt, exc)
                 raise

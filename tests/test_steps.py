@@ -368,3 +368,30 @@ def test_retries_validated_on_construction() -> None:  # S10
     with pytest.raises(ValueError, match="'soon'"):
         Retries(delay="soon")
     assert Retries().delay_after(3) == 40
+
+
+class Keyed(eventwf.AgentWorkflow[TestAgent]):
+    async def run(self, event: eventwf.WorkflowEvent, step: eventwf.AgentWorkflowStep) -> Any:
+        seen: list[str] = []
+
+        def flaky() -> str:
+            context = eventwf.step_context()
+            seen.append(context.idempotency_key)
+            if context.attempt == 1:
+                raise ConnectionError("again")
+            return context.idempotency_key
+
+        first = await step.do("charge", flaky, retries=Retries(limit=1, delay=1))
+        second = await step.do("charge", lambda: eventwf.step_context().idempotency_key)
+        return [first, second, seen]
+
+
+async def test_steps_expose_a_stable_idempotency_key(db: str) -> None:
+    info = await _run(db, Keyed)
+    async with _engine(db, Keyed) as engine:
+        agent = await engine.get_agent(TestAgent, "a")
+        first, second, seen = (await agent.get_workflow_status("Keyed", info.workflow_id)).output
+    assert seen == [first, first]  # the same key on every attempt
+    assert first == f"{info.workflow_id}/1/0/charge" and second == f"{info.workflow_id}/1/1/charge"
+    with pytest.raises(eventwf.EventwfError, match="only available inside"):
+        eventwf.step_context()
