@@ -339,7 +339,7 @@ def test_readonly_open_of_a_foreign_sqlite_file_is_storage_error(path: str) -> N
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE other(x)")
     conn.close()
-    with pytest.raises(StorageError, match="not an eventwf log"):
+    with pytest.raises(StorageError, match="cannot be read as an eventwf log"):
         Store(path, readonly=True)
 
 
