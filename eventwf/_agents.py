@@ -16,10 +16,21 @@ from typing import Any, Protocol
 import trio
 
 from . import _faults as faults
-from ._events import CallbackScheduled, CallbacksDelivered, Event, Recorded, agent_stream
-from .errors import StorageError
+from ._codec import encode_value
+from ._events import (
+    AgentStateMerged,
+    AgentStateReset,
+    AgentStateSet,
+    CallbackScheduled,
+    CallbacksDelivered,
+    Event,
+    Recorded,
+    agent_stream,
+)
+from ._fold import AgentSummary
+from .errors import EventwfError, StorageError
 
-__all__ = ["AgentHost", "Connection"]
+__all__ = ["AgentHost", "Connection", "state_items"]
 
 logger = logging.getLogger("eventwf")
 
@@ -144,3 +155,29 @@ class AgentHost:
         for connection in list(self.connections):
             if connection not in exclude:
                 connection.push_message(message)
+
+
+def state_items(host: AgentHost, summary: AgentSummary | None, action: str, value: Any,
+                workflow_id: str | None) -> list[tuple[str, Event]]:
+    """The events for a ``set``/``reset``/``merge`` of the agent's state, checked first.
+
+    A merge needs a dict state; the first change of an agent logs the initial state it
+    started from, so the fold never needs the class's ``initial_state``.
+    """
+    stream = host.stream
+    if action == "set":
+        return [(stream, AgentStateSet(value, workflow_id))]
+    if action == "reset":
+        return [(stream, AgentStateReset(host.initial_state, workflow_id))]
+    has_state = summary is not None and summary.has_state
+    base = summary.state if summary is not None and has_state else host.initial_state
+    if not isinstance(base, dict):
+        raise EventwfError(
+            f"merge_agent_state needs a dict state, but agent {host.agent_class}/"
+            f"{host.name} has a {type(base).__name__}; use update_agent_state instead")
+    encode_value({**base, **value}, f"state of agent {host.agent_class}/{host.name}")
+    items: list[tuple[str, Event]] = []
+    if not has_state:
+        items.append((stream, AgentStateReset(host.initial_state, workflow_id)))
+    items.append((stream, AgentStateMerged(value, workflow_id)))
+    return items

@@ -11,16 +11,16 @@ loses its runner. Nothing here calls user code synchronously.
 from __future__ import annotations
 
 import functools
-import heapq
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
 
-from ._agents import AgentHost
+from ._agents import AgentHost, state_items
 from ._check import CheckRunner
 from ._clock import Clock
+from ._codec import roundtrip_value
 from ._events import (
     AgentCreated,
     AgentStateMerged,
@@ -31,9 +31,7 @@ from ._events import (
     EventReceived,
     Recorded,
     agent_stream,
-    encode_value,
     parse_stream,
-    roundtrip_value,
     workflow_stream,
 )
 from ._fold import (
@@ -42,10 +40,10 @@ from ._fold import (
     WorkflowSummary,
     apply_agent,
     quarantine,
-    quarantine_agent,
 )
 from ._runner import WorkflowRunner
 from ._store import Store
+from ._timers import Wakeups
 from ._writer import Writer
 from .errors import CorruptLogError, EventwfError, StorageError
 
@@ -89,8 +87,7 @@ class Core:
         self._storage_failures: dict[str, int] = {}
         self._hibernate_after_us = None if hibernate_after is None else int(hibernate_after * 1e6)
         self._max_live = max_live_workflows
-        self._wakeups: list[tuple[int, str]] = []  # (wall time, workflow id), a heap
-        self._wakeups_changed = trio.Event()
+        self.wakeups = Wakeups(clock, self._wake)
         self.hibernated = 0
         self.check = check  # replay-only: runners stop where the log ends; no hooks run
         self.checks: list[CheckRunner] = []
@@ -112,6 +109,14 @@ class Core:
             if summary is not None:
                 self._agents[agent_class, name] = summary
         return summary
+
+    def remember(self, summary: WorkflowSummary) -> None:
+        self._workflows[summary.workflow_id] = summary
+
+    def replace_agent(self, summary: AgentSummary) -> None:
+        """A summary no event changes (a quarantine): memory and projection."""
+        self._agents[summary.agent_class, summary.name] = summary
+        self.store.write_projections(agents=[summary])
 
     def runner_epoch(self, workflow_id: str) -> int:
         return self._epochs.get(workflow_id, 0)
@@ -238,15 +243,17 @@ class Core:
         self.hibernated += 1
         summary = self.workflow_summary(runner.workflow_id)
         if summary is not None:
-            self._schedule_wake(summary)
+            self.schedule_wake(summary)
 
-    def _schedule_wake(self, summary: WorkflowSummary) -> None:
-        if summary.wake_at_us is None:
-            return
-        fire = min(summary.wake_at_us, self.clock.now_us() + summary.wake_span_us)
-        heapq.heappush(self._wakeups, (fire, summary.workflow_id))
-        if self._wakeups[0][0] == fire:
-            self._wakeups_changed.set()
+    def schedule_wake(self, summary: WorkflowSummary) -> None:
+        if summary.wake_at_us is not None:  # never later than the timer's own length
+            fire = min(summary.wake_at_us, self.clock.now_us() + summary.wake_span_us)
+            self.wakeups.schedule(summary.workflow_id, fire)
+
+    def _wake(self, workflow_id: str) -> None:
+        summary = self.workflow_summary(workflow_id)
+        if summary is not None and summary.status == "waiting":
+            self.ensure_runner(summary)
 
     def _event_for_sleeper(self, workflow_id: str, event_type: str) -> None:
         summary = self._workflows.get(workflow_id)
@@ -254,20 +261,9 @@ class Core:
                 summary.wait_type == event_type:
             self.start_runner(summary)
 
-    async def _wake_timers(self) -> None:
-        """Replay hibernated workflows whose timer, back-off or wait timeout is due."""
-        while True:
-            now = self.clock.now_us()
-            while self._wakeups and self._wakeups[0][0] <= now:
-                _, workflow_id = heapq.heappop(self._wakeups)
-                summary = self.workflow_summary(workflow_id)
-                if summary is not None and summary.status == "waiting":
-                    self.ensure_runner(summary)
-            self._wakeups_changed = trio.Event()
-            deadline = (self.clock.trio_time(self._wakeups[0][0]) if self._wakeups
-                        else float("inf"))
-            with trio.move_on_at(deadline):
-                await self._wakeups_changed.wait()
+    @property
+    def hibernation(self) -> bool:
+        return self._hibernate_after_us is not None
 
     def runner_finished(self, runner: WorkflowRunner) -> None:
         if self._runners.get(runner.workflow_id) is runner:
@@ -380,24 +376,8 @@ class Core:
     ) -> list[tuple[str, Event]]:
         """The events for a state change; checked against the current state first."""
         host = self.host(agent)
-        stream = host.stream
-        if action == "set":
-            return [(stream, AgentStateSet(value, workflow_id))]
-        if action == "reset":
-            return [(stream, AgentStateReset(host.initial_state, workflow_id))]
-        summary = self.agent_summary(host.agent_class, host.name)
-        has_state = summary is not None and summary.has_state
-        base = summary.state if summary is not None and has_state else host.initial_state
-        if not isinstance(base, dict):
-            raise EventwfError(
-                f"merge_agent_state needs a dict state, but agent {host.agent_class}/"
-                f"{host.name} has a {type(base).__name__}; use update_agent_state instead")
-        encode_value({**base, **value}, f"state of agent {host.agent_class}/{host.name}")
-        items: list[tuple[str, Event]] = []
-        if not has_state:
-            items.append((stream, AgentStateReset(host.initial_state, workflow_id)))
-        items.append((stream, AgentStateMerged(value, workflow_id)))
-        return items
+        return state_items(host, self.agent_summary(host.agent_class, host.name), action,
+                           value, workflow_id)
 
     async def agent_state_committed(self, agent: Any) -> None:
         """Tell the agent its state changed (from a workflow); a raising hook is logged."""
@@ -407,86 +387,3 @@ class Core:
             await agent.on_state_update(self.agent_state(self.host(agent)), "server")
         except Exception:
             logger.exception("on_state_update of agent %s raised", self.host(agent).stream)
-
-    # -- opening -------------------------------------------------------------------------
-
-    def recover(self) -> int:
-        """Resume every unfinished workflow that can run here; report orphans. Returns the
-        number of runners started."""
-        if self.store.projected_through() != self.store.head and self.check:
-            self.store.rebuild_projections()
-        elif self.store.projected_through() != self.store.head:
-            logger.warning("projections of %s lag the log (%d vs %d); rebuilding them",
-                           self.store.path, self.store.projected_through(), self.store.head)
-            self.store.rebuild_projections()
-        self._verify_tail()
-        if not self.check:
-            self._report_orphans()
-        started = 0
-        runnable = {"queued", "running", "waiting", "waitingForPause"}
-        if self.check:
-            runnable.add("paused")
-        if not self.check:
-            self.spawn(self._wake_timers, "eventwf timers")
-        for summary in self.store.unfinished_workflows():
-            self._workflows[summary.workflow_id] = summary
-            if self._asleep(summary):
-                self._schedule_wake(summary)
-            elif summary.status in runnable:
-                started += self.start_runner(summary)
-        if self.check:
-            return started
-        for agent_class, name in self.store.agents_with_pending_callbacks():
-            if agent_class in self.agent_classes:
-                self.spawn(functools.partial(self._load_agent, agent_class, name),
-                           f"load agent {agent_class}/{name}")
-            else:
-                logger.warning("agent %s/%s has undelivered callbacks, but its class is not "
-                               "registered", agent_class, name)
-        return started
-
-    def _asleep(self, summary: WorkflowSummary) -> bool:
-        """A waiting workflow with nothing to take yet can stay without a coroutine."""
-        return (not self.check and self._hibernate_after_us is not None
-                and summary.status == "waiting" and summary.wake_at_us is not None
-                and summary.mailbox == 0 and summary.workflow_name in self.workflow_classes
-                and summary.agent_class in self.agent_classes)
-
-    def _verify_tail(self) -> None:
-        """Verify what was written since the last verification; quarantine bad streams."""
-        report = self.store.verify_tail()
-        if report.anchor is not None:
-            logger.error("%s", report.anchor)
-        for position, stream, message in report.problems:
-            kind, key, name = parse_stream(stream)
-            error = CorruptLogError(message, position=position)
-            if kind == "wf":
-                summary = self.workflow_summary(key)
-                if summary is not None:
-                    self.quarantine(summary, error)
-                    continue
-            elif kind == "agent":
-                agent = self.agent_summary(key, name)
-                if agent is not None:
-                    bad = quarantine_agent(agent, key, name, position)
-                    self._agents[key, name] = bad
-                    self.store.write_projections(agents=[bad])
-            logger.error("corrupt log: %s", message)
-
-    def _report_orphans(self) -> None:
-        known = list(self.workflow_classes)
-        for binding, active, finished in self.store.binding_counts():
-            if binding in self.workflow_classes:
-                continue
-            parts = []
-            if active:
-                parts.append(f"{active} active")
-            if finished:
-                parts.append(f"{finished} finished")
-            target = known[0] if len(known) == 1 else "<NEW_BINDING_NAME>"
-            logger.warning(
-                "Found %d workflow(s) referencing unknown binding '%s' (%s); they are left "
-                "untouched. If you renamed the binding, call: "
-                "agent.migrate_workflow_binding('%s', '%s')",
-                active + finished, binding, ", ".join(parts), binding, target,
-            )

@@ -10,7 +10,8 @@ import sys
 import traceback
 from typing import Any
 
-from ._events import ErrorInfo, roundtrip_value
+from ._codec import roundtrip_value
+from ._events import ErrorInfo
 from .errors import StepFailedError
 
 __all__ = ["error_info", "rebuild_exception"]

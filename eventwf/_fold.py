@@ -156,13 +156,18 @@ def apply_workflow(summary: WorkflowSummary | None, rec: Recorded) -> WorkflowSu
             f"{type(event).__name__} is not allowed: workflow {summary.workflow_id!r} "
             f"{_describe(summary)}"
         )
-    status = summary.status if target == _SAME else target
+    cls = event.__class__
+    if target == _SAME or target == summary.status:
+        if cls not in _FIELD_EVENTS and cls not in _TIMER_EVENTS:  # the common case: a step
+            return msgspec.structs.replace(summary, head=rec.stream_position)
+        status = summary.status
+    else:
+        status = target
     changes: dict[str, Any] = {"head": rec.stream_position}
     if status != summary.status:
         changes.update(status=status, updated_us=rec.time_us)
         if status in TERMINAL:
             changes["completed_us"] = rec.time_us
-    cls = event.__class__
     if cls in _FIELD_EVENTS:
         changes.update(_fields(summary, rec, event))
     if cls in _TIMER_EVENTS:

@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from ._agents import AgentHost
+from ._codec import encode_value, roundtrip_value
 from ._core import Core
 from ._events import (
     BindingMigrated,
@@ -26,8 +27,6 @@ from ._events import (
     WorkflowResumed,
     WorkflowStarted,
     WorkflowTerminated,
-    encode_value,
-    roundtrip_value,
     workflow_stream,
 )
 from ._fold import WorkflowSummary

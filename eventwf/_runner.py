@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import trio
 
 from ._clock import Clock
+from ._codec import encode_value
 from ._events import (
     CallbackScheduled,
     Event,
@@ -27,7 +28,6 @@ from ._events import (
     WorkflowRunning,
     WorkflowWaiting,
     agent_stream,
-    encode_value,
     workflow_stream,
 )
 from ._exceptions import error_info

@@ -21,6 +21,7 @@ import trio
 
 from . import _faults as faults
 from ._clock import Clock
+from ._codec import roundtrip_value
 from ._events import (
     CallbackScheduled,
     Event,
@@ -34,7 +35,6 @@ from ._events import (
     StepSucceeded,
     WaitStarted,
     WaitTimedOut,
-    roundtrip_value,
 )
 from ._exceptions import error_info, rebuild_exception
 from ._replay import (

@@ -17,7 +17,8 @@ import msgspec
 import trio
 
 from ._clock import Clock
-from ._events import Event, Recorded, encode_event, event_type, parse_stream
+from ._codec import encode_event, event_type
+from ._events import Event, Recorded, parse_stream
 from ._fold import AgentSummary, WorkflowSummary, apply_agent, apply_workflow
 from ._store import PendingRow, Store
 from .errors import EventwfError, StorageError, TransitionError

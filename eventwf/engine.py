@@ -17,6 +17,7 @@ from . import _ops
 from ._check import ReplayCheck
 from ._clock import Clock
 from ._core import Core
+from ._recovery import recover
 from ._store import Store, backup
 from ._types import WorkflowInfo
 from ._validation import check_agent_name, check_binding_name, parse_duration
@@ -178,7 +179,7 @@ async def _running(
                         check=check, hibernate_after=hibernate_after,
                         max_live_workflows=max_live_workflows)
             await nursery.start(core.writer.run)
-            core.recover()
+            recover(core)
             faults.hit("open.after_recover")
             try:
                 yield core

@@ -14,7 +14,8 @@ from typing import Any
 import msgspec
 
 import eventwf
-from eventwf._events import AnyEvent, Event, encode_event, event_type
+from eventwf._codec import encode_event, event_type
+from eventwf._events import AnyEvent, Event
 from eventwf._store import PendingRow, Store
 
 HISTORIES = Path(__file__).parent / "histories"

@@ -15,7 +15,8 @@ import pytest
 import trio
 
 import eventwf
-from eventwf._events import AgentStateSet, StepSucceeded, encode_event
+from eventwf._codec import encode_event
+from eventwf._events import AgentStateSet, StepSucceeded
 from eventwf._store.log import LogRow
 from eventwf._store.rebuild import fold_log
 from eventwf._store.schema import connect, get_meta

@@ -17,9 +17,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from eventwf._codec import (
+    MAX_PAYLOAD_BYTES,
+    decode_event,
+    encode_event,
+    encode_value,
+    event_type,
+    roundtrip_value,
+)
 from eventwf._events import (
     EVENT_TYPES,
-    MAX_PAYLOAD_BYTES,
     AnyEvent,
     ErrorInfo,
     Event,
@@ -29,11 +36,6 @@ from eventwf._events import (
     WorkflowPaused,
     WorkflowRunning,
     WorkflowStarted,
-    decode_event,
-    encode_event,
-    encode_value,
-    event_type,
-    roundtrip_value,
 )
 from eventwf._fold import TRANSITIONS
 from eventwf.errors import CorruptLogError, PayloadTooLargeError

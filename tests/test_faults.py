@@ -11,6 +11,7 @@ import trio
 import eventwf
 from eventwf import _events as ev
 from eventwf import _faults as faults
+from eventwf._codec import encode_event, event_type
 from eventwf._store import PendingRow, Store
 from eventwf.errors import StorageError
 from tests.wfkit import TestAgent, event_types, virtual_wall
@@ -24,7 +25,7 @@ def _disarm() -> Iterator[None]:
 
 
 def _row(stream: str, version: int, event: ev.Event) -> PendingRow:
-    return PendingRow(stream, version, 1, ev.event_type(event), ev.encode_event(event))
+    return PendingRow(stream, version, 1, event_type(event), encode_event(event))
 
 
 def test_arming_checks_its_arguments() -> None:

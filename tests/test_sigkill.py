@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from eventwf._events import StepSucceeded, decode_event
+from eventwf._codec import decode_event
+from eventwf._events import StepSucceeded
 
 ROOT = Path(__file__).resolve().parent.parent
 

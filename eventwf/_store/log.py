@@ -12,9 +12,10 @@ import sqlite3
 import struct
 from collections.abc import Iterator
 from hashlib import blake2b
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from .._events import Recorded, decode_event
+from .._codec import decode_event
+from .._events import Recorded
 from ..errors import CorruptLogError
 
 __all__ = ["LogRow", "ScanItem", "chain_hash", "read_stream", "scan", "stream_head"]
@@ -125,6 +126,15 @@ def scan(
     A row whose hash does not follow from the previous row is reported; the chain then
     continues from the stored hash, so one damaged row is reported once.
     """
+    make = LogRow._make
+    for raw, problem in checked_rows(conn, genesis, from_position=from_position, batch=batch):
+        yield ScanItem(make(raw), problem)
+
+
+def checked_rows(
+    conn: sqlite3.Connection, genesis: bytes, *, from_position: int = 1, batch: int = 2000
+) -> Iterator[tuple[tuple[Any, ...], str | None]]:
+    """:func:`scan` without the row objects: (raw row tuple, problem), for hot loops."""
     prev = genesis
     if from_position > 1:
         row = conn.execute(
@@ -139,7 +149,6 @@ def scan(
         (from_position,),
     )
     versions_get = last_version.get
-    make = LogRow._make
     while rows := cursor.fetchmany(batch):
         for raw in rows:
             position, stream, version, time_us, type_name, data, digest = raw
@@ -158,7 +167,7 @@ def scan(
             last_version[stream] = version
             prev = digest if digest.__class__ is bytes else b""
             expected = position + 1
-            yield ScanItem(make(raw), problem)
+            yield raw, problem
 
 
 def _version_before(conn: sqlite3.Connection, stream: str, position: int) -> int:

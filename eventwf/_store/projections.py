@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .._events import decode_value, encode_value
+from .._codec import decode_value, encode_value
 from .._fold import AgentSummary, WorkflowSummary
 
 __all__ = [

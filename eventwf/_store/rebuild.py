@@ -6,7 +6,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
-from .._events import Recorded, decode_event, parse_stream
+from .._codec import decode_event
+from .._events import Recorded, parse_stream
 from .._fold import (
     AgentSummary,
     WorkflowSummary,
@@ -16,7 +17,7 @@ from .._fold import (
     quarantine_agent,
 )
 from ..errors import CorruptLogError, TransitionError
-from .log import scan
+from .log import checked_rows
 
 __all__ = ["Folded", "fold_log"]
 
@@ -40,29 +41,30 @@ def fold_log(conn: sqlite3.Connection, genesis: bytes) -> Folded:
     out = Folded()
     bad: set[str] = set()  # quarantined streams: their later rows add nothing
     workflows, agents = out.workflows, out.agents
-    for row, problem in scan(conn, genesis):
-        out.head = row.position
+    position = 0
+    for raw, problem in checked_rows(conn, genesis):
+        position, stream, version, time_us, type_name, data, _ = raw
         out.events += 1
-        stream = row.stream
         if stream in bad:
             continue
         kind, key, name = parse_stream(stream)
         try:
             if problem is not None:
-                raise CorruptLogError(f"event at log position {row.position}: {problem}",
-                                      position=row.position)
-            rec = Recorded(row.position, stream, row.stream_position, row.time_us,
-                           decode_event(row.type, row.data, position=row.position))
+                raise CorruptLogError(f"event at log position {position}: {problem}",
+                                      position=position)
+            rec = Recorded(position, stream, version, time_us,
+                           decode_event(type_name, data, position=position))
             if kind == "wf":
                 workflows[key] = apply_workflow(workflows.get(key), rec)
             elif kind == "agent":
                 agents[key, name] = apply_agent(agents.get((key, name)), rec)
             else:
-                raise CorruptLogError(f"event at log position {row.position} is on unknown "
-                                      f"stream {stream!r}", position=row.position)
+                raise CorruptLogError(f"event at log position {position} is on unknown "
+                                      f"stream {stream!r}", position=position)
         except (CorruptLogError, TransitionError) as exc:
             bad.add(stream)
-            _quarantine(out, row.position, row.time_us, stream, exc)
+            _quarantine(out, position, time_us, stream, exc)
+    out.head = position
     return out
 
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eventwf._events import decode_event
+from eventwf._codec import decode_event
 from eventwf._store import Store
 from tools.eventlog.synth import synthesize
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import msgspec
 
+from eventwf._codec import event_type
 from eventwf._events import (
     AgentStateMerged,
     AgentStateReset,
     AgentStateSet,
     Recorded,
     agent_stream,
-    event_type,
 )
 from eventwf._fold import AgentSummary, apply_agent
 from eventwf.errors import TransitionError

@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from eventwf._events import Event, Recorded, decode_event
+from eventwf._codec import decode_event
+from eventwf._events import Event, Recorded
 from eventwf._store.log import LogRow, chain_hash
 from eventwf._store.schema import connect, get_meta
 from eventwf.errors import CorruptLogError

@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 
+from eventwf._codec import encode_event, event_type
 from eventwf._events import (
     AgentCreated,
     AgentStateMerged,
@@ -43,8 +44,6 @@ from eventwf._events import (
     WorkflowRunning,
     WorkflowStarted,
     agent_stream,
-    encode_event,
-    event_type,
     parse_stream,
 )
 from eventwf._fold import AgentSummary, WorkflowSummary, apply_agent, apply_workflow

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventwf._codec import event_type
 from eventwf._events import (
     BindingMigrated,
     ErrorInfo,
@@ -38,7 +39,6 @@ from eventwf._events import (
     WorkflowRunning,
     WorkflowStarted,
     WorkflowWaiting,
-    event_type,
 )
 from eventwf._fold import WorkflowSummary, apply_workflow
 from eventwf.errors import TransitionError

@@ -18,7 +18,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from eventwf._events import Recorded, decode_event, decode_value, parse_stream
+from eventwf._codec import decode_event, decode_value
+from eventwf._events import Recorded, parse_stream
 from eventwf._fold import (
     AgentSummary,
     WorkflowSummary,
