@@ -1,8 +1,8 @@
 """eventwf: durable workflows and live agents for trio, on one append-only event log."""
 
 from ._step import AgentWorkflowStep as AgentWorkflowStep
-from ._step import StepContext as StepContext
-from ._step import step_context as step_context
+from ._stephost import StepContext as StepContext
+from ._stephost import step_context as step_context
 from ._types import InstanceStatus as InstanceStatus
 from ._types import ReceivedEvent as ReceivedEvent
 from ._types import Retries as Retries

@@ -212,6 +212,14 @@ class ReplayMachine:
                         f"event at log position {rec.position} completes command #{seq} of "
                         f"{rec.stream!r}, which is not a sleep in progress", position=rec.position)
                 self._history[seq].state = "done"
+            case WaitStarted() | EventConsumed() | WaitTimedOut():
+                self._feed_wait(rec)
+            case _:
+                pass  # run-level events (status, tracking) carry no command
+
+    def _feed_wait(self, rec: Recorded) -> None:
+        event = rec.event
+        match event:
             case WaitStarted(seq=seq, name=name, event_type=event_type):
                 cmd = self._command(seq, "wait", name, rec)
                 cmd.state, cmd.started_us, cmd.event_type = "waiting", rec.time_us, event_type
@@ -228,10 +236,7 @@ class ReplayMachine:
                 self._by_type[event_type].remove(received)
                 cmd.state, cmd.value = "done", (event_type, payload, time_us)
             case WaitTimedOut(seq=seq, name=name):
-                cmd = self._command(seq, "wait", name, rec)
-                cmd.state = "timed_out"
-            case _:
-                pass  # run-level events (status, tracking) carry no command
+                self._command(seq, "wait", name, rec).state = "timed_out"
 
     # -- deciding ------------------------------------------------------------------------
 

@@ -11,22 +11,18 @@ from __future__ import annotations
 import inspect
 import random
 import uuid
-from collections.abc import Callable, Sequence
-from contextvars import ContextVar
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-import msgspec
 import trio
 
 from . import _faults as faults
-from ._clock import Clock
 from ._codec import roundtrip_value
 from ._events import (
     CallbackScheduled,
     Event,
     EventConsumed,
-    Recorded,
     SleepCompleted,
     SleepStarted,
     StepAttemptFailed,
@@ -42,12 +38,12 @@ from ._replay import (
     Execute,
     Raise,
     Replayed,
-    ReplayMachine,
     ResumeAttempt,
     ResumeBackoff,
     ResumeSleep,
     ResumeWait,
 )
+from ._stephost import CURRENT_STEP, StepContext, StepHost
 from ._types import ReceivedEvent, Retries
 from ._validation import (
     check_event_type,
@@ -58,63 +54,12 @@ from ._validation import (
 )
 from .errors import EventwfError, NonRetryableError, WorkflowTimeoutError
 
-__all__ = ["DEFAULT_RETRIES", "AgentWorkflowStep", "StepContext", "StepHost", "step_context"]
+__all__ = ["DEFAULT_RETRIES", "AgentWorkflowStep"]
 
 DEFAULT_RETRIES = Retries(limit=5, delay="10 seconds", backoff="exponential")
 DEFAULT_STEP_TIMEOUT = "10 minutes"
 DEFAULT_WAIT_TIMEOUT = "24 hours"
 _DEFAULT_TIMEOUT_S = parse_duration(DEFAULT_STEP_TIMEOUT)
-
-
-class StepContext(msgspec.Struct, frozen=True):
-    """Where a ``step.do`` callable is running: read it with ``eventwf.step_context()``."""
-
-    workflow_id: str
-    run: int
-    seq: int
-    name: str
-    attempt: int
-
-    @property
-    def idempotency_key(self) -> str:
-        """The same on every attempt and every replay of this step, and different for
-        every other step: pass it to external services to make effects happen once."""
-        return f"{self.workflow_id}/{self.run}/{self.seq}/{self.name}"
-
-
-_CURRENT: ContextVar[StepContext | None] = ContextVar("eventwf_step", default=None)
-
-
-def step_context() -> StepContext:
-    """The step whose callable is running now; ``EventwfError`` outside one."""
-    current = _CURRENT.get()
-    if current is None:
-        raise EventwfError("step_context() is only available inside a step.do callable")
-    return current
-
-
-class StepHost(Protocol):
-    """What the step API needs from the runner hosting the workflow."""
-
-    workflow_id: str
-    stream: str
-    agent_stream: str
-    machine: ReplayMachine
-
-    @property
-    def clock(self) -> Clock: ...
-    @property
-    def workflow_name(self) -> str: ...
-    @property
-    def run(self) -> int: ...
-    async def begin(self, kind: str, name: str | None) -> Decision: ...
-    def end(self) -> None: ...
-    async def append(self, items: Sequence[tuple[str, Event]]) -> list[Recorded]: ...
-    async def wait_for_mail(self, until_us: int) -> None: ...
-    async def idle_until(self, wall_us: int, at_most_us: int) -> None: ...
-    async def waiting_again(self, seq: int) -> None: ...
-    def agent_state_items(self, action: str, value: Any) -> list[tuple[str, Event]]: ...
-    async def agent_state_committed(self) -> None: ...
 
 
 def _us(seconds: float) -> int:
@@ -175,11 +120,11 @@ class AgentWorkflowStep:
         while True:
             try:
                 context = StepContext(host.workflow_id, host.run, seq, name, attempt)
-                token = _CURRENT.set(context)
+                token = CURRENT_STEP.set(context)
                 try:
                     value = await self._attempt(name, fn, timeout_s, attempt)
                 finally:
-                    _CURRENT.reset(token)
+                    CURRENT_STEP.reset(token)
             except NonRetryableError as exc:
                 await self._fail(seq, name, attempt, exc)
                 raise

@@ -24,6 +24,7 @@ LAYERS = {
     "eventwf._clock": 7,
     "eventwf._writer": 7,
     "eventwf._step": 8,
+    "eventwf._stephost": 8,
     "eventwf._runner": 8,
     "eventwf._agents": 9,
     "eventwf._core": 9,

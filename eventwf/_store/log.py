@@ -92,30 +92,37 @@ def read_stream(
                 f"log position {position}: an event is missing",
                 position=position,
             )
-        if not isinstance(data, bytes) or not isinstance(digest, bytes) or not isinstance(
-                prev, bytes | None):
-            raise CorruptLogError(
-                f"event at log position {position} (stream {stream!r}) has a data or hash "
-                "column that is not a blob", position=position)
-        if prev is None:
-            if position != 1:
-                raise CorruptLogError(
-                    f"the event before log position {position} is missing (stream {stream!r})",
-                    position=position,
-                )
-            prev = genesis
-        if chain_hash(prev, position, stream, stream_position, time_us, type_name, data) != digest:
-            raise CorruptLogError(
-                f"event at log position {position} (stream {stream!r}, {type_name}) fails its "
-                "checksum: the row was changed or damaged",
-                position=position,
-            )
+        _verify_row(genesis, stream, position, stream_position, time_us, type_name, data,
+                    digest, prev)
         out.append(
             Recorded(position, stream, stream_position, time_us,
                      decode_event(type_name, data, position=position))
         )
         expected += 1
     return out
+
+
+def _verify_row(genesis: bytes, stream: str, position: int, stream_position: int,
+                time_us: int, type_name: str, data: Any, digest: Any, prev: Any) -> None:
+    """The row's hash must follow from the previous row's (raises ``CorruptLogError``)."""
+    if not isinstance(data, bytes) or not isinstance(digest, bytes) or not isinstance(
+            prev, bytes | None):
+        raise CorruptLogError(
+            f"event at log position {position} (stream {stream!r}) has a data or hash "
+            "column that is not a blob", position=position)
+    if prev is None:
+        if position != 1:
+            raise CorruptLogError(
+                f"the event before log position {position} is missing (stream {stream!r})",
+                position=position,
+            )
+        prev = genesis
+    if chain_hash(prev, position, stream, stream_position, time_us, type_name, data) != digest:
+        raise CorruptLogError(
+            f"event at log position {position} (stream {stream!r}, {type_name}) fails its "
+            "checksum: the row was changed or damaged",
+            position=position,
+        )
 
 
 def scan(

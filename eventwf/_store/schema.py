@@ -88,55 +88,33 @@ def create_schema(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
+_EVENTS = {"position": int, "stream": str, "stream_position": int, "time_us": int,
+           "type": str, "data": bytes, "hash": bytes}
+_WORKFLOWS = {
+    "workflow_id": str, "workflow_name": str, "agent_class": str, "agent_name": str,
+    "status": str, "metadata": str, "error_name": str, "error_message": str,
+    "created_us": int, "updated_us": int, "completed_us": int, "tracked": int, "run": int,
+    "started_at": int, "run_start": int, "mailbox": int, "output": bytes,
+    "corrupt_position": int, "wake_at_us": int, "wake_span_us": int, "wait_type": str,
+    "paused_us": int,
+}
+_WORKFLOWS_NOT_NULL = {"workflow_name", "agent_class", "agent_name", "status", "created_us",
+                       "updated_us", "tracked", "run", "started_at", "run_start", "mailbox",
+                       "wake_span_us"}
+_AGENTS = {"agent_class": str, "agent_name": str, "state": bytes, "has_state": int,
+           "delivered_through": int, "last_callback": int, "corrupt_position": int,
+           "state_position": int}
+
+
 def _create_tables(db: sqlite_utils.Database, existing: set[str]) -> None:
     if "meta" not in existing:
         db.table("meta").create({"key": str, "value": str}, pk="key", not_null={"value"})
     if "events" not in existing:
-        db.table("events").create(
-            {
-                "position": int,
-                "stream": str,
-                "stream_position": int,
-                "time_us": int,
-                "type": str,
-                "data": bytes,
-                "hash": bytes,
-            },
-            pk="position",
-            not_null={"stream", "stream_position", "time_us", "type", "data", "hash"},
-        )
+        db.table("events").create(_EVENTS, pk="position",
+                                  not_null=set(_EVENTS) - {"position"})
     db.table("events").create_index(["stream", "stream_position"], unique=True, if_not_exists=True)
     if "workflows" not in existing:
-        db.table("workflows").create(
-            {
-                "workflow_id": str,
-                "workflow_name": str,
-                "agent_class": str,
-                "agent_name": str,
-                "status": str,
-                "metadata": str,
-                "error_name": str,
-                "error_message": str,
-                "created_us": int,
-                "updated_us": int,
-                "completed_us": int,
-                "tracked": int,
-                "run": int,
-                "started_at": int,
-                "run_start": int,
-                "mailbox": int,
-                "output": bytes,
-                "corrupt_position": int,
-                "wake_at_us": int,
-                "wake_span_us": int,
-                "wait_type": str,
-                "paused_us": int,
-            },
-            pk="workflow_id",
-            not_null={"workflow_name", "agent_class", "agent_name", "status", "created_us",
-                      "updated_us", "tracked", "run", "started_at", "run_start", "mailbox",
-                      "wake_span_us"},
-        )
+        db.table("workflows").create(_WORKFLOWS, pk="workflow_id", not_null=_WORKFLOWS_NOT_NULL)
     db.table("workflows").create_index(
         ["agent_class", "agent_name", "tracked", "created_us", "workflow_id"], if_not_exists=True
     )
@@ -144,19 +122,8 @@ def _create_tables(db: sqlite_utils.Database, existing: set[str]) -> None:
     db.table("workflows").create_index(["workflow_name"], if_not_exists=True)
     if "agents" not in existing:
         db.table("agents").create(
-            {
-                "agent_class": str,
-                "agent_name": str,
-                "state": bytes,
-                "has_state": int,
-                "delivered_through": int,
-                "last_callback": int,
-                "corrupt_position": int,
-                "state_position": int,
-            },
-            pk=("agent_class", "agent_name"),
-            not_null={"has_state", "delivered_through", "last_callback", "state_position"},
-        )
+            _AGENTS, pk=("agent_class", "agent_name"),
+            not_null={"has_state", "delivered_through", "last_callback", "state_position"})
 
 
 def get_meta(conn: sqlite3.Connection, key: str) -> str | None:

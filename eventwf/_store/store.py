@@ -117,12 +117,7 @@ class Store:
         did not happen; in that case nothing of it is in the log.
         """
         first = self.head + 1
-        prev = self.head_hash
-        values: list[tuple[Any, ...]] = []
-        for position, row in enumerate(rows, start=first):
-            prev = chain_hash(prev, position, row.stream, row.stream_position, row.time_us,
-                              row.type, row.data)
-            values.append((position, *row, prev))
+        values, prev = self._chain(rows, first)
         last = first + len(values) - 1
         if self._uncertain is not None:
             raise StorageError(self._uncertain, fatal=True)
@@ -157,6 +152,17 @@ class Store:
             raise
         self.head, self.head_hash = last, prev
         return first
+
+    def _chain(self, rows: Sequence[PendingRow], first: int
+               ) -> tuple[list[tuple[Any, ...]], bytes]:
+        """The insert values for ``rows`` from position ``first``, and the last hash."""
+        prev = self.head_hash
+        values: list[tuple[Any, ...]] = []
+        for position, row in enumerate(rows, start=first):
+            prev = chain_hash(prev, position, row.stream, row.stream_position, row.time_us,
+                              row.type, row.data)
+            values.append((position, *row, prev))
+        return values, prev
 
     def _landed(self, last: int) -> bool:
         """After a failed COMMIT: roll back if still open, then look whether it landed."""
