@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.bench.common import machine
+from tools.bench.dbos_peer import bench_dbos
 from tools.bench.fanout import bench_fanout
 from tools.bench.idle import bench_idle_in_subprocess
 from tools.bench.rebuild import bench_rebuild
@@ -36,6 +37,7 @@ PLANS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str, Any]
     "idle": (lambda: bench_idle_in_subprocess(100_000), lambda: bench_idle_in_subprocess(2_000,
                                                                                        50)),
     "fanout": (lambda: bench_fanout(500, 20.0, 10.0), lambda: bench_fanout(20, 20.0, 2.0)),
+    "dbos": (lambda: bench_dbos(1000), lambda: bench_dbos(50)),
 }
 
 
