@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -31,3 +33,15 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 @pytest.fixture
 def db(tmp_path: Path) -> str:
     return str(tmp_path / "eventwf.db")
+
+
+@pytest.fixture(scope="session")
+def zygote() -> Iterator[Any]:
+    """The fork server of the crash campaigns (tests/campaign/zygote.py), shared."""
+    from tests.campaign.zygote import Zygote
+
+    server = Zygote()
+    try:
+        yield server
+    finally:
+        server.close()
