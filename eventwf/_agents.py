@@ -161,8 +161,8 @@ def state_items(host: AgentHost, summary: AgentSummary | None, action: str, valu
                 workflow_id: str | None) -> list[tuple[str, Event]]:
     """The events for a ``set``/``reset``/``merge`` of the agent's state, checked first.
 
-    A merge needs a dict state; the first change of an agent logs the initial state it
-    started from, so the fold never needs the class's ``initial_state``.
+    A merge needs a dict state; a merge carries the initial state it would start from, so
+    the fold never needs the class's ``initial_state`` and concurrent first merges compose.
     """
     stream = host.stream
     if action == "set":
@@ -176,8 +176,4 @@ def state_items(host: AgentHost, summary: AgentSummary | None, action: str, valu
             f"merge_agent_state needs a dict state, but agent {host.agent_class}/"
             f"{host.name} has a {type(base).__name__}; use update_agent_state instead")
     encode_value({**base, **value}, f"state of agent {host.agent_class}/{host.name}")
-    items: list[tuple[str, Event]] = []
-    if not has_state:
-        items.append((stream, AgentStateReset(host.initial_state, workflow_id)))
-    items.append((stream, AgentStateMerged(value, workflow_id)))
-    return items
+    return [(stream, AgentStateMerged(value, workflow_id, initial=host.initial_state))]

@@ -22,7 +22,9 @@ class Clock:
 
     def now_us(self) -> int:
         """Microseconds since the epoch, non-decreasing."""
-        now = self._anchor_us + int((trio.current_time() - self._anchor_trio) * 1_000_000)
+        # round, not truncate: at trio_time(w) this must read w, not w - 1 (a timer loop
+        # that reads "not yet due" at its own deadline would spin without sleeping)
+        now = self._anchor_us + round((trio.current_time() - self._anchor_trio) * 1_000_000)
         if now < self._last_us:
             now = self._last_us
         self._last_us = now

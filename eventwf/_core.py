@@ -85,6 +85,7 @@ class Core:
         self._transitions: list[tuple[str, WorkflowSummary | None, WorkflowSummary]] = []
         self._agents_before: dict[tuple[str, str], AgentSummary | None] = {}
         self._storage_failures: dict[str, int] = {}
+        self.closing = False
         self._hibernate_after_us = None if hibernate_after is None else int(hibernate_after * 1e6)
         self._max_live = max_live_workflows
         self.wakeups = Wakeups(clock, self._wake)
@@ -187,7 +188,7 @@ class Core:
 
     def start_runner(self, summary: WorkflowSummary) -> bool:
         """Replay a workflow's history and start its task; False if it cannot run here."""
-        if summary.workflow_name not in self.workflow_classes:
+        if self.closing or summary.workflow_name not in self.workflow_classes:
             return False
         if summary.agent_class not in self.agent_classes:
             logger.warning("workflow %s needs agent class %s, which is not registered; it is "
@@ -298,7 +299,8 @@ class Core:
         return self.workflow_classes.get(binding)
 
     def spawn(self, fn: Callable[[], Awaitable[None]], name: str) -> None:
-        self.nursery.start_soon(fn, name=name)
+        if not self.closing:
+            self.nursery.start_soon(fn, name=name)
 
     async def deliver_progress(
         self, agent: Any, workflow_name: str, workflow_id: str, progress: Any

@@ -259,10 +259,15 @@ class AgentStateSet(Event, frozen=True, tag="agent.state_set"):
 
 
 class AgentStateMerged(Event, frozen=True, tag="agent.state_merged"):
-    """Shallow merge of ``partial`` into the agent's (dict) state, by a workflow."""
+    """Shallow merge of ``partial`` into the agent's (dict) state, by a workflow.
+
+    ``initial`` is the state to merge into when the agent has no logged state yet (its
+    class's ``initial_state`` then), so two first merges in one commit both survive.
+    """
 
     partial: dict[str, Any]
     workflow_id: str | None = None
+    initial: Any = None
 
 
 class AgentStateReset(Event, frozen=True, tag="agent.state_reset"):

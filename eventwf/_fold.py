@@ -345,13 +345,15 @@ def apply_agent(summary: AgentSummary | None, rec: Recorded) -> AgentSummary:
     match event:
         case AgentStateSet(state=state) | AgentStateReset(state=state):
             changes.update(state=state, has_state=True, state_position=rec.position)
-        case AgentStateMerged(partial=partial):
-            if not summary.has_state or not isinstance(summary.state, dict):
+        case AgentStateMerged(partial=partial, initial=initial):
+            base = summary.state if summary.has_state else initial
+            if not isinstance(base, dict):
                 raise TransitionError(
                     f"merge into agent {summary.agent_class}/{summary.name} needs a dict state; "
-                    f"it is {type(summary.state).__name__ if summary.has_state else 'unset'}"
+                    f"it is {type(base).__name__ if summary.has_state else 'unset'}"
                 )
-            changes.update(state={**summary.state, **partial}, state_position=rec.position)
+            changes.update(state={**base, **partial}, has_state=True,
+                           state_position=rec.position)
         case CallbackScheduled():
             changes.update(last_callback=rec.position)
         case CallbacksDelivered(through=through):

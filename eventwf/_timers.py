@@ -34,7 +34,7 @@ class Wakeups:
     async def run(self) -> None:
         """Wake every due workflow, then sleep until the next one is due (or sooner)."""
         while True:
-            now = self._clock.now_us()
+            now = self._clock.now_us() + 1  # a microsecond of float rounding is due, too
             while self._heap and self._heap[0][0] <= now:
                 _, workflow_id = heapq.heappop(self._heap)
                 self._wake(workflow_id)

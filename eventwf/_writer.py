@@ -187,6 +187,12 @@ class Writer:
                 request.error = EventwfError("the engine closed before this was logged")
                 request.done.set()
 
+    def flush_pending(self) -> None:
+        """Commit what is still queued (a clean close, after every other task stopped)."""
+        if not self._closed:
+            while self._queue:
+                self._flush(self._take())
+
     def _take(self, *, everything: bool = False) -> list[Append]:
         if everything or len(self._queue) <= MAX_BATCH_REQUESTS:
             batch, self._queue = self._queue, []

@@ -174,17 +174,21 @@ async def _running(
     workflow_classes = _workflow_classes(workflows)
     store = Store(os.fspath(path), synchronous=synchronous)
     try:
-        async with trio.open_nursery() as nursery:
-            core = Core(store, Clock(wall_clock), nursery, agent_classes, workflow_classes,
-                        check=check, hibernate_after=hibernate_after,
-                        max_live_workflows=max_live_workflows)
-            await nursery.start(core.writer.run)
-            recover(core)
-            faults.hit("open.after_recover")
-            try:
-                yield core
-            finally:
-                nursery.cancel_scope.cancel()
+        async with trio.open_nursery() as outer:  # the writer outlives every other task
+            async with trio.open_nursery() as nursery:
+                core = Core(store, Clock(wall_clock), nursery, agent_classes,
+                            workflow_classes, check=check, hibernate_after=hibernate_after,
+                            max_live_workflows=max_live_workflows)
+                await outer.start(core.writer.run)
+                recover(core)
+                faults.hit("open.after_recover")
+                try:
+                    yield core
+                finally:
+                    core.closing = True
+                    nursery.cancel_scope.cancel()
+            core.writer.flush_pending()  # a clean close keeps what the tasks queued
+            outer.cancel_scope.cancel()
     finally:
         store.close()
 

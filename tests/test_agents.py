@@ -118,7 +118,8 @@ async def test_agents_not_attached_to_an_engine_say_so() -> None:
 
 class MergeOnce(eventwf.AgentWorkflow[Counter]):
     async def run(self, event: eventwf.WorkflowEvent, step: eventwf.AgentWorkflowStep) -> Any:
-        await step.merge_agent_state({"n": 9})  # first change: a reset and a merge, one commit
+        await step.sleep("together", 1)  # both runs wake, and merge, in one instant
+        await step.merge_agent_state({event.payload: 9})
 
 
 async def test_each_state_pushed_is_the_state_at_its_own_position(db: str) -> None:  # P4
@@ -127,7 +128,10 @@ async def test_each_state_pushed_is_the_state_at_its_own_position(db: str) -> No
         agent = await engine.get_agent(Counter, "m")
         client = Client()
         agent._host.connections.add(client)
-        await engine.wait_workflow(await agent.run_workflow("MergeOnce"))
-    (reset, first), (merged, second) = client.states
-    assert second == first + 1
-    assert reset == {"n": 0, "tags": []} and merged == {"n": 9, "tags": []}
+        for key in ("a", "b"):
+            await agent.run_workflow("MergeOnce", key, id=key)
+        for key in ("a", "b"):
+            await engine.wait_workflow(key)
+    (first, at_first), (second, at_second) = client.states
+    assert at_second > at_first
+    assert len(first) == 3 and second == {"n": 0, "tags": [], "a": 9, "b": 9}

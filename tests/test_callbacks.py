@@ -230,7 +230,7 @@ async def test_durable_state_helpers_run_once_in_the_step_transaction(db: str) -
     conn.close()
     steps = [r for r in rows if r[1] == "step.succeeded"]
     states = [r for r in rows if r[1].startswith("agent.state")]
-    assert len(steps) == 5 and len(states) == 6  # the first merge logs the initial state too
+    assert len(steps) == 5 and len(states) == 5  # each in its step's commit
     async with _open(db, StateSteps) as engine:  # folded state is read back, not recomputed
         again = await engine.get_agent(TestAgent, "a")
         assert again.state == {"count": 0, "final": 3}

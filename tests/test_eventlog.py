@@ -274,24 +274,22 @@ def test_v8_timeline_stops_at_a_damaged_row(log: str, tmp_path: Path) -> None:
 
 def test_v9_agent_state_now_and_as_of_any_position(log: str) -> None:
     stream = "agent:TestAgent/alice"
-    reset = position_of(log, stream, "agent.state_reset")
-    merged = position_of(log, stream, "agent.state_merged")
+    merged = position_of(log, stream, "agent.state_merged")  # the first change: into initial
     set_ = position_of(log, stream, "agent.state_set")
 
     def at(*extra: str) -> dict[str, Any]:
         return cli(log, "agent", "TestAgent", "alice", "--json", *extra).records()[0]
 
-    early = at("--at", str(reset - 1))
+    early = at("--at", str(merged - 1))
     assert (early["exists"], early["has_state"], early["initial_state"]) == (True, False, True)
-    assert "initial_state" in cli(log, "agent", "TestAgent", "alice", "--at", str(reset - 1)).out
-    assert (at("--at", str(reset))["state"], at("--at", str(merged))["state"]) == (
-        {"count": 0}, {"count": 1})
+    assert "initial_state" in cli(log, "agent", "TestAgent", "alice", "--at", str(merged - 1)).out
+    assert at("--at", str(merged))["state"] == {"count": 1}
     now = at()
     (stored,) = query(log, "SELECT state FROM agents WHERE agent_name = 'alice'")[0]
     assert now["state"] == decode_value(stored) == {"count": 5}
-    assert (now["at"], now["state_position"], now["state_changes"]) == (head(log), set_, 3)
+    assert (now["at"], now["state_position"], now["state_changes"]) == (head(log), set_, 2)
     history = cli(log, "agent", "TestAgent", "alice", "--history", "--json").records()
-    assert [r["position"] for r in history[1:]] == [reset, merged, set_]
+    assert [r["position"] for r in history[1:]] == [merged, set_]
     missing = cli(log, "agent", "TestAgent", "alice", "--at", "0")
     assert missing.code == 1 and "does not exist yet at position 0" in missing.out
 

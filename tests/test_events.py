@@ -73,7 +73,7 @@ FIELDS = {
     "binding.migrated": "old_name:str new_name:str",
     "agent.created": "agent_class:str name:str",
     "agent.state_set": "state:any= workflow_id:str|None=",
-    "agent.state_merged": "partial:dict[str,any] workflow_id:str|None=",
+    "agent.state_merged": "partial:dict[str,any] workflow_id:str|None= initial:any=",
     "agent.state_reset": "state:any= workflow_id:str|None=",
     "callback.scheduled": "kind:str workflow_name:str workflow_id:str value:any=",
     "callback.delivered": "through:int",

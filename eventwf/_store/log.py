@@ -75,7 +75,8 @@ def read_stream(
     from the stream's sequence, or does not decode.
     """
     cursor = conn.execute(
-        "SELECT e.position, e.stream_position, e.time_us, e.type, e.data, e.hash, p.hash "
+        "SELECT e.position, e.stream_position, e.time_us, CAST(e.type AS BLOB), e.data, "
+        "e.hash, p.hash "
         "FROM events e LEFT JOIN events p ON p.position = e.position - 1 "
         "WHERE e.stream = ? AND e.stream_position >= ? AND e.position > ? "
         "ORDER BY e.stream_position",
@@ -83,7 +84,8 @@ def read_stream(
     )
     out: list[Recorded] = []
     expected: int | None = None if after_position else from_stream_position
-    for position, stream_position, time_us, type_name, data, digest, prev in cursor:
+    for position, stream_position, time_us, raw_type, data, digest, prev in cursor:
+        type_name = _text(raw_type, position, "type")
         if expected is None:
             expected = stream_position
         if stream_position != expected:
@@ -92,7 +94,7 @@ def read_stream(
                 f"log position {position}: an event is missing",
                 position=position,
             )
-        _verify_row(genesis, stream, position, stream_position, time_us, type_name, data,
+        _verify_row(conn, genesis, stream, position, stream_position, time_us, type_name, data,
                     digest, prev)
         out.append(
             Recorded(position, stream, stream_position, time_us,
@@ -102,8 +104,9 @@ def read_stream(
     return out
 
 
-def _verify_row(genesis: bytes, stream: str, position: int, stream_position: int,
-                time_us: int, type_name: str, data: Any, digest: Any, prev: Any) -> None:
+def _verify_row(conn: sqlite3.Connection, genesis: bytes, stream: str, position: int,
+                stream_position: int, time_us: int, type_name: str, data: Any, digest: Any,
+                prev: Any) -> None:
     """The row's hash must follow from the previous row's (raises ``CorruptLogError``)."""
     if not isinstance(data, bytes) or not isinstance(digest, bytes) or not isinstance(
             prev, bytes | None):
@@ -118,11 +121,18 @@ def _verify_row(genesis: bytes, stream: str, position: int, stream_position: int
             )
         prev = genesis
     if chain_hash(prev, position, stream, stream_position, time_us, type_name, data) != digest:
-        raise CorruptLogError(
-            f"event at log position {position} (stream {stream!r}, {type_name}) fails its "
-            "checksum: the row was changed or damaged",
-            position=position,
-        )
+        held = _should_have_held(conn, genesis, position - 1)  # was only *its* hash damaged?
+        if held is None or chain_hash(held, position, stream, stream_position, time_us,
+                                      type_name, data) != digest:
+            _checksum_failed(stream, position, type_name)
+
+
+def _checksum_failed(stream: str, position: int, type_name: str) -> None:
+    raise CorruptLogError(
+        f"event at log position {position} (stream {stream!r}, {type_name}) fails its "
+        "checksum: the row was changed or damaged",
+        position=position,
+    )
 
 
 def scan(
@@ -151,30 +161,78 @@ def checked_rows(
     expected = from_position
     last_version: dict[str, int] = {}
     cursor = conn.execute(
-        "SELECT position, stream, stream_position, time_us, type, data, hash FROM events "
-        "WHERE position >= ? ORDER BY position",
+        "SELECT position, CAST(stream AS BLOB), stream_position, time_us, CAST(type AS BLOB), "
+        "data, hash FROM events WHERE position >= ? ORDER BY position",
         (from_position,),
     )
     versions_get = last_version.get
+    alternative: bytes | None = None  # the chain value a damaged hash column should hold
     while rows := cursor.fetchmany(batch):
         for raw in rows:
-            position, stream, version, time_us, type_name, data, digest = raw
+            position, stream, version, time_us, type_name, data, digest = _decoded(raw)
             if from_position > 1 and stream not in last_version:
                 last_version[stream] = _version_before(conn, stream, from_position)
             problem = None
             if position != expected:
                 problem = f"log positions jump from {expected - 1} to {position}"
+            elif type_name is None:
+                problem = "its stream or type column is not valid UTF-8 text"
             elif data.__class__ is not bytes or digest.__class__ is not bytes:
                 problem = "data or hash column is not a blob"
-            elif _hash(prev, position, stream, version, time_us, type_name, data) != digest:
-                problem = "checksum mismatch: the row was changed, damaged or moved"
-            elif version != versions_get(stream, -1) + 1:
-                problem = (f"stream {stream!r} jumps from version "
-                           f"{versions_get(stream, -1)} to {version}")
+            else:
+                computed = _hash(prev, position, stream, version, time_us, type_name, data)
+                if computed != digest and (alternative is None or _hash(
+                        alternative, position, stream, version, time_us, type_name,
+                        data) != digest):
+                    problem = "checksum mismatch: the row was changed, damaged or moved"
+                    alternative = computed  # if only its hash column is damaged, the next
+                    # row chains from what it should have held: that row is then intact
+                else:
+                    alternative = None
+                if problem is None and version != versions_get(stream, -1) + 1:
+                    problem = (f"stream {stream!r} jumps from version "
+                               f"{versions_get(stream, -1)} to {version}")
             last_version[stream] = version
             prev = digest if digest.__class__ is bytes else b""
             expected = position + 1
-            yield raw, problem
+            yield (position, stream, version, time_us, type_name or "", data, digest), problem
+
+
+def _should_have_held(conn: sqlite3.Connection, genesis: bytes, position: int) -> bytes | None:
+    """The hash row ``position`` should hold, from its content and its predecessor's hash."""
+    row = conn.execute(
+        "SELECT r.position, CAST(r.stream AS BLOB), r.stream_position, r.time_us, "
+        "CAST(r.type AS BLOB), r.data, r.hash, p.hash FROM events r "
+        "LEFT JOIN events p ON p.position = r.position - 1 WHERE r.position = ?",
+        (position,)).fetchone()
+    if row is None:
+        return None
+    position, stream, version, time_us, type_name, data, _, before = _decoded(row[:7]) + row[7:]
+    if type_name is None or not isinstance(data, bytes):
+        return None
+    before = genesis if position == 1 else before
+    if not isinstance(before, bytes):
+        return None
+    return chain_hash(before, position, stream, version, time_us, type_name, data)
+
+
+def _decoded(raw: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row read with its text columns as blobs: decode them (type None: not UTF-8)."""
+    position, stream, version, time_us, type_name, data, digest = raw
+    try:
+        return position, stream.decode(), version, time_us, type_name.decode(), data, digest
+    except (UnicodeDecodeError, AttributeError):
+        shown = stream.decode(errors="replace") if isinstance(stream, bytes) else str(stream)
+        return position, shown, version, time_us, None, data, digest
+
+
+def _text(value: Any, position: int, column: str) -> str:
+    """A text column read as a blob; ``CorruptLogError`` if it is not UTF-8."""
+    try:
+        return bytes(value).decode()
+    except (UnicodeDecodeError, TypeError) as exc:
+        raise CorruptLogError(f"event at log position {position} has a {column} column that "
+                              "is not valid UTF-8 text", position=position) from exc
 
 
 def _version_before(conn: sqlite3.Connection, stream: str, position: int) -> int:

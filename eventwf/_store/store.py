@@ -8,6 +8,7 @@ head back tells which it was.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -25,6 +26,8 @@ from .rebuild import Folded, fold_log
 from .schema import WriterLock, connect, create_schema, get_meta, set_meta
 
 __all__ = ["PendingRow", "Store", "TailReport", "backup"]
+
+logger = logging.getLogger("eventwf")
 
 
 class PendingRow(NamedTuple):
@@ -54,6 +57,17 @@ def backup(src: str, dst: str) -> None:
         source.close()
 
 
+_SQLITE_IOERR = 10
+
+
+def _is_io_error(exc: sqlite3.Error) -> bool:
+    """SQLITE_IOERR and its extended codes (fsync, write, ...); injected faults say so."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF == _SQLITE_IOERR
+    return "disk i/o error" in str(exc).lower()
+
+
 class TailReport(NamedTuple):
     """What opening found: rows that fail verification, and an anchor mismatch."""
 
@@ -73,35 +87,55 @@ class Store:
             self._lock = WriterLock(path)
             self._lock.acquire()
         try:
-            self.conn = connect(path, readonly=readonly, synchronous=synchronous)
-            if not readonly:
-                create_schema(self.conn)
-            try:
-                genesis = get_meta(self.conn, "genesis")
-            except sqlite3.Error as exc:
-                raise StorageError(f"{path} cannot be read as an eventwf log (not one, or "
-                                   f"damaged): {exc}") from exc
-            if genesis is None:
-                raise StorageError(f"{path} is not an eventwf log (no genesis in its meta table)")
-            self.genesis = bytes.fromhex(genesis)
-            row = self.conn.execute(
-                "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
-            ).fetchone()
-            self.head: int = 0 if row is None else int(row[0])
-            self.head_hash: bytes = self.genesis if row is None else bytes(row[1])
+            self._open(path, readonly, synchronous)
+        except sqlite3.Error as exc:  # disk full, I/O error, a file that is no log: say so
+            self.close()
+            raise StorageError(f"{path} cannot be opened as an eventwf log: {exc}") from exc
         except BaseException:
             self.close()
             raise
 
+    def _open(self, path: str, readonly: bool, synchronous: str) -> None:
+        self.conn = connect(path, readonly=readonly, synchronous=synchronous)
+        if not readonly:
+            create_schema(self.conn)
+        try:
+            genesis = get_meta(self.conn, "genesis")
+        except sqlite3.Error as exc:
+            raise StorageError(f"{path} cannot be read as an eventwf log (not one, or "
+                               f"damaged): {exc}") from exc
+        if genesis is None:
+            raise StorageError(f"{path} is not an eventwf log (no genesis in its meta table)")
+        self.genesis = bytes.fromhex(genesis)
+        row = self.conn.execute(
+            "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
+        ).fetchone()
+        self.head: int = 0 if row is None else int(row[0])
+        self.head_hash: bytes = self.genesis if row is None else bytes(row[1])
+
     def close(self) -> None:
+        """Record the verification mark and the anchor (if it can), then let the file go.
+
+        The connection and the writer lock are released whatever happens, so a full disk
+        at close never keeps the log locked; a mark that cannot be written is logged (the
+        next open then verifies a longer tail).
+        """
         conn = getattr(self, "conn", None)
-        if conn is not None:
-            if self._lock is not None and self._uncertain is None and hasattr(self, "head_hash"):
-                self._mark_verified()
-            conn.close()
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        try:
+            if conn is not None and self._lock is not None and self._uncertain is None \
+                    and hasattr(self, "head_hash"):
+                try:
+                    self._mark_verified()
+                except (sqlite3.Error, OSError) as exc:
+                    logger.error("%s: could not record that the log is verified through "
+                                 "position %d (%s); the next open verifies it again",
+                                 self.path, self.head, exc)
+        finally:
+            if conn is not None:
+                conn.close()
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
     # -- writing -------------------------------------------------------------------------
 
@@ -124,6 +158,7 @@ class Store:
         workflow_rows = [proj.workflow_row(s) for s in workflows]
         agent_rows = [proj.agent_row(s) for s in agents]
         conn = self.conn
+        committing = False
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(_INSERT, values)
@@ -134,24 +169,38 @@ class Store:
             set_meta(conn, "projected_through", str(last))
             if faults.hit("append.before_commit"):
                 raise sqlite3.OperationalError("disk I/O error (injected before COMMIT)")
+            committing = True
             conn.execute("COMMIT")
+            committing = False
             if faults.hit("append.after_commit"):
                 raise sqlite3.OperationalError("disk I/O error (injected after COMMIT)")
-        except sqlite3.IntegrityError as exc:
-            self._landed(last)
-            self._uncertain = f"{self.path}: the log disagrees with this engine ({exc})"
-            raise StorageError(self._uncertain, fatal=True) from exc
         except sqlite3.Error as exc:
-            if not self._landed(last):
-                raise StorageError(
-                    f"could not commit {len(values)} event(s) to {self.path}: {exc}"
-                ) from exc
+            self._failed(exc, last, len(values), committing)
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         self.head, self.head_hash = last, prev
         return first
+
+    def _failed(self, exc: sqlite3.Error, last: int, count: int, committing: bool) -> None:
+        """A commit raised: return if it landed anyway, else raise the right StorageError.
+
+        A UNIQUE clash (memory disagrees with the log) and an I/O error during COMMIT (its
+        frames may be in the WAL) are fatal: the engine stops and a reopen replays the log.
+        """
+        if isinstance(exc, sqlite3.IntegrityError):
+            self._landed(last)
+            self._uncertain = f"{self.path}: the log disagrees with this engine ({exc})"
+            raise StorageError(self._uncertain, fatal=True) from exc
+        if committing and _is_io_error(exc):
+            self._landed(last)
+            self._uncertain = (f"{self.path}: an I/O error during a commit ({exc}) leaves its "
+                               "outcome unknown; reopen the log to replay what it holds")
+            raise StorageError(self._uncertain, fatal=True) from exc
+        if not self._landed(last):
+            raise StorageError(f"could not commit {count} event(s) to {self.path}: {exc}"
+                               ) from exc
 
     def _chain(self, rows: Sequence[PendingRow], first: int
                ) -> tuple[list[tuple[Any, ...]], bytes]:
@@ -195,7 +244,11 @@ class Store:
         if report.anchor is not None and self.path != ":memory:":
             kept = preserve_anchor(self.path)  # the evidence outlives the new anchor
             report = TailReport(problems, f"{report.anchor} (previous anchor kept as {kept})")
-        self._mark_verified()
+        try:
+            self._mark_verified()
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"{self.path}: cannot record the verification of the log: "
+                               f"{exc}") from exc
         return report
 
     def _check_anchor(self) -> str | None:
