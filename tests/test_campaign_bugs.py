@@ -1,9 +1,6 @@
-"""Engine bugs the crash and fault campaign found, each as a focused test of the correct
-behaviour, marked ``xfail(strict=True)`` until it is fixed (specs/guarantees.md lists them).
-
-When one of these starts passing, strict xfail fails the suite on purpose: remove the
-marker, and remove the bug's entry from ``tests/campaign/checker.KNOWN_BUGS`` (and the
-workaround noted where the campaigns avoid it).
+"""Engine bugs the crash and fault campaign found (B1-B8), each as a focused test of the
+correct behaviour; all are fixed (specs/guarantees.md lists them). A new bug goes here as
+``xfail(strict=True)`` until it is fixed, with its symptom in ``checker.KNOWN_BUGS``.
 """
 
 from __future__ import annotations
@@ -45,12 +42,6 @@ class OneStep(eventwf.AgentWorkflow[HookAgent]):
         return await step.do("x", lambda: 1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG B1: leaving open_engine right after an agent hook returned drops the hook's "
-    "CallbacksDelivered mark: AgentHost._dispatch (eventwf/_agents.py) queues the mark with "
-    "the writer, the close cancels Writer.run (eventwf/_writer.py) whose finally fails the "
-    "queued request, so the next open delivers the callback again, although no crash "
-    "happened (specs/agents.md C4)"))
 async def test_b1_a_clean_close_never_redelivers_a_callback(db: str) -> None:
     deliveries.clear()
     hook_returned[:] = [trio.Event()]
@@ -87,12 +78,6 @@ def _fill(path: Path) -> None:
                 pass
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG B2: closing an engine while the disk is full raises a raw sqlite3.OperationalError "
-    "('database or disk is full', from Store._mark_verified's COMMIT) or OSError (from "
-    "anchor.write_anchor) out of open_engine, and Store.close (eventwf/_store/store.py) then "
-    "skips conn.close() and WriterLock.release(): once space is back, reopening the log in "
-    "the same process raises LogLockedError naming this very process"))
 async def test_b2_closing_on_a_full_disk_releases_the_log(tmp_path: Path) -> None:
     disk = tmp_path / "disk"
     _tmpfs(disk)
@@ -116,12 +101,6 @@ async def test_b2_closing_on_a_full_disk_releases_the_log(tmp_path: Path) -> Non
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG B6: opening a log on a full disk (or with an I/O error) lets a raw "
-    "sqlite3.OperationalError ('disk I/O error', 'database or disk is full') escape from "
-    "open_engine: Store.__init__ (eventwf/_store/store.py) wraps only the genesis read into "
-    "StorageError, not connect()/create_schema() (eventwf/_store/schema.py) nor the "
-    "verification mark; callers cannot tell a storage failure from a bug"))
 async def test_b6_opening_on_a_full_disk_raises_storage_error(tmp_path: Path) -> None:
     disk = tmp_path / "disk"
     _tmpfs(disk)
@@ -164,14 +143,6 @@ class _Livelock(trio.abc.Instrument):
             self.scope.cancel()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG B3: the hibernation wake-up loop can spin forever without blocking: Clock.now_us "
-    "(eventwf/_clock.py) truncates with int(), so at trio time Clock.trio_time(W) it may "
-    "read W-1 us; Wakeups.run (eventwf/_timers.py) then finds nothing due, sets "
-    "move_on_at(trio_time(W)), a deadline already reached, and loops. Under "
-    "MockClock(autojump_threshold=0) time never advances again: the engine livelocks at "
-    "100% CPU (here: a hibernated 4136.605 s sleep); in real time it busy-waits until the "
-    "clock ticks over"))
 async def test_b3_a_hibernated_timer_wakes_under_mockclock(db: str) -> None:
     status = "livelocked: the run loop spun at one instant and the sleep never ended"
     with trio.CancelScope() as guard:
@@ -198,13 +169,6 @@ class Waits(eventwf.AgentWorkflow[HookAgent]):
         return "done"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG B4: one flipped bit that makes a TEXT column (events.type or events.stream) invalid "
-    "UTF-8 stops the whole engine from opening: read_stream (eventwf/_store/log.py) lets "
-    "sqlite3.OperationalError('Could not decode to UTF-8 column ...') escape from "
-    "start_runner during recovery (and would crash the writer when a hibernated workflow is "
-    "woken), instead of quarantining only that workflow with CorruptLogError naming the "
-    "position (specs/replay.md R7, specs/log.md L4)"))
 async def test_b4_a_row_with_invalid_utf8_text_quarantines_only_its_workflow(db: str) -> None:
     async with eventwf.open_engine(db, agents=[HookAgent], workflows=[Waits],
                                    wall_clock=virtual_wall) as engine:
@@ -253,16 +217,11 @@ trio.run(main, sys.argv[1])
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG B5: an fsync failure on COMMIT (fdatasync -> EIO, SQLITE_IOERR_FSYNC) is reported as "
-    "a clean failure (StorageError with fatal=False: 'could not commit ...'), but SQLite has "
-    "already written the transaction's WAL frames; Store._landed (eventwf/_store/store.py) "
-    "reads max(position) through the same connection, whose rolled-back WAL index cannot see "
-    "them. If the process dies before its next commit overwrites them, WAL recovery on the "
-    "next open brings the 'failed' transaction back: an operation its caller was told failed "
-    "is in the log (specs/log.md L10; plan R4: treat IOERR_FSYNC as an unknown outcome)"))
-def test_b5_a_commit_reported_failed_after_an_fsync_error_never_reappears(
+def test_b5_an_fsync_error_on_commit_is_reported_as_an_unknown_outcome(
         tmp_path: Path) -> None:
+    """B5 (fixed): fdatasync -> EIO on COMMIT leaves the WAL frames written, so the commit may
+    come back after a crash; the caller must be told the outcome is unknown (fatal), not that
+    nothing landed, and the store refuses further commits until the log is reopened."""
     if shutil.which("strace") is None:
         pytest.skip("needs strace (apt-get install strace) to fail one fdatasync with EIO")
     db = str(tmp_path / "log.db")
@@ -278,25 +237,18 @@ def test_b5_a_commit_reported_failed_after_an_fsync_error_never_reappears(
          "-e", "inject=fdatasync:error=EIO:when=6", sys.executable, "-c", _B5_SETTER, db],
         cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60)
     failed = [line.split() for line in result.stdout.splitlines() if line.startswith("FAILED")]
-    assert failed and failed[0][2] == "False", result.stdout + result.stderr[-2000:]
+    assert failed and failed[0][2] == "True", result.stdout + result.stderr[-2000:]
     n = int(failed[0][1])
     conn = sqlite3.connect(db)
     states = [msgspec.msgpack.decode(data)["state"]["n"] for (data,) in conn.execute(
         "SELECT data FROM events WHERE type = 'agent.state_set' ORDER BY position")]
     conn.close()
-    assert n not in states, (f"set_state n={n} raised StorageError (not fatal), yet after the "
-                             f"process died the log holds it: {states}")
+    assert states == list(range(1, len(states) + 1)) and len(states) in (n - 1, n)
 
 
 # -- B7 --------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG B7: a damaged hash column at position p also quarantines the workflow that owns "
-    "position p+1, although that row is intact: read_stream (eventwf/_store/log.py) checks "
-    "each row against the previous row's *stored* hash, so p+1 'fails its checksum' too "
-    "(tools.eventlog verify, like log.scan, continues from the stored hash and reports the "
-    "one damaged row once). R7: a corrupt event quarantines only its own workflow"))
 async def test_b7_a_damaged_hash_quarantines_only_its_own_workflow(db: str) -> None:
     async with eventwf.open_engine(db, agents=[HookAgent], workflows=[Waits],
                                    wall_clock=virtual_wall) as engine:
@@ -335,15 +287,6 @@ class MergeTogether(eventwf.AgentWorkflow[HookAgent]):
         return "merged"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG B8: concurrent first merges lose data: on an agent whose state was never logged, "
-    "state_items (eventwf/_agents.py, called by Core.agent_state_items for "
-    "step.merge_agent_state) decides from the *committed* fold that the state is unset and "
-    "prepends AgentStateReset(initial_state) to its AgentStateMerged; the writer stages both "
-    "requests against the fold in order, so two workflows merging in the same instant both "
-    "do, and the second Reset wipes the first workflow's merge from the agent's state "
-    "(specs/agents.md A5: merges are shallow merges into the current state). Found by the "
-    "fsync-EIO campaign (F5-eio), whose retries lined two first merges up"))
 async def test_b8_two_first_merges_in_one_instant_both_survive(db: str) -> None:
     async with eventwf.open_engine(db, agents=[HookAgent], workflows=[MergeTogether],
                                    wall_clock=virtual_wall) as engine:

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eventwf._events import (
-    AgentStateReset,
     AgentStateSet,
     EventConsumed,
     EventReceived,
@@ -59,17 +58,10 @@ from .workload import CLIENT_AGENT, Config
 
 __all__ = ["KNOWN_BUGS", "Report", "check"]
 
-# Engine bugs the campaign found, each pinned by a strict xfail test in
-# tests/test_campaign_bugs.py. Their symptoms are counted apart (Report.known) so the
-# campaigns stay green while the bug is open; delete the entry once it is fixed.
-KNOWN_BUGS = {
-    "B1": "a callback whose hook returned just before a clean close is delivered again on "
-          "the next open (test_b1_...)",
-    "B5": "a commit whose fsync failed is reported as a clean failure but reappears after a "
-          "crash (test_b5_...)",
-    "B8": "two first merge_agent_state calls in one instant: the second AgentStateReset wipes "
-          "the first merge (test_b8_...)",
-}
+# Engine bugs the campaign found and that are not fixed yet, each pinned by a strict xfail
+# test in tests/test_campaign_bugs.py; their symptoms are counted apart (Report.known).
+# B1-B8 are fixed (specs/guarantees.md): their symptoms are violations again.
+KNOWN_BUGS: dict[str, str] = {}
 
 _TERMINAL = (WorkflowCompleted, WorkflowErrored, WorkflowTerminated)
 
@@ -194,10 +186,8 @@ def _o1(report: Report, history: list[Op], events: list[Recorded], lost_allowed:
                                f"{op.run}) is not in the log")
         elif op.outcome == "fail":
             report.failed_ops += 1
-            if here and "disk I/O error" in op.error and "(injected" not in op.error:
-                report.known.append(f"B5 {op.op} {op.key} (token {op.token}, run {op.run}) "
-                                    f"was reported failed ({op.error}) but landed at "
-                                    f"position {here[0]}")
+            if here and "outcome unknown" in op.error:
+                report.info_landed += 1  # reported as unknown (B5's fix): it may land
             elif here:
                 bad.append(f"O1 {op.op} {op.key} (token {op.token}, run {op.run}) was "
                            f"reported failed ({op.error}) but landed at position {here[0]}")
@@ -391,23 +381,16 @@ def _o7(report: Report, plan: Plan, events: list[Recorded], streams: dict[str, l
         for (run, _), _later in zip(got, got[1:], strict=False):
             report.redelivered += 1
             if run not in killed:
-                report.known.append(
-                    f"B1 the {kind} callback of {workflow.id} was delivered again after run "
+                bad.append(
+                    f"C4 the {kind} callback of {workflow.id} was delivered again after run "
                     f"{run}, which was closed cleanly, not killed")
     states = expected_agent_states(plan, skip=quarantined)
     folded = fold_agents(events, "agent:CampaignAgent/")
     for agent, merged in states.items():
         have = folded.get(agent)
         if have != merged:
-            resets = [r.position for r in events
-                      if r.stream == f"agent:CampaignAgent/{agent}"
-                      and isinstance(r.event, AgentStateReset)]
-            message = (f"agent CampaignAgent/{agent} state is {_short(have)}; the model says "
-                       f"{_short(merged)}")
-            if len(resets) > 1:  # only first merges log a reset here: a second one is B8
-                report.known.append(f"B8 {message} (resets at positions {resets})")
-            else:
-                bad.append(f"O7 {message}")
+            bad.append(f"O7 agent CampaignAgent/{agent} state is {_short(have)}; the model "
+                       f"says {_short(merged)}")
     client = [r for r in events if r.stream == f"agent:CampaignAgent/{CLIENT_AGENT}" and
               isinstance(r.event, AgentStateSet)]
     if client and folded.get(CLIENT_AGENT) != client[-1].event.state:  # type: ignore[attr-defined]
