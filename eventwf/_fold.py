@@ -55,6 +55,7 @@ __all__ = [
     "TRANSITIONS",
     "AgentSummary",
     "WorkflowSummary",
+    "advances_only_head",
     "apply_agent",
     "apply_workflow",
     "quarantine",
@@ -136,6 +137,8 @@ def _describe(summary: WorkflowSummary | None) -> str:
 def apply_workflow(summary: WorkflowSummary | None, rec: Recorded) -> WorkflowSummary:
     """The summary after ``rec``; ``TransitionError`` if the event is not allowed now."""
     event = rec.event
+    if summary is not None and summary.status in _HEAD_ONLY.get(event.__class__, ()):
+        return msgspec.structs.replace(summary, head=rec.stream_position)  # a step: hot path
     if summary is not None and summary.status == "unknown":
         raise TransitionError(
             f"workflow {summary.workflow_id!r} is quarantined (corrupt event at log position "
@@ -158,8 +161,6 @@ def apply_workflow(summary: WorkflowSummary | None, rec: Recorded) -> WorkflowSu
         )
     cls = event.__class__
     if target == _SAME or target == summary.status:
-        if cls not in _FIELD_EVENTS and cls not in _TIMER_EVENTS:  # the common case: a step
-            return msgspec.structs.replace(summary, head=rec.stream_position)
         status = summary.status
     else:
         status = target
@@ -279,6 +280,20 @@ _TIMER_EVENTS: Final = frozenset({
     SleepStarted, StepAttemptFailed, WaitStarted, WorkflowPaused, WorkflowBlocked,
     WorkflowResumed, *_WAKES,
 })
+
+# Per event class, the statuses in which it changes nothing but the head (most step events).
+_HEAD_ONLY: Final[dict[type[Event], frozenset[str]]] = {
+    cls: frozenset(status for status, target in table.items()
+                   if target in (_SAME, status))
+    for cls, table in TRANSITIONS.items()
+    if cls not in _FIELD_EVENTS and cls not in _TIMER_EVENTS and cls is not WorkflowStarted
+}
+
+
+def advances_only_head(summary: WorkflowSummary | None, cls: type[Event]) -> bool:
+    """True when an event of class ``cls`` is allowed now and changes nothing but ``head``,
+    so a whole-log fold may skip building the new summary until the stream's last event."""
+    return summary is not None and summary.status in _HEAD_ONLY.get(cls, ())
 
 
 def quarantine(

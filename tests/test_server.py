@@ -322,6 +322,9 @@ async def states_until(conn: eventwf.AgentConnection, last: int) -> list[int]:
 async def test_a_stalled_client_blocks_nobody_and_is_closed_with_1013(
         db: str, monkeypatch: pytest.MonkeyPatch) -> None:  # P10
     monkeypatch.setattr(eventwf.server, "OUTBOUND_LIMIT", 64)
+    # `stalled` reads only after the others got everything: on busy cores that can take
+    # longer than the default grace, after which it would (rightly) be cut off with 1006
+    monkeypatch.setattr(eventwf.server, "SLOW_GRACE", 120.0)
     updates, blob = 200, "x" * 100_000  # 20 MB: more than the socket buffers hold
     async with running(db) as (engine, url):
         agent = await engine.get_agent(Counter, "c")

@@ -6,18 +6,21 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
+import msgspec
+
 from .._codec import decode_event
 from .._events import Recorded, parse_stream
 from .._fold import (
     AgentSummary,
     WorkflowSummary,
+    advances_only_head,
     apply_agent,
     apply_workflow,
     quarantine,
     quarantine_agent,
 )
 from ..errors import CorruptLogError, TransitionError
-from .log import checked_rows
+from .log import checked_batches
 
 __all__ = ["Folded", "fold_log"]
 
@@ -41,30 +44,45 @@ def fold_log(conn: sqlite3.Connection, genesis: bytes) -> Folded:
     out = Folded()
     bad: set[str] = set()  # quarantined streams: their later rows add nothing
     workflows, agents = out.workflows, out.agents
-    position = 0
-    for raw, problem in checked_rows(conn, genesis):
-        position, stream, version, time_us, type_name, data, _ = raw
-        out.events += 1
-        if stream in bad:
-            continue
-        kind, key, name = parse_stream(stream)
-        try:
-            if problem is not None:
-                raise CorruptLogError(f"event at log position {position}: {problem}",
-                                      position=position)
-            rec = Recorded(position, stream, version, time_us,
-                           decode_event(type_name, data, position=position))
-            if kind == "wf":
-                workflows[key] = apply_workflow(workflows.get(key), rec)
-            elif kind == "agent":
-                agents[key, name] = apply_agent(agents.get((key, name)), rec)
-            else:
-                raise CorruptLogError(f"event at log position {position} is on unknown "
-                                      f"stream {stream!r}", position=position)
-        except (CorruptLogError, TransitionError) as exc:
-            bad.add(stream)
-            _quarantine(out, position, time_us, stream, exc)
-    out.head = position
+    kinds: dict[str, tuple[str, str, str]] = {}  # parse_stream, once per stream
+    heads: dict[str, int] = {}  # versions of head-only events not yet folded in
+    position = events = 0
+    for rows in checked_batches(conn, genesis):
+        events += len(rows)
+        for raw, problem in rows:
+            position, stream, version, time_us, type_name, data, _ = raw
+            if stream in bad:
+                continue
+            parsed = kinds.get(stream)
+            if parsed is None:
+                parsed = kinds[stream] = parse_stream(stream)
+            kind, key, name = parsed
+            try:
+                if problem is not None:
+                    raise CorruptLogError(f"event at log position {position}: {problem}",
+                                          position=position)
+                event = decode_event(type_name, data, position=position)
+                if kind == "wf":
+                    summary = workflows.get(key)
+                    if advances_only_head(summary, event.__class__):
+                        heads[key] = version
+                    else:
+                        rec = Recorded(position, stream, version, time_us, event)
+                        workflows[key] = apply_workflow(summary, rec)
+                elif kind == "agent":
+                    rec = Recorded(position, stream, version, time_us, event)
+                    agents[key, name] = apply_agent(agents.get((key, name)), rec)
+                else:
+                    raise CorruptLogError(f"event at log position {position} is on unknown "
+                                          f"stream {stream!r}", position=position)
+            except (CorruptLogError, TransitionError) as exc:
+                bad.add(stream)
+                _quarantine(out, position, time_us, stream, exc)
+    for key, version in heads.items():
+        summary = workflows[key]
+        if version > summary.head:
+            workflows[key] = msgspec.structs.replace(summary, head=version)
+    out.head, out.events = position, events
     return out
 
 

@@ -30,18 +30,22 @@ def _raw_scan_decode(path: str) -> float:
     return count / elapsed
 
 
-def bench_rebuild(events: int) -> dict[str, Any]:
+def bench_rebuild(events: int, rounds: int = 2) -> dict[str, Any]:
+    """Best of ``rounds`` for the floor and for the rebuild, alternating, on a warm file."""
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "big.db")
         synthesize(path, events)
-        floor = _raw_scan_decode(path)
-        store = Store(path)
-        try:
-            start = time.perf_counter()
-            folded = store.rebuild_projections()
-            elapsed = time.perf_counter() - start
-        finally:
-            store.close()
+        floor = elapsed = 0.0
+        for _ in range(rounds):
+            floor = max(floor, _raw_scan_decode(path))
+            store = Store(path)
+            try:
+                start = time.perf_counter()
+                folded = store.rebuild_projections()
+                took = time.perf_counter() - start
+            finally:
+                store.close()
+            elapsed = took if not elapsed else min(elapsed, took)
         rate = folded.events / elapsed
         return {
             "benchmark": f"rebuild projections from a {folded.events:,}-event log",
@@ -52,4 +56,5 @@ def bench_rebuild(events: int) -> dict[str, Any]:
             "raw_scan_decode_per_s": round(floor),
             "ratio_to_raw": round(rate / floor, 3),
             "problems": len(folded.problems),
+            "rounds": rounds,
         }
