@@ -18,8 +18,8 @@ from .._codec import decode_event
 from .._events import Recorded
 from ..errors import CorruptLogError
 
-__all__ = ["LogRow", "ScanItem", "chain_hash", "checked_batches", "checked_rows", "read_stream",
-           "scan", "stream_head"]
+__all__ = ["LogRow", "ScanItem", "chain_hash", "checked_batches", "checked_rows", "plain_batches",
+           "read_stream", "scan", "stream_head"]
 
 _PACK = struct.Struct(">qqq").pack
 
@@ -215,6 +215,27 @@ def checked_batches(
             expected = position + 1
             append(((position, stream, version, time_us, type_name or "", data, digest),
                     problem))
+        yield out
+
+
+def plain_batches(
+    conn: sqlite3.Connection, through: int, *, batch: int = 2000
+) -> Iterator[list[tuple[tuple[Any, ...], str | None]]]:
+    """Rows 1..``through`` shaped like :func:`checked_batches`, with *no* checks: only for a
+    fold whose rows another pass checks (``chaincheck``); damaged text reads as U+FFFD."""
+    cursor = conn.execute(
+        "SELECT position, CAST(stream AS BLOB), stream_position, time_us, CAST(type AS BLOB), "
+        "data, hash FROM events WHERE position <= ? ORDER BY position", (through,))
+    texts: dict[Any, str] = {}
+    texts_get = texts.get
+    while rows := cursor.fetchmany(batch):
+        out: list[tuple[tuple[Any, ...], str | None]] = []
+        append = out.append
+        for position, raw_stream, version, time_us, raw_type, data, digest in rows:
+            stream, type_name = texts_get(raw_stream), texts_get(raw_type)
+            if stream is None or type_name is None:
+                stream, type_name = _texts(texts, raw_stream, raw_type)
+            append(((position, stream, version, time_us, type_name or "", data, digest), None))
         yield out
 
 

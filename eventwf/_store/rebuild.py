@@ -3,8 +3,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -20,9 +27,11 @@ from .._fold import (
     quarantine_agent,
 )
 from ..errors import CorruptLogError, TransitionError
-from .log import checked_batches
+from .log import checked_batches, plain_batches
 
-__all__ = ["Folded", "fold_log"]
+__all__ = ["PARALLEL_MIN_ROWS", "Folded", "fold_log"]
+
+logger = logging.getLogger("eventwf")
 
 
 @dataclass
@@ -36,18 +45,79 @@ class Folded:
     events: int = 0
 
 
-def fold_log(conn: sqlite3.Connection, genesis: bytes) -> Folded:
+def fold_log(conn: sqlite3.Connection, genesis: bytes, *, path: str | None = None) -> Folded:
     """One streaming pass: verify each row, decode it and apply it to its stream's fold.
 
     A row that fails quarantines its own stream only; the pass goes on with the rest.
+    With the log's ``path``, a large log on a machine with two cores is checked by a second
+    process (``chaincheck``) while this one folds; if that finds anything or cannot run,
+    the fold is redone here with every check, so the result is the same either way.
     """
+    through = conn.execute("SELECT max(position) FROM events").fetchone()[0] or 0
+    if path is not None and path != ":memory:" and through >= PARALLEL_MIN_ROWS and _cores() > 1:
+        checker = _start_checker(path, through)
+        if checker is not None:
+            try:
+                folded = _fold(plain_batches(conn, through))
+            except BaseException:
+                checker.kill()
+                checker.communicate()
+                raise
+            if _checked_clean(checker, path, through):
+                return folded
+    return _fold(checked_batches(conn, genesis))
+
+
+PARALLEL_MIN_ROWS = 100_000  # below this, starting a process costs more than it saves
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _start_checker(path: str, through: int) -> subprocess.Popen[bytes] | None:
+    package_root = str(Path(__file__).resolve().parents[2])  # so the child imports this copy
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
+    try:
+        return subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+            [sys.executable, "-m", "eventwf._store.chaincheck", path, str(through)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    except OSError as exc:
+        logger.warning("rebuild of %s: cannot start the checking process (%s); checking "
+                       "in this one", path, exc)
+        return None
+
+
+def _checked_clean(checker: subprocess.Popen[bytes], path: str, through: int) -> bool:
+    """True when the checker read rows 1..``through`` and found nothing wrong."""
+    out, err = checker.communicate()
+    try:
+        report = msgspec.json.decode(out, type=_Report)
+    except msgspec.DecodeError:
+        logger.warning("rebuild of %s: the checking process failed (exit %s: %s); checking "
+                       "in this one", path, checker.returncode,
+                       err.decode(errors="replace").strip()[-500:])
+        return False
+    return report.problem is None and report.rows == through
+
+
+class _Report(msgspec.Struct):
+    rows: int
+    problem: tuple[int, str] | None
+
+
+def _fold(batches: Iterable[list[tuple[tuple[Any, ...], str | None]]]) -> Folded:
     out = Folded()
     bad: set[str] = set()  # quarantined streams: their later rows add nothing
     workflows, agents = out.workflows, out.agents
     kinds: dict[str, tuple[str, str, str]] = {}  # parse_stream, once per stream
     heads: dict[str, int] = {}  # versions of head-only events not yet folded in
     position = events = 0
-    for rows in checked_batches(conn, genesis):
+    for rows in batches:
         events += len(rows)
         for raw, problem in rows:
             position, stream, version, time_us, type_name, data, _ = raw

@@ -350,7 +350,7 @@ class Store:
 
     def fold(self) -> Folded:
         """The projections as the log says they must be (a full verified pass)."""
-        return fold_log(self.conn, self.genesis)
+        return fold_log(self.conn, self.genesis, path=self.path)
 
     def rebuild_projections(self) -> Folded:
         """Replace the projection tables with a fold of the log, in one transaction."""
