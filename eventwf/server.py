@@ -106,23 +106,26 @@ class Connection:
     # -- the task ------------------------------------------------------------------------
 
     async def sender(self) -> None:
-        """Send queued messages until the connection is closed (by either side)."""
+        """Send queued messages until the connection is closed (by either side).
+
+        One cancel scope covers the loop (not one per message: this is the fan-out's hot
+        path); only an overflow gives it a deadline, ``SLOW_GRACE`` from then.
+        """
         try:
-            while True:
-                while self._queue:
-                    with trio.CancelScope() as scope:
-                        self._send_scope = scope
+            with trio.CancelScope() as scope:
+                self._send_scope = scope
+                while True:
+                    while self._queue:
                         await self._ws.send_message(self._queue.popleft())
-                    self._send_scope = None
-                    if scope.cancelled_caught:  # only SLOW_GRACE cancels it
-                        self.aborted = True
+                    if self.close_reason is not None:
                         return
-                if self.close_reason is not None:
-                    return
-                self._wake = trio.Event()
-                await self._wake.wait()
+                    self._wake = trio.Event()
+                    await self._wake.wait()
+            self.aborted = scope.cancelled_caught  # the grace ran out: cut it off
         except ConnectionClosed:
             return
+        finally:
+            self._send_scope = None
 
 
 def _state_message(state: Any, position: int) -> str:

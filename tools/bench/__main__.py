@@ -37,6 +37,8 @@ PLANS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str, Any]
     "idle": (lambda: bench_idle_in_subprocess(100_000), lambda: bench_idle_in_subprocess(2_000,
                                                                                        50)),
     "fanout": (lambda: bench_fanout(500, 20.0, 10.0), lambda: bench_fanout(20, 20.0, 2.0)),
+    "fanout-client": (lambda: bench_fanout(500, 20.0, 10.0, kind="eventwf"),
+                      lambda: bench_fanout(20, 20.0, 2.0, kind="eventwf")),
     "dbos": (lambda: bench_dbos(1000), lambda: bench_dbos(50)),
 }
 

@@ -1,10 +1,13 @@
 """Agent state fan-out: N WebSocket clients, S state changes per second.
 
 The server runs in this process; the clients in others (``python -m tools.bench.fanout
-URL N CHANGES``, two by default, as clients sit on other machines in real use and one
-Python process decoding 500 sockets' frames would measure itself, not the server), which
-check that every client got every change in order and report the delivery latencies
-(server wall time in the state to client receipt, same machine).
+URL N CHANGES KIND``, two by default, as clients sit on other machines in real use and
+one Python process decoding 500 sockets' frames would measure itself, not the server),
+which check that every client got every change in order and report the delivery
+latencies (wall time before ``set_state``, so including its durable commit, to client
+receipt; same machine). KIND ``raw`` is a minimal WebSocket client (what a browser page
+does: read a frame, parse the JSON); ``eventwf`` is ``eventwf.connect_agent``, which adds
+a reader task and a buffer per connection and so more load on the shared cores.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import trio
+from trio_websocket import open_websocket_url
 
 import eventwf
 from tools.bench.common import percentile
@@ -25,34 +30,49 @@ from tools.bench.common import percentile
 __all__ = ["bench_fanout"]
 
 
+_DECODE = msgspec.json.Decoder()
+
+
 class Ticker(eventwf.Agent):
     initial_state: Any = {"seq": 0, "sent": 0.0}
 
 
-async def _clients(url: str, count: int, changes: int) -> dict[str, Any]:
+async def _clients(url: str, count: int, changes: int, kind: str) -> dict[str, Any]:
     latencies: list[float] = []
     problems = 0
 
-    async def client(ready: trio.Event, connected: list[int]) -> None:
+    def got(state: dict[str, Any], expected: int) -> int:
+        """Record one state; the next expected sequence number."""
         nonlocal problems
+        latencies.append((time.time() - state["sent"]) * 1000)
+        if state["seq"] != expected:
+            problems += 1
+        return int(state["seq"]) + 1
+
+    async def eventwf_client(ready: trio.Event, connected: list[int]) -> None:
         async with eventwf.connect_agent(url, "Ticker", "t") as conn:
             connected.append(1)
             if len(connected) == count:
                 ready.set()
             expected = conn.state["seq"] + 1
             async for message in conn:
-                if message.get("type") != "state":
-                    continue
-                state = message["state"]
-                if state["seq"] == 0:
-                    continue
-                latencies.append((time.time() - state["sent"]) * 1000)
-                if state["seq"] != expected:
-                    problems += 1
-                expected = state["seq"] + 1
-                if state["seq"] >= changes:
-                    return
+                if message.get("type") == "state" and message["state"]["seq"] > 0:
+                    expected = got(message["state"], expected)
+                    if expected > changes:
+                        return
 
+    async def raw_client(ready: trio.Event, connected: list[int]) -> None:
+        async with open_websocket_url(f"{url}/agents/Ticker/t") as ws:
+            expected = _DECODE.decode(await ws.get_message())["state"]["seq"] + 1
+            connected.append(1)
+            if len(connected) == count:
+                ready.set()
+            while expected <= changes:
+                message = _DECODE.decode(await ws.get_message())
+                if message.get("type") == "state" and message["state"]["seq"] > 0:
+                    expected = got(message["state"], expected)
+
+    client = raw_client if kind == "raw" else eventwf_client
     ready = trio.Event()
     connected: list[int] = []
     async with trio.open_nursery() as nursery:
@@ -64,7 +84,8 @@ async def _clients(url: str, count: int, changes: int) -> dict[str, Any]:
             "latencies_ms": [round(x, 2) for x in latencies]}
 
 
-async def _serve(count: int, rate: float, seconds: float, processes: int) -> dict[str, Any]:
+async def _serve(count: int, rate: float, seconds: float, processes: int,
+                 kind: str) -> dict[str, Any]:
     changes = int(rate * seconds)
     shares = [count // processes + (i < count % processes) for i in range(processes)]
     outputs: list[bytes] = []
@@ -77,7 +98,7 @@ async def _serve(count: int, rate: float, seconds: float, processes: int) -> dic
                 for share in shares:
                     proc = await trio.lowlevel.open_process(
                         [sys.executable, "-m", "tools.bench.fanout",
-                         f"ws://127.0.0.1:{server.port}", str(share), str(changes)],
+                         f"ws://127.0.0.1:{server.port}", str(share), str(changes), kind],
                         stdout=subprocess.PIPE)
                     assert proc.stdout is not None
                     out = b""
@@ -102,7 +123,8 @@ async def _serve(count: int, rate: float, seconds: float, processes: int) -> dic
         received += part["received"]
         problems += part["out_of_order_or_missing"]
     return {"benchmark": f"state fan-out: {count} WebSocket clients, {rate:g} changes/s",
-            "clients": count, "client_processes": processes, "changes": changes,
+            "clients": count, "client": kind, "client_processes": processes,
+            "changes": changes,
             "expected_deliveries": count * changes, "received": received,
             "out_of_order_or_missing": problems,
             "p50_ms": round(percentile(latencies, 50), 1),
@@ -111,9 +133,10 @@ async def _serve(count: int, rate: float, seconds: float, processes: int) -> dic
 
 
 def bench_fanout(count: int, rate: float = 20.0, seconds: float = 10.0,
-                 processes: int = 2) -> dict[str, Any]:
-    return trio.run(_serve, count, rate, seconds, processes)
+                 processes: int = 2, kind: str = "raw") -> dict[str, Any]:
+    return trio.run(_serve, count, rate, seconds, processes, kind)
 
 
 if __name__ == "__main__":
-    print(json.dumps(trio.run(_clients, sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))
+    print(json.dumps(trio.run(_clients, sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),
+                              sys.argv[4])))
