@@ -81,28 +81,20 @@ def test_the_checker_reports_the_first_problem_with_its_position(
     assert main(["only-one-argument"]) == 2
 
 
-def test_a_checker_that_cannot_run_leaves_the_fold_to_this_process(
-        reference: str, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(("executable", "warning"), [
+    ("/nonexistent/python", "cannot start the checking process"),
+    ("/bin/false", "the checking process failed (exit 1"),
+])
+def test_a_checker_that_cannot_run_or_dies_leaves_the_fold_to_this_process(
+        reference: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        executable: str, warning: str) -> None:
     monkeypatch.setattr(rb, "PARALLEL_MIN_ROWS", 1)
     monkeypatch.setattr(rb, "_cores", lambda: 2)
-    monkeypatch.setattr(rb.sys, "executable", "/nonexistent/python")
+    monkeypatch.setattr(rb.sys, "executable", executable)
     with caplog.at_level(logging.WARNING, logger="eventwf"):
         fast, checked = _both(reference)
-    assert "cannot start the checking process" in caplog.text
+    assert warning in caplog.text
     assert fast.workflows == checked.workflows and fast.problems == checked.problems == []
-
-
-def test_a_checker_that_dies_leaves_the_fold_to_this_process(
-        reference: str, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(rb, "PARALLEL_MIN_ROWS", 1)
-    monkeypatch.setattr(rb, "_cores", lambda: 2)
-    monkeypatch.setattr(rb.sys, "executable", "/bin/false")
-    with caplog.at_level(logging.WARNING, logger="eventwf"):
-        fast, checked = _both(reference)
-    assert "the checking process failed (exit 1" in caplog.text
-    assert fast.workflows == checked.workflows
 
 
 def test_small_logs_and_single_cores_fold_in_one_process(

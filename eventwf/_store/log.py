@@ -22,6 +22,9 @@ __all__ = ["LogRow", "ScanItem", "chain_hash", "checked_batches", "checked_rows"
            "read_stream", "scan", "stream_head"]
 
 _PACK = struct.Struct(">qqq").pack
+# Text columns are read as blobs so that invalid UTF-8 is a finding, not an exception.
+_ROWS = ("SELECT position, CAST(stream AS BLOB), stream_position, time_us, CAST(type AS BLOB), "
+         "data, hash FROM events ")
 
 
 def chain_hash(
@@ -169,23 +172,16 @@ def checked_batches(
         prev = genesis if row is None else bytes(row[0])
     expected = from_position
     last_version: dict[str, int] = {}
-    cursor = conn.execute(
-        "SELECT position, CAST(stream AS BLOB), stream_position, time_us, CAST(type AS BLOB), "
-        "data, hash FROM events WHERE position >= ? ORDER BY position",
-        (from_position,),
-    )
+    cursor = conn.execute(_ROWS + "WHERE position >= ? ORDER BY position", (from_position,))
     versions_get = last_version.get
     texts: dict[Any, str] = {}  # each distinct stream/type blob decoded once
-    texts_get = texts.get
     pack, digest_of, resuming = _PACK, blake2b, from_position > 1
     alternative: bytes | None = None  # the chain value a damaged hash column should hold
     while rows := cursor.fetchmany(batch):
         out: list[tuple[tuple[Any, ...], str | None]] = []
         append = out.append
         for position, raw_stream, version, time_us, raw_type, data, digest in rows:
-            stream, type_name = texts_get(raw_stream), texts_get(raw_type)
-            if stream is None or type_name is None:
-                stream, type_name = _texts(texts, raw_stream, raw_type)
+            stream, type_name = _texts(texts, raw_stream, raw_type)
             if resuming and stream not in last_version:
                 last_version[stream] = _version_before(conn, stream, from_position)
             problem = None
@@ -223,24 +219,23 @@ def plain_batches(
 ) -> Iterator[list[tuple[tuple[Any, ...], str | None]]]:
     """Rows 1..``through`` shaped like :func:`checked_batches`, with *no* checks: only for a
     fold whose rows another pass checks (``chaincheck``); damaged text reads as U+FFFD."""
-    cursor = conn.execute(
-        "SELECT position, CAST(stream AS BLOB), stream_position, time_us, CAST(type AS BLOB), "
-        "data, hash FROM events WHERE position <= ? ORDER BY position", (through,))
+    cursor = conn.execute(_ROWS + "WHERE position <= ? ORDER BY position", (through,))
     texts: dict[Any, str] = {}
-    texts_get = texts.get
     while rows := cursor.fetchmany(batch):
         out: list[tuple[tuple[Any, ...], str | None]] = []
-        append = out.append
         for position, raw_stream, version, time_us, raw_type, data, digest in rows:
-            stream, type_name = texts_get(raw_stream), texts_get(raw_type)
-            if stream is None or type_name is None:
-                stream, type_name = _texts(texts, raw_stream, raw_type)
-            append(((position, stream, version, time_us, type_name or "", data, digest), None))
+            stream, type_name = _texts(texts, raw_stream, raw_type)
+            out.append(((position, stream, version, time_us, type_name or "", data, digest),
+                        None))
         yield out
 
 
-def _texts(cache: dict[bytes, str], raw_stream: Any, raw_type: Any) -> tuple[str, str | None]:
-    """Decode a row's stream and type blobs (type None: either is not UTF-8 text)."""
+def _texts(cache: dict[Any, str], raw_stream: Any, raw_type: Any) -> tuple[str, str | None]:
+    """A row's stream and type blobs as text, each distinct blob decoded once (type None:
+    either is not UTF-8 text, the stream then shown with replacement characters)."""
+    stream, type_name = cache.get(raw_stream), cache.get(raw_type)
+    if stream is not None and type_name is not None:
+        return stream, type_name
     try:
         stream, type_name = raw_stream.decode(), raw_type.decode()
     except (UnicodeDecodeError, AttributeError):
