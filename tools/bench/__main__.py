@@ -1,16 +1,19 @@
 """Benchmarks: eventwf beside the raw SQLite floor measured in the same run.
 
-    python -m tools.bench [--quick] [--json] [--only NAME ...] [--out FILE]
+    python -m tools.bench [--quick] [--json] [--only NAME ...] [--out FILE] [--profile]
 
 Every benchmark prints its figures and, where one exists, its floor from the same run
 (raw SQLite inserts or a raw scan-and-decode of the same bytes). This machine is shared
 and noisy: read the ratios, not the absolute rates. ``--quick`` runs small sizes (CI
 smoke run; nothing is asserted). ``--out`` writes the results and the machine as JSON.
+``--profile`` prints where each benchmark's time went (pyinstrument, if installed: it is
+a development tool, not a dependency) to standard error.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -43,6 +46,20 @@ PLANS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str, Any]
 }
 
 
+def _run(plan: Callable[[], dict[str, Any]], profile: bool) -> dict[str, Any]:
+    if not profile:
+        return plan()
+    from pyinstrument import Profiler  # optional development tool (checked in main)
+
+    profiler = Profiler(interval=0.0005)
+    profiler.start()
+    try:
+        return plan()
+    finally:
+        profiler.stop()
+        print(profiler.output_text(color=False, unicode=False), file=sys.stderr)
+
+
 def _show(result: dict[str, Any]) -> None:
     print(result["benchmark"])
     for key, value in result.items():
@@ -58,11 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON lines only")
     parser.add_argument("--only", nargs="+", choices=sorted(PLANS), help="run only these")
     parser.add_argument("--out", help="also write the results and the machine to this file")
+    parser.add_argument("--profile", action="store_true",
+                        help="print each benchmark's profile (needs pyinstrument) to stderr")
     args = parser.parse_args(argv)
+    if args.profile and importlib.util.find_spec("pyinstrument") is None:
+        parser.error("--profile needs pyinstrument: pip install pyinstrument")
     results = []
     for name in args.only or list(PLANS):
         started = time.perf_counter()
-        result = PLANS[name][1 if args.quick else 0]()
+        result = _run(PLANS[name][1 if args.quick else 0], args.profile)
         result["bench_seconds"] = round(time.perf_counter() - started, 1)
         results.append(result)
         if args.json:
