@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -217,53 +218,50 @@ def _last_position(conn: sqlite3.Connection, stream: str) -> int | None:
     return None if row is None else int(row[0])
 
 
-def _compare_workflows(conn: sqlite3.Connection, checker: Checker) -> None:
-    folded = checker.workflows
-    checker.report.workflows = len(folded)
-    cursor = conn.execute("SELECT " + ", ".join(WORKFLOW_COLUMNS)  # noqa: S608 - constants
-                          + " FROM workflows ORDER BY workflow_id")
-    while rows := cursor.fetchmany(500):
-        for stored in rows:
-            summary = folded.pop(stored[0], None)
-            stream = "wf:" + str(stored[0])
-            if summary is None:
-                message = f"workflow {stored[0]!r} has a projection row but no events"
-            else:
-                diff = _difference(WORKFLOW_COLUMNS, tuple(stored), workflow_row(summary))
-                if diff is None:
-                    continue
-                message = f"workflow {stored[0]!r}: {diff}"
-            checker.add(Problem("projection mismatch", _last_position(conn, stream), message,
-                                stream))
-    for key in sorted(folded):
-        stream = "wf:" + key
-        checker.add(Problem("projection mismatch", _last_position(conn, stream),
-                            f"workflow {key!r} has events but no projection row", stream))
+class _Table(NamedTuple):
+    """How one projection table is compared with the folds."""
+
+    select: str  # every column, in key order
+    columns: tuple[str, ...]
+    key: Callable[[tuple[Any, ...]], Any]  # stored row -> fold key
+    row: Callable[[Any], tuple[Any, ...]]  # fold -> row
+    name: Callable[[Any], str]  # fold key -> "workflow 'x'" / "agent C/n"
+    stream: Callable[[Any], str]
 
 
-def _compare_agents(conn: sqlite3.Connection, checker: Checker) -> None:
-    folded = checker.agents
-    checker.report.agents = len(folded)
-    cursor = conn.execute("SELECT " + ", ".join(AGENT_COLUMNS)  # noqa: S608 - constants
-                          + " FROM agents ORDER BY agent_class, agent_name")
+_WORKFLOWS = _Table(
+    "SELECT " + ", ".join(WORKFLOW_COLUMNS) + " FROM workflows ORDER BY workflow_id",  # noqa: S608
+    WORKFLOW_COLUMNS, lambda stored: stored[0], workflow_row,
+    lambda key: f"workflow {key!r}", lambda key: f"wf:{key}")
+_AGENTS = _Table(
+    "SELECT " + ", ".join(AGENT_COLUMNS)  # noqa: S608 - constants
+    + " FROM agents ORDER BY agent_class, agent_name",
+    AGENT_COLUMNS, lambda stored: (str(stored[0]), str(stored[1])), agent_row,
+    lambda key: f"agent {key[0]}/{key[1]}", lambda key: f"agent:{key[0]}/{key[1]}")
+
+
+def _compare(conn: sqlite3.Connection, checker: Checker, table: _Table,
+             folded: dict[Any, Any]) -> None:
+    """Every stored row against its fold, then every fold that has no row."""
+    cursor = conn.execute(table.select)
     while rows := cursor.fetchmany(500):
         for stored in rows:
-            key = (str(stored[0]), str(stored[1]))
+            key = table.key(stored)
             summary = folded.pop(key, None)
-            stream = f"agent:{key[0]}/{key[1]}"
             if summary is None:
-                message = f"agent {key[0]}/{key[1]} has a projection row but no events"
+                message = f"{table.name(key)} has a projection row but no events"
             else:
-                diff = _difference(AGENT_COLUMNS, tuple(stored), agent_row(summary))
+                diff = _difference(table.columns, tuple(stored), table.row(summary))
                 if diff is None:
                     continue
-                message = f"agent {key[0]}/{key[1]}: {diff}"
-            checker.add(Problem("projection mismatch", _last_position(conn, stream), message,
-                                stream))
-    for cls, name in sorted(folded):
-        stream = f"agent:{cls}/{name}"
-        checker.add(Problem("projection mismatch", _last_position(conn, stream),
-                            f"agent {cls}/{name} has events but no projection row", stream))
+                message = f"{table.name(key)}: {diff}"
+            checker.add(Problem("projection mismatch",
+                                _last_position(conn, table.stream(key)), message,
+                                table.stream(key)))
+    for key in sorted(folded):
+        checker.add(Problem("projection mismatch", _last_position(conn, table.stream(key)),
+                            f"{table.name(key)} has events but no projection row",
+                            table.stream(key)))
 
 
 def _projections(log: LogSource, conn: sqlite3.Connection, checker: Checker) -> None:
@@ -292,8 +290,10 @@ def _projections(log: LogSource, conn: sqlite3.Connection, checker: Checker) -> 
                                "eventwf keeps (another eventwf version wrote them); they were "
                                "not compared")
     else:
-        _compare_workflows(conn, checker)
-        _compare_agents(conn, checker)
+        checker.report.workflows = len(checker.workflows)
+        checker.report.agents = len(checker.agents)
+        _compare(conn, checker, _WORKFLOWS, checker.workflows)
+        _compare(conn, checker, _AGENTS, checker.agents)
         report.projections_checked = True
 
 
