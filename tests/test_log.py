@@ -7,7 +7,6 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,8 @@ from eventwf._fold import AgentSummary, WorkflowSummary, apply_agent, apply_work
 from eventwf._store import PendingRow, Store
 from eventwf._store.log import scan
 from eventwf.errors import CorruptLogError, StorageError
+
+from .eventlog_kit import raw
 
 STREAMS = ["wf:a", "wf:b", "agent:A/x"]
 ERR = ev.ErrorInfo("builtins.ValueError", "boom")
@@ -51,18 +52,6 @@ def tables(store: Store) -> dict[str, list[tuple[Any, ...]]]:
 
 def problems(store: Store) -> list[int]:
     return [item.row.position for item in scan(store.conn, store.genesis) if item.problem]
-
-
-@contextmanager
-def raw(path: str) -> Iterator[sqlite3.Connection]:
-    """A plain connection with the append-only triggers dropped (they come back on open)."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("DROP TRIGGER IF EXISTS events_no_update")
-        conn.execute("DROP TRIGGER IF EXISTS events_no_delete")
-        yield conn
-    finally:
-        conn.close()
 
 
 @pytest.fixture
