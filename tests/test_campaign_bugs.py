@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +61,29 @@ async def test_b1_a_clean_close_never_redelivers_a_callback(db: str) -> None:
 # -- B2 --------------------------------------------------------------------------------------
 
 
-def _tmpfs(path: Path) -> None:
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MB tmpfs (skipped without root to mount it), unmounted afterwards."""
+    path = tmp_path / "disk"
     path.mkdir()
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)],
                             capture_output=True, text=True)
     if result.returncode != 0:
         pytest.skip(f"needs a tmpfs (mount -t tmpfs needs root): {result.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _open(db: str) -> Any:
+    return eventwf.open_engine(db, agents=[HookAgent], workflows=[OneStep],
+                               wall_clock=virtual_wall)
+
+
+async def _one_finished_workflow(engine: eventwf.Engine) -> None:
+    agent = await engine.get_agent(HookAgent, "a")
+    await engine.wait_workflow(await agent.run_workflow("OneStep"))
 
 
 def _fill(path: Path) -> None:
@@ -78,45 +96,29 @@ def _fill(path: Path) -> None:
                 pass
 
 
-async def test_b2_closing_on_a_full_disk_releases_the_log(tmp_path: Path) -> None:
-    disk = tmp_path / "disk"
-    _tmpfs(disk)
-    db = str(disk / "log.db")
+async def test_b2_closing_on_a_full_disk_releases_the_log(small_disk: Path) -> None:
+    db = str(small_disk / "log.db")
     try:
-        try:
-            async with eventwf.open_engine(db, agents=[HookAgent], workflows=[OneStep],
-                                           wall_clock=virtual_wall) as engine:
-                agent = await engine.get_agent(HookAgent, "a")
-                await engine.wait_workflow(await agent.run_workflow("OneStep"))
-                _fill(disk / "balloon")
-        except StorageError:
-            pass  # refusing to close cleanly is fine; raising anything else is not
-        finally:
-            if (disk / "balloon").exists():
-                os.remove(disk / "balloon")
-        async with eventwf.open_engine(db, agents=[HookAgent], workflows=[OneStep],
-                                       wall_clock=virtual_wall) as engine:
-            assert engine.statistics().head > 0
+        async with _open(db) as engine:
+            await _one_finished_workflow(engine)
+            _fill(small_disk / "balloon")
+    except StorageError:
+        pass  # refusing to close cleanly is fine; raising anything else is not
     finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+        if (small_disk / "balloon").exists():
+            os.remove(small_disk / "balloon")
+    async with _open(db) as engine:
+        assert engine.statistics().head > 0
 
 
-async def test_b6_opening_on_a_full_disk_raises_storage_error(tmp_path: Path) -> None:
-    disk = tmp_path / "disk"
-    _tmpfs(disk)
-    db = str(disk / "log.db")
-    try:
-        async with eventwf.open_engine(db, agents=[HookAgent], workflows=[OneStep],
-                                       wall_clock=virtual_wall) as engine:
-            agent = await engine.get_agent(HookAgent, "a")
-            await engine.wait_workflow(await agent.run_workflow("OneStep"))
-        _fill(disk / "balloon")
-        with pytest.raises(StorageError):
-            async with eventwf.open_engine(db, agents=[HookAgent], workflows=[OneStep],
-                                           wall_clock=virtual_wall):
-                pass  # pragma: no cover
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+async def test_b6_opening_on_a_full_disk_raises_storage_error(small_disk: Path) -> None:
+    db = str(small_disk / "log.db")
+    async with _open(db) as engine:
+        await _one_finished_workflow(engine)
+    _fill(small_disk / "balloon")
+    with pytest.raises(StorageError):
+        async with _open(db):
+            pass  # pragma: no cover
 
 
 # -- B3 --------------------------------------------------------------------------------------
