@@ -9,6 +9,7 @@ No function here reads the clock, the database or a global: times come from the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -58,6 +59,7 @@ __all__ = [
     "advances_only_head",
     "apply_agent",
     "apply_workflow",
+    "head_only_statuses",
     "quarantine",
     "quarantine_agent",
 ]
@@ -137,43 +139,42 @@ def _describe(summary: WorkflowSummary | None) -> str:
 def apply_workflow(summary: WorkflowSummary | None, rec: Recorded) -> WorkflowSummary:
     """The summary after ``rec``; ``TransitionError`` if the event is not allowed now."""
     event = rec.event
-    if summary is not None and summary.status in _HEAD_ONLY.get(event.__class__, ()):
-        return msgspec.structs.replace(summary, head=rec.stream_position)  # a step: hot path
-    if summary is not None and summary.status == "unknown":
-        raise TransitionError(
-            f"workflow {summary.workflow_id!r} is quarantined (corrupt event at log position "
-            f"{summary.corrupt_position}); nothing more is appended to it"
-        )
-    if isinstance(event, WorkflowStarted):
-        return _start(summary, rec, event)
+    cls = event.__class__
+    if summary is not None:
+        status = summary.status
+        if status in _HEAD_ONLY.get(cls, ()):
+            return _replace(summary, head=rec.stream_position)  # a step: the hot path
+        if status == "unknown":
+            raise TransitionError(
+                f"workflow {summary.workflow_id!r} is quarantined (corrupt event at log "
+                f"position {summary.corrupt_position}); nothing more is appended to it"
+            )
+    if cls is WorkflowStarted:
+        return _start(summary, rec, event)  # type: ignore[arg-type]
     if summary is None:
         raise TransitionError(
-            f"{type(event).__name__} for workflow stream {rec.stream!r}, which was never started"
+            f"{cls.__name__} for workflow stream {rec.stream!r}, which was never started"
         )
-    table = TRANSITIONS.get(type(event))
+    table = TRANSITIONS.get(cls)
     if table is None:
-        raise TransitionError(f"{type(event).__name__} does not belong on a workflow stream")
-    target = table.get(summary.status)
+        raise TransitionError(f"{cls.__name__} does not belong on a workflow stream")
+    target = table.get(status)
     if target is None:
         raise TransitionError(
-            f"{type(event).__name__} is not allowed: workflow {summary.workflow_id!r} "
+            f"{cls.__name__} is not allowed: workflow {summary.workflow_id!r} "
             f"{_describe(summary)}"
         )
-    cls = event.__class__
-    if target == _SAME or target == summary.status:
-        status = summary.status
-    else:
-        status = target
-    changes: dict[str, Any] = {"head": rec.stream_position}
-    if status != summary.status:
-        changes.update(status=status, updated_us=rec.time_us)
-        if status in TERMINAL:
-            changes["completed_us"] = rec.time_us
-    if cls in _FIELD_EVENTS:
-        changes.update(_fields(summary, rec, event))
-    if cls in _TIMER_EVENTS:
-        changes.update(_timer_fields(summary, rec, event))
-    return msgspec.structs.replace(summary, **changes)
+    changes = _CHANGES.get(cls)
+    extra = _NOTHING if changes is None else changes(summary, rec, event)
+    if target in (_SAME, status):
+        return _replace(summary, **extra, head=rec.stream_position)
+    moved = {"status": target, "updated_us": rec.time_us, "head": rec.stream_position}
+    if target in TERMINAL:
+        moved["completed_us"] = rec.time_us
+    return _replace(summary, **{**moved, **extra})
+
+
+_replace = msgspec.structs.replace
 
 
 def _start(
@@ -203,91 +204,126 @@ def _start(
     )
 
 
-def _fields(summary: WorkflowSummary, rec: Recorded, event: Event) -> dict[str, Any]:
-    """Tracking fields that an event changes besides the status."""
-    match event:
-        case EventReceived():
-            return {"mailbox": summary.mailbox + 1}
-        case EventConsumed():
-            return {"mailbox": summary.mailbox - 1}
-        case WorkflowCompleted(output=output):
-            return {"output": output, "error_name": None, "error_message": None}
-        case WorkflowErrored(error=error) | WorkflowBlocked(error=error):
-            return {"error_name": error.name, "error_message": error.message}
-        case WorkflowResumed():
-            return {"error_name": None, "error_message": None}
-        case WorkflowRestarted(reset_tracking=reset):
-            changes: dict[str, Any] = {
-                "run": summary.run + 1,
-                "run_start": rec.stream_position,
-                "mailbox": 0,
-                "completed_us": None,
-                "output": None,
-                "error_name": None,
-                "error_message": None,
-                "updated_us": rec.time_us,
-            }
-            if reset:
-                changes["created_us"] = rec.time_us
-            return changes
-        case TrackingDeleted():
-            if not summary.tracked:
-                raise TransitionError(f"workflow {summary.workflow_id!r} is not tracked")
-            return {"tracked": False, "updated_us": rec.time_us}
-        case BindingMigrated(old_name=old, new_name=new):
-            if summary.workflow_name != old:
-                raise TransitionError(
-                    f"workflow {summary.workflow_id!r} has binding {summary.workflow_name!r}, "
-                    f"not {old!r}"
-                )
-            return {"workflow_name": new, "updated_us": rec.time_us}
-        case _:
-            return {}
+# What each event changes besides the status and the head: one function per event class
+# (a table, not a chain of ``match`` cases, because a whole-log rebuild runs it per event).
+# The timer fields say which timer or wait is pending, so idle workflows need no coroutine;
+# every event that ends a wait clears them, and a pause shifts the timer on resume.
+_Changes = dict[str, Any]
+_NOTHING: Final[_Changes] = {}
+_CLEARED: Final[_Changes] = {"wake_at_us": None, "wake_span_us": 0, "wait_type": None,
+                             "paused_us": None}
 
 
-_NO_TIMER: Final = {"wake_at_us": None, "wake_span_us": 0, "wait_type": None}
-_WAKES: Final = (SleepCompleted, StepRetrying, EventConsumed, WaitTimedOut, WorkflowRestarted,
-                 WorkflowTerminated, WorkflowCompleted, WorkflowErrored)
+def _received(s: WorkflowSummary, rec: Recorded, e: EventReceived) -> _Changes:
+    return {"mailbox": s.mailbox + 1}
 
 
-def _timer_fields(summary: WorkflowSummary, rec: Recorded, event: Event) -> dict[str, Any]:
-    """The pending timer or wait (so idle workflows need no coroutine), shifted by pauses."""
-    match event:
-        case SleepStarted(wake_at_us=wake, duration_us=span):
-            return {"wake_at_us": wake, "wake_span_us": span, "wait_type": None}
-        case StepAttemptFailed(retry_at_us=wake, delay_us=span):
-            return {"wake_at_us": wake, "wake_span_us": span, "wait_type": None}
-        case WaitStarted(timeout_at_us=wake, timeout_us=span, event_type=event_type):
-            return {"wake_at_us": wake, "wake_span_us": span, "wait_type": event_type}
-        case WorkflowPaused() | WorkflowBlocked() if summary.paused_us is None:
-            return {"paused_us": rec.time_us}
-        case WorkflowResumed() if summary.paused_us is not None:
-            shifted = None if summary.wake_at_us is None else (
-                summary.wake_at_us + rec.time_us - summary.paused_us)
-            return {"paused_us": None, "wake_at_us": shifted}
-        case _ if isinstance(event, _WAKES):
-            return {**_NO_TIMER, "paused_us": None}
-        case _:
-            return {}
+def _consumed(s: WorkflowSummary, rec: Recorded, e: EventConsumed) -> _Changes:
+    return {"mailbox": s.mailbox - 1, **_CLEARED}
 
 
-# Which events can change fields besides the status (the rest skip those functions).
-_FIELD_EVENTS: Final = frozenset({
-    EventReceived, EventConsumed, WorkflowCompleted, WorkflowErrored, WorkflowBlocked,
-    WorkflowResumed, WorkflowRestarted, TrackingDeleted, BindingMigrated,
-})
-_TIMER_EVENTS: Final = frozenset({
-    SleepStarted, StepAttemptFailed, WaitStarted, WorkflowPaused, WorkflowBlocked,
-    WorkflowResumed, *_WAKES,
-})
+def _cleared(s: WorkflowSummary, rec: Recorded, e: Event) -> _Changes:
+    return _CLEARED
+
+
+def _completed(s: WorkflowSummary, rec: Recorded, e: WorkflowCompleted) -> _Changes:
+    return {"output": e.output, "error_name": None, "error_message": None, **_CLEARED}
+
+
+def _errored(s: WorkflowSummary, rec: Recorded, e: WorkflowErrored) -> _Changes:
+    return {"error_name": e.error.name, "error_message": e.error.message, **_CLEARED}
+
+
+def _sleeping(s: WorkflowSummary, rec: Recorded, e: SleepStarted) -> _Changes:
+    return {"wake_at_us": e.wake_at_us, "wake_span_us": e.duration_us, "wait_type": None}
+
+
+def _backing_off(s: WorkflowSummary, rec: Recorded, e: StepAttemptFailed) -> _Changes:
+    return {"wake_at_us": e.retry_at_us, "wake_span_us": e.delay_us, "wait_type": None}
+
+
+def _waiting(s: WorkflowSummary, rec: Recorded, e: WaitStarted) -> _Changes:
+    return {"wake_at_us": e.timeout_at_us, "wake_span_us": e.timeout_us,
+            "wait_type": e.event_type}
+
+
+def _paused(s: WorkflowSummary, rec: Recorded, e: WorkflowPaused) -> _Changes:
+    return {"paused_us": rec.time_us} if s.paused_us is None else _NOTHING
+
+
+def _blocked(s: WorkflowSummary, rec: Recorded, e: WorkflowBlocked) -> _Changes:
+    changes: _Changes = {"error_name": e.error.name, "error_message": e.error.message}
+    if s.paused_us is None:
+        changes["paused_us"] = rec.time_us
+    return changes
+
+
+def _resumed(s: WorkflowSummary, rec: Recorded, e: WorkflowResumed) -> _Changes:
+    changes: _Changes = {"error_name": None, "error_message": None}
+    if s.paused_us is not None:
+        changes["paused_us"] = None
+        if s.wake_at_us is not None:
+            changes["wake_at_us"] = s.wake_at_us + rec.time_us - s.paused_us
+    return changes
+
+
+def _restarted(s: WorkflowSummary, rec: Recorded, e: WorkflowRestarted) -> _Changes:
+    changes: _Changes = {
+        "run": s.run + 1, "run_start": rec.stream_position, "mailbox": 0,
+        "completed_us": None, "output": None, "error_name": None, "error_message": None,
+        "updated_us": rec.time_us, **_CLEARED,
+    }
+    if e.reset_tracking:
+        changes["created_us"] = rec.time_us
+    return changes
+
+
+def _untracked(s: WorkflowSummary, rec: Recorded, e: TrackingDeleted) -> _Changes:
+    if not s.tracked:
+        raise TransitionError(f"workflow {s.workflow_id!r} is not tracked")
+    return {"tracked": False, "updated_us": rec.time_us}
+
+
+def _migrated(s: WorkflowSummary, rec: Recorded, e: BindingMigrated) -> _Changes:
+    if s.workflow_name != e.old_name:
+        raise TransitionError(
+            f"workflow {s.workflow_id!r} has binding {s.workflow_name!r}, not {e.old_name!r}"
+        )
+    return {"workflow_name": e.new_name, "updated_us": rec.time_us}
+
+
+_CHANGES: Final[dict[type[Event], Callable[[WorkflowSummary, Recorded, Any], _Changes]]] = {
+    EventReceived: _received,
+    EventConsumed: _consumed,
+    SleepCompleted: _cleared,
+    StepRetrying: _cleared,
+    WaitTimedOut: _cleared,
+    WorkflowTerminated: _cleared,
+    WorkflowCompleted: _completed,
+    WorkflowErrored: _errored,
+    SleepStarted: _sleeping,
+    StepAttemptFailed: _backing_off,
+    WaitStarted: _waiting,
+    WorkflowPaused: _paused,
+    WorkflowBlocked: _blocked,
+    WorkflowResumed: _resumed,
+    WorkflowRestarted: _restarted,
+    TrackingDeleted: _untracked,
+    BindingMigrated: _migrated,
+}
 
 # Per event class, the statuses in which it changes nothing but the head (most step events).
 _HEAD_ONLY: Final[dict[type[Event], frozenset[str]]] = {
     cls: frozenset(status for status, target in table.items()
                    if target in (_SAME, status))
     for cls, table in TRANSITIONS.items()
-    if cls not in _FIELD_EVENTS and cls not in _TIMER_EVENTS and cls is not WorkflowStarted
+    if cls not in _CHANGES and cls is not WorkflowStarted
 }
+
+
+def head_only_statuses(cls: type[Event]) -> frozenset[str]:
+    """The statuses in which an event of class ``cls`` is allowed and changes only ``head``."""
+    return _HEAD_ONLY.get(cls, frozenset())
 
 
 def advances_only_head(summary: WorkflowSummary | None, cls: type[Event]) -> bool:
@@ -356,31 +392,30 @@ def apply_agent(summary: AgentSummary | None, rec: Recorded) -> AgentSummary:
             f"agent {summary.agent_class}/{summary.name} is quarantined (corrupt event at log "
             f"position {summary.corrupt_position})"
         )
-    changes: dict[str, Any] = {"head": rec.stream_position}
-    match event:
-        case AgentStateSet(state=state) | AgentStateReset(state=state):
-            changes.update(state=state, has_state=True, state_position=rec.position)
-        case AgentStateMerged(partial=partial, initial=initial):
-            base = summary.state if summary.has_state else initial
-            if not isinstance(base, dict):
-                raise TransitionError(
-                    f"merge into agent {summary.agent_class}/{summary.name} needs a dict state; "
-                    f"it is {type(base).__name__ if summary.has_state else 'unset'}"
-                )
-            changes.update(state={**base, **partial}, has_state=True,
-                           state_position=rec.position)
-        case CallbackScheduled():
-            changes.update(last_callback=rec.position)
-        case CallbacksDelivered(through=through):
-            if through < summary.delivered_through or through > rec.position:
-                raise TransitionError(
-                    f"callbacks of agent {summary.agent_class}/{summary.name} delivered through "
-                    f"{through}, but the cursor is at {summary.delivered_through}"
-                )
-            changes.update(delivered_through=through)
-        case _:
-            raise TransitionError(f"{type(event).__name__} does not belong on an agent stream")
-    return msgspec.structs.replace(summary, **changes)
+    head = rec.stream_position
+    if isinstance(event, CallbackScheduled):  # the common cases first, without a dict
+        return _replace(summary, head=head, last_callback=rec.position)
+    if isinstance(event, AgentStateSet | AgentStateReset):
+        return _replace(summary, head=head, state=event.state, has_state=True,
+                        state_position=rec.position)
+    if isinstance(event, CallbacksDelivered):
+        through = event.through
+        if through < summary.delivered_through or through > rec.position:
+            raise TransitionError(
+                f"callbacks of agent {summary.agent_class}/{summary.name} delivered through "
+                f"{through}, but the cursor is at {summary.delivered_through}"
+            )
+        return _replace(summary, head=head, delivered_through=through)
+    if isinstance(event, AgentStateMerged):
+        base = summary.state if summary.has_state else event.initial
+        if not isinstance(base, dict):
+            raise TransitionError(
+                f"merge into agent {summary.agent_class}/{summary.name} needs a dict state; "
+                f"it is {type(base).__name__ if summary.has_state else 'unset'}"
+            )
+        return _replace(summary, head=head, state={**base, **event.partial}, has_state=True,
+                        state_position=rec.position)
+    raise TransitionError(f"{type(event).__name__} does not belong on an agent stream")
 
 
 def quarantine_agent(

@@ -4,18 +4,19 @@ the result must be exactly the checked fold's, whatever the checker finds or fai
 from __future__ import annotations
 
 import logging
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
-from eventwf._store import Store
+from eventwf._store import Store, chaincheck
 from eventwf._store import rebuild as rb
 from eventwf._store.chaincheck import check_rows, main
 from eventwf._store.rebuild import Folded, fold_log
 
-from .eventlog_kit import build, copy, flip_byte, head, position_of
+from .eventlog_kit import build, copy, flip_byte, head, position_of, raw, rechain
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +30,13 @@ def parallel(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     monkeypatch.setattr(rb, "PARALLEL_MIN_ROWS", 1)
     monkeypatch.setattr(rb, "_cores", lambda: 2)
     verdicts: list[Any] = []
-    clean = rb._checked_clean
+    accept = rb._accept
 
-    def spy(checker: subprocess.Popen[bytes], path: str, through: int) -> bool:
-        verdicts.append(clean(checker, path, through))
+    def spy(*args: Any) -> bool:
+        verdicts.append(accept(*args))
         return bool(verdicts[-1])
 
-    monkeypatch.setattr(rb, "_checked_clean", spy)
+    monkeypatch.setattr(rb, "_accept", spy)
     return verdicts
 
 
@@ -68,16 +69,86 @@ def test_a_damaged_row_makes_the_checked_fold_decide(
     assert fast.workflows["job-1"].status == "unknown"
 
 
+def test_a_step_row_that_chains_but_does_not_decode_is_caught_by_the_checker(
+        reference: str, parallel: list[Any], tmp_path: Path) -> None:
+    """The fast fold does not decode head-only step rows: the checker must decode them."""
+    path = copy(reference, tmp_path / "undecodable.db")
+    bad = position_of(path, "wf:job-1", "step.succeeded")
+    flip_byte(path, bad)
+    rechain(path, bad)  # the chain now vouches for the damaged bytes
+    fast, checked = _both(path)
+    assert parallel == [False]
+    assert fast.problems == checked.problems and fast.problems[0][0] == bad
+    assert "cannot be decoded" in fast.problems[0][1]
+    assert fast.workflows == checked.workflows
+    assert fast.workflows["job-1"].status == "unknown"
+
+
+def test_rebuild_projections_replaces_a_tentative_fold_the_checker_rejects(
+        reference: str, parallel: list[Any], tmp_path: Path) -> None:
+    """The tentative fold is written before the verdict; a rejected one never commits."""
+    path = copy(reference, tmp_path / "flipped.db")
+    flip_byte(path, position_of(path, "wf:job-1", "step.succeeded"))
+    store = Store(path)
+    try:
+        folded = store.rebuild_projections()
+        stored = store.conn.execute(
+            "SELECT workflow_id, status FROM workflows ORDER BY workflow_id").fetchall()
+        checked = fold_log(store.conn, store.genesis)
+    finally:
+        store.close()
+    assert parallel == [False]
+    assert folded.workflows == checked.workflows
+    assert stored == sorted((k, s.status) for k, s in checked.workflows.items())
+    assert dict(stored)["job-1"] == "unknown"
+
+
+mutations = st.lists(st.tuples(st.sampled_from(["copy", "swap"]), st.integers(1, 55),
+                               st.integers(1, 55)), min_size=1, max_size=3)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=mutations)
+@example(changes=[("copy", 45, 43)])  # a step after the last sleep.started: at the end
+@example(changes=[("copy", 12, 8)])  # a step while waiting, in the middle of a stream
+@example(changes=[("swap", 2, 8)])  # a step before the workflow starts
+def test_the_split_fold_equals_the_checked_fold_on_any_rechained_history(
+        reference: str, parallel: list[Any], tmp_path: Path,
+        changes: list[tuple[str, int, int]]) -> None:
+    """Rows given another row's event (steps where steps are not allowed, agent events on
+    workflow streams, ...) with the chain recomputed, so only the fold can object."""
+    path = copy(reference, tmp_path / f"mutated-{len(parallel)}.db")
+    with raw(path) as conn:
+        for op, p, q in changes:
+            rows = {pos: conn.execute("SELECT type, data FROM events WHERE position = ?",
+                                      (pos,)).fetchone() for pos in (p, q)}
+            conn.execute("UPDATE events SET type = ?, data = ? WHERE position = ?",
+                         (*rows[q], p))
+            if op == "swap":
+                conn.execute("UPDATE events SET type = ?, data = ? WHERE position = ?",
+                             (*rows[p], q))
+    rechain(path, 1)
+    fast, checked = _both(path)
+    assert fast.workflows == checked.workflows and fast.agents == checked.agents
+    assert (fast.problems, fast.head, fast.events) == (checked.problems, checked.head,
+                                                       checked.events)
+
+
 def test_the_checker_reports_the_first_problem_with_its_position(
         reference: str, tmp_path: Path) -> None:
-    assert check_rows(reference, head(reference)) == (head(reference), None)
-    assert check_rows(reference, 3) == (3, None)  # stops at THROUGH
+    whole = check_rows(reference, head(reference))
+    checked = _both(reference)[1]
+    assert (whole.rows, whole.problem) == (head(reference), None)
+    assert {(a.agent_class, a.name): a for a in whole.agents} == checked.agents
+    assert whole.heads == {"wf:" + k: s.head for k, s in checked.workflows.items()}
+    assert (check_rows(reference, 3).rows, check_rows(reference, 3).problem) == (3, None)
     path = copy(reference, tmp_path / "flipped.db")
     bad = position_of(path, "wf:job-1", "step.succeeded")
     flip_byte(path, bad)
-    rows, problem = check_rows(path, head(path))
-    assert rows == bad and problem is not None and problem[0] == bad
-    assert "checksum" in problem[1]
+    report = check_rows(path, head(path))
+    assert report.rows == bad and report.problem is not None and report.problem[0] == bad
+    assert "checksum" in report.problem[1]
     assert main(["only-one-argument"]) == 2
 
 
@@ -90,7 +161,7 @@ def test_a_checker_that_cannot_run_or_dies_leaves_the_fold_to_this_process(
         executable: str, warning: str) -> None:
     monkeypatch.setattr(rb, "PARALLEL_MIN_ROWS", 1)
     monkeypatch.setattr(rb, "_cores", lambda: 2)
-    monkeypatch.setattr(rb.sys, "executable", executable)
+    monkeypatch.setattr(chaincheck.sys, "executable", executable)
     with caplog.at_level(logging.WARNING, logger="eventwf"):
         fast, checked = _both(reference)
     assert warning in caplog.text
@@ -102,7 +173,7 @@ def test_small_logs_and_single_cores_fold_in_one_process(
     def refuse(path: str, through: int) -> None:
         raise AssertionError("no checker process for this log")
 
-    monkeypatch.setattr(rb, "_start_checker", refuse)
+    monkeypatch.setattr(rb, "start_checker", refuse)
     _both(reference)  # below PARALLEL_MIN_ROWS
     monkeypatch.setattr(rb, "PARALLEL_MIN_ROWS", 1)
     monkeypatch.setattr(rb, "_cores", lambda: 1)

@@ -1,52 +1,122 @@
-"""Check a log's rows in a second process while the first folds them (a full rebuild).
+"""The second process of a large rebuild: it checks every row while the first folds.
 
     python -m eventwf._store.chaincheck PATH THROUGH
 
-Runs exactly the checks of :func:`checked_batches` (positions, UTF-8 text, hash chain,
-stream versions) on rows 1..THROUGH through its own read-only connection and prints one
-JSON object: ``{"rows": N, "problem": null}`` or the first problem as ``[position, text]``.
-Hashing is the costliest part of a rebuild and holds the GIL, so another process, not a
-thread, is what lets it run beside the fold. Arguments and results are JSON, never pickle.
+On rows 1..THROUGH, through its own read-only connection, it runs exactly the checks of
+:func:`checked_batches` (positions, UTF-8 text, hash chain, stream versions), decodes every
+event, folds the agent streams and notes each workflow stream's last version. It writes
+one msgpack :class:`Report` to stdout (never pickle). The first process therefore reads only
+the workflow rows that can change a summary (rebuild.py); a report with a problem sends it
+back to the fully checked fold, which alone decides quarantines. Hashing and decoding hold
+the GIL, so another process, not a thread, is what lets them run beside the fold.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import sqlite3
+import subprocess
 import sys
+from pathlib import Path
 
 import msgspec
 
+from .._codec import decode_event
+from .._events import Recorded, parse_stream
+from .._fold import AgentSummary, apply_agent
+from ..errors import CorruptLogError, TransitionError
 from .log import checked_batches
 from .schema import connect, get_meta
 
-__all__ = ["check_rows"]
+__all__ = ["Report", "check_rows", "read_report", "start_checker"]
+
+logger = logging.getLogger("eventwf")
 
 
-def check_rows(path: str, through: int) -> tuple[int, tuple[int, str] | None]:
-    """(rows checked, first problem or None) for rows 1..``through`` of the log at ``path``."""
+class Report(msgspec.Struct):
+    """What the checker found: rows read, the first problem (position, text) or None, the
+    agents' summaries and every workflow stream's last version (``wf:…`` -> version)."""
+
+    rows: int
+    problem: tuple[int, str] | None
+    agents: list[AgentSummary] = []
+    heads: dict[str, int] = {}
+
+
+def check_rows(path: str, through: int) -> Report:
+    """The report for rows 1..``through`` of the log at ``path`` (stops at the first problem)."""
     conn = connect(path, readonly=True)
     try:
         genesis = get_meta(conn, "genesis")
         if genesis is None:
-            return 0, (0, f"{path} has no genesis in its meta table")
-        rows = 0
-        for batch in checked_batches(conn, bytes.fromhex(genesis)):
-            for raw, problem in batch:
-                if raw[0] > through:
-                    return rows, None
-                rows += 1
-                if problem is not None:
-                    return rows, (raw[0], problem)
-        return rows, None
+            return Report(0, (0, f"{path} has no genesis in its meta table"))
+        return _check(conn, bytes.fromhex(genesis), through)
     finally:
         conn.close()
+
+
+def _check(conn: sqlite3.Connection, genesis: bytes, through: int) -> Report:
+    agents: dict[tuple[str, str], AgentSummary] = {}
+    kinds: dict[str, tuple[str, str, str]] = {}
+    versions: dict[str, int] = {}  # every stream's last version, filled in by checked_batches
+    rows = 0
+    for batch in checked_batches(conn, genesis, through=through, versions=versions):
+        for (position, stream, version, time_us, type_name, data, _), problem in batch:
+            rows += 1
+            if problem is not None:
+                return Report(rows, (position, problem))
+            try:
+                event = decode_event(type_name, data, position=position)
+                if stream[:3] == "wf:":
+                    continue
+                kind, agent_class, name = kinds.get(stream) or kinds.setdefault(
+                    stream, parse_stream(stream))
+                if kind != "agent":
+                    return Report(rows, (position, f"stream {stream!r} is not a known kind"))
+                key = (agent_class, name)
+                agents[key] = apply_agent(agents.get(key),
+                                          Recorded(position, stream, version, time_us, event))
+            except (CorruptLogError, TransitionError) as exc:
+                return Report(rows, (position, str(exc)))
+    heads = {stream: version for stream, version in versions.items() if stream[:3] == "wf:"}
+    return Report(rows, None, list(agents.values()), heads)
+
+
+def start_checker(path: str, through: int) -> subprocess.Popen[bytes] | None:
+    """This module as a child process on rows 1..``through``; None (logged) if it cannot
+    start."""
+    package_root = str(Path(__file__).resolve().parents[2])  # so the child imports this copy
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
+    try:
+        return subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+            [sys.executable, "-m", "eventwf._store.chaincheck", path, str(through)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    except OSError as exc:
+        logger.warning("rebuild of %s: cannot start the checking process (%s); checking "
+                       "in this one", path, exc)
+        return None
+
+
+def read_report(checker: subprocess.Popen[bytes], path: str) -> Report | None:
+    """The child's report (waits for it); None, logged, if it failed to give one."""
+    out, err = checker.communicate()
+    try:
+        return msgspec.msgpack.decode(out, type=Report)
+    except msgspec.DecodeError:
+        logger.warning("rebuild of %s: the checking process failed (exit %s: %s); checking "
+                       "in this one", path, checker.returncode,
+                       err.decode(errors="replace").strip()[-500:])
+        return None
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or not argv[1].isdigit():
         print("usage: python -m eventwf._store.chaincheck PATH THROUGH", file=sys.stderr)
         return 2
-    rows, problem = check_rows(argv[0], int(argv[1]))
-    sys.stdout.buffer.write(msgspec.json.encode({"rows": rows, "problem": problem}) + b"\n")
+    report = check_rows(argv[0], int(argv[1]))
+    sys.stdout.buffer.write(msgspec.msgpack.encode(report))
     return 0
 
 

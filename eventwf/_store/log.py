@@ -18,8 +18,8 @@ from .._codec import decode_event
 from .._events import Recorded
 from ..errors import CorruptLogError
 
-__all__ = ["LogRow", "ScanItem", "chain_hash", "checked_batches", "checked_rows", "plain_batches",
-           "read_stream", "scan", "stream_head"]
+__all__ = ["LogRow", "ScanItem", "chain_hash", "checked_batches", "checked_rows",
+           "read_stream", "scan", "stream_head", "workflow_rows"]
 
 _PACK = struct.Struct(">qqq").pack
 # Text columns are read as blobs so that invalid UTF-8 is a finding, not an exception.
@@ -161,9 +161,12 @@ def checked_rows(
 
 
 def checked_batches(
-    conn: sqlite3.Connection, genesis: bytes, *, from_position: int = 1, batch: int = 2000
+    conn: sqlite3.Connection, genesis: bytes, *, from_position: int = 1, batch: int = 2000,
+    through: int | None = None, versions: dict[str, int] | None = None,
 ) -> Iterator[list[tuple[tuple[Any, ...], str | None]]]:
-    """:func:`checked_rows` a batch at a time (a list per fetch: no generator switch per row)."""
+    """:func:`checked_rows` a batch at a time (a list per fetch: no generator switch per row),
+    up to position ``through`` if given; ``versions``, if given, receives each stream's last
+    version as rows are read."""
     prev = genesis
     if from_position > 1:
         row = conn.execute(
@@ -171,19 +174,23 @@ def checked_batches(
         ).fetchone()
         prev = genesis if row is None else bytes(row[0])
     expected = from_position
-    last_version: dict[str, int] = {}
-    cursor = conn.execute(_ROWS + "WHERE position >= ? ORDER BY position", (from_position,))
+    last_version: dict[str, int] = {} if versions is None else versions
+    cursor = conn.execute(_ROWS + "WHERE position >= ? AND position <= ? ORDER BY position",
+                          (from_position, (1 << 63) - 1 if through is None else through))
     versions_get = last_version.get
     texts: dict[Any, str] = {}  # each distinct stream/type blob decoded once
+    texts_get = texts.get
     pack, digest_of, resuming = _PACK, blake2b, from_position > 1
     alternative: bytes | None = None  # the chain value a damaged hash column should hold
     while rows := cursor.fetchmany(batch):
         out: list[tuple[tuple[Any, ...], str | None]] = []
         append = out.append
         for position, raw_stream, version, time_us, raw_type, data, digest in rows:
-            stream, type_name = _texts(texts, raw_stream, raw_type)
-            if resuming and stream not in last_version:
-                last_version[stream] = _version_before(conn, stream, from_position)
+            stream, type_name = texts_get(raw_stream), texts_get(raw_type)
+            if stream is None or type_name is None:
+                stream, type_name = _texts(texts, raw_stream, raw_type)
+                if resuming and stream not in last_version:
+                    last_version[stream] = _version_before(conn, stream, from_position)
             problem = None
             if position != expected:
                 problem = f"log positions jump from {expected - 1} to {position}"
@@ -214,19 +221,24 @@ def checked_batches(
         yield out
 
 
-def plain_batches(
-    conn: sqlite3.Connection, through: int, *, batch: int = 2000
-) -> Iterator[list[tuple[tuple[Any, ...], str | None]]]:
-    """Rows 1..``through`` shaped like :func:`checked_batches`, with *no* checks: only for a
-    fold whose rows another pass checks (``chaincheck``); damaged text reads as U+FFFD."""
-    cursor = conn.execute(_ROWS + "WHERE position <= ? ORDER BY position", (through,))
+def workflow_rows(
+    conn: sqlite3.Connection, through: int, skip_types: tuple[str, ...], *, batch: int = 2000
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Rows 1..``through`` of workflow streams whose type is not in ``skip_types``, as
+    (position, stream, version, time_us, type, data), with *no* checks: only for a fold
+    whose rows another pass checks (``chaincheck``); damaged text reads as U+FFFD."""
+    marks = ", ".join("?" for _ in skip_types)  # placeholders only: the types are bound
+    cursor = conn.execute(
+        "SELECT position, CAST(stream AS BLOB), stream_position, time_us, CAST(type AS BLOB), "  # noqa: S608
+        "data FROM events WHERE position <= ? AND stream >= 'wf:' AND stream < 'wf;' "
+        f"AND type NOT IN ({marks}) ORDER BY position", (through, *skip_types))
     texts: dict[Any, str] = {}
     while rows := cursor.fetchmany(batch):
-        out: list[tuple[tuple[Any, ...], str | None]] = []
-        for position, raw_stream, version, time_us, raw_type, data, digest in rows:
+        out: list[tuple[Any, ...]] = []
+        append = out.append
+        for position, raw_stream, version, time_us, raw_type, data in rows:
             stream, type_name = _texts(texts, raw_stream, raw_type)
-            out.append(((position, stream, version, time_us, type_name or "", data, digest),
-                        None))
+            append((position, stream, version, time_us, type_name or "", data))
         yield out
 
 

@@ -1,37 +1,49 @@
 """Fold the whole log into projections: used on open when projections lag the log, by
-``rebuild-projections`` and by ``verify`` (which compares the result with the tables)."""
+``rebuild-projections`` and by ``verify`` (which compares the result with the tables).
+
+Theory of operation. The checked fold reads every row, checks it (hash chain, positions,
+versions, text), decodes it and applies it; a bad row quarantines its own stream. On a
+large log with two cores the work is split in two processes instead (spec L9a): the
+checker (``chaincheck``) checks and decodes every row and folds the agents, while this
+process folds only the workflow rows that can change a summary. Step rows (most of a log)
+change nothing but the head, and only while the workflow runs; this process skips them and
+checks that from the gaps they leave in each stream's versions. Anything the split cannot
+vouch for sends the whole log to the checked fold, so the result is always the checked one.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import sqlite3
-import subprocess
-import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from .._codec import decode_event
-from .._events import Recorded, parse_stream
+from .._events import Recorded, StepFailed, StepSucceeded, parse_stream
 from .._fold import (
     AgentSummary,
     WorkflowSummary,
     advances_only_head,
     apply_agent,
     apply_workflow,
+    head_only_statuses,
     quarantine,
     quarantine_agent,
 )
 from ..errors import CorruptLogError, TransitionError
-from .log import checked_batches, plain_batches
+from .chaincheck import Report, read_report, start_checker
+from .log import checked_batches, workflow_rows
 
-__all__ = ["PARALLEL_MIN_ROWS", "Folded", "fold_log"]
+__all__ = ["PARALLEL_MIN_ROWS", "Folded", "PendingFold", "fold_log", "fold_tentatively"]
 
 logger = logging.getLogger("eventwf")
+
+PARALLEL_MIN_ROWS = 100_000  # below this, starting a process costs more than it saves
 
 
 @dataclass
@@ -49,26 +61,61 @@ def fold_log(conn: sqlite3.Connection, genesis: bytes, *, path: str | None = Non
     """One streaming pass: verify each row, decode it and apply it to its stream's fold.
 
     A row that fails quarantines its own stream only; the pass goes on with the rest.
-    With the log's ``path``, a large log on a machine with two cores is checked by a second
-    process (``chaincheck``) while this one folds; if that finds anything or cannot run,
-    the fold is redone here with every check, so the result is the same either way.
+    With the log's ``path``, a large log on a machine with two cores is split with a second
+    process (see the module's docstring); the result is the same either way.
     """
+    with fold_tentatively(conn, genesis, path=path) as pending:
+        return pending.result()
+
+
+class PendingFold:
+    """A fold the checker may still be working on: ``tentative`` holds the workflows at once
+    (to write them in a transaction not yet committed); ``result()`` is the final word."""
+
+    def __init__(self, tentative: Folded, settle: Callable[[], Folded] | None = None) -> None:
+        self.tentative = tentative
+        self._settle = settle
+        self._final = tentative if settle is None else None
+
+    def result(self) -> Folded:
+        """The checked fold (waits for the checker): ``tentative``, completed with the
+        agents, when the checker vouched for it; a fold redone with every check if not."""
+        if self._final is None and self._settle is not None:
+            settle, self._settle = self._settle, None
+            self._final = settle()
+        return self._final or self.tentative
+
+
+@contextmanager
+def fold_tentatively(conn: sqlite3.Connection, genesis: bytes, *,
+                     path: str | None = None) -> Iterator[PendingFold]:
+    """:func:`fold_log` in two halves, so a caller can write the tentative workflows while
+    the checker finishes; leaving the block stops a checker whose verdict was not asked for."""
     through = conn.execute("SELECT max(position) FROM events").fetchone()[0] or 0
+    checker = None
     if path is not None and path != ":memory:" and through >= PARALLEL_MIN_ROWS and _cores() > 1:
-        checker = _start_checker(path, through)
-        if checker is not None:
-            try:
-                folded = _fold(plain_batches(conn, through))
-            except BaseException:
-                checker.kill()
-                checker.communicate()
-                raise
-            if _checked_clean(checker, path, through):
-                return folded
-    return _fold(checked_batches(conn, genesis))
+        checker = start_checker(path, through)
+    if checker is None:
+        yield PendingFold(_fold(checked_batches(conn, genesis)))
+        return
+    try:
+        try:
+            tentative, seen = _fold_workflow_rows(workflow_rows(conn, through, _SKIPPED))
+        except _Unsure:
+            yield PendingFold(_fold(checked_batches(conn, genesis)))
+            return
 
+        def settle() -> Folded:
+            report = read_report(checker, path or "")
+            if _accept(tentative, seen, report, through):
+                return tentative
+            return _fold(checked_batches(conn, genesis))
 
-PARALLEL_MIN_ROWS = 100_000  # below this, starting a process costs more than it saves
+        yield PendingFold(tentative, settle)
+    finally:
+        if checker.returncode is None:
+            checker.kill()
+            checker.communicate()
 
 
 def _cores() -> int:
@@ -78,54 +125,84 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _start_checker(path: str, through: int) -> subprocess.Popen[bytes] | None:
-    package_root = str(Path(__file__).resolve().parents[2])  # so the child imports this copy
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
-    try:
-        return subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
-            [sys.executable, "-m", "eventwf._store.chaincheck", path, str(through)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    except OSError as exc:
-        logger.warning("rebuild of %s: cannot start the checking process (%s); checking "
-                       "in this one", path, exc)
-        return None
+# The rows this process skips in a split fold, and the statuses in which any of them is
+# allowed and changes nothing but the head (a skipped row anywhere else: _Unsure).
+_SKIPPED = ("step.succeeded", "step.failed")
+_STEP_STATUSES = head_only_statuses(StepSucceeded) & head_only_statuses(StepFailed)
 
 
-def _checked_clean(checker: subprocess.Popen[bytes], path: str, through: int) -> bool:
-    """True when the checker read rows 1..``through`` and found nothing wrong."""
-    out, err = checker.communicate()
-    try:
-        report = msgspec.json.decode(out, type=_Report)
-    except msgspec.DecodeError:
-        logger.warning("rebuild of %s: the checking process failed (exit %s: %s); checking "
-                       "in this one", path, checker.returncode,
-                       err.decode(errors="replace").strip()[-500:])
+class _Unsure(Exception):
+    """A skipped row may not be allowed where it is: only the checked fold can say."""
+
+
+def _fold_workflow_rows(batches: Iterable[list[tuple[Any, ...]]]
+                        ) -> tuple[Folded, dict[str, int | None]]:
+    """The split fold's half: workflow rows other than steps, unchecked (the checker checks
+    them). Returns the fold and, per stream, the last version read (None: quarantined)."""
+    out = Folded()
+    workflows = out.workflows
+    seen: dict[str, int | None] = {}
+    heads: dict[str, int] = {}  # as in _fold: the last skipped step before a row
+    for rows in batches:
+        for position, stream, version, time_us, type_name, data in rows:
+            last = seen.get(stream, -1)
+            if last is None:
+                continue  # quarantined: its later rows add nothing
+            key = stream[3:]
+            summary = workflows.get(key)
+            if version != last + 1:  # step rows were skipped here
+                if summary is None or summary.status not in _STEP_STATUSES:
+                    raise _Unsure
+                heads[key] = version - 1
+            seen[stream] = version
+            try:
+                event = decode_event(type_name, data, position=position)
+                workflows[key] = apply_workflow(
+                    summary, Recorded(position, stream, version, time_us, event))
+            except (CorruptLogError, TransitionError) as exc:
+                seen[stream] = None
+                _quarantine(out, position, time_us, stream, exc)
+    _advance_heads(workflows, heads)
+    return out, seen
+
+
+def _accept(tentative: Folded, seen: dict[str, int | None], report: Report | None,
+            through: int) -> bool:
+    """Complete ``tentative`` from a clean report (agents, heads after trailing steps) and
+    say True; False when the report has a problem or a skipped row is not vouched for."""
+    if report is None or report.problem is not None or report.rows != through:
         return False
-    return report.problem is None and report.rows == through
-
-
-class _Report(msgspec.Struct):
-    rows: int
-    problem: tuple[int, str] | None
+    workflows = tentative.workflows
+    for stream, last in report.heads.items():
+        read = seen.get(stream, -1)
+        if read is None or last == read:
+            continue
+        summary = workflows.get(stream[3:])
+        if summary is None or summary.status not in _STEP_STATUSES:
+            return False
+        workflows[stream[3:]] = msgspec.structs.replace(summary, head=last)
+    tentative.agents = {(a.agent_class, a.name): a for a in report.agents}
+    tentative.head = tentative.events = through
+    return True
 
 
 def _fold(batches: Iterable[list[tuple[tuple[Any, ...], str | None]]]) -> Folded:
+    """The checked fold: apply every checked row to its stream's summary."""
     out = Folded()
-    bad: set[str] = set()  # quarantined streams: their later rows add nothing
     workflows, agents = out.workflows, out.agents
-    kinds: dict[str, tuple[str, str, str]] = {}  # parse_stream, once per stream
+    # Per stream, parse_stream's answer, or None once the stream is quarantined.
+    kinds: dict[str, tuple[str, str, str] | None] = {}
     heads: dict[str, int] = {}  # versions of head-only events not yet folded in
     position = events = 0
     for rows in batches:
         events += len(rows)
         for raw, problem in rows:
             position, stream, version, time_us, type_name, data, _ = raw
-            if stream in bad:
-                continue
-            parsed = kinds.get(stream)
-            if parsed is None:
+            parsed = kinds.get(stream, _UNSEEN)
+            if parsed is _UNSEEN:
                 parsed = kinds[stream] = parse_stream(stream)
+            elif parsed is None:
+                continue  # quarantined: its later rows add nothing
             kind, key, name = parsed
             try:
                 if problem is not None:
@@ -146,14 +223,22 @@ def _fold(batches: Iterable[list[tuple[tuple[Any, ...], str | None]]]) -> Folded
                     raise CorruptLogError(f"event at log position {position} is on unknown "
                                           f"stream {stream!r}", position=position)
             except (CorruptLogError, TransitionError) as exc:
-                bad.add(stream)
+                kinds[stream] = None
                 _quarantine(out, position, time_us, stream, exc)
+    _advance_heads(workflows, heads)
+    out.head, out.events = position, events
+    return out
+
+
+_UNSEEN: Any = object()
+
+
+def _advance_heads(workflows: dict[str, WorkflowSummary], heads: dict[str, int]) -> None:
+    """Fold in the head-only rows that were passed over (a quarantined stream's too)."""
     for key, version in heads.items():
         summary = workflows[key]
         if version > summary.head:
             workflows[key] = msgspec.structs.replace(summary, head=version)
-    out.head, out.events = position, events
-    return out
 
 
 def _quarantine(out: Folded, position: int, time_us: int, stream: str,

@@ -22,7 +22,7 @@ from ..errors import StorageError
 from . import projections as proj
 from .anchor import Anchor, preserve_anchor, read_anchor, write_anchor
 from .log import chain_hash, read_stream, scan, stream_head
-from .rebuild import Folded, fold_log
+from .rebuild import Folded, fold_log, fold_tentatively
 from .schema import WriterLock, connect, create_schema, get_meta, set_meta
 
 __all__ = ["PendingRow", "Store", "TailReport", "backup"]
@@ -353,19 +353,29 @@ class Store:
         return fold_log(self.conn, self.genesis, path=self.path)
 
     def rebuild_projections(self) -> Folded:
-        """Replace the projection tables with a fold of the log, in one transaction."""
-        folded = self.fold()
+        """Replace the projection tables with a fold of the log, in one transaction.
+
+        On a large log the tentative fold is written while the checking process finishes;
+        if it disagrees, the checked fold replaces it before the commit."""
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute("DELETE FROM workflows")
-            conn.execute("DELETE FROM agents")
-            proj.write_workflows(conn, [proj.workflow_row(s) for s in folded.workflows.values()])
-            proj.write_agents(conn, [proj.agent_row(s) for s in folded.agents.values()])
-            set_meta(conn, "projected_through", str(folded.head))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        with fold_tentatively(conn, self.genesis, path=self.path) as pending:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._write_projections(pending.tentative)
+                folded = pending.result()
+                if folded is not pending.tentative:
+                    self._write_projections(folded)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
         return folded
+
+    def _write_projections(self, folded: Folded) -> None:
+        conn = self.conn
+        conn.execute("DELETE FROM workflows")
+        conn.execute("DELETE FROM agents")
+        proj.write_workflows(conn, [proj.workflow_row(s) for s in folded.workflows.values()])
+        proj.write_agents(conn, [proj.agent_row(s) for s in folded.agents.values()])
+        set_meta(conn, "projected_through", str(folded.head))
