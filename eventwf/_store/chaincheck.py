@@ -3,12 +3,13 @@
     python -m eventwf._store.chaincheck PATH THROUGH
 
 On rows 1..THROUGH, through its own read-only connection, it runs exactly the checks of
-:func:`checked_batches` (positions, UTF-8 text, hash chain, stream versions), decodes every
-event, folds the agent streams and notes each workflow stream's last version. It writes
-one msgpack :class:`Report` to stdout (never pickle). The first process therefore reads only
-the workflow rows that can change a summary (rebuild.py); a report with a problem sends it
-back to the fully checked fold, which alone decides quarantines. Hashing and decoding hold
-the GIL, so another process, not a thread, is what lets them run beside the fold.
+:func:`checked_batches` (positions, UTF-8 text, hash chain, stream versions) and takes the
+rows the folding process does not read: it decodes the workflows' step rows
+(:data:`SKIPPED_TYPES`), folds the agent streams, and notes each workflow stream's last
+version. It writes one msgpack :class:`Report` to stdout (never pickle). A report with a
+problem sends the first process back to the fully checked fold, which alone decides
+quarantines. Hashing holds the GIL, so another process, not a thread, is what lets it run
+beside the fold.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -29,9 +31,14 @@ from ..errors import CorruptLogError, TransitionError
 from .log import checked_batches
 from .schema import connect, get_meta
 
-__all__ = ["Report", "check_rows", "read_report", "start_checker"]
+__all__ = ["SKIPPED_TYPES", "Report", "check_rows", "read_report", "start_checker"]
 
 logger = logging.getLogger("eventwf")
+
+
+# The workflow rows the folding process skips (rebuild.py): step outcomes, most of a log,
+# which change nothing but the head of a running workflow. This process decodes them.
+SKIPPED_TYPES: tuple[str, ...] = ("step.succeeded", "step.failed")
 
 
 class Report(msgspec.Struct):
@@ -57,30 +64,45 @@ def check_rows(path: str, through: int) -> Report:
 
 
 def _check(conn: sqlite3.Connection, genesis: bytes, through: int) -> Report:
-    agents: dict[tuple[str, str], AgentSummary] = {}
-    kinds: dict[str, tuple[str, str, str]] = {}
     versions: dict[str, int] = {}  # every stream's last version, filled in by checked_batches
+    agents: dict[tuple[str, str], AgentSummary] = {}
+    skipped = frozenset(SKIPPED_TYPES)
     rows = 0
     for batch in checked_batches(conn, genesis, through=through, versions=versions):
-        for (position, stream, version, time_us, type_name, data, _), problem in batch:
-            rows += 1
-            if problem is not None:
-                return Report(rows, (position, problem))
-            try:
-                event = decode_event(type_name, data, position=position)
-                if stream[:3] == "wf:":
+        for raw, problem in batch:  # the hot loop: rows are counted a batch at a time
+            if problem is None:
+                type_name = raw[4]
+                if type_name in skipped:
+                    if raw[1][:3] != "wf:":
+                        problem = f"{type_name} on stream {raw[1]!r}"
+                elif raw[1][:3] == "wf:":
+                    continue  # the folding process reads this row
+            if problem is None:
+                try:
+                    _take(raw, agents)
                     continue
-                kind, agent_class, name = kinds.get(stream) or kinds.setdefault(
-                    stream, parse_stream(stream))
-                if kind != "agent":
-                    return Report(rows, (position, f"stream {stream!r} is not a known kind"))
-                key = (agent_class, name)
-                agents[key] = apply_agent(agents.get(key),
-                                          Recorded(position, stream, version, time_us, event))
-            except (CorruptLogError, TransitionError) as exc:
-                return Report(rows, (position, str(exc)))
+                except (CorruptLogError, TransitionError) as exc:
+                    problem = str(exc)
+            read = rows + next(i for i, item in enumerate(batch) if item[0] is raw) + 1
+            return Report(read, (raw[0], problem))
+        rows += len(batch)
     heads = {stream: version for stream, version in versions.items() if stream[:3] == "wf:"}
     return Report(rows, None, list(agents.values()), heads)
+
+
+def _take(raw: tuple[Any, ...], agents: dict[tuple[str, str], AgentSummary]) -> None:
+    """Decode a row the folding process does not read; fold it if it is an agent's."""
+    position, stream, version, time_us, type_name, data, _ = raw
+    event = decode_event(type_name, data, position=position)
+    if stream[:3] == "wf:":
+        return
+    kind, agent_class, name = parse_stream(stream)
+    if kind != "agent":
+        raise CorruptLogError(f"event at log position {position} is on unknown stream "
+                              f"{stream!r}", position=position)
+    key = (agent_class, name)
+    agents[key] = apply_agent(agents.get(key),
+                              Recorded(position, stream, version, time_us, event))
 
 
 def start_checker(path: str, through: int) -> subprocess.Popen[bytes] | None:

@@ -19,7 +19,7 @@ from .._events import Recorded
 from ..errors import CorruptLogError
 
 __all__ = ["LogRow", "ScanItem", "chain_hash", "checked_batches", "checked_rows",
-           "read_stream", "scan", "stream_head", "workflow_rows"]
+           "read_stream", "scan", "stream_head", "workflow_batches"]
 
 _PACK = struct.Struct(">qqq").pack
 # Text columns are read as blobs so that invalid UTF-8 is a finding, not an exception.
@@ -221,24 +221,28 @@ def checked_batches(
         yield out
 
 
-def workflow_rows(
+def workflow_batches(
     conn: sqlite3.Connection, through: int, skip_types: tuple[str, ...], *, batch: int = 2000
-) -> Iterator[list[tuple[Any, ...]]]:
-    """Rows 1..``through`` of workflow streams whose type is not in ``skip_types``, as
-    (position, stream, version, time_us, type, data), with *no* checks: only for a fold
-    whose rows another pass checks (``chaincheck``); damaged text reads as U+FFFD."""
+) -> Iterator[list[tuple[tuple[Any, ...], str | None]]]:
+    """Rows 1..``through`` of workflow streams whose type is not in ``skip_types``, shaped
+    like :func:`checked_batches` (hash None) but with *no* checks: only for a fold whose rows
+    another pass checks (``chaincheck``); damaged text reads as U+FFFD."""
     marks = ", ".join("?" for _ in skip_types)  # placeholders only: the types are bound
     cursor = conn.execute(
         "SELECT position, CAST(stream AS BLOB), stream_position, time_us, CAST(type AS BLOB), "  # noqa: S608
         "data FROM events WHERE position <= ? AND stream >= 'wf:' AND stream < 'wf;' "
-        f"AND type NOT IN ({marks}) ORDER BY position", (through, *skip_types))
+        f"AND type NOT IN ({marks}) ORDER BY position",
+        (through, *skip_types))
     texts: dict[Any, str] = {}
+    texts_get = texts.get
     while rows := cursor.fetchmany(batch):
-        out: list[tuple[Any, ...]] = []
+        out: list[tuple[tuple[Any, ...], str | None]] = []
         append = out.append
         for position, raw_stream, version, time_us, raw_type, data in rows:
-            stream, type_name = _texts(texts, raw_stream, raw_type)
-            append((position, stream, version, time_us, type_name or "", data))
+            stream, type_name = texts_get(raw_stream), texts_get(raw_type)
+            if stream is None or type_name is None:
+                stream, type_name = _texts(texts, raw_stream, raw_type)
+            append(((position, stream, version, time_us, type_name or "", data, None), None))
         yield out
 
 

@@ -4,9 +4,9 @@
 Theory of operation. The checked fold reads every row, checks it (hash chain, positions,
 versions, text), decodes it and applies it; a bad row quarantines its own stream. On a
 large log with two cores the work is split in two processes instead (spec L9a): the
-checker (``chaincheck``) checks and decodes every row and folds the agents, while this
-process folds only the workflow rows that can change a summary. Step rows (most of a log)
-change nothing but the head, and only while the workflow runs; this process skips them and
+checker (``chaincheck``) checks every row, decodes the step rows and folds the agents, while
+this process folds the other workflow rows, unchecked. Step rows (most of a log) change
+nothing but the head, and only while the workflow runs; this process does not read them and
 checks that from the gaps they leave in each stream's versions. Anything the split cannot
 vouch for sends the whole log to the checked fold, so the result is always the checked one.
 """
@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from .._codec import decode_event
-from .._events import Recorded, StepFailed, StepSucceeded, parse_stream
+from .._events import EVENT_TYPES, Recorded, parse_stream
 from .._fold import (
     AgentSummary,
     WorkflowSummary,
@@ -36,8 +36,8 @@ from .._fold import (
     quarantine_agent,
 )
 from ..errors import CorruptLogError, TransitionError
-from .chaincheck import Report, read_report, start_checker
-from .log import checked_batches, workflow_rows
+from .chaincheck import SKIPPED_TYPES, Report, read_report, start_checker
+from .log import checked_batches, workflow_batches
 
 __all__ = ["PARALLEL_MIN_ROWS", "Folded", "PendingFold", "fold_log", "fold_tentatively"]
 
@@ -96,20 +96,20 @@ def fold_tentatively(conn: sqlite3.Connection, genesis: bytes, *,
     if path is not None and path != ":memory:" and through >= PARALLEL_MIN_ROWS and _cores() > 1:
         checker = start_checker(path, through)
     if checker is None:
-        yield PendingFold(_fold(checked_batches(conn, genesis)))
+        yield PendingFold(_fold(checked_batches(conn, genesis))[0])
         return
     try:
         try:
-            tentative, seen = _fold_workflow_rows(workflow_rows(conn, through, _SKIPPED))
+            tentative, seen = _fold(workflow_batches(conn, through, SKIPPED_TYPES), split=True)
         except _Unsure:
-            yield PendingFold(_fold(checked_batches(conn, genesis)))
+            yield PendingFold(_fold(checked_batches(conn, genesis))[0])
             return
 
         def settle() -> Folded:
             report = read_report(checker, path or "")
             if _accept(tentative, seen, report, through):
                 return tentative
-            return _fold(checked_batches(conn, genesis))
+            return _fold(checked_batches(conn, genesis))[0]
 
         yield PendingFold(tentative, settle)
     finally:
@@ -125,48 +125,16 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-# The rows this process skips in a split fold, and the statuses in which any of them is
-# allowed and changes nothing but the head (a skipped row anywhere else: _Unsure).
-_SKIPPED = ("step.succeeded", "step.failed")
-_STEP_STATUSES = head_only_statuses(StepSucceeded) & head_only_statuses(StepFailed)
+# The statuses in which a skipped step row is allowed and changes nothing but the head.
+_STEP_STATUSES = frozenset.intersection(*(head_only_statuses(EVENT_TYPES[name])
+                                          for name in SKIPPED_TYPES))
 
 
 class _Unsure(Exception):
     """A skipped row may not be allowed where it is: only the checked fold can say."""
 
 
-def _fold_workflow_rows(batches: Iterable[list[tuple[Any, ...]]]
-                        ) -> tuple[Folded, dict[str, int | None]]:
-    """The split fold's half: workflow rows other than steps, unchecked (the checker checks
-    them). Returns the fold and, per stream, the last version read (None: quarantined)."""
-    out = Folded()
-    workflows = out.workflows
-    seen: dict[str, int | None] = {}
-    heads: dict[str, int] = {}  # as in _fold: the last skipped step before a row
-    for rows in batches:
-        for position, stream, version, time_us, type_name, data in rows:
-            last = seen.get(stream, -1)
-            if last is None:
-                continue  # quarantined: its later rows add nothing
-            key = stream[3:]
-            summary = workflows.get(key)
-            if version != last + 1:  # step rows were skipped here
-                if summary is None or summary.status not in _STEP_STATUSES:
-                    raise _Unsure
-                heads[key] = version - 1
-            seen[stream] = version
-            try:
-                event = decode_event(type_name, data, position=position)
-                workflows[key] = apply_workflow(
-                    summary, Recorded(position, stream, version, time_us, event))
-            except (CorruptLogError, TransitionError) as exc:
-                seen[stream] = None
-                _quarantine(out, position, time_us, stream, exc)
-    _advance_heads(workflows, heads)
-    return out, seen
-
-
-def _accept(tentative: Folded, seen: dict[str, int | None], report: Report | None,
+def _accept(tentative: Folded, seen: dict[str, int], report: Report | None,
             through: int) -> bool:
     """Complete ``tentative`` from a clean report (agents, heads after trailing steps) and
     say True; False when the report has a problem or a skipped row is not vouched for."""
@@ -174,11 +142,14 @@ def _accept(tentative: Folded, seen: dict[str, int | None], report: Report | Non
         return False
     workflows = tentative.workflows
     for stream, last in report.heads.items():
-        read = seen.get(stream, -1)
-        if read is None or last == read:
+        if last == seen.get(stream, -1):
             continue
         summary = workflows.get(stream[3:])
-        if summary is None or summary.status not in _STEP_STATUSES:
+        if summary is None:
+            return False  # a stream of step rows only
+        if summary.status == "unknown":
+            continue  # quarantined: rows after the bad one add nothing
+        if summary.status not in _STEP_STATUSES:
             return False
         workflows[stream[3:]] = msgspec.structs.replace(summary, head=last)
     tentative.agents = {(a.agent_class, a.name): a for a in report.agents}
@@ -186,13 +157,17 @@ def _accept(tentative: Folded, seen: dict[str, int | None], report: Report | Non
     return True
 
 
-def _fold(batches: Iterable[list[tuple[tuple[Any, ...], str | None]]]) -> Folded:
-    """The checked fold: apply every checked row to its stream's summary."""
+def _fold(batches: Iterable[list[tuple[tuple[Any, ...], str | None]]], *,
+          split: bool = False) -> tuple[Folded, dict[str, int]]:
+    """Apply every row to its stream's summary: the checked fold, or with ``split`` this
+    process's half of the split one, whose step rows are missing. Returns the fold and, when
+    ``split``, the last version read of each workflow stream."""
     out = Folded()
     workflows, agents = out.workflows, out.agents
     # Per stream, parse_stream's answer, or None once the stream is quarantined.
     kinds: dict[str, tuple[str, str, str] | None] = {}
     heads: dict[str, int] = {}  # versions of head-only events not yet folded in
+    seen: dict[str, int] = {}
     position = events = 0
     for rows in batches:
         events += len(rows)
@@ -208,15 +183,22 @@ def _fold(batches: Iterable[list[tuple[tuple[Any, ...], str | None]]]) -> Folded
                 if problem is not None:
                     raise CorruptLogError(f"event at log position {position}: {problem}",
                                           position=position)
-                event = decode_event(type_name, data, position=position)
                 if kind == "wf":
                     summary = workflows.get(key)
+                    if split:
+                        if version != seen.get(stream, -1) + 1:  # step rows not read
+                            if summary is None or summary.status not in _STEP_STATUSES:
+                                raise _Unsure
+                            heads[key] = version - 1
+                        seen[stream] = version
+                    event = decode_event(type_name, data, position=position)
                     if advances_only_head(summary, event.__class__):
                         heads[key] = version
                     else:
                         rec = Recorded(position, stream, version, time_us, event)
                         workflows[key] = apply_workflow(summary, rec)
                 elif kind == "agent":
+                    event = decode_event(type_name, data, position=position)
                     rec = Recorded(position, stream, version, time_us, event)
                     agents[key, name] = apply_agent(agents.get((key, name)), rec)
                 else:
@@ -227,7 +209,7 @@ def _fold(batches: Iterable[list[tuple[tuple[Any, ...], str | None]]]) -> Folded
                 _quarantine(out, position, time_us, stream, exc)
     _advance_heads(workflows, heads)
     out.head, out.events = position, events
-    return out
+    return out, seen
 
 
 _UNSEEN: Any = object()
