@@ -36,7 +36,7 @@ def _raw_scan_decode(path: str, query: str = _ROW) -> float:
     return count / elapsed
 
 
-def bench_rebuild(events: int, rounds: int = 2) -> dict[str, Any]:
+def bench_rebuild(events: int, rounds: int = 3) -> dict[str, Any]:
     """Best of ``rounds`` for the floor and for the rebuild, alternating, on a warm file."""
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "big.db")
