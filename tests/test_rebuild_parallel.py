@@ -135,6 +135,35 @@ def test_the_split_fold_equals_the_checked_fold_on_any_rechained_history(
                                                        checked.events)
 
 
+def _tables(path: str) -> tuple[list[Any], list[Any], str | None]:
+    store = Store(path, readonly=True)
+    try:
+        conn = store.conn
+        return (conn.execute("SELECT * FROM workflows ORDER BY workflow_id").fetchall(),
+                conn.execute("SELECT * FROM agents ORDER BY agent_class, agent_name").fetchall(),
+                conn.execute("SELECT value FROM meta WHERE key = 'projected_through'")
+                .fetchone()[0])
+    finally:
+        store.close()
+
+
+def test_rebuild_projections_through_the_split_writes_what_the_checked_one_writes(
+        reference: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Agents and the projected head arrive with the checker's verdict: all must land."""
+    expected = _tables(reference)  # as the engine wrote them
+    for cores in (1, 2):
+        monkeypatch.setattr(rb, "PARALLEL_MIN_ROWS", 1)
+        monkeypatch.setattr(rb, "_cores", lambda cores=cores: cores)
+        path = copy(reference, tmp_path / f"rebuilt-{cores}.db")
+        store = Store(path)
+        try:
+            store.rebuild_projections()
+        finally:
+            store.close()
+        assert _tables(path) == expected, cores
+    assert expected[1] and expected[2] == str(head(reference))
+
+
 def test_the_checker_reports_the_first_problem_with_its_position(
         reference: str, tmp_path: Path) -> None:
     whole = check_rows(reference, head(reference))

@@ -13,7 +13,6 @@ vouch for sends the whole log to the checked fold, so the result is always the c
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
@@ -40,8 +39,6 @@ from .chaincheck import SKIPPED_TYPES, Report, read_report, start_checker
 from .log import checked_batches, workflow_batches
 
 __all__ = ["PARALLEL_MIN_ROWS", "Folded", "PendingFold", "fold_log", "fold_tentatively"]
-
-logger = logging.getLogger("eventwf")
 
 PARALLEL_MIN_ROWS = 100_000  # below this, starting a process costs more than it saves
 
@@ -102,6 +99,7 @@ def fold_tentatively(conn: sqlite3.Connection, genesis: bytes, *,
         try:
             tentative, seen = _fold(workflow_batches(conn, through, SKIPPED_TYPES), split=True)
         except _Unsure:
+            checker.kill()  # its verdict cannot help: free the core for the checked fold
             yield PendingFold(_fold(checked_batches(conn, genesis))[0])
             return
 

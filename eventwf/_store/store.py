@@ -355,16 +355,20 @@ class Store:
     def rebuild_projections(self) -> Folded:
         """Replace the projection tables with a fold of the log, in one transaction.
 
-        On a large log the tentative fold is written while the checking process finishes;
-        if it disagrees, the checked fold replaces it before the commit."""
+        On a large log the tentative workflows are written while the checking process
+        finishes (the agents and the head come with its verdict); if it disagrees, the
+        checked fold replaces them before the commit."""
         conn = self.conn
         with fold_tentatively(conn, self.genesis, path=self.path) as pending:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                self._write_projections(pending.tentative)
+                self._write_workflows(pending.tentative)
                 folded = pending.result()
                 if folded is not pending.tentative:
-                    self._write_projections(folded)
+                    self._write_workflows(folded)
+                conn.execute("DELETE FROM agents")
+                proj.write_agents(conn, [proj.agent_row(s) for s in folded.agents.values()])
+                set_meta(conn, "projected_through", str(folded.head))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -372,10 +376,7 @@ class Store:
                 raise
         return folded
 
-    def _write_projections(self, folded: Folded) -> None:
-        conn = self.conn
-        conn.execute("DELETE FROM workflows")
-        conn.execute("DELETE FROM agents")
-        proj.write_workflows(conn, [proj.workflow_row(s) for s in folded.workflows.values()])
-        proj.write_agents(conn, [proj.agent_row(s) for s in folded.agents.values()])
-        set_meta(conn, "projected_through", str(folded.head))
+    def _write_workflows(self, folded: Folded) -> None:
+        self.conn.execute("DELETE FROM workflows")
+        proj.write_workflows(self.conn,
+                             [proj.workflow_row(s) for s in folded.workflows.values()])
