@@ -171,6 +171,14 @@ class Waits(eventwf.AgentWorkflow[HookAgent]):
         return "done"
 
 
+async def _reopened(db: str, *ids: str) -> list[Any]:
+    """The summaries of ``ids`` after opening the (damaged) log again."""
+    async with eventwf.open_engine(db, agents=[HookAgent], workflows=[Waits],
+                                   wall_clock=virtual_wall, hibernate_after=None) as engine:
+        agent = await engine.get_agent(HookAgent, "a")
+        return [await agent.get_workflow(wid) for wid in ids]
+
+
 async def test_b4_a_row_with_invalid_utf8_text_quarantines_only_its_workflow(db: str) -> None:
     async with eventwf.open_engine(db, agents=[HookAgent], workflows=[Waits],
                                    wall_clock=virtual_wall) as engine:
@@ -188,10 +196,7 @@ async def test_b4_a_row_with_invalid_utf8_text_quarantines_only_its_workflow(db:
     at = raw.find(type_name.encode() + data + digest)
     raw[at + 2] ^= 0x80  # "step..." -> "st\xe5p...": no longer UTF-8
     Path(db).write_bytes(bytes(raw))
-    async with eventwf.open_engine(db, agents=[HookAgent], workflows=[Waits],
-                                   wall_clock=virtual_wall, hibernate_after=None) as engine:
-        agent = await engine.get_agent(HookAgent, "a")
-        bad, good = await agent.get_workflow("bad"), await agent.get_workflow("good")
+    bad, good = await _reopened(db, "bad", "good")
     assert bad is not None and bad.status == "unknown"
     assert f"position {position}" in (bad.error_message or "")
     assert good is not None and good.status == "waiting"
@@ -270,10 +275,7 @@ async def test_b7_a_damaged_hash_quarantines_only_its_own_workflow(db: str) -> N
         conn.execute("UPDATE events SET hash = ? WHERE position = ?",
                      (bytes([digest[0] ^ 1]) + digest[1:], position))
     conn.close()
-    async with eventwf.open_engine(db, agents=[HookAgent], workflows=[Waits],
-                                   wall_clock=virtual_wall, hibernate_after=None) as engine:
-        agent = await engine.get_agent(HookAgent, "a")
-        first, second = await agent.get_workflow("first"), await agent.get_workflow("second")
+    first, second = await _reopened(db, "first", "second")
     assert first is not None and first.status == "unknown"
     assert f"position {position} " in (first.error_message or "")
     assert second is not None and second.status == "waiting", second
