@@ -52,14 +52,13 @@ from .errors import TransitionError
 
 __all__ = [
     "ACTIVE",
+    "HEAD_ONLY",
     "TERMINAL",
     "TRANSITIONS",
     "AgentSummary",
     "WorkflowSummary",
-    "advances_only_head",
     "apply_agent",
     "apply_workflow",
-    "head_only_statuses",
     "quarantine",
     "quarantine_agent",
 ]
@@ -141,10 +140,10 @@ def apply_workflow(summary: WorkflowSummary | None, rec: Recorded) -> WorkflowSu
     event = rec.event
     cls = event.__class__
     if summary is not None:
-        status = summary.status
-        if status in _HEAD_ONLY.get(cls, ()):
-            return _replace(summary, head=rec.stream_position)  # a step: the hot path
-        if status == "unknown":
+        move = _MOVES.get(cls, _NO_MOVES).get(summary.status)
+        if move is not None:
+            return move(summary, rec, event)  # the hot path: one precomputed transition
+        if summary.status == "unknown":
             raise TransitionError(
                 f"workflow {summary.workflow_id!r} is quarantined (corrupt event at log "
                 f"position {summary.corrupt_position}); nothing more is appended to it"
@@ -155,23 +154,11 @@ def apply_workflow(summary: WorkflowSummary | None, rec: Recorded) -> WorkflowSu
         raise TransitionError(
             f"{cls.__name__} for workflow stream {rec.stream!r}, which was never started"
         )
-    table = TRANSITIONS.get(cls)
-    if table is None:
+    if cls not in TRANSITIONS:
         raise TransitionError(f"{cls.__name__} does not belong on a workflow stream")
-    target = table.get(status)
-    if target is None:
-        raise TransitionError(
-            f"{cls.__name__} is not allowed: workflow {summary.workflow_id!r} "
-            f"{_describe(summary)}"
-        )
-    changes = _CHANGES.get(cls)
-    extra = _NOTHING if changes is None else changes(summary, rec, event)
-    if target in (_SAME, status):
-        return _replace(summary, **extra, head=rec.stream_position)
-    moved = {"status": target, "updated_us": rec.time_us, "head": rec.stream_position}
-    if target in TERMINAL:
-        moved["completed_us"] = rec.time_us
-    return _replace(summary, **{**moved, **extra})
+    raise TransitionError(
+        f"{cls.__name__} is not allowed: workflow {summary.workflow_id!r} {_describe(summary)}"
+    )
 
 
 _replace = msgspec.structs.replace
@@ -312,8 +299,9 @@ _CHANGES: Final[dict[type[Event], Callable[[WorkflowSummary, Recorded, Any], _Ch
     BindingMigrated: _migrated,
 }
 
-# Per event class, the statuses in which it changes nothing but the head (most step events).
-_HEAD_ONLY: Final[dict[type[Event], frozenset[str]]] = {
+# Per event class, the statuses in which it is allowed and changes nothing but the head (most
+# step events): a whole-log fold may leave the summary as it is until the stream's last event.
+HEAD_ONLY: Final[dict[type[Event], frozenset[str]]] = {
     cls: frozenset(status for status, target in table.items()
                    if target in (_SAME, status))
     for cls, table in TRANSITIONS.items()
@@ -321,15 +309,39 @@ _HEAD_ONLY: Final[dict[type[Event], frozenset[str]]] = {
 }
 
 
-def head_only_statuses(cls: type[Event]) -> frozenset[str]:
-    """The statuses in which an event of class ``cls`` is allowed and changes only ``head``."""
-    return _HEAD_ONLY.get(cls, frozenset())
+_Move = Callable[[WorkflowSummary, Recorded, Any], WorkflowSummary]
 
 
-def advances_only_head(summary: WorkflowSummary | None, cls: type[Event]) -> bool:
-    """True when an event of class ``cls`` is allowed now and changes nothing but ``head``,
-    so a whole-log fold may skip building the new summary until the stream's last event."""
-    return summary is not None and summary.status in _HEAD_ONLY.get(cls, ())
+def _move(status: str, target: str, changes: Callable[..., _Changes] | None) -> _Move:
+    """The transition of an event from ``status`` to ``target``, built once: a rebuild
+    applies one per event, so it does no table lookups or dict merges of its own."""
+    if target in (_SAME, status):
+        if changes is None:
+            return lambda s, rec, e: _replace(s, head=rec.stream_position)
+        return lambda s, rec, e: _replace(s, **changes(s, rec, e), head=rec.stream_position)
+    if target in TERMINAL:
+        def finish(s: WorkflowSummary, rec: Recorded, e: Any) -> WorkflowSummary:
+            extra = _NOTHING if changes is None else changes(s, rec, e)
+            return _replace(s, **{"status": target, "updated_us": rec.time_us,
+                                  "completed_us": rec.time_us, "head": rec.stream_position,
+                                  **extra})
+        return finish
+    if changes is None:
+        return lambda s, rec, e: _replace(s, status=target, updated_us=rec.time_us,
+                                          head=rec.stream_position)
+
+    def change(s: WorkflowSummary, rec: Recorded, e: Any) -> WorkflowSummary:
+        return _replace(s, **{"status": target, "updated_us": rec.time_us,
+                              "head": rec.stream_position, **changes(s, rec, e)})
+    return change
+
+
+# (event class) -> {current status -> its transition}; what is missing is not allowed.
+_MOVES: Final[dict[type[Event], dict[str, _Move]]] = {
+    cls: {status: _move(status, target, _CHANGES.get(cls)) for status, target in table.items()}
+    for cls, table in TRANSITIONS.items() if cls is not WorkflowStarted
+}
+_NO_MOVES: Final[dict[str, _Move]] = {}
 
 
 def quarantine(

@@ -103,6 +103,37 @@ def test_rebuild_projections_replaces_a_tentative_fold_the_checker_rejects(
     assert dict(stored)["job-1"] == "unknown"
 
 
+def test_a_type_that_is_not_utf8_on_a_folded_row_sends_the_log_to_the_checked_fold(
+        reference: str, parallel: list[Any], tmp_path: Path) -> None:
+    path = copy(reference, tmp_path / "not-utf8.db")
+    bad = position_of(path, "wf:job-1", "workflow.running")
+    with raw(path) as conn:
+        conn.execute("UPDATE events SET type = CAST(x'776f726bff' AS TEXT) WHERE position = ?",
+                     (bad,))
+    fast, checked = _both(path)
+    assert parallel == []  # the split pass gave up before asking the checker
+    assert fast.problems == checked.problems and fast.problems[0][0] == bad
+    assert "UTF-8" in fast.problems[0][1]
+    assert fast.workflows == checked.workflows and fast.agents == checked.agents
+
+
+@pytest.mark.parametrize("column", ["stream", "type"])
+def test_text_stored_as_a_blob_is_folded_as_the_checker_reads_it(
+        reference: str, parallel: list[Any], tmp_path: Path, column: str) -> None:
+    """The same bytes as a blob keep the chain valid; both passes must read them as text."""
+    path = copy(reference, tmp_path / f"blob-{column}.db")
+    moved = position_of(path, "wf:job-1", "workflow.completed")  # its last row
+    with raw(path) as conn:
+        conn.execute(f"UPDATE events SET {column} = CAST({column} AS BLOB) WHERE position = ?",
+                     (moved,))
+        assert conn.execute(f"SELECT typeof({column}) FROM events WHERE position = ?",
+                            (moved,)).fetchone() == ("blob",)
+    fast, checked = _both(path)
+    assert parallel == [True] and fast.problems == checked.problems == []
+    assert fast.workflows == checked.workflows and fast.agents == checked.agents
+    assert fast.workflows["job-1"] == _both(reference)[1].workflows["job-1"]
+
+
 mutations = st.lists(st.tuples(st.sampled_from(["copy", "swap"]), st.integers(1, 55),
                                st.integers(1, 55)), min_size=1, max_size=3)
 

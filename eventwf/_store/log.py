@@ -226,24 +226,26 @@ def workflow_batches(
 ) -> Iterator[list[tuple[tuple[Any, ...], str | None]]]:
     """Rows 1..``through`` of workflow streams whose type is not in ``skip_types``, shaped
     like :func:`checked_batches` (hash None) but with *no* checks: only for a fold whose rows
-    another pass checks (``chaincheck``); damaged text reads as U+FFFD."""
+    another pass checks (``chaincheck``). Text columns are compared and read as text even
+    when stored as blobs, as that pass reads them; text that is not UTF-8 raises
+    ``CorruptLogError``."""
     marks = ", ".join("?" for _ in skip_types)  # placeholders only: the types are bound
     cursor = conn.execute(
-        "SELECT position, CAST(stream AS BLOB), stream_position, time_us, CAST(type AS BLOB), "  # noqa: S608
-        "data FROM events WHERE position <= ? AND stream >= 'wf:' AND stream < 'wf;' "
-        f"AND type NOT IN ({marks}) ORDER BY position",
+        "SELECT position, CAST(stream AS TEXT), stream_position, time_us, CAST(type AS TEXT), "  # noqa: S608
+        "data, NULL FROM events WHERE position <= ? AND CAST(stream AS TEXT) >= 'wf:' "
+        f"AND CAST(stream AS TEXT) < 'wf;' AND CAST(type AS TEXT) NOT IN ({marks}) "
+        "ORDER BY position",
         (through, *skip_types))
-    texts: dict[Any, str] = {}
-    texts_get = texts.get
-    while rows := cursor.fetchmany(batch):
-        out: list[tuple[tuple[Any, ...], str | None]] = []
-        append = out.append
-        for position, raw_stream, version, time_us, raw_type, data in rows:
-            stream, type_name = texts_get(raw_stream), texts_get(raw_type)
-            if stream is None or type_name is None:
-                stream, type_name = _texts(texts, raw_stream, raw_type)
-            append(((position, stream, version, time_us, type_name or "", data, None), None))
-        yield out
+    while True:
+        try:
+            rows = cursor.fetchmany(batch)
+        except sqlite3.OperationalError as exc:
+            if "decode to UTF-8" not in str(exc):
+                raise
+            raise CorruptLogError(f"a workflow row is not UTF-8 text: {exc}") from exc
+        if not rows:
+            return
+        yield [(row, None) for row in rows]
 
 
 def _texts(cache: dict[Any, str], raw_stream: Any, raw_type: Any) -> tuple[str, str | None]:

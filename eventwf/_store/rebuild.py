@@ -25,12 +25,11 @@ import msgspec
 from .._codec import decode_event
 from .._events import EVENT_TYPES, Recorded, parse_stream
 from .._fold import (
+    HEAD_ONLY,
     AgentSummary,
     WorkflowSummary,
-    advances_only_head,
     apply_agent,
     apply_workflow,
-    head_only_statuses,
     quarantine,
     quarantine_agent,
 )
@@ -98,7 +97,7 @@ def fold_tentatively(conn: sqlite3.Connection, genesis: bytes, *,
     try:
         try:
             tentative, seen = _fold(workflow_batches(conn, through, SKIPPED_TYPES), split=True)
-        except _Unsure:
+        except (_Unsure, CorruptLogError):  # CorruptLogError: text the split pass cannot read
             checker.kill()  # its verdict cannot help: free the core for the checked fold
             yield PendingFold(_fold(checked_batches(conn, genesis))[0])
             return
@@ -124,7 +123,7 @@ def _cores() -> int:
 
 
 # The statuses in which a skipped step row is allowed and changes nothing but the head.
-_STEP_STATUSES = frozenset.intersection(*(head_only_statuses(EVENT_TYPES[name])
+_STEP_STATUSES = frozenset.intersection(*(HEAD_ONLY[EVENT_TYPES[name]]
                                           for name in SKIPPED_TYPES))
 
 
@@ -166,6 +165,7 @@ def _fold(batches: Iterable[list[tuple[tuple[Any, ...], str | None]]], *,
     kinds: dict[str, tuple[str, str, str] | None] = {}
     heads: dict[str, int] = {}  # versions of head-only events not yet folded in
     seen: dict[str, int] = {}
+    head_only = HEAD_ONLY.get
     position = events = 0
     for rows in batches:
         events += len(rows)
@@ -190,7 +190,8 @@ def _fold(batches: Iterable[list[tuple[tuple[Any, ...], str | None]]], *,
                             heads[key] = version - 1
                         seen[stream] = version
                     event = decode_event(type_name, data, position=position)
-                    if advances_only_head(summary, event.__class__):
+                    if summary is not None and summary.status in head_only(event.__class__,
+                                                                           ()):
                         heads[key] = version
                     else:
                         rec = Recorded(position, stream, version, time_us, event)
