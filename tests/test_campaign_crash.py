@@ -163,6 +163,20 @@ def _executing_runs(campaign: Campaign) -> set[str]:
         ledger.close()
 
 
+def _holding(campaign: Campaign, pid: int, timeout: float = 30.0) -> None:
+    """Wait until run ``pid`` holds the log's writer lock (its pid is in the lock file)."""
+    lock = Path(campaign.cfg.db + ".lock")
+    deadline = time.monotonic() + timeout
+    while not (lock.exists() and lock.read_text().startswith(f"pid {pid} ")):
+        assert time.monotonic() < deadline, f"run {pid} took no writer lock in {timeout} s"
+        time.sleep(0.01)
+
+
+# Paced starts keep each run busy for 3 s or more, so the one refused always meets a
+# holder that is still working, however slowly a loaded machine starts it.
+_BUSY = {"start_gap": 0.2}
+
+
 def test_two_processes_on_one_log_one_is_refused_naming_the_holder(
         tmp_path: Path, zygote: Zygote) -> None:
     seed = seed_for("race", 505)
@@ -171,15 +185,16 @@ def test_two_processes_on_one_log_one_is_refused_naming_the_holder(
     for trial in range(trials):
         campaign = Campaign(tmp_path, f"race{trial}", seed + trial, zygote, workflows=15)
         if trial % 2:  # the holder is already serving when the second one starts
-            first = campaign.start()
-            time.sleep(0.15)
-            second = campaign.start()
+            first = campaign.start(**_BUSY)
+            _holding(campaign, first)
+            second = campaign.start(**_BUSY)
         else:  # both start at once
-            first, second = campaign.start(), campaign.start()
+            first, second = campaign.start(**_BUSY), campaign.start(**_BUSY)
         statuses = {pid: zygote.wait(pid, 60) for pid in (first, second)}
         assert sorted(statuses.values()) == [0, 3], statuses  # one finished, one refused
         winner = next(pid for pid, status in statuses.items() if status == 0)
         loser = next(pid for pid, status in statuses.items() if status == 3)
+        assert trial % 2 == 0 or winner == first
         for pid, status in statuses.items():
             campaign._record(RunRecord(str(pid), status, False))
         locked = [what for run, what in _notes(campaign) if run == str(loser)]
@@ -195,8 +210,8 @@ def test_two_processes_on_one_log_one_is_refused_naming_the_holder(
 
     # a holder that dies (SIGKILL) frees the lock at once; the next engine finishes its work
     campaign = Campaign(tmp_path, "race-kill", seed, zygote, workflows=15)
-    holder = campaign.start()
-    time.sleep(0.3)
+    holder = campaign.start(**_BUSY)
+    _holding(campaign, holder)
     refused = campaign.start()
     assert zygote.wait(refused, 30) == 3
     os.kill(holder, signal.SIGKILL)
