@@ -267,6 +267,21 @@ def test_l4_a_text_value_where_a_blob_belongs_is_corrupt_log_error(path: str, te
     assert info.value.position == target and problems(store)[0] == 6
 
 
+@pytest.mark.parametrize("column", ["stream", "type"])
+def test_l4_text_that_is_not_utf8_is_a_problem_even_where_the_other_column_was_seen(
+        path: str, column: str) -> None:
+    """Each row's text is checked, however often its stream or its type was seen before."""
+    five_rows(path, ["wf:a", "wf:b", "wf:a", "wf:b", "wf:a"])
+    with raw(path) as conn:  # wf:b -> wf:\xff / step.succeeded -> step.\xffucceeded
+        spot = "x'77663aff'" if column == "stream" else "x'737465702eff7563636565646564'"
+        conn.execute(f"UPDATE events SET {column} = CAST({spot} AS TEXT) "
+                     "WHERE position IN (2, 4)")
+    store = opened(path, readonly=True)
+    found = [(item.row.position, item.problem) for item in scan(store.conn, store.genesis)
+             if item.problem]
+    assert found == [(p, "its stream or type column is not valid UTF-8 text") for p in (2, 4)]
+
+
 def test_l3_genesis_differs_per_file(path: str) -> None:
     a, b = opened(path), opened(path + "2")
     assert a.genesis != b.genesis and len(a.genesis) == 16

@@ -163,10 +163,12 @@ def checked_rows(
 def checked_batches(
     conn: sqlite3.Connection, genesis: bytes, *, from_position: int = 1, batch: int = 2000,
     through: int | None = None, versions: dict[str, int] | None = None,
+    wf_types: frozenset[str] | None = None,
 ) -> Iterator[list[tuple[tuple[Any, ...], str | None]]]:
     """:func:`checked_rows` a batch at a time (a list per fetch: no generator switch per row),
     up to position ``through`` if given; ``versions``, if given, receives each stream's last
-    version as rows are read."""
+    version once every row is read. With ``wf_types``, an intact row of a workflow stream is
+    checked but left out of the batches unless its type is one of these."""
     prev = genesis
     if from_position > 1:
         row = conn.execute(
@@ -174,23 +176,25 @@ def checked_batches(
         ).fetchone()
         prev = genesis if row is None else bytes(row[0])
     expected = from_position
-    last_version: dict[str, int] = {} if versions is None else versions
     cursor = conn.execute(_ROWS + "WHERE position >= ? AND position <= ? ORDER BY position",
                           (from_position, (1 << 63) - 1 if through is None else through))
-    versions_get = last_version.get
-    texts: dict[Any, str] = {}  # each distinct stream/type blob decoded once
-    texts_get = texts.get
-    pack, digest_of, resuming = _PACK, blake2b, from_position > 1
+    # Per distinct stream blob: [its text, its last version]; per type blob: its text. One
+    # lookup each per row (a whole-log check runs this loop a million times).
+    streams: dict[Any, list[Any]] = {}
+    damaged: dict[Any, list[Any]] = {}  # stream blobs that are not UTF-8 text
+    types: dict[Any, str] = {}
+    streams_get, types_get = streams.get, types.get
+    pack, digest_of = _PACK, blake2b
     alternative: bytes | None = None  # the chain value a damaged hash column should hold
     while rows := cursor.fetchmany(batch):
         out: list[tuple[tuple[Any, ...], str | None]] = []
         append = out.append
         for position, raw_stream, version, time_us, raw_type, data, digest in rows:
-            stream, type_name = texts_get(raw_stream), texts_get(raw_type)
-            if stream is None or type_name is None:
-                stream, type_name = _texts(texts, raw_stream, raw_type)
-                if resuming and stream not in last_version:
-                    last_version[stream] = _version_before(conn, stream, from_position)
+            state, type_name = streams_get(raw_stream), types_get(raw_type)
+            if state is None or type_name is None:
+                state, type_name = _first_sight(conn, streams, damaged, types, raw_stream,
+                                                raw_type, from_position)
+            stream = state[0]
             problem = None
             if position != expected:
                 problem = f"log positions jump from {expected - 1} to {position}"
@@ -210,15 +214,44 @@ def checked_batches(
                     # row chains from what it should have held: that row is then intact
                 else:
                     alternative = None
-                if problem is None and version != versions_get(stream, -1) + 1:
-                    problem = (f"stream {stream!r} jumps from version "
-                               f"{versions_get(stream, -1)} to {version}")
-            last_version[stream] = version
+                if problem is None and version != state[1] + 1:
+                    problem = f"stream {stream!r} jumps from version {state[1]} to {version}"
+            state[1] = version
             prev = digest if digest.__class__ is bytes else b""
             expected = position + 1
+            if (wf_types is not None and problem is None and type_name not in wf_types
+                    and stream[:3] == "wf:"):
+                continue
             append(((position, stream, version, time_us, type_name or "", data, digest),
                     problem))
         yield out
+    if versions is not None:
+        versions.update((stream, last) for stream, last in streams.values())
+
+
+def _first_sight(conn: sqlite3.Connection, streams: dict[Any, list[Any]],
+                 damaged: dict[Any, list[Any]], types: dict[Any, str], raw_stream: Any,
+                 raw_type: Any, from_position: int) -> tuple[list[Any], str | None]:
+    """The slow path of :func:`checked_batches`, for a stream or type blob not seen before or
+    not UTF-8: the stream's [text, last version] entry and the type's text (None when
+    either is not text: a stream that is not is kept apart and shown with U+FFFD)."""
+    try:
+        stream, good = raw_stream.decode(), True
+    except (UnicodeDecodeError, AttributeError):
+        stream, good = (raw_stream.decode(errors="replace") if isinstance(raw_stream, bytes)
+                        else str(raw_stream)), False
+    try:
+        type_name: str | None = raw_type.decode()
+    except (UnicodeDecodeError, AttributeError):
+        type_name = None
+    table = streams if good else damaged
+    state = table.get(raw_stream)
+    if state is None:
+        last = _version_before(conn, stream, from_position) if from_position > 1 else -1
+        state = table[raw_stream] = [stream, last]
+    if type_name is not None and len(types) < 100_000:  # a bounded cache of a few names
+        types[raw_type] = type_name
+    return state, type_name if good else None
 
 
 def workflow_batches(
@@ -246,24 +279,6 @@ def workflow_batches(
         if not rows:
             return
         yield [(row, None) for row in rows]
-
-
-def _texts(cache: dict[Any, str], raw_stream: Any, raw_type: Any) -> tuple[str, str | None]:
-    """A row's stream and type blobs as text, each distinct blob decoded once (type None:
-    either is not UTF-8 text, the stream then shown with replacement characters)."""
-    stream, type_name = cache.get(raw_stream), cache.get(raw_type)
-    if stream is not None and type_name is not None:
-        return stream, type_name
-    try:
-        stream, type_name = raw_stream.decode(), raw_type.decode()
-    except (UnicodeDecodeError, AttributeError):
-        shown = (raw_stream.decode(errors="replace") if isinstance(raw_stream, bytes)
-                 else str(raw_stream))
-        return shown, None
-    if len(cache) < 100_000:  # bounded: a log with endless distinct streams still streams
-        cache[raw_stream] = stream
-        cache[raw_type] = type_name
-    return stream, type_name
 
 
 def _should_have_held(conn: sqlite3.Connection, genesis: bytes, position: int) -> bytes | None:
