@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import trio
 
 from . import _faults as faults
+from ._agentfold import AgentSummary
 from ._codec import encode_value
 from ._events import (
     AgentStateMerged,
@@ -27,7 +28,6 @@ from ._events import (
     Recorded,
     agent_stream,
 )
-from ._fold import AgentSummary
 from .errors import EventwfError, StorageError
 
 __all__ = ["AgentHost", "Connection", "state_items"]

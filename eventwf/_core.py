@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from ._agentfold import AgentSummary, apply_agent
 from ._agents import AgentHost, state_items
 from ._check import CheckRunner
 from ._clock import Clock
@@ -34,13 +35,7 @@ from ._events import (
     parse_stream,
     workflow_stream,
 )
-from ._fold import (
-    TERMINAL,
-    AgentSummary,
-    WorkflowSummary,
-    apply_agent,
-    quarantine,
-)
+from ._fold import TERMINAL, WorkflowSummary, quarantine
 from ._runner import WorkflowRunner
 from ._store import Store
 from ._timers import Wakeups

@@ -7,9 +7,10 @@ from __future__ import annotations
 import functools
 import logging
 
+from ._agentfold import quarantine_agent
 from ._core import Core
 from ._events import parse_stream
-from ._fold import WorkflowSummary, quarantine_agent
+from ._fold import WorkflowSummary
 from .errors import CorruptLogError
 
 __all__ = ["recover"]

@@ -16,10 +16,11 @@ from typing import Protocol
 import msgspec
 import trio
 
+from ._agentfold import AgentSummary, apply_agent
 from ._clock import Clock
 from ._codec import encode_event, event_type
 from ._events import Event, Recorded, parse_stream
-from ._fold import AgentSummary, WorkflowSummary, apply_agent, apply_workflow
+from ._fold import WorkflowSummary, apply_workflow
 from ._store import PendingRow, Store
 from .errors import EventwfError, StorageError, TransitionError
 

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from eventwf._agentfold import AgentSummary, apply_agent, quarantine_agent
 from eventwf._events import (
     AgentCreated,
     AgentStateMerged,
@@ -41,17 +42,7 @@ from eventwf._events import (
     WorkflowTerminated,
     WorkflowWaiting,
 )
-from eventwf._fold import (
-    ACTIVE,
-    TERMINAL,
-    TRANSITIONS,
-    AgentSummary,
-    WorkflowSummary,
-    apply_agent,
-    apply_workflow,
-    quarantine,
-    quarantine_agent,
-)
+from eventwf._fold import ACTIVE, TERMINAL, TRANSITIONS, WorkflowSummary, apply_workflow, quarantine
 from eventwf.errors import TransitionError
 
 STATUSES = ["queued", "running", "waiting", "waitingForPause", "paused", "complete", "errored",

@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 
 from eventwf import _events as ev
 from eventwf import errors
+from eventwf._agentfold import AgentSummary, apply_agent
 from eventwf._codec import encode_event, event_type
 from eventwf._events import Event, Recorded, parse_stream
-from eventwf._fold import AgentSummary, WorkflowSummary, apply_agent, apply_workflow
+from eventwf._fold import WorkflowSummary, apply_workflow
 from eventwf._store import PendingRow, Store
 from eventwf._store.log import scan
 from eventwf.errors import CorruptLogError, StorageError

@@ -23,9 +23,9 @@ from typing import Any
 
 import msgspec
 
+from .._agentfold import AgentSummary, apply_agent
 from .._codec import decode_event
 from .._events import Recorded, parse_stream
-from .._fold import AgentSummary, apply_agent
 from ..errors import CorruptLogError, TransitionError
 from .log import checked_batches
 from .schema import connect, get_meta

@@ -12,8 +12,9 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .._agentfold import AgentSummary
 from .._codec import decode_value, encode_value
-from .._fold import AgentSummary, WorkflowSummary
+from .._fold import WorkflowSummary
 
 __all__ = [
     "AGENT_COLUMNS",

@@ -22,17 +22,10 @@ from typing import Any
 
 import msgspec
 
+from .._agentfold import AgentSummary, apply_agent, quarantine_agent
 from .._codec import decode_event
 from .._events import EVENT_TYPES, Recorded, parse_stream
-from .._fold import (
-    HEAD_ONLY,
-    AgentSummary,
-    WorkflowSummary,
-    apply_agent,
-    apply_workflow,
-    quarantine,
-    quarantine_agent,
-)
+from .._fold import HEAD_ONLY, WorkflowSummary, apply_workflow, quarantine
 from ..errors import CorruptLogError, TransitionError
 from .chaincheck import SKIPPED_TYPES, Report, read_report, start_checker
 from .log import checked_batches, workflow_batches

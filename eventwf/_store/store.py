@@ -16,8 +16,9 @@ from typing import Any, NamedTuple
 import msgspec
 
 from .. import _faults as faults
+from .._agentfold import AgentSummary
 from .._events import Recorded
-from .._fold import AgentSummary, WorkflowSummary
+from .._fold import WorkflowSummary
 from ..errors import StorageError
 from . import projections as proj
 from .anchor import Anchor, preserve_anchor, read_anchor, write_anchor

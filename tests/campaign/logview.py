@@ -10,9 +10,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from eventwf._agentfold import apply_agent
 from eventwf._codec import decode_event
 from eventwf._events import Recorded
-from eventwf._fold import apply_agent
 from eventwf._store import Store
 from eventwf._store.anchor import read_anchor
 from eventwf._store.log import chain_hash, decode_row, scan

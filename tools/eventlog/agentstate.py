@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from eventwf._agentfold import AgentSummary, apply_agent
 from eventwf._codec import event_type
 from eventwf._events import (
     AgentStateMerged,
@@ -19,7 +20,6 @@ from eventwf._events import (
     Recorded,
     agent_stream,
 )
-from eventwf._fold import AgentSummary, apply_agent
 from eventwf.errors import TransitionError
 
 from .render import Output, compact, iso, to_json

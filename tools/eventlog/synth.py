@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 
+from eventwf._agentfold import AgentSummary, apply_agent
 from eventwf._codec import encode_event, event_type
 from eventwf._events import (
     AgentCreated,
@@ -46,7 +47,7 @@ from eventwf._events import (
     agent_stream,
     parse_stream,
 )
-from eventwf._fold import AgentSummary, WorkflowSummary, apply_agent, apply_workflow
+from eventwf._fold import WorkflowSummary, apply_workflow
 from eventwf._store import PendingRow, Store
 
 __all__ = ["synthesize"]

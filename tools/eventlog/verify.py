@@ -19,16 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from eventwf._agentfold import AgentSummary, apply_agent, quarantine_agent
 from eventwf._codec import decode_event, decode_value
 from eventwf._events import Recorded, parse_stream
-from eventwf._fold import (
-    AgentSummary,
-    WorkflowSummary,
-    apply_agent,
-    apply_workflow,
-    quarantine,
-    quarantine_agent,
-)
+from eventwf._fold import WorkflowSummary, apply_workflow, quarantine
 from eventwf._store.anchor import Anchor, read_anchor
 from eventwf._store.log import LogRow, chain_hash
 from eventwf._store.projections import AGENT_COLUMNS, WORKFLOW_COLUMNS, agent_row, workflow_row
