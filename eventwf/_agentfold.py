@@ -95,4 +95,4 @@ def quarantine_agent(
         summary = AgentSummary(agent_class, name)
     if summary.corrupt_position is not None:
         return summary
-    return msgspec.structs.replace(summary, corrupt_position=position)
+    return _replace(summary, corrupt_position=position)

@@ -305,25 +305,24 @@ _Move = Callable[[WorkflowSummary, Recorded, Any], WorkflowSummary]
 
 def _move(status: str, target: str, changes: Callable[..., _Changes] | None) -> _Move:
     """The transition of an event from ``status`` to ``target``, built once: a rebuild
-    applies one per event, so it does no table lookups or dict merges of its own."""
+    applies one per event, so it looks nothing up in the tables."""
     if target in (_SAME, status):
         if changes is None:
             return lambda s, rec, e: _replace(s, head=rec.stream_position)
         return lambda s, rec, e: _replace(s, **changes(s, rec, e), head=rec.stream_position)
-    if target in TERMINAL:
-        def finish(s: WorkflowSummary, rec: Recorded, e: Any) -> WorkflowSummary:
-            extra = _NOTHING if changes is None else changes(s, rec, e)
-            return _replace(s, **{"status": target, "updated_us": rec.time_us,
-                                  "completed_us": rec.time_us, "head": rec.stream_position,
-                                  **extra})
-        return finish
-    if changes is None:
+    if changes is None and target not in TERMINAL:
         return lambda s, rec, e: _replace(s, status=target, updated_us=rec.time_us,
                                           head=rec.stream_position)
+    terminal = target in TERMINAL
 
     def change(s: WorkflowSummary, rec: Recorded, e: Any) -> WorkflowSummary:
-        return _replace(s, **{"status": target, "updated_us": rec.time_us,
-                              "head": rec.stream_position, **changes(s, rec, e)})
+        moved: _Changes = {"status": target, "updated_us": rec.time_us,
+                           "head": rec.stream_position}
+        if terminal:
+            moved["completed_us"] = rec.time_us
+        if changes is not None:
+            moved.update(changes(s, rec, e))  # what the event sets wins
+        return _replace(s, **moved)
     return change
 
 
