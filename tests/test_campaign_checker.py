@@ -6,6 +6,7 @@ precise message."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -138,3 +139,47 @@ def test_each_oracle_reports_its_violation(clean: Config, tmp_path: Path,
     report = check(cfg)
     assert any(expected in violation for violation in report.violations), (
         expected, report.violations)
+
+
+def _open_shared_files_at(directory: str, start: float) -> str:
+    """A racing worker's first moves: open the ledger and the service at ``start``."""
+    import time
+
+    time.sleep(max(0.0, start - time.time()))
+    try:
+        ledger, service = Ledger(f"{directory}/ledger.db"), Service(f"{directory}/service.db")
+        ledger.note("racer", "opened")
+        service.charge(f"k{os.getpid()}", 1, "racer")
+        ledger.close()
+        service.close()
+        return "ok"
+    except Exception as exc:  # reported to the test, which names it
+        return repr(exc)
+
+
+def test_the_driver_prepares_shared_files_so_workers_started_at_once_never_collide(
+        tmp_path: Path) -> None:
+    # Two SQLite connections switching one new file to WAL at the same instant fail with
+    # "database is locked" (no busy wait on that switch): that flaked the lock race test.
+    # The driver makes every shared file before any worker starts; workers only open them.
+    import concurrent.futures
+    import multiprocessing
+    import time
+
+    from tests.campaign.driver import Campaign
+
+    failures = []
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(3, mp_context=context) as pool:
+        for trial in range(40):
+            campaign = Campaign(tmp_path, f"t{trial}", trial, zygote=None,  # type: ignore[arg-type]
+                                workflows=1)
+            for name in ("ledger.db", "service.db"):
+                conn = sqlite3.connect(campaign.dir / name)
+                assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal", name
+                conn.close()
+            start = time.time() + 0.05
+            results = list(pool.map(_open_shared_files_at, [str(campaign.dir)] * 3,
+                                    [start] * 3))
+            failures += [r for r in results if r != "ok"]
+    assert failures == []

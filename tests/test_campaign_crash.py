@@ -191,7 +191,8 @@ def test_two_processes_on_one_log_one_is_refused_naming_the_holder(
         else:  # both start at once
             first, second = campaign.start(**_BUSY), campaign.start(**_BUSY)
         statuses = {pid: zygote.wait(pid, 60) for pid in (first, second)}
-        assert sorted(statuses.values()) == [0, 3], statuses  # one finished, one refused
+        # one finished, one refused
+        assert sorted(statuses.values()) == [0, 3], (statuses, *map(campaign.log_tail, statuses))
         winner = next(pid for pid, status in statuses.items() if status == 0)
         loser = next(pid for pid, status in statuses.items() if status == 3)
         assert trial % 2 == 0 or winner == first
@@ -213,9 +214,9 @@ def test_two_processes_on_one_log_one_is_refused_naming_the_holder(
     holder = campaign.start(**_BUSY)
     _holding(campaign, holder)
     refused = campaign.start()
-    assert zygote.wait(refused, 30) == 3
+    assert zygote.wait(refused, 30) == 3, campaign.log_tail(refused)
     os.kill(holder, signal.SIGKILL)
-    assert zygote.wait(holder, 30) == -signal.SIGKILL
+    assert zygote.wait(holder, 30) == -signal.SIGKILL, campaign.log_tail(holder)
     campaign._record(RunRecord(str(holder), -signal.SIGKILL, True))
     campaign.finish()
     report = campaign.check()

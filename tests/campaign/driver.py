@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from .checker import Report, check
+from .ledger import Ledger
 from .programs import make_plan
+from .service import Service
 from .workload import Config
 from .zygote import Zygote
 
@@ -71,6 +73,10 @@ class Campaign:
         self.cfg = Config(str(self.dir), **self.config)
         if not os.path.exists(self.cfg.plan):
             make_plan(self.seed, self.workflows, **self.plan_options).dump(self.cfg.plan)
+        # Every file the workers share is made here, before any worker starts: workers
+        # started at once must not race to create one (or to switch it to WAL).
+        Ledger(self.cfg.ledger).close()
+        Service(self.cfg.service).close()
         self.rng = random.Random(self.seed)
 
     @property

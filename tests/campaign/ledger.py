@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-__all__ = ["Execution", "Ledger", "Open"]
+__all__ = ["Execution", "Ledger", "Open", "prepare_wal"]
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS executions (id INTEGER PRIMARY KEY AUTOINCREMENT, run TEXT "
@@ -26,6 +26,23 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY AUTOINCREMENT, run TEXT NOT NULL, "
     "what TEXT NOT NULL, t REAL NOT NULL)",
 )
+
+
+def prepare_wal(conn: sqlite3.Connection, path: str, schema: tuple[str, ...]) -> None:
+    """Switch a harness database to WAL and create its tables, once.
+
+    Switching the journal mode needs an exclusive lock and does not wait for one: two
+    processes doing it at once on a new file fail with "database is locked". So the
+    switch is made only when the file is not in WAL mode yet, and the campaign driver
+    prepares every shared file before it starts workers (:meth:`Campaign.__post_init__`);
+    a worker then only opens it.
+    """
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            raise RuntimeError(f"{path}: could not switch to WAL (journal_mode={mode!r})")
+    for statement in schema:
+        conn.execute(statement)
 
 
 class Execution(NamedTuple):
@@ -50,10 +67,8 @@ class Ledger:
         self.path = path
         self.clock: Callable[[], float] = time.time
         self.conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-        self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")  # survives a process crash
-        for statement in _SCHEMA:
-            self.conn.execute(statement)
+        prepare_wal(self.conn, path, _SCHEMA)
 
     def close(self) -> None:
         self.conn.close()

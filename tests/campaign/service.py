@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import sqlite3
 
+from .ledger import prepare_wal
+
 __all__ = ["Service"]
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS effects (key TEXT PRIMARY KEY, result TEXT NOT NULL, "
+    "amount INTEGER NOT NULL, requests INTEGER NOT NULL, run TEXT NOT NULL)",
+)
 
 
 class Service:
     def __init__(self, path: str) -> None:
         self.path = path
         self.conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-        self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS effects (key TEXT PRIMARY KEY, result TEXT NOT NULL, "
-            "amount INTEGER NOT NULL, requests INTEGER NOT NULL, run TEXT NOT NULL)")
+        prepare_wal(self.conn, path, _SCHEMA)
 
     def close(self) -> None:
         self.conn.close()
