@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from ._agentfold import AgentSummary, apply_agent
+from ._agentfold import AgentSummary, apply_agent, quarantine_agent
 from ._agents import AgentHost, state_items
 from ._check import CheckRunner
 from ._clock import Clock
@@ -128,22 +128,61 @@ class Core:
         self._agents.update(agents)
 
     def published(self, records: list[Recorded]) -> None:
+        """Route committed records (in log order), then act on status transitions.
+
+        Runs inside the writer task after a commit: an error while routing one record
+        quarantines that record's workflow (or agent) and never reaches the writer."""
         for rec in records:
-            kind, key, name = parse_stream(rec.stream)
-            if kind == "wf":
-                runner = self._runners.get(key)
-                if runner is not None:
-                    runner.feed(rec)
-                    if isinstance(rec.event, EventReceived):
-                        runner.notify_mail()
-                elif isinstance(rec.event, EventReceived):
-                    self._event_for_sleeper(key, rec.event.event_type)
-            elif kind == "agent":
-                self._agent_record(key, name, rec)
+            try:
+                self._route(rec)
+            except Exception as exc:
+                self._routing_failed(rec, exc)
         self._agents_before.clear()
         transitions, self._transitions = self._transitions, []
         for workflow_id, old, new in transitions:
-            self._transition(workflow_id, old, new)
+            try:
+                self._transition(workflow_id, old, new)
+            except Exception as exc:
+                self._workflow_failed(workflow_id, exc, None)
+
+    def _route(self, rec: Recorded) -> None:
+        kind, key, name = parse_stream(rec.stream)
+        if kind == "wf":
+            runner = self._runners.get(key)
+            if runner is not None:
+                runner.feed(rec)
+                if isinstance(rec.event, EventReceived):
+                    runner.notify_mail()
+            elif isinstance(rec.event, EventReceived):
+                self._event_for_sleeper(key, rec.event.event_type)
+        elif kind == "agent":
+            self._agent_record(key, name, rec)
+
+    def _routing_failed(self, rec: Recorded, exc: Exception) -> None:
+        kind, key, name = parse_stream(rec.stream)
+        if kind == "wf":
+            self._workflow_failed(key, exc, rec.position)
+            return
+        logger.error("agent %s/%s: routing the event at log position %d failed: %r; the "
+                     "agent is quarantined", key, name, rec.position, exc, exc_info=exc)
+        summary = self.agent_summary(key, name)
+        if summary is not None:
+            self.replace_agent(quarantine_agent(summary, key, name, rec.position))
+
+    def _workflow_failed(self, workflow_id: str, exc: Exception, position: int | None) -> None:
+        """Quarantine a workflow whose replay (or runner) failed; the engine goes on."""
+        runner = self._runners.pop(workflow_id, None)
+        if runner is not None:
+            runner.cancel()
+        summary = self.workflow_summary(workflow_id)
+        if summary is None:
+            logger.error("workflow %s failed before it had a summary: %r", workflow_id, exc)
+            return
+        if not isinstance(exc, CorruptLogError):
+            where = "" if position is None else f" at log position {position}"
+            exc = CorruptLogError(f"replaying workflow {workflow_id!r} failed{where}: "
+                                  f"{type(exc).__name__}: {exc}", position=position)
+        self.quarantine(summary, exc)
 
     def _agent_record(self, agent_class: str, name: str, rec: Recorded) -> None:
         host = self._hosts.get((agent_class, name))
@@ -198,7 +237,11 @@ class Core:
         epoch = self._epochs.get(summary.workflow_id, 0) + 1
         self._epochs[summary.workflow_id] = epoch
         runner_class = CheckRunner if self.check else WorkflowRunner
-        runner = runner_class(self, summary, epoch, history)
+        try:
+            runner = runner_class(self, summary, epoch, history)
+        except CorruptLogError as exc:  # its history breaks the log rules (replay.md R12)
+            self.quarantine(summary, exc)
+            return False
         if isinstance(runner, CheckRunner):
             self.checks.append(runner)
         self._runners[summary.workflow_id] = runner

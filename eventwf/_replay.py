@@ -128,6 +128,11 @@ class _Command:
         self.event_type = ""
 
 
+# The states in which a command may take each kind of event (a new command takes any).
+_ATTEMPTING = frozenset({"attempting"})
+_WAITING = frozenset({"waiting"})
+
+
 class ReplayMachine:
     """Feeds on one workflow's events; answers what each durable command should do."""
 
@@ -139,6 +144,7 @@ class ReplayMachine:
         self._reset()
 
     def _reset(self) -> None:
+        self._through = -1  # the last stream position fed (-1: none yet)
         self._history: list[_Command] = []
         self._cursor = 0
         self._mailbox: dict[int, tuple[str, Any, int]] = {}
@@ -151,7 +157,20 @@ class ReplayMachine:
     # -- feeding -------------------------------------------------------------------------
 
     def feed(self, rec: Recorded) -> None:
-        """Apply one committed event of this workflow's stream, in log order."""
+        """Apply one committed event of this workflow's stream, in log order.
+
+        A record already fed is ignored: a runner built from the log while a batch was
+        being published meets that batch's records again (replay.md R11). A record that
+        skips a stream position, or that the log rules refuse, raises ``CorruptLogError``.
+        """
+        through = self._through
+        if rec.stream_position <= through:
+            return
+        if through >= 0 and rec.stream_position != through + 1:
+            raise CorruptLogError(
+                f"event at log position {rec.position} is stream position "
+                f"{rec.stream_position} of {rec.stream!r}, but the replay of its run is at "
+                f"{through}: stream positions were skipped", position=rec.position)
         event = rec.event
         match event:
             case WorkflowStarted():
@@ -170,37 +189,50 @@ class ReplayMachine:
                 self._paused_at = None
             case _:
                 self._feed_command(rec)
+        self._through = rec.stream_position
 
-    def _command(self, seq: int, kind: str, name: str | None, rec: Recorded) -> _Command:
+    def _command(self, seq: int, kind: str, name: str | None, rec: Recorded,
+                 *, states: frozenset[str] = frozenset()) -> _Command:
+        """Command ``seq`` of the run: a new one (the next number), or one in ``states``.
+
+        Anything else (a number skipped, a second outcome, another kind or name under the
+        same number) is a log the engine never writes: ``CorruptLogError``."""
         if seq == len(self._history):
             self._history.append(_Command(kind, name))
-        elif seq > len(self._history):
-            raise NonDeterminismError(
-                f"workflow {self.workflow_id!r}: the log at position {rec.position} has command "
-                f"#{seq} but only {len(self._history)} commands precede it"
-            )
-        return self._history[seq]
+            return self._history[seq]
+        if 0 <= seq < len(self._history):
+            cmd = self._history[seq]
+            if cmd.state in states and (cmd.kind, cmd.name) == (kind, name):
+                return cmd
+            problem = (f"command #{seq} is {describe_command(cmd.kind, cmd.name)} in state "
+                       f"{cmd.state}")
+        else:
+            problem = f"only {len(self._history)} commands precede it"
+        raise CorruptLogError(
+            f"event at log position {rec.position} ({type(rec.event).__name__} of "
+            f"{describe_command(kind, name)} as command #{seq} of {rec.stream!r}) does not "
+            f"fit its run: {problem}", position=rec.position)
 
     def _feed_command(self, rec: Recorded) -> None:
         event = rec.event
         match event:
             case StepSucceeded(seq=seq, kind=kind, name=name, value=value, attempt=attempt):
-                cmd = self._command(seq, kind, name, rec)
+                cmd = self._command(seq, kind, name, rec, states=_ATTEMPTING)
                 cmd.state, cmd.value, cmd.attempt = "done", value, attempt
                 if kind == "report_complete":
                     self.complete_reported = True
                 elif kind == "report_error":
                     self.error_reported = True
             case StepFailed(seq=seq, kind=kind, name=name, error=error, attempt=attempt):
-                cmd = self._command(seq, kind, name, rec)
+                cmd = self._command(seq, kind, name, rec, states=_ATTEMPTING)
                 cmd.state, cmd.error, cmd.attempt = "failed", error, attempt
             case StepAttemptFailed(seq=seq, name=name, attempt=attempt):
-                cmd = self._command(seq, "do", name, rec)
+                cmd = self._command(seq, "do", name, rec, states=_ATTEMPTING)
                 cmd.state, cmd.attempt, cmd.error = "backoff", attempt, event.error
                 cmd.started_us, cmd.deadline_us = rec.time_us, event.retry_at_us
                 cmd.duration_us = event.delay_us
             case StepRetrying(seq=seq, name=name, attempt=attempt):
-                cmd = self._command(seq, "do", name, rec)
+                cmd = self._existing(seq, "do", name, "backoff", rec)
                 cmd.state, cmd.attempt = "attempting", attempt
             case SleepStarted(seq=seq, name=name):
                 cmd = self._command(seq, "sleep_until" if event.until else "sleep", name, rec)
@@ -225,18 +257,26 @@ class ReplayMachine:
                 cmd.state, cmd.started_us, cmd.event_type = "waiting", rec.time_us, event_type
                 cmd.deadline_us, cmd.duration_us = event.timeout_at_us, event.timeout_us
             case EventConsumed(seq=seq, name=name, received=received):
-                cmd = self._command(seq, "wait", name, rec)
-                if received not in self._mailbox:
+                held = self._mailbox.get(received)
+                if held is None or held[0] != event.event_type:
                     raise CorruptLogError(
                         f"event at log position {rec.position} consumes stream position "
-                        f"{received} of {rec.stream!r}, which holds no unconsumed event",
-                        position=rec.position,
-                    )
+                        f"{received} of {rec.stream!r} as a {event.event_type!r} event, but "
+                        "the run holds no such unconsumed event", position=rec.position)
+                cmd = self._command(seq, "wait", name, rec, states=_WAITING)
                 event_type, payload, time_us = self._mailbox.pop(received)
                 self._by_type[event_type].remove(received)
                 cmd.state, cmd.value = "done", (event_type, payload, time_us)
             case WaitTimedOut(seq=seq, name=name):
-                self._command(seq, "wait", name, rec).state = "timed_out"
+                self._existing(seq, "wait", name, "waiting", rec).state = "timed_out"
+
+    def _existing(self, seq: int, kind: str, name: str, state: str, rec: Recorded) -> _Command:
+        """Command ``seq``, which must already be in ``state`` (a timer it ends)."""
+        if seq < len(self._history):
+            return self._command(seq, kind, name, rec, states=frozenset({state}))
+        raise CorruptLogError(
+            f"event at log position {rec.position} ({type(rec.event).__name__}) ends command "
+            f"#{seq} of {rec.stream!r}, which has not begun", position=rec.position)
 
     # -- deciding ------------------------------------------------------------------------
 

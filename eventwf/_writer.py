@@ -161,14 +161,23 @@ class Writer:
     async def append(
         self, items: Sequence[tuple[str, Event]], *, fence: tuple[str, int] | None = None
     ) -> list[Recorded]:
-        """Append ``items`` atomically and wait for the commit; returns their records."""
+        """Append ``items`` atomically and wait for the commit; returns their records.
+
+        Cancellation has one meaning (spec W3): once queued, a request is answered, and
+        its caller learns the answer. Waiting for it is shielded (one group commit at
+        most), so a caller cancelled meanwhile returns the committed records (or raises
+        the commit's error) and meets the cancellation at its next checkpoint. A caller
+        therefore never appends again what already committed, and a clean close commits
+        what its tasks had queued.
+        """
         if self._closed:
             await trio.lowlevel.checkpoint()  # a task of the closing engine stops here
             raise EventwfError("the engine is closed; nothing was logged")
         request = Append(items, fence)
         self._queue.append(request)
         self._wake.set()
-        await request.done.wait()
+        with trio.CancelScope(shield=True):
+            await request.done.wait()
         if request.error is not None:
             raise request.error
         return request.records
@@ -212,7 +221,7 @@ class Writer:
                 continue
             try:
                 batch.stage(request)
-            except (TransitionError, ValueError) as exc:
+            except Exception as exc:  # refused (TransitionError, ValueError...): caller learns
                 request.error = exc
                 request.done.set()
             else:
@@ -232,7 +241,9 @@ class Writer:
             return
         self.commits += 1
         self.events += len(batch.rows)
-        self._registry.install(batch.workflows, batch.agents)
-        self._registry.published(batch.records)
-        for request in accepted:
-            request.done.set()
+        try:
+            self._registry.install(batch.workflows, batch.agents)
+            self._registry.published(batch.records)
+        finally:  # committed: every caller learns it, whatever publishing did
+            for request in accepted:
+                request.done.set()

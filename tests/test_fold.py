@@ -80,10 +80,17 @@ AGENT_EVENTS = [AgentCreated("A", "a"), AgentStateSet({}), AgentStateMerged({}),
 def summary(status: str = "running", **changes: Any) -> WorkflowSummary:
     base = WorkflowSummary(
         workflow_id="w1", workflow_name="Flow", agent_class="A", agent_name="a", status=status,
-        created_us=100, updated_us=100, head=4, mailbox=1,
+        created_us=100, updated_us=100, head=4, inbox=((3, "go"),),
         corrupt_position=3 if status == "unknown" else None,
     )
     return msgspec.structs.replace(base, **changes)
+
+
+# The timer each sample needs pending (replay.md R12): the one it ends or waits on again.
+TIMER_FOR: dict[type[Event], tuple[str, int]] = {
+    StepRetrying: ("backoff", 0), SleepCompleted: ("sleep", 0), WaitTimedOut: ("wait", 0),
+    WorkflowWaiting: ("wait", 0), EventConsumed: ("wait", 0),
+}
 
 
 def rec(event: Event, *, stream: str = "wf:w1", stream_position: int = 5, time_us: int = 1_000,
@@ -114,8 +121,8 @@ def test_w2_table_covers_every_sample_and_names_only_real_statuses() -> None:
 @pytest.mark.parametrize("status", STATUSES)
 @pytest.mark.parametrize("cls", list(TRANSITIONS), ids=lambda c: c.__name__)
 def test_w2_every_event_and_status_pair_follows_the_table(cls: type[Event], status: str) -> None:
-    before = summary(status)
-    pristine = summary(status)
+    before = summary(status, timer=TIMER_FOR.get(cls))
+    pristine = summary(status, timer=TIMER_FOR.get(cls))
     target = TRANSITIONS[cls].get(status)
     if target is None or status == "unknown":
         with pytest.raises(TransitionError):
@@ -213,7 +220,7 @@ def test_binding_migrated_with_a_wrong_old_name_raises() -> None:
 @pytest.mark.parametrize("reset", [True, False])
 def test_restart_clears_errors_output_completed_time_and_bumps_run(reset: bool) -> None:
     old = summary("errored", error_name="ValueError", error_message="boom", output=5,
-                  completed_us=900, run=2, mailbox=3, run_start=1)
+                  completed_us=900, run=2, inbox=((2, "a"), (3, "b"), (4, "a")), run_start=1)
     new = apply_workflow(old, rec(WorkflowRestarted(reset_tracking=reset), stream_position=9))
     assert (new.status, new.run, new.run_start, new.head, new.mailbox) == ("queued", 3, 9, 9, 0)
     assert (new.error_name, new.error_message, new.output, new.completed_us) == (
@@ -233,11 +240,62 @@ def test_errored_and_blocked_record_the_error_and_resume_clears_it() -> None:
 
 
 def test_mailbox_counts_received_minus_consumed() -> None:
-    s = summary("waiting", mailbox=0)
-    s = apply_workflow(s, rec(EventReceived("go")))
-    s = apply_workflow(s, rec(EventReceived("go")))
-    s = apply_workflow(s, rec(SAMPLES[EventConsumed]))
-    assert (s.mailbox, s.status) == (1, "running")
+    s = summary("waiting", inbox=(), timer=("wait", 0))
+    s = apply_workflow(s, rec(EventReceived("go"), stream_position=3))
+    s = apply_workflow(s, rec(EventReceived("go"), stream_position=4))
+    s = apply_workflow(s, rec(SAMPLES[EventConsumed], stream_position=5))
+    assert (s.mailbox, s.inbox, s.status, s.timer) == (1, ((4, "go"),), "running", None)
+
+
+# -- the timer and inbox rules (replay.md R12: what replay refuses, the fold refuses) ----------
+
+
+def test_an_event_is_consumed_once() -> None:
+    once = apply_workflow(summary("waiting", timer=("wait", 0)), rec(SAMPLES[EventConsumed]))
+    assert once.inbox == ()
+    with pytest.raises(TransitionError, match="holds no such unconsumed event"):
+        apply_workflow(once, rec(EventConsumed(1, "w2", "go", 3)))
+
+
+@pytest.mark.parametrize("consumed", [EventConsumed(0, "w", "go", 9),  # nothing received there
+                                      EventConsumed(0, "w", "other", 3)],  # another type
+                         ids=["nothing-received", "wrong-type"])
+def test_a_consumption_must_name_a_received_event_of_its_type(consumed: EventConsumed) -> None:
+    before = summary("waiting", timer=("wait", 0))
+    with pytest.raises(TransitionError, match="holds no such unconsumed event"):
+        apply_workflow(before, rec(consumed))
+    assert before.inbox == ((3, "go"),)
+
+
+@pytest.mark.parametrize(("event", "timer"), [
+    (SleepCompleted(0), None), (SleepCompleted(1), ("sleep", 0)),
+    (SleepCompleted(0), ("wait", 0)), (StepRetrying(0, "a", 2), ("sleep", 0)),
+    (StepRetrying(0, "a", 2), None), (WaitTimedOut(0, "w", "go"), ("backoff", 0)),
+    (WaitTimedOut(0, "w", "go"), None), (WorkflowWaiting(1), ("sleep", 0)),
+    (WorkflowWaiting(0), None), (EventConsumed(1, "w", "go", 3), ("sleep", 0)),
+])
+def test_a_timer_is_ended_only_by_its_own_command_while_pending(
+        event: Event, timer: tuple[str, int] | None) -> None:
+    status = "running" if isinstance(event, WorkflowWaiting) else "waiting"
+    with pytest.raises(TransitionError, match="pending"):
+        apply_workflow(summary(status, timer=timer), rec(event))
+
+
+@pytest.mark.parametrize("cls", [SleepStarted, StepAttemptFailed, WaitStarted])
+def test_no_second_timer_starts_while_one_is_pending(cls: type[Event]) -> None:
+    with pytest.raises(TransitionError, match="while the sleep of command #0 is pending"):
+        apply_workflow(summary("running", timer=("sleep", 0)), rec(SAMPLES[cls]))
+
+
+def test_timers_walk_start_end_and_restart_clears_them() -> None:
+    s = apply_workflow(summary("running"), rec(SAMPLES[SleepStarted]))
+    assert s.timer == ("sleep", 0)
+    s = apply_workflow(s, rec(SleepCompleted(0), stream_position=6))
+    assert s.timer is None
+    s = apply_workflow(s, rec(SAMPLES[StepAttemptFailed], stream_position=7))
+    assert s.timer == ("backoff", 0)
+    restarted = apply_workflow(s, rec(WorkflowRestarted(), stream_position=8))
+    assert (restarted.timer, restarted.inbox) == (None, ())
 
 
 # -- quarantine (R7) ---------------------------------------------------------------------------

@@ -12,6 +12,8 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import msgspec
+
 from .._agentfold import AgentSummary
 from .._codec import decode_value, encode_value
 from .._fold import WorkflowSummary
@@ -36,7 +38,7 @@ WORKFLOW_COLUMNS = (
     "workflow_id", "workflow_name", "agent_class", "agent_name", "status", "metadata",
     "error_name", "error_message", "created_us", "updated_us", "completed_us", "tracked",
     "run", "started_at", "run_start", "mailbox", "output", "corrupt_position", "wake_at_us",
-    "wake_span_us", "wait_type", "paused_us",
+    "wake_span_us", "wait_type", "paused_us", "inbox", "timer_kind", "timer_seq",
 )
 AGENT_COLUMNS = (
     "agent_class", "agent_name", "state", "has_state", "delivered_through", "last_callback",
@@ -45,6 +47,10 @@ AGENT_COLUMNS = (
 # One encoder, made once: ``json.dumps`` with options builds a new encoder per call (the
 # same text, several times slower, and a rebuild encodes every workflow's metadata).
 _METADATA_JSON = json.JSONEncoder(separators=(",", ":")).encode
+# The inbox column: JSON ``[[stream position, event type], ...]`` (NULL when empty); the
+# ``mailbox`` column beside it is its length, for queries.
+_INBOX_JSON = msgspec.json.Encoder().encode
+_INBOX_DECODE = msgspec.json.Decoder(tuple[tuple[int, str], ...]).decode
 _WF_SELECT = "SELECT " + ", ".join(WORKFLOW_COLUMNS) + " FROM workflows"
 _AG_SELECT = "SELECT " + ", ".join(AGENT_COLUMNS) + " FROM agents"
 
@@ -69,14 +75,16 @@ def workflow_row(s: WorkflowSummary) -> tuple[Any, ...]:
         int(s.tracked), s.run, s.started_at, s.run_start, s.mailbox,
         None if s.output is None else encode_value(s.output, "output", limit=1 << 62),
         s.corrupt_position, s.wake_at_us, s.wake_span_us, s.wait_type, s.paused_us,
+        _INBOX_JSON(s.inbox) if s.inbox else None,
+        None if s.timer is None else s.timer[0], None if s.timer is None else s.timer[1],
     )
 
 
 def summary_from_row(row: Sequence[Any], head: int) -> WorkflowSummary:
     (workflow_id, workflow_name, agent_class, agent_name, status, metadata, error_name,
      error_message, created_us, updated_us, completed_us, tracked, run, started_at,
-     run_start, mailbox, output, corrupt_position, wake_at_us, wake_span_us, wait_type,
-     paused_us) = row
+     run_start, _mailbox, output, corrupt_position, wake_at_us, wake_span_us, wait_type,
+     paused_us, inbox, timer_kind, timer_seq) = row
     return WorkflowSummary(
         workflow_id=workflow_id, workflow_name=workflow_name, agent_class=agent_class,
         agent_name=agent_name, status=status, created_us=created_us, updated_us=updated_us,
@@ -85,8 +93,10 @@ def summary_from_row(row: Sequence[Any], head: int) -> WorkflowSummary:
         error_name=error_name, error_message=error_message,
         output=None if output is None else decode_value(output),
         tracked=bool(tracked), run=run, started_at=started_at, run_start=run_start,
-        head=head, mailbox=mailbox, corrupt_position=corrupt_position, wake_at_us=wake_at_us,
+        head=head, corrupt_position=corrupt_position, wake_at_us=wake_at_us,
         wake_span_us=wake_span_us, wait_type=wait_type, paused_us=paused_us,
+        inbox=() if inbox is None else _INBOX_DECODE(inbox),
+        timer=None if timer_kind is None else (timer_kind, timer_seq),
     )
 
 

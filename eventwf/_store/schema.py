@@ -20,6 +20,7 @@ from ..errors import LogLockedError, SchemaVersionError, StorageError
 
 __all__ = [
     "APPLICATION_ID",
+    "PROJECTION_VERSION",
     "SCHEMA_VERSION",
     "WriterLock",
     "connect",
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+# The shape of the projection tables. They are a cache of the log: a log whose projections
+# have another version gets them dropped, made anew and rebuilt on open (log.md L13).
+PROJECTION_VERSION = 2
 APPLICATION_ID = 0x65776631  # "ewf1"
 
 _TRIGGERS = (
@@ -70,6 +74,9 @@ def create_schema(conn: sqlite3.Connection) -> None:
                 f"this log has schema version {version}, newer than this eventwf "
                 f"(version {SCHEMA_VERSION}); upgrade eventwf to write to it"
             )
+    if "meta" in existing and _projection_version(conn) != PROJECTION_VERSION:
+        _drop_projections(conn, existing)
+        existing -= {"workflows", "agents"}
     _create_tables(db, existing)
     for statement in _TRIGGERS:
         conn.execute(statement)
@@ -79,6 +86,7 @@ def create_schema(conn: sqlite3.Connection) -> None:
             set_meta(conn, "schema_version", str(SCHEMA_VERSION))
             set_meta(conn, "genesis", os.urandom(16).hex())
             set_meta(conn, "projected_through", "0")
+        set_meta(conn, "projection_version", str(PROJECTION_VERSION))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -86,6 +94,26 @@ def create_schema(conn: sqlite3.Connection) -> None:
         raise
     conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def _projection_version(conn: sqlite3.Connection) -> int:
+    value = get_meta(conn, "projection_version")
+    return 1 if value is None else int(value) if value.isdigit() else -1
+
+
+def _drop_projections(conn: sqlite3.Connection, existing: set[str]) -> None:
+    """Drop projection tables of another shape; the open that follows rebuilds them."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table in ("workflows", "agents"):
+            if table in existing:
+                conn.execute(f"DROP TABLE {table}")  # a constant name
+        set_meta(conn, "projected_through", "0")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 _EVENTS = {"position": int, "stream": str, "stream_position": int, "time_us": int,
@@ -96,7 +124,7 @@ _WORKFLOWS = {
     "created_us": int, "updated_us": int, "completed_us": int, "tracked": int, "run": int,
     "started_at": int, "run_start": int, "mailbox": int, "output": bytes,
     "corrupt_position": int, "wake_at_us": int, "wake_span_us": int, "wait_type": str,
-    "paused_us": int,
+    "paused_us": int, "inbox": str, "timer_kind": str, "timer_seq": int,
 }
 _WORKFLOWS_NOT_NULL = {"workflow_name", "agent_class", "agent_name", "status", "created_us",
                        "updated_us", "tracked", "run", "started_at", "run_start", "mailbox",
