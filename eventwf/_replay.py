@@ -344,11 +344,15 @@ class ReplayMachine:
         """True while the code has not yet caught up with the logged history."""
         return self._cursor < len(self._history)
 
-    def buffered(self, event_type: str) -> tuple[int, Any, int] | None:
-        """The oldest unconsumed event of ``event_type``: (stream position, payload, time)."""
+    def buffered(self, event_type: str, received_by_us: int | None = None
+                 ) -> tuple[int, Any, int] | None:
+        """The oldest unconsumed event of ``event_type`` (stream position, payload, time),
+        if it was received no later than ``received_by_us`` (a wait's deadline: S8a)."""
         queue = self._by_type.get(event_type)
         if not queue:
             return None
         position = queue[0]
         _, payload, time_us = self._mailbox[position]
+        if received_by_us is not None and time_us > received_by_us:
+            return None
         return position, payload, time_us

@@ -240,10 +240,10 @@ class AgentWorkflowStep:
                     seq, name, event_type, deadline, timeout_us))])
         limit = min(deadline, host.clock.now_us() + timeout_us)
         with trio.move_on_at(host.clock.trio_time(limit)):
-            while (buffered := host.machine.buffered(event_type)) is None:
+            while (buffered := host.machine.buffered(event_type, deadline)) is None:
                 await host.wait_for_mail(limit)
             return await self._consume(seq, name, event_type, buffered)
-        if (buffered := host.machine.buffered(event_type)) is not None:
+        if (buffered := host.machine.buffered(event_type, deadline)) is not None:
             return await self._consume(seq, name, event_type, buffered)
         await host.append([(host.stream, WaitTimedOut(seq, name, event_type))])
         raise self._timeout(name, event_type, timeout_us / 1_000_000)
