@@ -106,6 +106,20 @@ async def test_metadata_numbers_compare_exactly_at_any_magnitude(db: str) -> Non
         assert await agent.delete_workflows(metadata={"big": 2**64 - 1, "e": 2**70}) == 1
 
 
+async def test_without_the_json_text_operator_such_numbers_are_refused_by_name(
+        db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """T11 on SQLite before 3.38 (no ``->``): a ValueError naming the value, never a wrong
+    answer or a raw SQLite error; every other number is still compared exactly."""
+    monkeypatch.setattr("eventwf._store.projections.JSON_TEXT_OPERATOR", False)
+    async with _stored(db) as (_, agent):
+        for value in [2**63, 2**64 - 1, 2.0**63]:
+            with pytest.raises(ValueError, match="needs SQLite 3.38"):
+                await agent.get_workflows(metadata={"big": value})
+        assert {w.workflow_id for w in (await agent.get_workflows(
+            metadata={"r": 2**64})).workflows} == {"w-big"}
+        assert (await agent.get_workflows(metadata={"big": 2**70})).total == 0
+
+
 async def test_filters_that_no_stored_value_can_satisfy_match_nothing(db: str) -> None:
     """T10, T11: strings that are not UTF-8 or longer than metadata may be, names that could
     not be a binding, keys deeper than metadata may nest: the answer is 'none'."""

@@ -46,6 +46,7 @@ AGENT_COLUMNS = (
 # One encoder, made once: ``json.dumps`` with options builds a new encoder per call (the
 # same text, several times slower, and a rebuild encodes every workflow's metadata).
 _METADATA_JSON = json.JSONEncoder(separators=(",", ":")).encode
+JSON_TEXT_OPERATOR = sqlite3.sqlite_version_info >= (3, 38, 0)  # ``->``: a value's JSON text
 _WF_SELECT = "SELECT " + ", ".join(WORKFLOW_COLUMNS) + " FROM workflows"
 _AG_SELECT = "SELECT " + ", ".join(AGENT_COLUMNS) + " FROM agents"
 
@@ -193,7 +194,8 @@ def _number_clause(path: str, value: int | float) -> tuple[str, list[Any]]:
 
     A stored real matches if it equals ``value`` exactly; a stored integer within SQLite's
     64-bit range compares as an INTEGER; one beyond it (a log holds up to 2**64 - 1)
-    reads back as a rounded REAL, so it is matched by its JSON text instead.
+    reads back as a rounded REAL, so it is matched by its JSON text instead (``->``, SQLite
+    3.38; older SQLite: ``ValueError`` naming the value, never an inexact answer).
     """
     integer = value if isinstance(value, int) else int(value) if value.is_integer() else None
     try:
@@ -209,6 +211,10 @@ def _number_clause(path: str, value: int | float) -> tuple[str, list[Any]]:
         clauses.append("json_type(metadata, ?) = 'integer' AND json_extract(metadata, ?) = ?")
         params += [path, path, integer]
     elif integer is not None and 1 << 63 <= integer < 1 << 64:
+        if not JSON_TEXT_OPERATOR:
+            raise ValueError(f"metadata filter value {value!r} is beyond SQLite's 64-bit "
+                             "integers: comparing it exactly needs SQLite 3.38 or newer (this "
+                             f"is {sqlite3.sqlite_version})")
         clauses.append("json_type(metadata, ?) = 'integer' AND metadata -> ? = ?")
         params += [path, path, str(integer)]
     return ("((" + ") OR (".join(clauses) + "))", params) if clauses else ("0", [])
