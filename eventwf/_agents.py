@@ -145,6 +145,11 @@ class AgentHost:
                 item.kind, self.agent_class, self.name, item.workflow_id, item.workflow_name,
             )
 
+    @property
+    def idle(self) -> bool:
+        """No client, and no callback queued or being delivered here."""
+        return not self.connections and not self._queue and not self._dispatching
+
     # -- clients -------------------------------------------------------------------------
 
     def push_state(self, state: Any, position: int) -> None:

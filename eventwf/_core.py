@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import trio
@@ -410,6 +410,27 @@ class Core:
                 if isinstance(rec.event, CallbackScheduled):
                     host.schedule(rec)
         return agent
+
+    def evict_idle_agents(self, agent_class: str, *, keep: Collection[str] = ()) -> set[str]:
+        """Drop the live objects of the idle agents of one class; return the names still live.
+
+        Internal: a host that bounds its agents in memory (the demo) calls it. Idle means not
+        in ``keep``, no client, no callback queued, being delivered or logged undelivered, no
+        live run of its workflows, not being created. The next use loads it again (A7).
+        """
+        busy = {runner.agent_stream for runner in self._runners.values()}
+        live: set[str] = set()
+        for (cls, name), host in list(self._hosts.items()):
+            if cls != agent_class:
+                continue
+            summary = self.agent_summary(cls, name)
+            if (name in keep or not host.idle or host.stream in busy or (cls, name) in
+                    self._creating or (summary is not None and summary.callbacks_pending)):
+                live.add(name)
+            else:
+                del self._hosts[cls, name]
+                self._agents.pop((cls, name), None)  # the projection holds the same summary
+        return live
 
     def agent_state_items(
         self, agent: Any, action: str, value: Any, workflow_id: str | None

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
-from typing import Any
+from typing import Any, get_args
+
+import msgspec
 
 from ._agents import AgentHost
 from ._codec import encode_value, roundtrip_value
@@ -31,15 +32,20 @@ from ._events import (
 )
 from ._fold import WorkflowSummary
 from ._store.projections import TrackingFilter, count_workflows, query_workflows
-from ._types import InstanceStatus, WorkflowInfo, WorkflowPage
+from ._types import InstanceStatus, WorkflowInfo, WorkflowPage, WorkflowStatus
 from ._validation import (
+    MAX_METADATA_BYTES,
     check_binding_name,
     check_event_type,
     check_metadata,
     check_workflow_id,
-    metadata_key_path,
+    created_before_us,
+    is_binding_name,
+    is_workflow_id,
+    metadata_filter,
     new_workflow_id,
-    parse_instant,
+    shown,
+    status_filter,
     utc_from_us,
 )
 from .errors import (
@@ -69,9 +75,9 @@ __all__ = [
 
 logger = logging.getLogger("eventwf")
 MAILBOX_LIMIT = 1000
-STATUSES = ("queued", "running", "paused", "errored", "terminated", "complete", "waiting",
-            "waitingForPause", "unknown")
+STATUSES: tuple[str, ...] = get_args(WorkflowStatus)
 _BAD_CURSOR = "Invalid pagination cursor. The cursor may be malformed or corrupted."
+_MAX_CURSOR = 512  # characters; the cursors we make are under 200
 
 
 def info(s: WorkflowSummary) -> WorkflowInfo:
@@ -93,10 +99,13 @@ def _binding(core: Core, workflow_name: object) -> str:
     return workflow_name
 
 
+def _lookup(core: Core, workflow_id: object) -> WorkflowSummary | None:
+    """The workflow with this id; None for an id no workflow can have (never a raw error)."""
+    return core.workflow_summary(workflow_id) if is_workflow_id(workflow_id) else None
+
+
 def _own(core: Core, host: AgentHost, workflow_id: object) -> WorkflowSummary | None:
-    if not isinstance(workflow_id, str):
-        return None
-    s = core.workflow_summary(workflow_id)
+    s = _lookup(core, workflow_id)
     if s is None or not s.tracked or (s.agent_class, s.agent_name) != (host.agent_class, host.name):
         return None
     return s
@@ -105,7 +114,7 @@ def _own(core: Core, host: AgentHost, workflow_id: object) -> WorkflowSummary | 
 def _tracked(core: Core, host: AgentHost, workflow_id: object) -> WorkflowSummary:
     s = _own(core, host, workflow_id)
     if s is None:
-        raise WorkflowNotFoundError(f"Workflow {workflow_id!r} not found in tracking table "
+        raise WorkflowNotFoundError(f"Workflow {shown(workflow_id)} not found in tracking table "
                                     f"of agent {host.agent_class}/{host.name}")
     return s
 
@@ -119,7 +128,7 @@ async def run_workflow(core: Core, host: AgentHost, workflow_name: str, params: 
     workflow_id = new_workflow_id() if workflow_id is None else check_workflow_id(workflow_id)
     metadata = check_metadata(metadata)
     if metadata is not None:
-        metadata = roundtrip_value(metadata, "workflow metadata", limit=64 * 1024)
+        metadata = roundtrip_value(metadata, "workflow metadata", limit=MAX_METADATA_BYTES)
     params = roundtrip_value(params, f"the params of workflow {workflow_id!r}")
     existing = core.workflow_summary(workflow_id)
     if existing is not None and (existing.tracked or not existing.finished):
@@ -143,9 +152,9 @@ async def send_workflow_event(core: Core, workflow_name: str, workflow_id: str,
     event_type = check_event_type(event["type"])
     payload = event.get("payload")
     encode_value(payload, f"the payload of event {event_type!r}")
-    s = core.workflow_summary(workflow_id) if isinstance(workflow_id, str) else None
+    s = _lookup(core, workflow_id)
     if s is None or s.workflow_name != binding:
-        raise WorkflowNotFoundError(f"no workflow {workflow_id!r} under binding {binding!r}")
+        raise WorkflowNotFoundError(f"no workflow {shown(workflow_id)} under binding {binding!r}")
     if s.finished or s.status == "unknown":
         raise EventwfError(f"workflow {workflow_id!r} is {s.status}; it can no longer receive "
                            "events")
@@ -164,60 +173,62 @@ def get_workflow(core: Core, host: AgentHost, workflow_id: str) -> WorkflowInfo 
 
 
 def _filter(host: AgentHost, status: object, workflow_name: object, metadata: object,
-            created_before: object = None) -> TrackingFilter:
-    statuses: list[str] | None = None
-    if status is not None:
-        statuses = [status] if isinstance(status, str) else list(status)  # type: ignore[call-overload]
-        for value in statuses:
-            if value not in STATUSES:
-                raise ValueError(f"invalid status {value!r}: must be one of {', '.join(STATUSES)}")
+            created_before: object = None) -> TrackingFilter | None:
+    """The query's WHERE clause, every input checked (T10-T12); None if nothing can match."""
+    statuses = status_filter(status, STATUSES)
     if workflow_name is not None and not isinstance(workflow_name, str):
-        raise ValueError(f"invalid workflow_name {workflow_name!r}: must be a str")
-    pairs: list[tuple[str | None, Any]] = []
-    if metadata is not None:
-        if not isinstance(metadata, dict):
-            raise ValueError(f"invalid metadata filter {metadata!r}: must be a dict")
-        for key, value in metadata.items():
-            if value is not None and not isinstance(value, str | int | float | bool):
-                raise ValueError(f"invalid metadata filter value {value!r} for {key!r}: "
-                                 "must be a str, int, float, bool or None")
-            pairs.append((metadata_key_path(key), value))
-    before = None
-    if created_before is not None:
-        before = int(round(parse_instant(created_before) * 1_000_000))
+        raise ValueError(f"invalid workflow_name {shown(workflow_name)}: must be a str")
+    pairs = metadata_filter(metadata)
+    before = None if created_before is None else created_before_us(created_before)
+    if workflow_name is not None and not is_binding_name(workflow_name):
+        return None  # no workflow can have this name (and SQLite could not bind some)
     return TrackingFilter(host.agent_class, host.name, statuses=statuses,
-                          workflow_name=workflow_name or None, metadata=pairs,
-                          created_before_us=before)
+                          workflow_name=workflow_name, metadata=pairs, created_before_us=before)
+
+
+class _Cursor(msgspec.Struct, forbid_unknown_fields=True):
+    """A keyset position: the created time (µs) and id of the last record of a page."""
+
+    c: int
+    i: str
+
+
+_CURSOR_DECODER = msgspec.json.Decoder(_Cursor)
 
 
 def _cursor(created_us: int, workflow_id: str) -> str:
-    raw = json.dumps({"c": created_us, "i": workflow_id}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    raw = msgspec.json.encode(_Cursor(created_us, workflow_id))
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def _decode_cursor(cursor: object) -> tuple[int, str]:
-    if not isinstance(cursor, str):
+    """A cursor this engine could have made, or ``ValueError(_BAD_CURSOR)`` (T3, T10).
+
+    The typed decode stops at the first unexpected token, so no nesting depth or number
+    size reaches a recursive parser or SQLite.
+    """
+    if not isinstance(cursor, str) or not 0 < len(cursor) <= _MAX_CURSOR:
         raise ValueError(_BAD_CURSOR)
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        data = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+        data = _CURSOR_DECODER.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, msgspec.DecodeError):
         raise ValueError(_BAD_CURSOR) from None
-    if (not isinstance(data, dict) or not isinstance(data.get("c"), int)
-            or isinstance(data.get("c"), bool) or not isinstance(data.get("i"), str)):
+    if not -(1 << 63) <= data.c < 1 << 63 or not is_workflow_id(data.i):
         raise ValueError(_BAD_CURSOR)
-    return data["c"], data["i"]
+    return data.c, data.i
 
 
 def get_workflows(core: Core, host: AgentHost, *, status: object, workflow_name: object,
                   metadata: object, limit: object, order: object, cursor: object) -> WorkflowPage:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"invalid limit {limit!r}: must be an int from 1 to 100")
+        raise ValueError(f"invalid limit {shown(limit)}: must be an int from 1 to 100")
     if order not in ("asc", "desc"):
-        raise ValueError(f"invalid order {order!r}: must be 'asc' or 'desc'")
+        raise ValueError(f"invalid order {shown(order)}: must be 'asc' or 'desc'")
     limit = min(limit, 100)
     where = _filter(host, status, workflow_name, metadata)
     after = None if cursor is None else _decode_cursor(cursor)
+    if where is None:
+        return WorkflowPage([], 0, None)
     conn = core.store.conn
     rows = query_workflows(conn, where, ascending=order == "asc", limit=limit + 1, after=after)
     more = len(rows) > limit
@@ -228,9 +239,9 @@ def get_workflows(core: Core, host: AgentHost, *, status: object, workflow_name:
 
 def get_workflow_status(core: Core, workflow_name: str, workflow_id: str) -> InstanceStatus:
     binding = _binding(core, workflow_name)
-    s = core.workflow_summary(workflow_id) if isinstance(workflow_id, str) else None
+    s = _lookup(core, workflow_id)
     if s is None or s.workflow_name != binding:
-        raise WorkflowNotFoundError(f"no workflow {workflow_id!r} under binding {binding!r}")
+        raise WorkflowNotFoundError(f"no workflow {shown(workflow_id)} under binding {binding!r}")
     return InstanceStatus(s.status, s.error_message, s.output)  # type: ignore[arg-type]
 
 
@@ -250,6 +261,8 @@ async def delete_workflow(core: Core, host: AgentHost, workflow_id: str) -> bool
 async def delete_workflows(core: Core, host: AgentHost, *, status: object, workflow_name: object,
                            metadata: object, created_before: object) -> int:
     where = _filter(host, status, workflow_name, metadata, created_before)
+    if where is None:
+        return 0
     for _ in range(5):
         ids = [s.workflow_id for s in
                query_workflows(core.store.conn, where, ascending=True, limit=None)]

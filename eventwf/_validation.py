@@ -9,10 +9,13 @@ from __future__ import annotations
 import math
 import re
 import secrets
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = [
+    "MAX_FILTER_KEYS",
+    "MAX_METADATA_BYTES",
     "MAX_NAME_LENGTH",
     "check_agent_name",
     "check_binding_name",
@@ -20,10 +23,16 @@ __all__ = [
     "check_metadata",
     "check_step_name",
     "check_workflow_id",
+    "created_before_us",
+    "is_binding_name",
+    "is_workflow_id",
+    "metadata_filter",
     "metadata_key_path",
     "new_workflow_id",
     "parse_duration",
     "parse_instant",
+    "shown",
+    "status_filter",
 ]
 
 MAX_NAME_LENGTH = 256
@@ -42,6 +51,32 @@ _ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-
 _META_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}\Z")
 MAX_METADATA_KEYS = 64
 MAX_METADATA_DEPTH = 32
+MAX_METADATA_BYTES = 64 * 1024  # encoded; so no stored string is longer
+MAX_FILTER_KEYS = 64
+_INT64_MIN, _INT64_END = -(1 << 63), 1 << 63  # SQLite's INTEGER range: [min, end)
+
+
+def shown(value: object, limit: int = 260) -> str:
+    """``repr(value)`` cut to about ``limit`` characters: a message names a value, never echoes
+    megabytes of it (and never fails on an int too long to print or a too-deep list)."""
+    if isinstance(value, int) and value.bit_length() > 3 * limit:
+        return f"<an int of {value.bit_length():,} bits>"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"<a {type(value).__name__} too large to show>"
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
+def _is_text(value: str) -> bool:
+    """No control characters, and encodable as UTF-8 (no lone surrogates): it can be logged."""
+    if _CONTROL_RE.search(value):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_duration(value: object, *, what: str = "duration", allow_zero: bool = True) -> float:
@@ -52,7 +87,7 @@ def parse_duration(value: object, *, what: str = "duration", allow_zero: bool = 
         try:
             seconds = float(value)
         except OverflowError:
-            raise ValueError(f"invalid {what} {value!r}: too large") from None
+            raise ValueError(f"invalid {what} {shown(value)}: too large") from None
     elif isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, str):
@@ -60,16 +95,17 @@ def parse_duration(value: object, *, what: str = "duration", allow_zero: bool = 
         unit = match.group(2) if match else ""
         if match is None or unit not in _UNITS:
             raise ValueError(
-                f"invalid {what} {value!r}: expected '<n> <unit>' with unit one of "
+                f"invalid {what} {shown(value)}: expected '<n> <unit>' with unit one of "
                 "millisecond(s), second(s), minute(s), hour(s), day(s), week(s)"
             )
         seconds = float(match.group(1)) * _UNITS[unit]
     else:
-        raise ValueError(f"invalid {what} {value!r}: expected seconds, a timedelta or '<n> <unit>'")
+        raise ValueError(
+            f"invalid {what} {shown(value)}: expected seconds, a timedelta or '<n> <unit>'")
     if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
-        raise ValueError(f"invalid {what} {value!r}: must be a finite, non-negative duration")
+        raise ValueError(f"invalid {what} {shown(value)}: must be a finite, non-negative duration")
     if not allow_zero and seconds == 0:
-        raise ValueError(f"invalid {what} {value!r}: must be greater than zero")
+        raise ValueError(f"invalid {what} {shown(value)}: must be greater than zero")
     return seconds
 
 
@@ -83,37 +119,44 @@ def parse_instant(value: object) -> float:
         try:
             seconds = float(value)
         except OverflowError:
-            raise ValueError(f"invalid instant {value!r}: too large") from None
+            raise ValueError(f"invalid instant {shown(value)}: too large") from None
         if math.isfinite(seconds):
             return seconds
-    raise ValueError(f"invalid instant {value!r}: expected an aware datetime or epoch seconds")
+    raise ValueError(
+        f"invalid instant {shown(value)}: expected an aware datetime or finite epoch seconds")
+
+
+def _check_name(name: object, what: str, max_length: int = MAX_NAME_LENGTH) -> str:
+    """Names are 1-``max_length`` characters of text: no control characters, valid UTF-8."""
+    if not isinstance(name, str) or not name or len(name) > max_length:
+        raise ValueError(f"invalid {what} {shown(name)}: must be a string of 1-{max_length} "
+                         "characters")
+    if not _is_text(name):
+        raise ValueError(f"invalid {what} {shown(name)}: control characters and lone "
+                         "surrogates are not allowed")
+    return name
 
 
 def check_step_name(name: object) -> str:
     """Step names are 1-256 characters without control characters."""
-    if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
-        raise ValueError(f"invalid step name {name!r}: must be a string of 1-256 characters")
-    if _CONTROL_RE.search(name):
-        raise ValueError(f"invalid step name {name!r}: control characters are not allowed")
-    return name
+    return _check_name(name, "step name")
 
 
 def check_event_type(event_type: object) -> str:
     """Event types follow the step-name rules (matched exactly, FIFO per type)."""
-    if not isinstance(event_type, str) or not event_type or len(event_type) > MAX_NAME_LENGTH:
-        raise ValueError(
-            f"invalid event type {event_type!r}: must be a string of 1-256 characters"
-        )
-    if _CONTROL_RE.search(event_type):
-        raise ValueError(f"invalid event type {event_type!r}: control characters are not allowed")
-    return event_type
+    return _check_name(event_type, "event type")
+
+
+def is_workflow_id(workflow_id: object) -> TypeGuard[str]:
+    return isinstance(workflow_id, str) and _WORKFLOW_ID_RE.match(workflow_id) is not None
 
 
 def check_workflow_id(workflow_id: object) -> str:
     """Workflow ids match ``[A-Za-z0-9_][A-Za-z0-9_-]{0,99}``."""
-    if not isinstance(workflow_id, str) or not _WORKFLOW_ID_RE.match(workflow_id):
+    if not is_workflow_id(workflow_id):
         raise ValueError(
-            f"invalid workflow id {workflow_id!r}: must match [A-Za-z0-9_][A-Za-z0-9_-]{{0,99}}"
+            f"invalid workflow id {shown(workflow_id)}: must match "
+            "[A-Za-z0-9_][A-Za-z0-9_-]{0,99}"
         )
     return workflow_id
 
@@ -125,19 +168,19 @@ def new_workflow_id() -> str:
 
 def check_agent_name(name: object) -> str:
     """Agent instance names are 1-256 characters without control characters."""
-    if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
-        raise ValueError(f"invalid agent name {name!r}: must be a string of 1-256 characters")
-    if _CONTROL_RE.search(name):
-        raise ValueError(f"invalid agent name {name!r}: control characters are not allowed")
-    return name
+    return _check_name(name, "agent name")
+
+
+def is_binding_name(name: object) -> TypeGuard[str]:
+    return isinstance(name, str) and 0 < len(name) <= 64 and _is_text(name)
 
 
 def check_binding_name(name: object) -> str:
     """Workflow binding names are 1-64 characters without control characters."""
-    if not isinstance(name, str) or not name or len(name) > 64 or _CONTROL_RE.search(name):
+    if not is_binding_name(name):
         raise ValueError(
-            f"invalid workflow binding name {name!r}: must be 1-64 characters without "
-            "control characters"
+            f"invalid workflow binding name {shown(name)}: must be 1-64 characters without "
+            "control characters or lone surrogates"
         )
     return name
 
@@ -185,12 +228,87 @@ def metadata_key_path(key: object) -> str | None:
     Stored keys are validated by :func:`check_metadata`, so a key with any other character
     names nothing: the query then matches no rows instead of reaching the JSON parser.
     """
-    if not isinstance(key, str):
+    if not isinstance(key, str) or len(key) > _MAX_KEY_PATH:
         return None
     segments = key.split(".")
-    if not all(_META_SEGMENT_RE.match(segment) for segment in segments):
+    if len(segments) > MAX_METADATA_DEPTH or not all(
+            _META_SEGMENT_RE.match(segment) for segment in segments):
         return None
     return "$" + "".join(f'."{segment}"' for segment in segments)
+
+
+# -- query inputs (specs/agents.md T10-T12) ------------------------------------------------
+
+_MAX_KEY_PATH = MAX_METADATA_DEPTH * 65  # 32 segments of at most 64 characters, and dots
+
+
+def status_filter(status: object, known: tuple[str, ...]) -> list[str] | None:
+    """The statuses a query asks for (None: any), each once: one of ``known`` or a collection."""
+    if status is None:
+        return None
+    if isinstance(status, str):
+        values: Collection[object] = [status]
+    elif isinstance(status, bytes | bytearray | Mapping) or not isinstance(status, Collection):
+        raise ValueError(f"invalid status filter {shown(status)}: must be a status or a list "
+                         "of statuses")
+    else:
+        values = status
+    wanted: set[str] = set()
+    for value in values:
+        if not isinstance(value, str) or value not in known:
+            raise ValueError(f"invalid status {shown(value)}: must be one of {', '.join(known)}")
+        wanted.add(value)
+    return [s for s in known if s in wanted]
+
+
+def metadata_filter(metadata: object) -> list[tuple[str | None, Any]]:
+    """(JSON path, value) pairs for a metadata filter; the path is None where nothing can match.
+
+    A key that could not have been stored, or a value that no stored metadata can hold
+    (a non-finite float; a string that is not UTF-8 or longer than metadata may be), matches
+    nothing. Other values are bound as they are: SQL compares them exactly (T4).
+    """
+    if metadata is None:
+        return []
+    if not isinstance(metadata, dict):
+        raise ValueError(f"invalid metadata filter {shown(metadata)}: must be a dict")
+    if len(metadata) > MAX_FILTER_KEYS:
+        raise ValueError(f"invalid metadata filter: {len(metadata):,} keys, at most "
+                         f"{MAX_FILTER_KEYS}")
+    pairs: list[tuple[str | None, Any]] = []
+    for key, value in metadata.items():
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise ValueError(f"invalid metadata filter value {shown(value)} for {shown(key)}: "
+                             "must be a str, int, float, bool or None")
+        pairs.append((metadata_key_path(key) if _storable(value) else None, value))
+    return pairs
+
+
+def _storable(value: object) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, str):
+        if len(value) > MAX_METADATA_BYTES:
+            return False
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+    return True
+
+
+def created_before_us(value: object) -> int | None:
+    """``created_before`` as a strict bound in µs; None when every record is before it.
+
+    Any finite instant is answered exactly: one beyond SQLite's 64-bit range selects
+    everything (far future) or nothing (far past, as the bound ``-2**63``).
+    """
+    seconds = parse_instant(value)
+    if seconds * 1e6 >= _INT64_END:
+        return None
+    if seconds * 1e6 < _INT64_MIN:
+        return _INT64_MIN
+    return int(round(seconds * 1_000_000))
 
 
 def utc_from_us(us: int) -> datetime:

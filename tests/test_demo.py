@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from eventwf._demo import DemoAgent, DemoServer, serve_demo
 pytestmark = pytest.mark.realtime
 ROOT = Path(__file__).resolve().parent.parent
 Task = dict[str, Any]
+BOARDS = 64  # boards live at once (specs/demo.md M1)
 
 
 @pytest.fixture(autouse=True)
@@ -30,11 +31,19 @@ def fast_steps(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @asynccontextmanager
-async def demo(db: str) -> AsyncIterator[DemoServer]:
+async def demo(db: str, **options: Any) -> AsyncIterator[DemoServer]:
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(serve_demo, db, "127.0.0.1", 0)
+        server = await nursery.start(lambda task_status: serve_demo(
+            db, "127.0.0.1", 0, task_status=task_status, **options))
         yield server
         nursery.cancel_scope.cancel()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (real time, at most 10 s) until ``condition()`` holds."""
+    with trio.fail_after(10):
+        while not condition():
+            await trio.sleep(0.01)
 
 
 async def http(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
@@ -184,3 +193,88 @@ def test_the_command_prints_its_url_and_stops_cleanly_on_ctrl_c(tmp_path: Path) 
             proc.wait()
     assert proc.returncode == 0, out
     assert "Goodbye" in out and "Traceback" not in out, out
+
+
+async def test_boards_are_bounded_and_idle_ones_make_room(db: str) -> None:
+    """M1, M2: 64 boards in use at once; the 65th is refused with 503 before the engine
+    creates anything; once clients leave, new boards evict idle ones, so hundreds of names
+    never hold more than 64 agents in memory."""
+    async with demo(db) as server:
+        url = f"ws://127.0.0.1:{server.port}"
+        live = server.engine.statistics
+        async with AsyncExitStack() as stack:
+            for i in range(BOARDS):
+                await stack.enter_async_context(eventwf.connect_agent(url, "DemoAgent", f"b{i}"))
+            with pytest.raises(ConnectionRejected) as refused:
+                async with open_websocket_url(f"{url}/agents/DemoAgent/one-too-many"):
+                    pass
+            assert refused.value.status_code == 503
+            assert refused.value.body is not None and b"64 boards" in refused.value.body
+            async with eventwf.connect_agent(url, "DemoAgent", "b7") as second_tab:
+                assert second_tab.state == {}  # a board in use takes more clients
+            assert live().live_agents == BOARDS
+        await until(lambda: server.boards.clients == 0)
+        for i in range(3 * BOARDS):
+            async with eventwf.connect_agent(url, "DemoAgent", f"n{i}"):
+                assert live().live_agents <= BOARDS
+
+
+async def test_idle_boards_are_evicted_after_a_while(db: str) -> None:
+    """M3: memory follows use: a board nobody uses is dropped by the periodic sweep, and
+    comes back as it was."""
+    async with demo(db, evict_every=0.05) as server:
+        url = f"ws://127.0.0.1:{server.port}"
+        async with eventwf.connect_agent(url, "DemoAgent", "quiet") as tab:
+            task_id = await tab.call("start_task", "Then leave")
+            await watch(tab, task_id, status_is("waiting"))
+            await trio.sleep(0.2)
+            assert server.engine.statistics().live_agents == 1  # it has a client
+        await until(lambda: server.engine.statistics().live_agents == 0)
+        async with eventwf.connect_agent(url, "DemoAgent", "quiet") as tab:
+            assert tab.state[task_id]["status"] == "waiting"
+            await tab.call("approve", task_id)
+            await watch(tab, task_id, status_is("done"))
+
+
+async def test_only_plain_board_names_reach_the_engine(db: str) -> None:
+    """M1: a board name is 1-64 of [A-Za-z0-9_-], written as is: one spelling per board, so
+    no escaped variant (%61 for a) can count as another board."""
+    async with demo(db) as server:
+        base = f"ws://127.0.0.1:{server.port}"
+        for path, status in [("/agents/DemoAgent/%61", 400), ("/agents/DemoAgent/" + "x" * 65, 400),
+                             ("/agents/DemoAgent/a%2Fb", 400), ("/agents/DemoAgent/a.b", 400),
+                             ("/agents/DemoAgent/", 400), ("/agents/Other/x", 404),
+                             ("/", 404), ("/agents/DemoAgent/a/b", 400)]:
+            with pytest.raises(ConnectionRejected) as refused:
+                async with open_websocket_url(base + path):
+                    pass
+            assert refused.value.status_code == status, path
+        assert server.engine.statistics().live_agents == 0
+        async with eventwf.connect_agent(base, "DemoAgent", "Team_2-b") as tab:
+            assert tab.state == {}
+
+
+async def test_a_hundred_tabs_starting_at_once_start_exactly_25(db: str) -> None:
+    """M4 over real sockets: 100 clients call start_task at the same moment."""
+    async with demo(db) as server:
+        url = f"ws://127.0.0.1:{server.port}"
+        go = trio.Event()
+        results: list[Any] = []
+
+        async def tab(i: int, task_status: trio.TaskStatus[None]) -> None:
+            async with eventwf.connect_agent(url, "DemoAgent", "race") as conn:
+                task_status.started()
+                await go.wait()
+                try:
+                    results.append(await conn.call("start_task", f"task {i}"))
+                except eventwf.RpcError as exc:
+                    results.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(100):
+                await nursery.start(tab, i)
+            go.set()
+        started = [r for r in results if isinstance(r, str)]
+        assert len(started) == 25, f"{len(started)} of 100 started against a cap of 25"
+        assert all("25 tasks are already in progress" in str(r)
+                   for r in results if not isinstance(r, str))

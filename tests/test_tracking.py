@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import re
 import sqlite3
 from collections.abc import AsyncIterator
@@ -268,6 +269,7 @@ STORED: dict[str, Any] = {  # agent a's records; b's "b-int" and a's deleted "go
     "m-true": {"v": True, "tags": ["t1"], "n": {"deep": {"x": 1.5}}}, "m-null": {"v": None},
     "m-real": {"v": 1.0, "a": "flat"}, "m-false": {"v": False, "a": {"b": 1}},
     "m-zero": {"v": 0, "n": {"deep": 0}}, "m-none": None,
+    "m-big": {"v": 2**64 - 1, "w": 2**63, "r": 2.0**64},  # beyond SQLite's INTEGER (T11)
 }
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 _MISSING = object()
@@ -275,12 +277,15 @@ HOSTILE = ["x') OR 1=1 --", 'a"b', "$", "arr[0]", "tags[0]", "a\x00b", "\x00", "
            "'" * 10_240, "", ".", "a.", ".a", "a..b", "$.v", "v'", 'v"', "v) OR (1=1", "*",
            " v", "v\n", "%", "a.b[0]", "'; DROP TABLE workflows; --", "v -- ", "-v", "a.-b"]
 KEYS = (st.sampled_from(HOSTILE) | st.text(max_size=30)
-        | st.sampled_from(["v", "a", "a.b", "a.c", "n.deep", "n.deep.x", "tags", "v.x", "zz"])
+        | st.sampled_from(["v", "a", "a.b", "a.c", "n.deep", "n.deep.x", "tags", "v.x", "zz", "w",
+                           "r"])
         | st.from_regex(r"[a-v0-9_][a-z0-9_-]{0,3}(\.[a-z_][a-z0-9_-]{0,3}){0,2}",
                         fullmatch=True))
 VALUES = (st.none() | st.booleans() | st.integers(-2, 2) | st.text(max_size=8)
           | st.floats(allow_nan=False, allow_infinity=False)
-          | st.sampled_from([1.0, 1.5, 0.0, -0.0, "1", "x", "y", "flat", "t1", "x') OR 1=1 --"]))
+          | st.sampled_from([1.0, 1.5, 0.0, -0.0, "1", "x", "y", "flat", "t1", "x') OR 1=1 --"])
+          | st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, 2**70, -(2**63), -(2**63) - 1,
+                             2.0**63, 2.0**64, 1e300, math.nan, math.inf, 10**400]))
 
 
 def _json_equal(stored: Any, value: Any) -> bool:  # T4: numbers compare across int/float
@@ -335,12 +340,15 @@ TYPED: list[tuple[dict[str, Any], set[str]]] = [
     ({"a.c": None}, {"m-int"}), ({"n.deep.x": 1.5}, {"m-true"}), ({"a": "flat"}, {"m-real"}),
     ({"a.b": "y", "v": "1"}, {"m-str"}), ({"a.b": "x", "v": "1"}, set()),
     ({"missing": None}, set()), ({"tags": "t1"}, set()), ({}, set(STORED)),
+    ({"v": 2**64 - 1}, {"m-big"}), ({"v": 2.0**64}, set()), ({"r": 2**64}, {"m-big"}),
+    ({"w": 2.0**63}, {"m-big"}), ({"w": 2**63 - 1}, set()), ({"r": 2**70}, set()),
 ]
 
 
 def test_metadata_filters_are_nested_typed_and_anded(stored_db: str) -> None:
     """T4: 1 == 1.0 (both JSON numbers), but 1 != "1" != True; None matches a stored null
-    only; other agents' and deleted records never match."""
+    only; other agents' and deleted records never match; numbers compare exactly beyond
+    SQLite's 64-bit integers (T11: 2**64 - 1 != 2.0**64)."""
     async def check() -> None:
         async with _open(stored_db) as engine:
             agent = await engine.get_agent(TestAgent, "a")

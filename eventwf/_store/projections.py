@@ -8,6 +8,7 @@ bound parameters; JSON paths are built only from validated key segments.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -51,6 +52,7 @@ _METADATA_JSON = json.JSONEncoder(separators=(",", ":")).encode
 # ``mailbox`` column beside it is its length, for queries.
 _INBOX_JSON = msgspec.json.Encoder().encode
 _INBOX_DECODE = msgspec.json.Decoder(tuple[tuple[int, str], ...]).decode
+JSON_TEXT_OPERATOR = sqlite3.sqlite_version_info >= (3, 38, 0)  # ``->``: a value's JSON text
 _WF_SELECT = "SELECT " + ", ".join(WORKFLOW_COLUMNS) + " FROM workflows"
 _AG_SELECT = "SELECT " + ", ".join(AGENT_COLUMNS) + " FROM agents"
 
@@ -193,9 +195,39 @@ def _metadata_clause(path: str | None, value: Any) -> tuple[str, list[Any]]:
     if isinstance(value, bool):
         return "json_type(metadata, ?) = ?", [path, "true" if value else "false"]
     if isinstance(value, int | float):
-        return ("json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) = ?",
-                [path, path, value])
+        return _number_clause(path, value)
     return "json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?", [path, path, value]
+
+
+def _number_clause(path: str, value: int | float) -> tuple[str, list[Any]]:
+    """Exact numeric equality, as Python compares int and float, at any magnitude.
+
+    A stored real matches if it equals ``value`` exactly; a stored integer within SQLite's
+    64-bit range compares as an INTEGER; one beyond it (a log holds up to 2**64 - 1)
+    reads back as a rounded REAL, so it is matched by its JSON text instead (``->``, SQLite
+    3.38; older SQLite: ``ValueError`` naming the value, never an inexact answer).
+    """
+    integer = value if isinstance(value, int) else int(value) if value.is_integer() else None
+    try:
+        real: float | None = float(value)
+    except OverflowError:
+        real = None
+    clauses: list[str] = []
+    params: list[Any] = []
+    if real is not None and real == value and math.isfinite(real):
+        clauses.append("json_type(metadata, ?) = 'real' AND json_extract(metadata, ?) = ?")
+        params += [path, path, real]
+    if integer is not None and -(1 << 63) <= integer < 1 << 63:
+        clauses.append("json_type(metadata, ?) = 'integer' AND json_extract(metadata, ?) = ?")
+        params += [path, path, integer]
+    elif integer is not None and 1 << 63 <= integer < 1 << 64:
+        if not JSON_TEXT_OPERATOR:
+            raise ValueError(f"metadata filter value {value!r} is beyond SQLite's 64-bit "
+                             "integers: comparing it exactly needs SQLite 3.38 or newer (this "
+                             f"is {sqlite3.sqlite_version})")
+        clauses.append("json_type(metadata, ?) = 'integer' AND metadata -> ? = ?")
+        params += [path, path, str(integer)]
+    return ("((" + ") OR (".join(clauses) + "))", params) if clauses else ("0", [])
 
 
 def count_workflows(conn: sqlite3.Connection, where: TrackingFilter) -> int:
