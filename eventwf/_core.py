@@ -21,7 +21,7 @@ from ._agentfold import AgentSummary, apply_agent
 from ._agents import AgentHost, state_items
 from ._check import CheckRunner
 from ._clock import Clock
-from ._codec import roundtrip_value
+from ._codec import json_value
 from ._events import (
     AgentCreated,
     AgentStateMerged,
@@ -341,6 +341,7 @@ class Core:
             done.set()
 
     async def _create_agent(self, cls: type[Any], agent_class: str, name: str) -> Any:
+        initial = json_value(getattr(cls, "initial_state", None), f"{agent_class}.initial_state")
         summary = self.agent_summary(agent_class, name)
         stream = agent_stream(agent_class, name)
         if summary is None:
@@ -349,8 +350,6 @@ class Core:
             raise CorruptLogError(
                 f"agent {agent_class}/{name} has a corrupt event at log position "
                 f"{summary.corrupt_position}", position=summary.corrupt_position)
-        initial = roundtrip_value(getattr(cls, "initial_state", None),
-                                  f"{agent_class}.initial_state")
         agent = cls()
         host = AgentHost(agent, agent_class, name, initial, self.append, self.spawn)
         agent._eventwf_host = host

@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from ._agents import AgentHost
-from ._codec import encode_value, roundtrip_value
+from ._codec import encode_value, json_value, roundtrip_value
 from ._core import Core
 from ._events import (
     BindingMigrated,
@@ -119,7 +119,7 @@ async def run_workflow(core: Core, host: AgentHost, workflow_name: str, params: 
     workflow_id = new_workflow_id() if workflow_id is None else check_workflow_id(workflow_id)
     metadata = check_metadata(metadata)
     if metadata is not None:
-        metadata = roundtrip_value(metadata, "workflow metadata", limit=64 * 1024)
+        metadata = json_value(metadata, "workflow metadata", limit=64 * 1024)
     params = roundtrip_value(params, f"the params of workflow {workflow_id!r}")
     existing = core.workflow_summary(workflow_id)
     if existing is not None and (existing.tracked or not existing.finished):
@@ -334,6 +334,6 @@ async def migrate_workflow_binding(core: Core, host: AgentHost, old_name: str,
 
 
 async def set_state(core: Core, host: AgentHost, state: Any) -> None:
-    value = roundtrip_value(state, f"state of agent {host.agent_class}/{host.name}")
+    value = json_value(state, f"state of agent {host.agent_class}/{host.name}")
     await core.append(core.agent_state_items(host.agent, "set", value, None))
 

@@ -12,10 +12,9 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-import msgspec
-
 from . import _ops
 from ._agents import AgentHost
+from ._codec import json_value
 from ._core import Core
 from ._types import InstanceStatus, WorkflowInfo, WorkflowPage
 from .errors import EventwfError
@@ -24,7 +23,6 @@ __all__ = ["Agent", "callable"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("eventwf")
-_JSON = msgspec.json.Encoder()
 
 
 def callable(fn: F) -> F:  # noqa: A001 - the public name is eventwf.callable
@@ -76,10 +74,7 @@ class Agent:
 
     async def broadcast(self, message: Any, exclude: Iterable[Any] = ()) -> None:
         """Send a JSON-encodable message to every connected client (not logged)."""
-        try:
-            _JSON.encode(message)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"broadcast message {message!r} is not JSON-encodable: {exc}") from exc
+        message = json_value(message, "broadcast message", logged=False)
         self._host.push_message(message, set(exclude))
 
     # -- workflows -----------------------------------------------------------------------
