@@ -28,6 +28,7 @@ from ._events import (
     Recorded,
     agent_stream,
 )
+from ._readonly import read_only
 from .errors import EventwfError, StorageError
 
 __all__ = ["AgentHost", "Connection", "state_items"]
@@ -78,6 +79,19 @@ class AgentHost:
         self._queue: deque[_Item] = deque()
         self._dispatching = False
         self._seen: set[int] = set()
+        self._view: tuple[Any, Any] | None = None  # (a state, its read-only view)
+
+    def state_view(self, state: Any) -> Any:
+        """The read-only view of ``state`` (``Agent.state``), made once per state change.
+
+        The view of the previous state lends its unchanged top-level parts, so a merge into
+        a large state costs the keys it changed, not the whole state.
+        """
+        view = self._view
+        if view is None or view[0] is not state:
+            view = (state, read_only(state, reuse=view))
+            self._view = view
+        return view[1]
 
     # -- callbacks -----------------------------------------------------------------------
 

@@ -380,6 +380,6 @@ class Core:
         if self.check:
             return
         try:
-            await agent.on_state_update(self.agent_state(self.host(agent)), "server")
+            await agent.on_state_update(agent.state, "server")
         except Exception:
             logger.exception("on_state_update of agent %s raised", self.host(agent).stream)

@@ -64,8 +64,14 @@ class Agent:
 
     @property
     def state(self) -> Any:
-        """The current state (``initial_state`` until the first change)."""
-        return self._core.agent_state(self._host)
+        """The current state (``initial_state`` until the first change), read-only.
+
+        Its dicts and lists refuse changes (``TypeError``): build a new value, e.g.
+        ``{**agent.state, "n": 1}`` or ``copy.deepcopy(agent.state)``, and pass it to
+        ``set_state``. Reads are free: one view per state change, shared (agents.md A2).
+        """
+        host = self._host
+        return host.state_view(self._core.agent_state(host))
 
     async def set_state(self, state: Any) -> None:
         """Log ``state`` as the new state, then call ``on_state_update(state, "server")``."""

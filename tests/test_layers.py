@@ -15,6 +15,7 @@ LAYERS = {
     "eventwf._validation": 1,
     "eventwf._faults": 1,
     "eventwf._types": 1,
+    "eventwf._readonly": 1,
     "eventwf._events": 2,
     "eventwf._codec": 2,
     "eventwf._exceptions": 3,
