@@ -162,13 +162,25 @@ class AgentHost:
     # -- clients -------------------------------------------------------------------------
 
     def push_state(self, state: Any, position: int) -> None:
+        """Queue ``state`` for every client; called by the writer, so it never raises."""
         for connection in list(self.connections):
-            connection.push_state(state, position)
+            try:
+                connection.push_state(state, position)
+            except Exception:
+                self._drop(connection, f"the state at log position {position}")
 
     def push_message(self, message: Any, exclude: set[Any]) -> None:
         for connection in list(self.connections):
             if connection not in exclude:
-                connection.push_message(message)
+                try:
+                    connection.push_message(message)
+                except Exception:
+                    self._drop(connection, "a broadcast")
+
+    def _drop(self, connection: Connection, what: str) -> None:
+        logger.exception("pushing %s to %r of agent %s/%s failed; that client gets no more "
+                         "pushes", what, connection, self.agent_class, self.name)
+        self.connections.discard(connection)
 
 
 def state_items(host: AgentHost, summary: AgentSummary | None, action: str, value: Any,

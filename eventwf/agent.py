@@ -79,7 +79,10 @@ class Agent:
         await self.on_state_update(self.state, "server")
 
     async def broadcast(self, message: Any, exclude: Iterable[Any] = ()) -> None:
-        """Send a JSON-encodable message to every connected client (not logged)."""
+        """Send a message to every connected client (not logged).
+
+        ``ValueError`` unless it is JSON data within 1 MiB (agents.md A7); then nothing is sent.
+        """
         message = json_value(message, "broadcast message", logged=False)
         self._host.push_message(message, set(exclude))
 
