@@ -81,6 +81,12 @@ class AgentHost:
         self._seen: set[int] = set()
         self._view: tuple[Any, Any] | None = None  # (a state, its read-only view)
 
+    def state_update_hooked(self) -> bool:
+        """Whether the agent overrides ``on_state_update``: the default does nothing, so
+        it is not called, and a state nobody reads never gets a read-only view."""
+        hook = getattr(self.agent.on_state_update, "__func__", None)
+        return not getattr(hook, "__eventwf_noop__", False)
+
     def state_view(self, state: Any) -> Any:
         """The read-only view of ``state`` (``Agent.state``), made once per state change.
 

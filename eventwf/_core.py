@@ -377,7 +377,7 @@ class Core:
 
     async def agent_state_committed(self, agent: Any) -> None:
         """Tell the agent its state changed (from a workflow); a raising hook is logged."""
-        if self.check:
+        if self.check or not self.host(agent).state_update_hooked():
             return
         try:
             await agent.on_state_update(agent.state, "server")

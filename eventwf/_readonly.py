@@ -12,6 +12,7 @@ give plain, mutable containers), and ``copy.deepcopy`` gives a plain deep copy.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, NoReturn
 
 __all__ = ["ReadOnlyDict", "ReadOnlyList", "read_only"]
@@ -58,43 +59,47 @@ class ReadOnlyList(list[Any]):
         return (list, (thaw(self),))
 
 
-def _shell(value: Any, readonly: bool) -> Any:
-    """An empty container of the kind ``value`` needs, or ``value`` itself (immutable)."""
-    if isinstance(value, dict):
-        return ReadOnlyDict() if readonly else {}
-    if isinstance(value, list | tuple):
-        return ReadOnlyList() if readonly else []
-    return value
+_CONTAINERS = (dict, list, tuple)
+_LEAF_TYPES = frozenset({str, int, float, bool, type(None), bytes, datetime})
 
 
 def _copy(value: Any, readonly: bool, reuse: tuple[Any, Any] | None = None) -> Any:
     """A deep copy of ``value`` (read-only or plain), as a loop: any depth, no recursion.
 
-    ``reuse = (old value, its copy)``: a top-level value of ``value`` that *is* the old
-    value's under the same key keeps its copy (a merge changes a few keys of a big state).
+    Each container is copied whole in C (``dict(d)``, ``list(l)``); Python then visits
+    only the entries that are containers themselves. ``reuse = (old value, its copy)``: a
+    top-level entry of ``value`` that *is* the old value's under the same key keeps its
+    copy (a merge changes a few keys of a big state).
     """
-    root = _shell(value, readonly)
-    todo = [] if root is value else [(value, root)]
+    if not isinstance(value, _CONTAINERS):
+        return value
+    make_dict, make_list = (ReadOnlyDict, ReadOnlyList) if readonly else (dict, list)
+
+    def shell(inner: Any) -> Any:
+        return make_dict(inner) if isinstance(inner, dict) else make_list(inner)
+
     old, old_copy = reuse if reuse is not None and type(reuse[0]) is dict else ({}, {})
     missing = object()
+    root = shell(value)
+    todo: list[Any] = [root]
     while todo:
-        source, target = todo.pop()
+        target = todo.pop()
         if isinstance(target, dict):
-            top = target is root
-            for key, inner in source.items():
-                if top and old.get(key, missing) is inner:
-                    dict.__setitem__(target, key, old_copy[key])
-                    continue
-                copy = _shell(inner, readonly)
+            if _LEAF_TYPES.issuperset(map(type, target.values())):
+                continue  # nothing nested (most of a state's containers): copied in C
+            for key, inner in [(k, v) for k, v in target.items() if isinstance(v, _CONTAINERS)]:
+                if target is root and old.get(key, missing) is inner:
+                    copy = old_copy[key]
+                else:
+                    copy = shell(inner)
+                    todo.append(copy)
                 dict.__setitem__(target, key, copy)
-                if copy is not inner:
-                    todo.append((inner, copy))
-        else:
-            for inner in source:
-                copy = _shell(inner, readonly)
-                list.append(target, copy)
-                if copy is not inner:
-                    todo.append((inner, copy))
+        elif not _LEAF_TYPES.issuperset(map(type, target)):
+            for index, inner in enumerate(target):
+                if isinstance(inner, _CONTAINERS):
+                    copy = shell(inner)
+                    list.__setitem__(target, index, copy)
+                    todo.append(copy)
     return root
 
 

@@ -76,7 +76,8 @@ class Agent:
     async def set_state(self, state: Any) -> None:
         """Log ``state`` as the new state, then call ``on_state_update(state, "server")``."""
         await _ops.set_state(self._core, self._host, state)
-        await self.on_state_update(self.state, "server")
+        if self._host.state_update_hooked():
+            await self.on_state_update(self.state, "server")
 
     async def broadcast(self, message: Any, exclude: Iterable[Any] = ()) -> None:
         """Send a message to every connected client (not logged).
@@ -175,7 +176,9 @@ class Agent:
         """Called once when the engine first loads this agent (after its state)."""
 
     async def on_state_update(self, state: Any, source: str) -> None:
-        """Called after every logged state change."""
+        """Called after every logged state change (with the read-only ``state``)."""
+
+    on_state_update.__eventwf_noop__ = True  # type: ignore[attr-defined]  # see AgentHost
 
     async def on_workflow_progress(self, workflow_name: str, workflow_id: str,
                                    progress: Any) -> None:

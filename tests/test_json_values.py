@@ -291,3 +291,24 @@ async def test_state_reads_share_one_view_per_change(db: str) -> None:  # A2
         after = agent.state
         assert after["k5"] == {"i": -5} and first["k5"]["i"] == 5  # old views stay as they were
         assert after["k6"] is first["k6"]  # a merge re-makes only what it changed
+
+
+class Quiet(eventwf.Agent):  # keeps the default (no-op) on_state_update
+    initial_state: Any = {"n": 0}
+
+
+async def test_a_state_nobody_reads_gets_no_view(db: str) -> None:  # A2a
+    async with eventwf.open_engine(db, agents=[Quiet], wall_clock=virtual_wall) as engine:
+        agent = await engine.get_agent(Quiet, "q")
+        await agent.set_state({"n": 1, "big": list(range(100_000))})
+        assert agent._host._view is None  # the no-op hook is not called: nothing copied
+        assert agent.state == {"n": 1, "big": list(range(100_000))}
+        seen: list[Any] = []
+
+        async def hook(state: Any, source: str) -> None:
+            seen.append(state)
+
+        agent.on_state_update = hook  # type: ignore[method-assign]  # an instance's own hook
+        await agent.set_state({"n": 2})
+        assert seen == [{"n": 2}] and seen[0] is agent.state
+
