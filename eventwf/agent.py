@@ -68,7 +68,7 @@ class Agent:
 
         Its dicts and lists refuse changes (``TypeError``): build a new value, e.g.
         ``{**agent.state, "n": 1}`` or ``copy.deepcopy(agent.state)``, and pass it to
-        ``set_state``. Reads are free: one view per state change, shared (agents.md A2).
+        ``set_state``. Reads are free: one view per state change, shared (agents.md A2a).
         """
         host = self._host
         return host.state_view(self._core.agent_state(host))

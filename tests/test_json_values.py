@@ -139,14 +139,18 @@ async def test_workflows_cannot_log_a_state_that_is_not_json_data(
 
 
 @pytest.mark.parametrize(("value", "named"), NOT_JSON)
-async def test_an_initial_state_that_is_not_json_data_is_refused_before_logging(
-        db: str, value: Any, named: str) -> None:  # A1, A7
+async def test_an_initial_state_that_is_not_json_data_is_refused_at_open(
+        db: str, value: Any, named: str, monkeypatch: pytest.MonkeyPatch) -> None:  # A1, A7
     class BadStart(eventwf.Agent):
         initial_state = value
 
-    async with eventwf.open_engine(db, agents=[BadStart]) as engine:
+    with pytest.raises(ValueError, match=f"BadStart.initial_state .*({named})"):
+        async with eventwf.open_engine(db, agents=[BadStart]):
+            pass
+    async with eventwf.open_engine(db, agents=[Keeper]) as engine:  # changed while open
+        monkeypatch.setattr(Keeper, "initial_state", value)
         with pytest.raises(ValueError, match=named):
-            await engine.get_agent(BadStart, "b")
+            await engine.get_agent(Keeper, "b")
         assert engine.statistics().live_agents == 0
     assert event_types(db) == []
 
