@@ -28,6 +28,7 @@ from ._events import (
     Recorded,
     agent_stream,
 )
+from ._readonly import read_only
 from .errors import EventwfError, StorageError
 
 __all__ = ["AgentHost", "Connection", "state_items"]
@@ -78,6 +79,25 @@ class AgentHost:
         self._queue: deque[_Item] = deque()
         self._dispatching = False
         self._seen: set[int] = set()
+        self._view: tuple[Any, Any] | None = None  # (a state, its read-only view)
+
+    def state_update_hooked(self) -> bool:
+        """Whether the agent overrides ``on_state_update``: the default does nothing, so
+        it is not called, and a state nobody reads never gets a read-only view."""
+        hook = getattr(self.agent.on_state_update, "__func__", None)
+        return not getattr(hook, "__eventwf_noop__", False)
+
+    def state_view(self, state: Any) -> Any:
+        """The read-only view of ``state`` (``Agent.state``), made once per state change.
+
+        The view of the previous state lends its unchanged top-level parts, so a merge into
+        a large state costs the keys it changed, not the whole state.
+        """
+        view = self._view
+        if view is None or view[0] is not state:
+            view = (state, read_only(state, reuse=view))
+            self._view = view
+        return view[1]
 
     # -- callbacks -----------------------------------------------------------------------
 
@@ -153,13 +173,25 @@ class AgentHost:
     # -- clients -------------------------------------------------------------------------
 
     def push_state(self, state: Any, position: int) -> None:
+        """Queue ``state`` for every client; called by the writer, so it never raises."""
         for connection in list(self.connections):
-            connection.push_state(state, position)
+            try:
+                connection.push_state(state, position)
+            except Exception:
+                self._drop(connection, f"the state at log position {position}")
 
     def push_message(self, message: Any, exclude: set[Any]) -> None:
         for connection in list(self.connections):
             if connection not in exclude:
-                connection.push_message(message)
+                try:
+                    connection.push_message(message)
+                except Exception:
+                    self._drop(connection, "a broadcast")
+
+    def _drop(self, connection: Connection, what: str) -> None:
+        logger.exception("pushing %s to %r of agent %s/%s failed; that client gets no more "
+                         "pushes", what, connection, self.agent_class, self.name)
+        self.connections.discard(connection)
 
 
 def state_items(host: AgentHost, summary: AgentSummary | None, action: str, value: Any,

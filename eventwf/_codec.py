@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from ._events import EVENT_TYPES, AnyEvent, Event
+from ._validation import check_json_data
 from .errors import CorruptLogError, PayloadTooLargeError
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "encode_event",
     "encode_value",
     "event_type",
+    "json_value",
     "roundtrip_value",
 ]
 
@@ -76,12 +78,13 @@ def _decode_slowly(type_name: str, data: bytes, position: int | None) -> Event:
     return event
 
 
-def encode_value(value: Any, what: str, *, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
+def encode_value(value: Any, what: str, *, limit: int = MAX_PAYLOAD_BYTES,
+                 problem: str = "cannot be logged") -> bytes:
     """Encode a user value; ``ValueError`` if it cannot be, ``PayloadTooLargeError`` if too big."""
     try:
         data = _ENCODER.encode(value)
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-        raise ValueError(f"{what} cannot be logged: {exc}") from exc
+        raise ValueError(f"{what} {problem}: {exc}") from exc
     if len(data) > limit:
         raise PayloadTooLargeError(
             f"{what} is {len(data):,} bytes encoded; the limit is {limit:,} bytes (1 MiB)"
@@ -96,3 +99,18 @@ def decode_value(data: bytes) -> Any:
 def roundtrip_value(value: Any, what: str, *, limit: int = MAX_PAYLOAD_BYTES) -> Any:
     """The value exactly as a replay will see it (tuples become lists, and so on)."""
     return _VALUE_DECODER.decode(encode_value(value, what, limit=limit))
+
+
+def json_value(value: Any, what: str, *, limit: int = MAX_PAYLOAD_BYTES,
+               logged: bool = True) -> Any:
+    """``value`` as the log holds it and clients receive it; ``ValueError`` if it cannot be.
+
+    The one check for every value sent to clients or stored as JSON (agent state, initial
+    states, broadcasts, RPC results, workflow metadata; agents.md A7): it must encode within
+    ``limit`` and, as decoded, be JSON data (``check_json_data``), so a push never fails.
+    ``logged=False`` (broadcasts, answers) only words the error for a value never logged.
+    """
+    problem = "cannot be logged" if logged else "cannot be sent as JSON"
+    decoded = _VALUE_DECODER.decode(encode_value(value, what, limit=limit, problem=problem))
+    check_json_data(decoded, what)
+    return decoded

@@ -21,7 +21,7 @@ from ._agentfold import AgentSummary, apply_agent, quarantine_agent
 from ._agents import AgentHost, state_items
 from ._check import CheckRunner
 from ._clock import Clock
-from ._codec import roundtrip_value
+from ._codec import json_value
 from ._events import (
     AgentCreated,
     AgentStateMerged,
@@ -384,6 +384,7 @@ class Core:
             done.set()
 
     async def _create_agent(self, cls: type[Any], agent_class: str, name: str) -> Any:
+        initial = json_value(getattr(cls, "initial_state", None), f"{agent_class}.initial_state")
         summary = self.agent_summary(agent_class, name)
         stream = agent_stream(agent_class, name)
         if summary is None:
@@ -392,8 +393,6 @@ class Core:
             raise CorruptLogError(
                 f"agent {agent_class}/{name} has a corrupt event at log position "
                 f"{summary.corrupt_position}", position=summary.corrupt_position)
-        initial = roundtrip_value(getattr(cls, "initial_state", None),
-                                  f"{agent_class}.initial_state")
         agent = cls()
         host = AgentHost(agent, agent_class, name, initial, self.append, self.spawn)
         agent._eventwf_host = host
@@ -416,7 +415,7 @@ class Core:
 
         Internal: a host that bounds its agents in memory (the demo) calls it. Idle means not
         in ``keep``, no client, no callback queued, being delivered or logged undelivered, no
-        live run of its workflows, not being created. The next use loads it again (A7).
+        live run of its workflows, not being created. The next use loads it again (A8).
         """
         busy = {runner.agent_stream for runner in self._runners.values()}
         live: set[str] = set()
@@ -442,9 +441,9 @@ class Core:
 
     async def agent_state_committed(self, agent: Any) -> None:
         """Tell the agent its state changed (from a workflow); a raising hook is logged."""
-        if self.check:
+        if self.check or not self.host(agent).state_update_hooked():
             return
         try:
-            await agent.on_state_update(self.agent_state(self.host(agent)), "server")
+            await agent.on_state_update(agent.state, "server")
         except Exception:
             logger.exception("on_state_update of agent %s raised", self.host(agent).stream)

@@ -15,7 +15,7 @@ from typing import Any, get_args
 import msgspec
 
 from ._agents import AgentHost
-from ._codec import encode_value, roundtrip_value
+from ._codec import encode_value, json_value, roundtrip_value
 from ._core import Core
 from ._events import (
     BindingMigrated,
@@ -44,7 +44,7 @@ from ._validation import (
     is_workflow_id,
     metadata_filter,
     new_workflow_id,
-    shown,
+    shorten,
     status_filter,
     utc_from_us,
 )
@@ -114,7 +114,7 @@ def _own(core: Core, host: AgentHost, workflow_id: object) -> WorkflowSummary | 
 def _tracked(core: Core, host: AgentHost, workflow_id: object) -> WorkflowSummary:
     s = _own(core, host, workflow_id)
     if s is None:
-        raise WorkflowNotFoundError(f"Workflow {shown(workflow_id)} not found in tracking table "
+        raise WorkflowNotFoundError(f"Workflow {shorten(workflow_id)} not found in tracking table "
                                     f"of agent {host.agent_class}/{host.name}")
     return s
 
@@ -128,7 +128,7 @@ async def run_workflow(core: Core, host: AgentHost, workflow_name: str, params: 
     workflow_id = new_workflow_id() if workflow_id is None else check_workflow_id(workflow_id)
     metadata = check_metadata(metadata)
     if metadata is not None:
-        metadata = roundtrip_value(metadata, "workflow metadata", limit=MAX_METADATA_BYTES)
+        metadata = json_value(metadata, "workflow metadata", limit=MAX_METADATA_BYTES)
     params = roundtrip_value(params, f"the params of workflow {workflow_id!r}")
     existing = core.workflow_summary(workflow_id)
     if existing is not None and (existing.tracked or not existing.finished):
@@ -154,7 +154,7 @@ async def send_workflow_event(core: Core, workflow_name: str, workflow_id: str,
     encode_value(payload, f"the payload of event {event_type!r}")
     s = _lookup(core, workflow_id)
     if s is None or s.workflow_name != binding:
-        raise WorkflowNotFoundError(f"no workflow {shown(workflow_id)} under binding {binding!r}")
+        raise WorkflowNotFoundError(f"no workflow {shorten(workflow_id)} under binding {binding!r}")
     if s.finished or s.status == "unknown":
         raise EventwfError(f"workflow {workflow_id!r} is {s.status}; it can no longer receive "
                            "events")
@@ -177,7 +177,7 @@ def _filter(host: AgentHost, status: object, workflow_name: object, metadata: ob
     """The query's WHERE clause, every input checked (T10-T12); None if nothing can match."""
     statuses = status_filter(status, STATUSES)
     if workflow_name is not None and not isinstance(workflow_name, str):
-        raise ValueError(f"invalid workflow_name {shown(workflow_name)}: must be a str")
+        raise ValueError(f"invalid workflow_name {shorten(workflow_name)}: must be a str")
     pairs = metadata_filter(metadata)
     before = None if created_before is None else created_before_us(created_before)
     if workflow_name is not None and not is_binding_name(workflow_name):
@@ -221,9 +221,9 @@ def _decode_cursor(cursor: object) -> tuple[int, str]:
 def get_workflows(core: Core, host: AgentHost, *, status: object, workflow_name: object,
                   metadata: object, limit: object, order: object, cursor: object) -> WorkflowPage:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"invalid limit {shown(limit)}: must be an int from 1 to 100")
+        raise ValueError(f"invalid limit {shorten(limit)}: must be an int from 1 to 100")
     if order not in ("asc", "desc"):
-        raise ValueError(f"invalid order {shown(order)}: must be 'asc' or 'desc'")
+        raise ValueError(f"invalid order {shorten(order)}: must be 'asc' or 'desc'")
     limit = min(limit, 100)
     where = _filter(host, status, workflow_name, metadata)
     after = None if cursor is None else _decode_cursor(cursor)
@@ -241,7 +241,7 @@ def get_workflow_status(core: Core, workflow_name: str, workflow_id: str) -> Ins
     binding = _binding(core, workflow_name)
     s = _lookup(core, workflow_id)
     if s is None or s.workflow_name != binding:
-        raise WorkflowNotFoundError(f"no workflow {shown(workflow_id)} under binding {binding!r}")
+        raise WorkflowNotFoundError(f"no workflow {shorten(workflow_id)} under binding {binding!r}")
     return InstanceStatus(s.status, s.error_message, s.output)  # type: ignore[arg-type]
 
 
@@ -347,6 +347,6 @@ async def migrate_workflow_binding(core: Core, host: AgentHost, old_name: str,
 
 
 async def set_state(core: Core, host: AgentHost, state: Any) -> None:
-    value = roundtrip_value(state, f"state of agent {host.agent_class}/{host.name}")
+    value = json_value(state, f"state of agent {host.agent_class}/{host.name}")
     await core.append(core.agent_state_items(host.agent, "set", value, None))
 

@@ -18,7 +18,7 @@ from typing import Any
 import trio
 
 from . import _faults as faults
-from ._codec import roundtrip_value
+from ._codec import json_value, roundtrip_value
 from ._events import (
     CallbackScheduled,
     Event,
@@ -344,13 +344,13 @@ class AgentWorkflowStep:
 
     async def update_agent_state(self, state: Any) -> None:
         """Replace the agent's state and push it to its clients."""
-        await self._state("update_state", "set", roundtrip_value(state, "agent state"))
+        await self._state("update_state", "set", json_value(state, "agent state"))
 
     async def merge_agent_state(self, partial: dict[str, Any]) -> None:
         """Shallow-merge ``partial`` into the agent's (dict) state."""
         if not isinstance(partial, dict):
             raise ValueError(f"merge_agent_state takes a dict, got {partial!r}")
-        await self._state("merge_state", "merge", roundtrip_value(partial, "agent state"))
+        await self._state("merge_state", "merge", json_value(partial, "agent state"))
 
     async def reset_agent_state(self) -> None:
         """Put the agent's state back to its ``initial_state``."""

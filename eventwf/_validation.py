@@ -1,4 +1,4 @@
-"""Input checks shared by every layer: durations, names, ids, metadata keys.
+"""Input checks shared by every layer: durations, names, ids, metadata keys, JSON data.
 
 Each function either returns the normalised value or raises ``ValueError`` naming the
 bad input, so callers validate before anything is logged.
@@ -15,11 +15,13 @@ from typing import Any, TypeGuard
 
 __all__ = [
     "MAX_FILTER_KEYS",
+    "MAX_JSON_DEPTH",
     "MAX_METADATA_BYTES",
     "MAX_NAME_LENGTH",
     "check_agent_name",
     "check_binding_name",
     "check_event_type",
+    "check_json_data",
     "check_metadata",
     "check_step_name",
     "check_workflow_id",
@@ -31,7 +33,7 @@ __all__ = [
     "new_workflow_id",
     "parse_duration",
     "parse_instant",
-    "shown",
+    "shorten",
     "status_filter",
 ]
 
@@ -56,18 +58,6 @@ MAX_FILTER_KEYS = 64
 _INT64_MIN, _INT64_END = -(1 << 63), 1 << 63  # SQLite's INTEGER range: [min, end)
 
 
-def shown(value: object, limit: int = 260) -> str:
-    """``repr(value)`` cut to about ``limit`` characters: a message names a value, never echoes
-    megabytes of it (and never fails on an int too long to print or a too-deep list)."""
-    if isinstance(value, int) and value.bit_length() > 3 * limit:
-        return f"<an int of {value.bit_length():,} bits>"
-    try:
-        text = repr(value)
-    except (ValueError, RecursionError):
-        return f"<a {type(value).__name__} too large to show>"
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
-
-
 def _is_text(value: str) -> bool:
     """No control characters, and encodable as UTF-8 (no lone surrogates): it can be logged."""
     if _CONTROL_RE.search(value):
@@ -87,7 +77,7 @@ def parse_duration(value: object, *, what: str = "duration", allow_zero: bool = 
         try:
             seconds = float(value)
         except OverflowError:
-            raise ValueError(f"invalid {what} {shown(value)}: too large") from None
+            raise ValueError(f"invalid {what} {shorten(value)}: too large") from None
     elif isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, str):
@@ -95,17 +85,18 @@ def parse_duration(value: object, *, what: str = "duration", allow_zero: bool = 
         unit = match.group(2) if match else ""
         if match is None or unit not in _UNITS:
             raise ValueError(
-                f"invalid {what} {shown(value)}: expected '<n> <unit>' with unit one of "
+                f"invalid {what} {shorten(value)}: expected '<n> <unit>' with unit one of "
                 "millisecond(s), second(s), minute(s), hour(s), day(s), week(s)"
             )
         seconds = float(match.group(1)) * _UNITS[unit]
     else:
         raise ValueError(
-            f"invalid {what} {shown(value)}: expected seconds, a timedelta or '<n> <unit>'")
+            f"invalid {what} {shorten(value)}: expected seconds, a timedelta or '<n> <unit>'")
     if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
-        raise ValueError(f"invalid {what} {shown(value)}: must be a finite, non-negative duration")
+        raise ValueError(
+            f"invalid {what} {shorten(value)}: must be a finite, non-negative duration")
     if not allow_zero and seconds == 0:
-        raise ValueError(f"invalid {what} {shown(value)}: must be greater than zero")
+        raise ValueError(f"invalid {what} {shorten(value)}: must be greater than zero")
     return seconds
 
 
@@ -119,20 +110,20 @@ def parse_instant(value: object) -> float:
         try:
             seconds = float(value)
         except OverflowError:
-            raise ValueError(f"invalid instant {shown(value)}: too large") from None
+            raise ValueError(f"invalid instant {shorten(value)}: too large") from None
         if math.isfinite(seconds):
             return seconds
     raise ValueError(
-        f"invalid instant {shown(value)}: expected an aware datetime or finite epoch seconds")
+        f"invalid instant {shorten(value)}: expected an aware datetime or finite epoch seconds")
 
 
 def _check_name(name: object, what: str, max_length: int = MAX_NAME_LENGTH) -> str:
     """Names are 1-``max_length`` characters of text: no control characters, valid UTF-8."""
     if not isinstance(name, str) or not name or len(name) > max_length:
-        raise ValueError(f"invalid {what} {shown(name)}: must be a string of 1-{max_length} "
+        raise ValueError(f"invalid {what} {shorten(name)}: must be a string of 1-{max_length} "
                          "characters")
     if not _is_text(name):
-        raise ValueError(f"invalid {what} {shown(name)}: control characters and lone "
+        raise ValueError(f"invalid {what} {shorten(name)}: control characters and lone "
                          "surrogates are not allowed")
     return name
 
@@ -155,7 +146,7 @@ def check_workflow_id(workflow_id: object) -> str:
     """Workflow ids match ``[A-Za-z0-9_][A-Za-z0-9_-]{0,99}``."""
     if not is_workflow_id(workflow_id):
         raise ValueError(
-            f"invalid workflow id {shown(workflow_id)}: must match "
+            f"invalid workflow id {shorten(workflow_id)}: must match "
             "[A-Za-z0-9_][A-Za-z0-9_-]{0,99}"
         )
     return workflow_id
@@ -179,7 +170,7 @@ def check_binding_name(name: object) -> str:
     """Workflow binding names are 1-64 characters without control characters."""
     if not is_binding_name(name):
         raise ValueError(
-            f"invalid workflow binding name {shown(name)}: must be 1-64 characters without "
+            f"invalid workflow binding name {shorten(name)}: must be 1-64 characters without "
             "control characters or lone surrogates"
         )
     return name
@@ -249,14 +240,14 @@ def status_filter(status: object, known: tuple[str, ...]) -> list[str] | None:
     if isinstance(status, str):
         values: Collection[object] = [status]
     elif isinstance(status, bytes | bytearray | Mapping) or not isinstance(status, Collection):
-        raise ValueError(f"invalid status filter {shown(status)}: must be a status or a list "
+        raise ValueError(f"invalid status filter {shorten(status)}: must be a status or a list "
                          "of statuses")
     else:
         values = status
     wanted: set[str] = set()
     for value in values:
         if not isinstance(value, str) or value not in known:
-            raise ValueError(f"invalid status {shown(value)}: must be one of {', '.join(known)}")
+            raise ValueError(f"invalid status {shorten(value)}: must be one of {', '.join(known)}")
         wanted.add(value)
     return [s for s in known if s in wanted]
 
@@ -271,14 +262,14 @@ def metadata_filter(metadata: object) -> list[tuple[str | None, Any]]:
     if metadata is None:
         return []
     if not isinstance(metadata, dict):
-        raise ValueError(f"invalid metadata filter {shown(metadata)}: must be a dict")
+        raise ValueError(f"invalid metadata filter {shorten(metadata)}: must be a dict")
     if len(metadata) > MAX_FILTER_KEYS:
         raise ValueError(f"invalid metadata filter: {len(metadata):,} keys, at most "
                          f"{MAX_FILTER_KEYS}")
     pairs: list[tuple[str | None, Any]] = []
     for key, value in metadata.items():
         if value is not None and not isinstance(value, str | int | float | bool):
-            raise ValueError(f"invalid metadata filter value {shown(value)} for {shown(key)}: "
+            raise ValueError(f"invalid metadata filter value {shorten(value)} for {shorten(key)}: "
                              "must be a str, int, float, bool or None")
         pairs.append((metadata_key_path(key) if _storable(value) else None, value))
     return pairs
@@ -314,3 +305,81 @@ def created_before_us(value: object) -> int | None:
 def utc_from_us(us: int) -> datetime:
     """An aware UTC datetime from integer microseconds since the epoch."""
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+
+
+# -- JSON data: what clients receive and what is stored as JSON -----------------------------
+
+MAX_JSON_DEPTH = 128
+_JSON_SCALARS = frozenset({str, int, bool, type(None)})  # float is checked apart (finite)
+_Where = tuple[Any, str | int] | None  # (the parent's where, key or index): a path, built lazily
+
+
+def check_json_data(value: object, what: str, *, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """``ValueError`` naming where ``value`` is not JSON data that clients read as it is held.
+
+    JSON data (agents.md A7): None, bool, int, finite float, str, list or tuple of JSON
+    data, dict with str keys and JSON-data values, nested at most ``max_depth`` containers
+    deep; also bytes and datetimes, which clients receive as base64 and RFC 3339 strings.
+    Expects a value as the codec decodes it (exact builtin types). The walk is a loop, so
+    any depth gets this error, never ``RecursionError``.
+    """
+    todo: list[tuple[Any, int, _Where]] = [(value, 0, None)]
+    while todo:
+        node, depth, where = todo.pop()
+        kind = type(node)
+        if kind is dict or kind is list or kind is tuple:
+            if depth >= max_depth:
+                raise ValueError(f"{what} is not JSON data: nested deeper than {max_depth} "
+                                 f"levels at {_path(where)}")
+            if kind is dict:
+                for key, inner in node.items():
+                    if type(key) is not str:
+                        raise ValueError(
+                            f"{what} is not JSON data: key {shorten(key)} "
+                            f"({type(key).__name__}) at {_path(where)} is not a str (JSON "
+                            "object keys are strings)")
+                    if type(inner) not in _JSON_SCALARS:
+                        todo.append((inner, depth + 1, (where, key)))
+            else:
+                todo.extend((inner, depth + 1, (where, index)) for index, inner in enumerate(node)
+                            if type(inner) not in _JSON_SCALARS)
+        elif kind is float:
+            if not math.isfinite(node):
+                raise ValueError(f"{what} is not JSON data: {node!r} at {_path(where)} (JSON "
+                                 "has no NaN or Infinity)")
+        elif kind not in _JSON_SCALARS and kind is not bytes and kind is not datetime:
+            raise ValueError(f"{what} is not JSON data: {shorten(node)} "
+                             f"({kind.__module__}.{kind.__qualname__}) at {_path(where)}")
+
+
+def _path(where: _Where) -> str:
+    """``$.a[3].b`` for a ``where`` chain (the root is ``$``); deep paths keep both ends."""
+    parts: list[str] = []
+    while where is not None:
+        where, key = where
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{shorten(key, 40, quote=False)}")
+    parts.reverse()
+    if len(parts) > 8:
+        parts[3:-4] = [f"…({len(parts) - 7} more)…"]
+    return "$" + "".join(parts)
+
+
+def shorten(value: object, limit: int = 260, *, quote: bool = True) -> str:
+    """``repr(value)`` (or ``str`` with ``quote=False``) cut to about ``limit`` characters.
+
+    For error messages, close reasons and answers that name a caller's or a client's
+    input: they never echo megabytes of it, and never fail on an int too long to print
+    or a list too deep to show.
+    """
+    if isinstance(value, str | bytes) and len(value) > limit:  # cut before repr: it may be huge
+        cut = value[:limit]
+        text = repr(cut) if quote else str(cut)
+        unit = "characters" if isinstance(value, str) else "bytes"
+        return f"{text[:limit]}… ({len(value):,} {unit})"
+    if isinstance(value, int) and value.bit_length() > 3 * limit:
+        return f"<an int of {value.bit_length():,} bits>"
+    try:
+        text = repr(value) if quote else str(value)
+    except (ValueError, RecursionError):
+        return f"<a {type(value).__name__} too large to show>"
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"

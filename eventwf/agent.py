@@ -12,10 +12,9 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-import msgspec
-
 from . import _ops
 from ._agents import AgentHost
+from ._codec import json_value
 from ._core import Core
 from ._types import InstanceStatus, WorkflowInfo, WorkflowPage
 from .errors import EventwfError
@@ -24,7 +23,6 @@ __all__ = ["Agent", "callable"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("eventwf")
-_JSON = msgspec.json.Encoder()
 
 
 def callable(fn: F) -> F:  # noqa: A001 - the public name is eventwf.callable
@@ -66,20 +64,27 @@ class Agent:
 
     @property
     def state(self) -> Any:
-        """The current state (``initial_state`` until the first change)."""
-        return self._core.agent_state(self._host)
+        """The current state (``initial_state`` until the first change), read-only.
+
+        Its dicts and lists refuse changes (``TypeError``): build a new value, e.g.
+        ``{**agent.state, "n": 1}`` or ``copy.deepcopy(agent.state)``, and pass it to
+        ``set_state``. Reads are free: one view per state change, shared (agents.md A2a).
+        """
+        host = self._host
+        return host.state_view(self._core.agent_state(host))
 
     async def set_state(self, state: Any) -> None:
         """Log ``state`` as the new state, then call ``on_state_update(state, "server")``."""
         await _ops.set_state(self._core, self._host, state)
-        await self.on_state_update(self.state, "server")
+        if self._host.state_update_hooked():
+            await self.on_state_update(self.state, "server")
 
     async def broadcast(self, message: Any, exclude: Iterable[Any] = ()) -> None:
-        """Send a JSON-encodable message to every connected client (not logged)."""
-        try:
-            _JSON.encode(message)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"broadcast message {message!r} is not JSON-encodable: {exc}") from exc
+        """Send a message to every connected client (not logged).
+
+        ``ValueError`` unless it is JSON data within 1 MiB (agents.md A7); then nothing is sent.
+        """
+        message = json_value(message, "broadcast message", logged=False)
         self._host.push_message(message, set(exclude))
 
     # -- workflows -----------------------------------------------------------------------
@@ -171,7 +176,9 @@ class Agent:
         """Called once when the engine first loads this agent (after its state)."""
 
     async def on_state_update(self, state: Any, source: str) -> None:
-        """Called after every logged state change."""
+        """Called after every logged state change (with the read-only ``state``)."""
+
+    on_state_update.__eventwf_noop__ = True  # type: ignore[attr-defined]  # see AgentHost
 
     async def on_workflow_progress(self, workflow_name: str, workflow_id: str,
                                    progress: Any) -> None:

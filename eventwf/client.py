@@ -76,15 +76,20 @@ class AgentConnection:
     async def _reader(self) -> None:
         try:
             while True:
-                message = _DECODE.decode(await self._ws.get_message())
-                if isinstance(message, dict) and message.get("type") == "rpc" and \
-                        message.get("id") in self._pending:
-                    done, box = self._pending[message["id"]]
+                try:
+                    message = _DECODE.decode(await self._ws.get_message())
+                except (msgspec.DecodeError, RecursionError):  # a server that breaks P4-P6
+                    await self._ws.aclose(1007, "malformed message from the server: not JSON")
+                    break
+                kind = message.get("type") if isinstance(message, dict) else None
+                if kind == "rpc" and isinstance(call_id := message.get("id"), str) and \
+                        call_id in self._pending:
+                    done, box = self._pending[call_id]
                     box.append(message)
                     done.set()
                     continue
-                if isinstance(message, dict) and message.get("type") == "state":
-                    self.state, self.position = message.get("state"), message.get("position", -1)
+                if kind == "state" and isinstance(position := message.get("position"), int):
+                    self.state, self.position = message.get("state"), position
                     self._first_state.set()
                 await self._send.send(message)
         except ConnectionClosed:
@@ -104,7 +109,7 @@ class AgentConnection:
 
 @asynccontextmanager
 async def connect_agent(
-    url: str, cls_name: str, name: str, *, max_message_size: int = 1_048_576,
+    url: str, cls_name: str, name: str, *, max_message_size: int = 8 * 1024 * 1024,
     buffer: int = 10_000, extra_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> AsyncIterator[AgentConnection]:
     """Connect to ``{url}/agents/{cls_name}/{name}`` and wait for the first state.

@@ -16,6 +16,7 @@ from . import _faults as faults
 from . import _ops
 from ._check import ReplayCheck
 from ._clock import Clock
+from ._codec import json_value
 from ._core import Core
 from ._recovery import recover
 from ._store import Store, backup
@@ -105,6 +106,8 @@ def _agent_classes(agents: Sequence[type[Agent]]) -> dict[str, type[Any]]:
         if cls.__name__ in out and out[cls.__name__] is not cls:
             raise ValueError(f"two agent classes are named {cls.__name__!r}; agents are "
                              "addressed by class name")
+        # fail at open, not when the engine itself loads an agent (a callback, a resume)
+        json_value(getattr(cls, "initial_state", None), f"{cls.__name__}.initial_state")
         out[cls.__name__] = cls
     return out
 

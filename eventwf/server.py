@@ -1,12 +1,15 @@
 """The WebSocket server: one endpoint per agent, state sync, broadcasts and RPC.
 
-Theory of operation: each connection has a bounded outbound queue drained by its own
-sender task, so a slow client never stalls the agent, the writer or other clients; when
-a queue overflows, that client is disconnected (1013, "client too slow") rather than
-silently skipping states, because every state message carries the log position it
-reflects and a client that reconnects gets the current state. Inbound frames are parsed
-as JSON objects; RPC goes only to ``@eventwf.callable`` methods; anything malformed closes
-that connection alone with a clear reason. See specs/protocol.md.
+Theory of operation: a handshake is decided once (``AgentRequest``: the agent class and
+name it asks for, percent-decoded) and checked before it reaches the agent, the
+connection slot taken before any ``await``. Each connection has an outbound queue
+bounded by bytes (``_outbox``) drained by its own sender task, so a slow client never
+stalls the agent, the writer or other clients: stale state messages give way first (every
+state message carries the log position it reflects), and a client whose queue still
+overflows is disconnected (1013). Nothing a client or a log holds can raise into the
+writer: a state that cannot be sent closes that connection (1011). Inbound frames must be
+JSON objects of JSON data; RPC goes only to ``@eventwf.callable`` methods; answers never
+echo a client's text unbounded. See specs/protocol.md.
 """
 
 from __future__ import annotations
@@ -14,10 +17,8 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
-from urllib.parse import unquote
 
 import msgspec
 import trio
@@ -30,30 +31,76 @@ from trio_websocket import (
 )
 
 from ._agents import AgentHost
-from ._validation import check_agent_name
-from .agent import Agent, is_callable
+from ._codec import json_value
+from ._handshake import AgentRequest, decide
+from ._handshake import close_reason as _reason
+from ._inbound import answer_rpc, parse_frame
+from ._outbox import Outbox
+from ._validation import shorten
+from .agent import Agent
 from .engine import Engine
 from .errors import EventwfError
 
-__all__ = ["Connection", "SocketHandler", "serve"]
+__all__ = ["AgentRequest", "Connection", "SocketHandler", "serve"]
 
 logger = logging.getLogger("eventwf")
 _JSON = msgspec.json.Encoder()
-_DECODE = msgspec.json.Decoder()
+_ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError)
 _ids = itertools.count(1)
 
-OUTBOUND_LIMIT = 1024
+OUTBOUND_BYTES = 8 * 1024 * 1024  # per connection; one message of any size always fits
 CLOSE_TOO_SLOW = (1013, "outbound queue full: client too slow")
 CLOSE_SHUTDOWN = (1001, "server shutting down")
+CLOSE_INTERNAL = (1011, "internal server error")
 # After an overflow, a send already in flight gets this long to finish (so the close frame
 # can follow it); a client that reads nothing at all is then cut off at the TCP level.
 SLOW_GRACE = 10.0
+
+Authenticate = Callable[["AgentRequest"], bool | Awaitable[bool]]
+
+
+class _Texts:
+    """The JSON text of the message being pushed, encoded once for every client.
+
+    A state change or a broadcast is pushed to every client in one synchronous loop: the
+    (object, position) pair names it while it is held here. A state that cannot be
+    encoded (one logged before states were checked) is reported once, as ``ValueError``.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, int | None] = (None, None)
+        self._text: tuple[str, int] | ValueError = ("null", 4)
+
+    def get(self, value: Any, position: int | None = None) -> tuple[str, int]:
+        """(text, encoded size) of ``value``, or of its state message at ``position``."""
+        if self._key[0] is not value or self._key[1] != position:
+            self._key = (value, position)
+            self._text = self._encode(value, position)
+        if isinstance(self._text, ValueError):
+            raise self._text
+        return self._text
+
+    @staticmethod
+    def _encode(value: Any, position: int | None) -> tuple[str, int] | ValueError:
+        message = value if position is None else {"type": "state", "state": value,
+                                                  "position": position}
+        try:
+            data = _JSON.encode(message)
+        except _ENCODE_ERRORS as exc:
+            what = "a message" if position is None else f"the state at log position {position}"
+            logger.error("%s cannot be sent to clients as JSON (%s); its clients are "
+                         "disconnected with 1011", what, exc)
+            return ValueError(f"{what} cannot be sent as JSON: {exc}")
+        return data.decode(), len(data)
+
+
+_texts = _Texts()
 
 
 class Connection:
     """One client of one agent, as the agent's hooks see it."""
 
-    def __init__(self, ws: WebSocketConnection, request: WebSocketRequest, agent: Agent) -> None:
+    def __init__(self, ws: WebSocketConnection, request: AgentRequest, agent: Agent) -> None:
         self.id = f"c{next(_ids)}"
         self.agent = agent
         self.path = request.path
@@ -61,42 +108,62 @@ class Connection:
                         for k, v in request.headers}
         self.remote = str(request.remote)
         self._ws = ws
-        self._queue: deque[str] = deque()
+        self._outbox = Outbox(OUTBOUND_BYTES)
         self._wake = trio.Event()
         self._send_scope: trio.CancelScope | None = None
         self.close_reason: tuple[int, str] | None = None
         self.aborted = False  # cut off without a close frame (it stopped reading entirely)
 
     def __repr__(self) -> str:
-        return f"<Connection {self.id} {self.path}>"
+        return f"<Connection {self.id} {self.path[:200]}>"
 
-    # -- what the agent host calls (synchronous, never blocks) ---------------------------
+    @property
+    def queued_bytes(self) -> int:
+        """What waits in this connection's outbound queue (at most ``OUTBOUND_BYTES``)."""
+        return self._outbox.size
+
+    # -- what the agent host calls (synchronous, never blocks, never raises) -------------
 
     def push_state(self, state: Any, position: int) -> None:
-        self._push(_encode_state(state, position))
+        if self.close_reason is not None or position <= self._outbox.position:
+            return
+        try:
+            text, size = _texts.get(state, position)
+        except ValueError as exc:
+            self._fail(*_reason(1011, str(exc)))
+            return
+        self._put(text, size, position)
 
     def push_message(self, message: Any) -> None:
-        self._push(_JSON.encode(message).decode())
+        if self.close_reason is not None:
+            return
+        try:
+            text, size = _texts.get(message)
+        except ValueError as exc:
+            self._fail(*_reason(1011, str(exc)))
+            return
+        self._put(text, size)
 
     def send(self, message: Any) -> None:
-        """Queue a JSON-encodable message for this client (not logged)."""
-        self.push_message(message)
+        """Queue a message for this client (not logged); ``ValueError`` unless JSON data."""
+        self.push_message(json_value(message, "message to a client", logged=False))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close this connection (after what is already queued is sent)."""
-        self._stop(code, reason)
+        self._stop(*_reason(code, reason))
 
-    def _push(self, data: str) -> None:
-        if self.close_reason is not None:
+    def _put(self, text: str, size: int, position: int | None = None) -> None:
+        if self._outbox.put(text, size, position=position):
+            self._wake.set()
             return
-        if len(self._queue) >= OUTBOUND_LIMIT:
-            self._queue.clear()
-            self._stop(*CLOSE_TOO_SLOW)
-            if self._send_scope is not None:  # a send is stuck: bound how long it may take
-                self._send_scope.deadline = trio.current_time() + SLOW_GRACE
-            return
-        self._queue.append(data)
-        self._wake.set()
+        self._fail(*CLOSE_TOO_SLOW)
+        if self._send_scope is not None:  # a send is stuck: bound how long it may take
+            self._send_scope.deadline = trio.current_time() + SLOW_GRACE
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Close at once: what is still queued is dropped."""
+        self._outbox.clear()
+        self._stop(code, reason)
 
     def _stop(self, code: int, reason: str) -> None:
         if self.close_reason is None:
@@ -115,8 +182,10 @@ class Connection:
             with trio.CancelScope() as scope:
                 self._send_scope = scope
                 while True:
-                    while self._queue:
-                        await self._ws.send_message(self._queue.popleft())
+                    text = self._outbox.get()
+                    if text is not None:
+                        await self._ws.send_message(text)
+                        continue
                     if self.close_reason is not None:
                         return
                     self._wake = trio.Event()
@@ -128,22 +197,6 @@ class Connection:
             self._send_scope = None
 
 
-def _state_message(state: Any, position: int) -> str:
-    return _JSON.encode({"type": "state", "state": state, "position": position}).decode()
-
-
-# A state change is pushed to every client in one synchronous loop: encode it once. The
-# (object, position) key is unique to one logged change; a connection's first state is
-# encoded afresh (``_serve``), so a position-0 initial state is never served from here.
-_last_state: list[Any] = [None, -1, ""]
-
-
-def _encode_state(state: Any, position: int) -> str:
-    if _last_state[0] is not state or _last_state[1] != position:
-        _last_state[:] = [state, position, _state_message(state, position)]
-    return str(_last_state[2])
-
-
 class SocketHandler:
     """Handles WebSocket requests for ``/agents/{AgentClass}/{name}`` on one engine."""
 
@@ -151,7 +204,7 @@ class SocketHandler:
         self,
         engine: Engine,
         *,
-        authenticate: Callable[[WebSocketRequest], bool | Awaitable[bool]] | None = None,
+        authenticate: Authenticate | None = None,
         allowed_origins: Collection[str] | None = None,
         max_connections: int = 1000,
     ) -> None:
@@ -159,22 +212,28 @@ class SocketHandler:
         self.authenticate = authenticate
         self.allowed_origins = None if allowed_origins is None else set(allowed_origins)
         self.max_connections = max_connections
-        self.connections = 0
+        self.connections = 0  # open connections and admitted handshakes
 
     async def __call__(self, request: WebSocketRequest) -> None:
-        """Admit or refuse one handshake, then serve the connection until it ends."""
-        try:
-            agent = await self._admit(request)
-            if agent is None:
-                return
-            ws = await request.accept()
-        except ConnectionClosed:
+        """Admit or refuse one handshake, then serve the connection until it ends.
+
+        The checks that need no ``await`` (path, name, origin, the connection cap) come
+        first, and a slot is taken in the same step, so concurrent handshakes can never
+        admit more than ``max_connections``.
+        """
+        decided = self._screen(request)
+        if not isinstance(decided, AgentRequest):
+            await _refuse(request, decided)
             return
         self.connections += 1
         try:
-            await self._serve(ws, request, agent)
+            agent = await self._admit(request, decided)
+            if agent is not None:
+                await self._serve(await request.accept(), decided, agent)
+        except ConnectionClosed:
+            return
         except Exception:  # one connection's failure must never stop the server
-            logger.exception("connection to %s failed", request.path)
+            logger.exception("connection to %s failed", decided.path[:200])
         finally:
             self.connections -= 1
 
@@ -199,52 +258,55 @@ class SocketHandler:
         finally:
             await trio.aclose_forcefully(stream)
 
-    async def _admit(self, request: WebSocketRequest) -> Agent | None:
-        """The agent this request may connect to, or None after refusing it."""
-        try:
-            refusal, agent = await self._check(request)
-        except Exception as exc:  # a raising authenticate hook, a corrupt agent, ...
-            logger.exception("refusing %s", request.path)
-            refusal, agent = (500, f"cannot serve {request.path}: {type(exc).__name__}"), None
-        if refusal is not None:
-            await request.reject(refusal[0], body=refusal[1].encode())
-        return agent
-
-    async def _check(self, request: WebSocketRequest) -> tuple[tuple[int, str] | None,
-                                                               Agent | None]:
-        parts = request.path.split("?", 1)[0].split("/")
-        if len(parts) != 4 or parts[:2] != ["", "agents"] or not parts[2] or not parts[3]:
-            return (404, "expected /agents/{AgentClass}/{name}"), None
-        cls = self.engine._core.agent_classes.get(parts[2])
-        if cls is None:
-            return (404, f"unknown agent class {parts[2]!r}"), None
-        try:
-            name = check_agent_name(unquote(parts[3]))
-        except ValueError as exc:
-            return (400, str(exc)), None
-        if self.connections >= self.max_connections:
-            return (503, "too many connections"), None
-        origin = dict(request.headers).get(b"origin")
+    def _screen(self, request: WebSocketRequest) -> AgentRequest | tuple[int, str]:
+        """The checks that need no ``await``: the agent asked for, the origin, the cap."""
+        decided = decide(request)
+        if not isinstance(decided, AgentRequest):
+            return decided
+        origin = dict(decided.headers).get(b"origin")
         if self.allowed_origins is not None and origin is not None and \
                 origin.decode("latin-1") not in self.allowed_origins:
-            return (403, f"origin {origin.decode('latin-1')!r} is not allowed"), None
+            return 403, f"origin {shorten(origin.decode('latin-1'), 200)} is not allowed"
+        if self.connections >= self.max_connections:
+            return 503, "too many connections"
+        return decided
+
+    async def _admit(self, request: WebSocketRequest, decided: AgentRequest) -> Agent | None:
+        """The agent this request may connect to, or None after refusing it."""
+        try:
+            refusal, agent = await self._check(decided)
+        except Exception as exc:  # a raising authenticate hook, a corrupt agent, ...
+            logger.exception("refusing %s", decided.path[:200])
+            refusal, agent = (500, f"cannot serve {shorten(decided.path, 300, quote=False)}: "
+                                   f"{type(exc).__name__}"), None
+        if refusal is not None:
+            await _refuse(request, refusal)
+        return agent
+
+    async def _check(self, decided: AgentRequest) -> tuple[tuple[int, str] | None,
+                                                           Agent | None]:
+        """Authenticate first (so a refused client learns no class names), then the agent."""
         if self.authenticate is not None:
-            allowed = self.authenticate(request)
+            allowed = self.authenticate(decided)
             if inspect.isawaitable(allowed):
                 allowed = await allowed
             if not allowed:
                 return (403, "authentication refused"), None
+        cls = self.engine._core.agent_classes.get(decided.agent_class)
+        if cls is None:
+            return (404, f"unknown agent class {shorten(decided.agent_class, 200)}"), None
         try:
-            return None, await self.engine.get_agent(cls, name)
+            return None, await self.engine.get_agent(cls, decided.agent_name)
         except EventwfError as exc:
-            return (500, f"agent {parts[2]}/{name} is unavailable: {exc}"), None
+            return (500, f"agent {decided.agent_class}/{shorten(decided.agent_name, 200)} is "
+                         f"unavailable: {shorten(str(exc), 500, quote=False)}"), None
 
-    async def _serve(self, ws: WebSocketConnection, request: WebSocketRequest,
+    async def _serve(self, ws: WebSocketConnection, decided: AgentRequest,
                      agent: Agent) -> None:
         host: AgentHost = agent._host
-        connection = Connection(ws, request, agent)
-        state = agent._core.agent_summary(host.agent_class, host.name)
-        connection._push(_state_message(agent.state, 0 if state is None else state.state_position))
+        connection = Connection(ws, decided, agent)
+        summary = agent._core.agent_summary(host.agent_class, host.name)
+        connection.push_state(agent.state, 0 if summary is None else summary.state_position)
         host.connections.add(connection)
         try:
             await _call_hook(agent.on_connect, connection)
@@ -252,6 +314,9 @@ class SocketHandler:
                 nursery.start_soon(self._receiver, ws, connection, nursery.cancel_scope)
                 await connection.sender()
                 nursery.cancel_scope.cancel()
+        except Exception:  # a bug: say so to the client and the log, keep serving others
+            logger.exception("connection %s to %s failed", connection.id, decided.path[:200])
+            connection._stop(*CLOSE_INTERNAL)
         finally:
             host.connections.discard(connection)
             if connection.close_reason is None and ws.closed is None:
@@ -264,49 +329,20 @@ class SocketHandler:
                         scope: trio.CancelScope) -> None:
         try:
             while True:
-                raw = await ws.get_message()
-                if isinstance(raw, bytes):
-                    connection._stop(1003, "binary frames are not supported: send JSON text")
-                    return
-                try:
-                    message = _DECODE.decode(raw)
-                except msgspec.DecodeError:
-                    connection._stop(1007, "malformed message: not valid JSON")
-                    return
-                if not isinstance(message, dict):
-                    connection._stop(1003, "malformed message: expected a JSON object")
+                message = parse_frame(await ws.get_message())
+                if isinstance(message, tuple):
+                    connection._stop(*message)
                     return
                 if message.get("type") == "rpc":
-                    await self._rpc(connection, message)
+                    await answer_rpc(connection, message)
                 else:
                     await _call_hook(connection.agent.on_message, connection, message)
         except ConnectionClosed:
             scope.cancel()
 
-    async def _rpc(self, connection: Connection, message: dict[str, Any]) -> None:
-        call_id, method, args = message.get("id"), message.get("method"), message.get("args", [])
-        if not isinstance(call_id, str) or not isinstance(method, str) or not isinstance(
-                args, list):
-            connection.push_message({"type": "rpc", "id": call_id, "success": False,
-                                     "error": "malformed rpc: expected a str id, a str method "
-                                              "and a list of args"})
-            return
-        fn = getattr(connection.agent, method, None) if not method.startswith("_") else None
-        if fn is None or not is_callable(fn):
-            connection.push_message({"type": "rpc", "id": call_id, "success": False,
-                                     "error": f"method {method!r} is not callable"})
-            return
-        try:
-            result = fn(*args)
-            if inspect.isawaitable(result):
-                result = await result
-            _JSON.encode(result)
-        except Exception as exc:  # the caller gets the error; the connection stays open
-            connection.push_message({"type": "rpc", "id": call_id, "success": False,
-                                     "error": f"{type(exc).__name__}: {exc}"})
-            return
-        connection.push_message({"type": "rpc", "id": call_id, "success": True,
-                                 "result": result})
+
+async def _refuse(request: WebSocketRequest, refusal: tuple[int, str]) -> None:
+    await request.reject(refusal[0], body=refusal[1].encode())
 
 
 async def _close(ws: WebSocketConnection, connection: Connection) -> None:
@@ -335,7 +371,7 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 8765,
     *,
-    authenticate: Callable[[WebSocketRequest], bool | Awaitable[bool]] | None = None,
+    authenticate: Authenticate | None = None,
     max_message_size: int = 1_048_576,
     allowed_origins: Collection[str] | None = None,
     max_connections: int = 1000,
@@ -344,10 +380,11 @@ async def serve(
     """Serve ``/agents/{AgentClass}/{name}`` until cancelled.
 
     ``await nursery.start(serve, engine, host, 0)`` picks a free port and returns an
-    object with ``.port``. ``authenticate(request)`` (sync or async) may refuse a
-    handshake; ``allowed_origins`` (exact ``scheme://host:port`` strings) refuses other
-    browser origins (a request without an ``Origin`` header is not from a browser and is
-    not checked); frames over ``max_message_size`` close that connection with 1009.
+    object with ``.port``. ``authenticate(request)`` (sync or async) gets an
+    ``AgentRequest`` (the agent asked for, decided) and may refuse the handshake;
+    ``allowed_origins`` (exact ``scheme://host:port`` strings) refuses other browser
+    origins (a request without an ``Origin`` header is not from a browser and is not
+    checked); frames over ``max_message_size`` close that connection with 1009.
     """
     handler = SocketHandler(engine, authenticate=authenticate, allowed_origins=allowed_origins,
                             max_connections=max_connections)

@@ -34,7 +34,8 @@ async def test_state_starts_as_a_copy_of_initial_state(db: str) -> None:  # A2
         a = await engine.get_agent(Counter, "a")
         b = await engine.get_agent(Counter, "b")
         assert a.state == {"n": 0, "tags": []}
-        a.state["tags"].append("oops")  # mutating the returned value
+        with pytest.raises(TypeError, match="read-only"):  # h19: state is a read-only view
+            a.state["tags"].append("oops")  # mutating the returned value
         assert Counter.initial_state == {"n": 0, "tags": []}
         assert b.state == {"n": 0, "tags": []}  # each agent has its own copy
 

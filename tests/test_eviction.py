@@ -1,4 +1,4 @@
-"""Dropping idle agent objects (specs/agents.md A7): ``Core.evict_idle_agents``.
+"""Dropping idle agent objects (specs/agents.md A8): ``Core.evict_idle_agents``.
 
 Internal, for hosts that bound how many agents they keep in memory (the demo's boards):
 an agent nobody uses is dropped and loaded again from the log on its next use; one that
@@ -82,7 +82,7 @@ async def test_an_idle_agent_is_dropped_and_loaded_again_from_the_log(db: str) -
         assert engine.statistics().live_agents == 0
         again = await engine.get_agent(Board, "a")
         assert again is not agent and again.state == {"count": 5}
-        assert Board.starts == ["a", "a"]  # on_start runs for each object (A7)
+        assert Board.starts == ["a", "a"]  # on_start runs for each object (A8)
         assert len(event_types(db)) == events  # loading again logs nothing (no AgentCreated)
         assert await engine.get_agent(Board, "a") is again
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-from .._validation import new_workflow_id, shown
+from .._validation import new_workflow_id, shorten
 from ..agent import Agent, callable
 from ..errors import WorkflowRejectedError, WorkflowTimeoutError
 from ..workflow import AgentWorkflow
@@ -107,7 +107,7 @@ class DemoAgent(Agent):
 
     def _task(self, task_id: object) -> dict[str, Any] | None:
         if not isinstance(task_id, str):
-            raise ValueError(f"no task {shown(task_id, 60)}")
+            raise ValueError(f"no task {shorten(task_id, 60)}")
         task: dict[str, Any] | None = self.state.get(task_id)
         return task
 

@@ -47,7 +47,7 @@ async def serve_demo(db: str, host: str = "127.0.0.1", port: int = 8080, *,
     listeners = await trio.open_tcp_listeners(port, host=host)
     try:
         async with open_engine(db, agents=[DemoAgent], workflows=[DemoTask]) as engine:
-            core = engine._core  # the demo owns every board object: it may evict them (A7)
+            core = engine._core  # the demo owns every board object: it may evict them (A8)
 
             def evict(keep: Collection[str]) -> set[str]:
                 return core.evict_idle_agents(DemoAgent.__name__, keep=keep)
