@@ -1,4 +1,4 @@
-"""The SQLite file: connection settings, schema, meta values and the writer lock.
+"""The SQLite file: connection settings, schema and meta values.
 
 One ``events`` table is the source of truth (append-only, enforced by triggers); the
 ``workflows`` and ``agents`` tables are projections kept in the same transactions and
@@ -7,21 +7,17 @@ rebuildable from the log. Tables are created with sqlite-utils.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import socket
 import sqlite3
 from pathlib import Path
-from typing import IO
 
 import sqlite_utils
 
-from ..errors import LogLockedError, SchemaVersionError, StorageError
+from ..errors import SchemaVersionError, StorageError
 
 __all__ = [
     "APPLICATION_ID",
     "SCHEMA_VERSION",
-    "WriterLock",
     "connect",
     "create_schema",
     "get_meta",
@@ -137,38 +133,3 @@ def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
         "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         (key, value),
     )
-
-
-class WriterLock:
-    """An exclusive ``flock`` on ``<log>.lock``: one writing engine per log file.
-
-    The lock is on a sidecar file, never on the database (closing any descriptor of the
-    database would drop SQLite's own locks). The kernel frees it when the process dies.
-    """
-
-    def __init__(self, db_path: str) -> None:
-        self.path = db_path + ".lock"
-        self._file: IO[str] | None = None
-
-    def acquire(self) -> None:
-        handle = open(self.path, "a+")  # noqa: SIM115 - held for the engine's lifetime
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "an unknown process"
-            handle.close()
-            raise LogLockedError(
-                f"{self.path[:-5]} is already open for writing by {holder}; "
-                "close that engine first (one writing engine per log file)"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        handle.flush()
-        self._file = handle
-
-    def release(self) -> None:
-        if self._file is not None:
-            self._file.close()  # closing the descriptor releases the flock
-            self._file = None

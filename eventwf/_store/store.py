@@ -22,9 +22,10 @@ from .._fold import WorkflowSummary
 from ..errors import StorageError
 from . import projections as proj
 from .anchor import Anchor, preserve_anchor, read_anchor, write_anchor
+from .lock import WriterLock, log_home
 from .log import chain_hash, read_stream, scan, stream_head
 from .rebuild import Folded, fold_log, fold_tentatively
-from .schema import WriterLock, connect, create_schema, get_meta, set_meta
+from .schema import connect, create_schema, get_meta, set_meta
 
 __all__ = ["PendingRow", "Store", "TailReport", "backup"]
 
@@ -47,7 +48,7 @@ _INSERT = ("INSERT INTO events(position, stream, stream_position, time_us, type,
 
 def backup(src: str, dst: str) -> None:
     """A consistent copy of a live log (SQLite's online backup; the source is only read)."""
-    source = connect(src, readonly=True)
+    source = connect(log_home(src), readonly=True)
     try:
         target = sqlite3.connect(dst)
         try:
@@ -88,7 +89,10 @@ class Store:
             self._lock = WriterLock(path)
             self._lock.acquire()
         try:
-            self._open(path, readonly, synchronous)
+            self.path = log_home(path)  # one name per file, so one WAL (see lock.py)
+            if self._lock is not None:
+                self._lock.name_holder(self.path)
+            self._open(self.path, readonly, synchronous)
         except sqlite3.Error as exc:  # disk full, I/O error, a file that is no log: say so
             self.close()
             raise StorageError(f"{path} cannot be opened as an eventwf log: {exc}") from exc
@@ -100,6 +104,7 @@ class Store:
         self.conn = connect(path, readonly=readonly, synchronous=synchronous)
         if not readonly:
             create_schema(self.conn)
+            self._record_home()
         try:
             genesis = get_meta(self.conn, "genesis")
         except sqlite3.Error as exc:
@@ -113,6 +118,21 @@ class Store:
         ).fetchone()
         self.head: int = 0 if row is None else int(row[0])
         self.head_hash: bytes = self.genesis if row is None else bytes(row[1])
+
+    def _record_home(self) -> None:
+        """Keep this path in ``meta.home``, checkpointed into the database file, where
+        :func:`log_home` looks when the file has several hard links."""
+        if self.path == ":memory:" or get_meta(self.conn, "home") == self.path:
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            set_meta(self.conn, "home", self.path)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
         """Record the verification mark and the anchor (if it can), then let the file go.

@@ -58,7 +58,7 @@ def _check_anchor(path: str, force: bool) -> None:
     with LogSource(path) as log:
         head = log.head()
         try:
-            anchor = read_anchor(path)
+            anchor = read_anchor(log.home)
         except ValueError:
             anchor = None
         problem = None if anchor is None else anchor_problem(anchor, log.conn, head)

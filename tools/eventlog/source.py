@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 from eventwf._codec import decode_event
 from eventwf._events import Event, Recorded
+from eventwf._store.lock import log_home
 from eventwf._store.log import LogRow, chain_hash
 from eventwf._store.schema import connect, get_meta
 from eventwf.errors import CorruptLogError
@@ -191,11 +192,12 @@ class LogSource:
         if not os.path.isfile(path):
             raise ToolError(f"{path}: no such file")
         self.path = path
-        self.header = read_header(path)
+        self.home = log_home(path)  # the name the engine opens it by (its WAL's name)
+        self.header = read_header(self.home)
         if self.header is None and os.path.getsize(path) > 0:
             raise NotALog(f"{path} is not an eventwf log: it is not an SQLite database")
         self.salvage = False
-        self.conn = connect(path, readonly=True)
+        self.conn = connect(self.home, readonly=True)
         try:
             self.genesis = self._genesis()
         except BaseException:
@@ -210,7 +212,7 @@ class LogSource:
                 raise _open_error(self.path, exc, self.header if self.salvage else None) from exc
             self.salvage = True  # SQLite refuses a file shorter than its header says:
             self.conn.close()  # read the pages that are there, on a fresh connection
-            self.conn = connect(self.path, readonly=True)
+            self.conn = connect(self.home, readonly=True)
             self.conn.execute("PRAGMA writable_schema=ON")
             return self._genesis()
         if genesis is None:

@@ -348,7 +348,7 @@ def _warnings(log: LogSource, report: Report) -> None:
 
 
 def _scan(log: LogSource, checker: Checker, batch: int) -> None:
-    anchor = _anchor(log.path, checker.report)
+    anchor = _anchor(log.home, checker.report)
     for row in log.rows(0, batch=batch):
         checker.feed(row)
     with log.snapshot() as conn:  # rows appended since the last batch, then the projections
