@@ -11,6 +11,7 @@ import trio
 
 import eventwf
 from eventwf._store.anchor import read_anchor
+from tests.eventlog_kit import CLASS_CHANGES, change_class, position_of
 from tests.wfkit import TestAgent, virtual_wall
 
 
@@ -105,3 +106,28 @@ async def test_a_rewritten_log_is_reported_against_the_anchor(
     async with _open(db):
         pass
     assert any("the log was rewritten" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(("column", "value", "kind"), CLASS_CHANGES)
+@pytest.mark.parametrize("found_by", ["verification on open", "replay"])
+async def test_a_row_in_another_storage_class_quarantines_only_its_workflow(
+        db: str, column: str, value: str, kind: str, found_by: str) -> None:
+    """One flipped bit in a row's record header (log.md L4a): its workflow is quarantined
+    at that position, the engine opens and serves the others."""
+    await _two(db)
+    position = position_of(db, "wf:held", "step.succeeded")
+    change_class(db, position, column, value)
+    if found_by == "verification on open":
+        _sql(db, ("UPDATE meta SET value = '0' WHERE key = 'verified_through'", ()))
+    hibernate = None if found_by == "replay" else 60.0  # replay: the waiting run restarts
+    async with eventwf.open_engine(db, agents=[TestAgent], workflows=[Quick],
+                                   wall_clock=virtual_wall, hibernate_after=hibernate) as engine:
+        agent = await engine.get_agent(TestAgent, "a")
+        with pytest.raises(eventwf.CorruptLogError) as error:
+            await engine.wait_workflow("held")
+        assert error.value.position == position
+        assert f"{column} holds {kind}" in str(error.value)
+        fresh = await agent.run_workflow("Quick", id="fresh")
+        assert (await engine.wait_workflow(fresh)).status == "complete"
+        done = await agent.get_workflow("done")
+        assert done is not None and done.status == "complete"

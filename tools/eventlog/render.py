@@ -144,7 +144,7 @@ def row_record(item: RowView, *, complete: bool = False) -> dict[str, Any]:
     if item.problem is not None:
         record["problem"] = item.problem
     if complete or (item.problem is not None and item.event is None):
-        record["data"] = row.data if isinstance(row.data, bytes) else repr(row.data)
+        record["data"] = bytes(row.data) if isinstance(row.data, bytes) else repr(row.data)
     if complete:
         record["hash"] = row.hash.hex() if isinstance(row.hash, bytes) else repr(row.hash)
     return record

@@ -103,7 +103,7 @@ class Checker:
         self.report.head = row.position
         problem = self._row_problem(row)
         event = None
-        if isinstance(row.data, bytes):
+        if row.data.__class__ is bytes:
             try:
                 event = decode_event(row.type, row.data, position=row.position)
             except CorruptLogError as exc:
@@ -128,9 +128,10 @@ class Checker:
                        f"positions {expected}..{row.position - 1} are")
             return Problem("position gap", expected, f"{missing} missing: the log jumps from "
                            f"{expected - 1} to {row.position}", row.stream)
-        if not isinstance(row.data, bytes):
-            return Problem("undecodable", row.position, f"{_where(row)} has a data column "
-                           f"that is not a blob ({type(row.data).__name__})", row.stream)
+        if row.data.__class__ is not bytes:
+            why = getattr(row.data, "problem", None) or (
+                f"has a data column that is not a blob ({type(row.data).__name__})")
+            return Problem("undecodable", row.position, f"{_where(row)}: {why}", row.stream)
         if not isinstance(row.hash, bytes) or chain_hash(
                 prev, row.position, row.stream, row.stream_position, row.time_us, row.type,
                 row.data) != row.hash:
