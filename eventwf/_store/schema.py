@@ -92,14 +92,14 @@ _WORKFLOWS = {
     "created_us": int, "updated_us": int, "completed_us": int, "tracked": int, "run": int,
     "started_at": int, "run_start": int, "mailbox": int, "output": bytes,
     "corrupt_position": int, "wake_at_us": int, "wake_span_us": int, "wait_type": str,
-    "paused_us": int,
+    "paused_us": int, "row_check": int,
 }
 _WORKFLOWS_NOT_NULL = {"workflow_name", "agent_class", "agent_name", "status", "created_us",
                        "updated_us", "tracked", "run", "started_at", "run_start", "mailbox",
                        "wake_span_us"}
 _AGENTS = {"agent_class": str, "agent_name": str, "state": bytes, "has_state": int,
            "delivered_through": int, "last_callback": int, "corrupt_position": int,
-           "state_position": int}
+           "state_position": int, "row_check": int}
 
 
 def _create_tables(db: sqlite_utils.Database, existing: set[str]) -> None:
@@ -120,6 +120,9 @@ def _create_tables(db: sqlite_utils.Database, existing: set[str]) -> None:
         db.table("agents").create(
             _AGENTS, pk=("agent_class", "agent_name"),
             not_null={"has_state", "delivered_through", "last_callback", "state_position"})
+    for table in ("workflows", "agents"):  # tables of an eventwf before row checks: their
+        if "row_check" not in db.table(table).columns_dict:  # rows fail it and are rebuilt
+            db.table(table).add_column("row_check", int)
 
 
 def get_meta(conn: sqlite3.Connection, key: str) -> str | None:

@@ -365,7 +365,27 @@ class Store:
             raise
 
     def projected_through(self) -> int:
-        return int(get_meta(self.conn, "projected_through") or 0)
+        """The last position the projections reflect (-1 if the meta value is damaged:
+        they are then rebuilt, as if they lagged)."""
+        text = get_meta(self.conn, "projected_through") or "0"
+        try:
+            return int(text)
+        except ValueError:
+            logger.warning("%s: meta.projected_through is %r, not a position", self.path,
+                           text[:100])
+            return -1
+
+    def check_projections(self) -> bool:
+        """Check every projection row against its check value; if one fails, rebuild the
+        tables from the log (logged). True if they were rebuilt."""
+        count, named = proj.damaged_rows(self.conn)
+        if not count:
+            return False
+        logger.warning("%s: %d projection row(s) do not match their check value (%s%s); "
+                       "rebuilding the projections from the log", self.path, count,
+                       "; ".join(named), "; ..." if count > len(named) else "")
+        self.rebuild_projections()
+        return True
 
     # -- projections ---------------------------------------------------------------------
 
