@@ -19,7 +19,7 @@ from eventwf._codec import encode_event
 from eventwf._events import AgentStateSet, StepSucceeded
 from eventwf._store.log import LogRow
 from eventwf._store.rebuild import fold_log
-from eventwf._store.schema import connect, get_meta
+from eventwf._store.schema import SCHEMA_VERSION, connect, get_meta
 from tests.eventlog_kit import (
     CLASS_CHANGES,
     append_forged,
@@ -383,3 +383,19 @@ def test_v11_a_column_in_another_storage_class_is_undecodable_and_verify_reads_o
     shown = cli(path, "show", "job-1")
     assert shown.code == 1 and f"!! a column holds the wrong storage class ({column} holds " \
         f"{kind}" in shown.out
+
+
+@pytest.mark.parametrize(("value", "kind", "says"), [
+    (str(SCHEMA_VERSION + 1), "newer schema", "NOT VERIFIED: newer schema: schema version"),
+    ("1x", "unreadable", "DAMAGED at"),
+])
+def test_v14_a_newer_or_damaged_schema_version_is_never_intact(
+        log: str, tmp_path: Path, value: str, kind: str, says: str) -> None:
+    """verify cannot vouch for a format it does not know (the engine refuses it: L12)."""
+    path = copy(log, tmp_path / "schema.db")
+    with raw(path) as conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (value,))
+    last = verdict(path)
+    assert (last["intact"], last["verdict"], last["position"]) == (False, kind, None)
+    text = cli(path, "verify")
+    assert text.code == 1 and says in text.out

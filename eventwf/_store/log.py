@@ -167,7 +167,7 @@ def checked_batches(
     prev = genesis
     if from_position > 1:
         row = conn.execute(
-            "SELECT hash FROM events WHERE position = ?", (from_position - 1,)
+            "SELECT CAST(hash AS BLOB) FROM events WHERE position = ?", (from_position - 1,)
         ).fetchone()
         prev = genesis if row is None else bytes(row[0])
     expected = from_position

@@ -7,13 +7,15 @@ rebuildable from the log. Tables are created with sqlite-utils.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from pathlib import Path
 
 import sqlite_utils
 
-from ..errors import SchemaVersionError, StorageError
+from ..errors import CorruptLogError, SchemaVersionError, StorageError
+from .anchor import anchor_path, read_anchor
 
 __all__ = [
     "APPLICATION_ID",
@@ -21,8 +23,15 @@ __all__ = [
     "connect",
     "create_schema",
     "get_meta",
+    "meta_position",
+    "parse_genesis",
+    "refuse_emptied",
+    "refuse_lost_log",
+    "schema_version",
     "set_meta",
 ]
+
+logger = logging.getLogger("eventwf")
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x65776631  # "ewf1"
@@ -60,7 +69,7 @@ def create_schema(conn: sqlite3.Connection) -> None:
     db = sqlite_utils.Database(conn, execute_plugins=False)
     existing = set(db.table_names())
     if "meta" in existing:
-        version = int(get_meta(conn, "schema_version") or 0)
+        version = schema_version(conn)
         if version > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"this log has schema version {version}, newer than this eventwf "
@@ -136,3 +145,82 @@ def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
         "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         (key, value),
     )
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 60 else text[:60] + "...")
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """``meta.schema_version`` (0 when unset); ``CorruptLogError`` naming a damaged one."""
+    text = get_meta(conn, "schema_version")
+    if text is None:
+        return 0
+    if not text.isdigit():  # isdigit: also no sign or spaces, which int() would take
+        raise CorruptLogError(f"this log's meta.schema_version is {_shown(text)}, not a "
+                              "version number: its meta table was changed or damaged")
+    return int(text)
+
+
+def parse_genesis(path: str, text: str) -> bytes:
+    """``meta.genesis`` as bytes; ``CorruptLogError`` if it is not hexadecimal."""
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise CorruptLogError(f"{path}: meta.genesis is {_shown(text)}, not hexadecimal: the "
+                              "hash chain cannot be checked (the meta table was changed or "
+                              "damaged)") from None
+
+
+def meta_position(conn: sqlite3.Connection, key: str, path: str, *, damaged: int = 0) -> int:
+    """A position kept in ``meta`` (0 when unset). A damaged value is logged and read as
+    ``damaged``: these are caches (what was verified, what the projections reflect), so
+    the engine redoes that work rather than trust it."""
+    text = get_meta(conn, key) or "0"
+    if text.isdigit():
+        return int(text)
+    logger.warning("%s: meta.%s is %s, not a log position; treating it as %d", path, key,
+                   _shown(text), damaged)
+    return damaged
+
+
+def refuse_lost_log(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse to start a log over when it lost what it held (before the schema is made).
+
+    A log whose anchor records a head but that holds no events (the file truncated to
+    nothing, the events table dropped or emptied) is ``CorruptLogError``: deleting the
+    anchor file is how one says "start a new log here". A log whose events lost their
+    genesis (the meta table dropped) cannot be checked, and is refused too."""
+    tables = {str(row[0]) for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    events = 0
+    if "events" in tables:
+        events = int(conn.execute("SELECT count(*) FROM (SELECT 1 FROM events LIMIT 1)")
+                     .fetchone()[0])
+    if events and ("meta" not in tables or get_meta(conn, "genesis") is None):
+        raise CorruptLogError(f"{path} holds events but no genesis in its meta table (the "
+                              "table was dropped or changed): its hash chain cannot be "
+                              "checked, and eventwf will not start it over; restore the file "
+                              "from a backup", position=1)
+    if not events:
+        refuse_emptied(path, "the file is empty" if not tables else "it has no events table"
+                       if "events" not in tables else "its events table is empty")
+
+
+def refuse_emptied(path: str, state: str) -> None:
+    """``CorruptLogError`` if the anchor of this log, which holds no events (``state``
+    says how), records a head: see :func:`refuse_lost_log`."""
+    if path == ":memory:":
+        return
+    try:
+        anchor = read_anchor(path)
+    except ValueError:
+        return  # reported when the log is verified
+    if anchor is None or anchor.position == 0:
+        return
+    raise CorruptLogError(
+        f"{path} holds no events ({state}), but its anchor {anchor_path(path)} says the log "
+        f"reached position {anchor.position}: the log was emptied or replaced, and eventwf "
+        f"will not start it over. Restore the file from a backup; to start a new, empty log "
+        f"here instead, delete {anchor_path(path)}", position=1)
+

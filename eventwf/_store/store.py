@@ -9,6 +9,7 @@ head back tells which it was.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -25,7 +26,16 @@ from .anchor import Anchor, preserve_anchor, read_anchor, write_anchor
 from .lock import WriterLock, log_home
 from .log import chain_hash, read_stream, scan, stream_head
 from .rebuild import Folded, fold_log, fold_tentatively
-from .schema import connect, create_schema, get_meta, set_meta
+from .schema import (
+    connect,
+    create_schema,
+    get_meta,
+    meta_position,
+    parse_genesis,
+    refuse_emptied,
+    refuse_lost_log,
+    set_meta,
+)
 
 __all__ = ["PendingRow", "Store", "TailReport", "backup"]
 
@@ -101,8 +111,11 @@ class Store:
             raise
 
     def _open(self, path: str, readonly: bool, synchronous: str) -> None:
+        if not readonly and path != ":memory:" and os.path.getsize(path) == 0:
+            refuse_emptied(path, "the file is empty")  # before WAL mode writes a header
         self.conn = connect(path, readonly=readonly, synchronous=synchronous)
         if not readonly:
+            refuse_lost_log(self.conn, path)
             create_schema(self.conn)
             self._record_home()
         try:
@@ -112,12 +125,12 @@ class Store:
                                f"damaged): {exc}") from exc
         if genesis is None:
             raise StorageError(f"{path} is not an eventwf log (no genesis in its meta table)")
-        self.genesis = bytes.fromhex(genesis)
-        row = self.conn.execute(
-            "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
+        self.genesis = parse_genesis(path, genesis)
+        row = self.conn.execute(  # the hash as its bytes, whatever its storage class
+            "SELECT position, CAST(hash AS BLOB) FROM events ORDER BY position DESC LIMIT 1"
         ).fetchone()
         self.head: int = 0 if row is None else int(row[0])
-        self.head_hash: bytes = self.genesis if row is None else bytes(row[1])
+        self.head_hash: bytes = self.genesis if row is None else bytes(row[1] or b"")
 
     def _record_home(self) -> None:
         """Keep this path in ``meta.home``, checkpointed into the database file, where
@@ -254,7 +267,7 @@ class Store:
         Rows written by this engine are trusted; rows since the last clean close (or the
         last open) are verified here, so opening costs what was written meanwhile.
         """
-        start = int(get_meta(self.conn, "verified_through") or 0) + 1
+        start = meta_position(self.conn, "verified_through", self.path) + 1
         problems = [
             (item.row.position, item.row.stream,
              f"event at log position {item.row.position}: {item.problem}")
@@ -284,9 +297,9 @@ class Store:
         if anchor.position > self.head:
             return (f"{self.path} ends at position {self.head}, but its anchor says "
                     f"{anchor.position}: events were lost (truncated file or torn tail)")
-        row = self.conn.execute("SELECT hash FROM events WHERE position = ?",
+        row = self.conn.execute("SELECT CAST(hash AS BLOB) FROM events WHERE position = ?",
                                 (anchor.position,)).fetchone()
-        if anchor.position and (row is None or bytes(row[0]) != anchor.hash):
+        if anchor.position and (row is None or row[0] != anchor.hash):
             return (f"{self.path}: the event at position {anchor.position} differs from the "
                     "anchor's hash: the log was rewritten")
         return None
@@ -367,13 +380,7 @@ class Store:
     def projected_through(self) -> int:
         """The last position the projections reflect (-1 if the meta value is damaged:
         they are then rebuilt, as if they lagged)."""
-        text = get_meta(self.conn, "projected_through") or "0"
-        try:
-            return int(text)
-        except ValueError:
-            logger.warning("%s: meta.projected_through is %r, not a position", self.path,
-                           text[:100])
-            return -1
+        return meta_position(self.conn, "projected_through", self.path, damaged=-1)
 
     def check_projections(self) -> bool:
         """Check every projection row against its check value; if one fails, rebuild the

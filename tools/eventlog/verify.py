@@ -24,18 +24,19 @@ from eventwf._codec import decode_event, decode_value
 from eventwf._events import Recorded, parse_stream
 from eventwf._fold import WorkflowSummary, apply_workflow, quarantine
 from eventwf._store.anchor import Anchor, read_anchor
+from eventwf._store.lock import log_home
 from eventwf._store.log import LogRow, chain_hash
 from eventwf._store.projections import AGENT_COLUMNS, WORKFLOW_COLUMNS, agent_row, workflow_row
 from eventwf._store.schema import SCHEMA_VERSION
 from eventwf.errors import CorruptLogError, TransitionError
 
-from .render import compact
+from .render import compact, compact_text
 from .source import BATCH, Damaged, LogSource, NotALog, ToolError, Unreadable
 
 __all__ = ["KINDS", "Checker", "Problem", "Report", "anchor_problem", "verify"]
 
-KINDS = ("not an eventwf log", "truncated file", "unreadable", "position gap", "broken chain",
-         "stream gap", "undecodable", "unknown stream", "illegal transition",
+KINDS = ("not an eventwf log", "newer schema", "truncated file", "unreadable", "position gap",
+         "broken chain", "stream gap", "undecodable", "unknown stream", "illegal transition",
          "projection mismatch")
 
 
@@ -323,22 +324,27 @@ def anchor_problem(anchor: Anchor, conn: sqlite3.Connection, head: int) -> Probl
                        f"{head + 1}..{anchor.position} were cut")
     if anchor.position == 0:
         return None
-    row = conn.execute("SELECT hash, stream FROM events WHERE position = ?",
-                       (anchor.position,)).fetchone()
+    row = conn.execute("SELECT CAST(hash AS BLOB), CAST(stream AS BLOB) FROM events "
+                       "WHERE position = ?", (anchor.position,)).fetchone()
     if row is not None and row[0] == anchor.hash:
         return None
-    held = "no such row" if row is None else (
-        row[0].hex() if isinstance(row[0], bytes) else repr(row[0]))
+    held = "no such row" if row is None else (row[0] or b"").hex()
     return Problem("broken chain", anchor.position, f"{where} position {anchor.position} has "
                    f"hash {anchor.hash.hex()}, but the log holds {held}: rows up to there were "
-                   "rewritten", None if row is None else str(row[1]))
+                   "rewritten", None if row is None else (row[1] or b"").decode(errors="replace"))
 
 
-def _warnings(log: LogSource, report: Report) -> None:
+def _warnings(log: LogSource, checker: Checker) -> None:
+    report = checker.report
     version = log.meta("schema_version")
-    if version is not None and version.isdigit() and int(version) > SCHEMA_VERSION:
-        report.warnings.append(f"schema version {version} is newer than this eventwf's "
-                               f"({SCHEMA_VERSION}); upgrade eventwf to read it fully")
+    if version is not None and not version.isdigit():
+        checker.add(Problem("unreadable", None, f"meta.schema_version is "
+                            f"{compact_text(repr(version), 60)}, not a version number: the "
+                            "meta table was changed or damaged"))
+    elif version is not None and int(version) > SCHEMA_VERSION:
+        checker.add(Problem("newer schema", None, f"schema version {version} is newer than "
+                            f"this eventwf's ({SCHEMA_VERSION}): it cannot vouch for a format "
+                            "it does not know; upgrade eventwf to verify this log"))
     triggers = {str(name) for (name,) in log.conn.execute(
         "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'")}
     missing = {"events_no_update", "events_no_delete"} - triggers
@@ -377,17 +383,37 @@ def verify(path: str, *, keep: int = 20, batch: int = BATCH) -> Report:
     except (NotALog, Damaged) as exc:
         truncated = isinstance(exc, Unreadable)  # raised on open only for a short file
         checker.add(_open_problem(exc, truncated))
+        _lost(log_home(path), report, checker)
         return report
     with log:
         checker.prev = log.genesis
         try:
             _scan(log, checker, batch)
-            _warnings(log, report)
+            _warnings(log, checker)
         except Unreadable as exc:
             checker.add(_open_problem(exc, log.salvage))
+            _lost(log.home, report, checker)
         except sqlite3.DatabaseError as exc:
             checker.add(Problem("truncated file" if log.salvage else "unreadable",
                                 report.head + 1, f"the log cannot be read after position "
                                 f"{report.head}: {exc}"))
+            _lost(log.home, report, checker)
     report.streams = len(checker.versions)
     return report
+
+
+def _lost(home: str, report: Report, checker: Checker) -> None:
+    """A log with no row readable at all whose anchor recorded some (emptied or replaced);
+    a loss after readable rows is already its own problem there."""
+    if report.head:
+        return
+    try:
+        anchor = read_anchor(home)
+    except ValueError:
+        return
+    if anchor is not None and anchor.position > 0:
+        checker.add(Problem("position gap", 1, f"the anchor (written when the "
+                            f"engine last opened or closed the log) says the log reached "
+                            f"position {anchor.position}, but no event can be read: positions "
+                            f"1..{anchor.position} were lost (the file was emptied or "
+                            "replaced)"))
