@@ -51,10 +51,8 @@ def connect(path: str, *, readonly: bool = False, synchronous: str = "FULL") -> 
     if readonly:
         if path == ":memory:":
             raise ValueError("a ':memory:' log cannot be opened read-only from elsewhere")
-        uri = Path(path).resolve().as_uri() + "?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-    else:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        return _reader(path)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout=30000")
     if not readonly and path != ":memory:":
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -62,6 +60,38 @@ def connect(path: str, *, readonly: bool = False, synchronous: str = "FULL") -> 
             raise StorageError(f"{path}: cannot switch the log to WAL mode (got {mode!r})")
         conn.execute(f"PRAGMA synchronous={synchronous}")  # value checked above
     return conn
+
+
+def _reader(path: str) -> sqlite3.Connection:
+    """A read-only connection. A reader of a WAL-mode log needs its ``-shm`` file; in a
+    directory it cannot write, where no writer can run either, a log with no WAL content
+    is read as the immutable file it then is; one whose ``-wal`` holds commits cannot be
+    read without them, which is said (``StorageError``)."""
+    uri = Path(path).resolve().as_uri()
+    conn = sqlite3.connect(uri + "?mode=ro", uri=True, isolation_level=None,
+                           check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout=30000")
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the WAL index
+    except sqlite3.DatabaseError as exc:
+        if os.path.exists(path + "-shm") or not _unwritable(path):
+            return conn  # not that: the caller meets the error and says what it is
+        conn.close()
+        wal = path + "-wal"
+        if os.path.exists(wal) and os.path.getsize(wal) > 0:
+            raise StorageError(
+                f"{path} cannot be read: its directory is read-only and {wal} holds commits "
+                f"that SQLite can read only with a {path}-shm file it cannot create there "
+                f"({exc}); make the directory writable, or copy the log with its -wal file "
+                "to one that is") from exc
+        conn = sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, isolation_level=None,
+                               check_same_thread=False)
+    return conn
+
+
+def _unwritable(path: str) -> bool:
+    directory = os.path.dirname(os.path.abspath(path))
+    return not os.access(directory, os.W_OK)
 
 
 def create_schema(conn: sqlite3.Connection) -> None:

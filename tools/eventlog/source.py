@@ -27,7 +27,7 @@ from eventwf._store.columns import SHOWN_COLUMNS, shown_columns, shown_row, type
 from eventwf._store.lock import log_home
 from eventwf._store.log import LogRow, chain_hash
 from eventwf._store.schema import connect, get_meta
-from eventwf.errors import CorruptLogError
+from eventwf.errors import CorruptLogError, StorageError
 
 __all__ = [
     "BATCH",
@@ -204,7 +204,10 @@ class LogSource:
         if self.header is None and os.path.getsize(path) > 0:
             raise NotALog(f"{path} is not an eventwf log: it is not an SQLite database")
         self.salvage = False
-        self.conn = connect(self.home, readonly=True)
+        try:
+            self.conn = connect(self.home, readonly=True)
+        except StorageError as exc:  # e.g. commits in a -wal of a read-only directory
+            raise Damaged(str(exc)) from exc
         try:
             self.genesis = self._genesis()
         except BaseException:

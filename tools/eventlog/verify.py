@@ -14,6 +14,7 @@ of streams (their folds), never with the number of events.
 from __future__ import annotations
 
 import bisect
+import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -383,7 +384,8 @@ def verify(path: str, *, keep: int = 20, batch: int = BATCH) -> Report:
     except (NotALog, Damaged) as exc:
         truncated = isinstance(exc, Unreadable)  # raised on open only for a short file
         checker.add(_open_problem(exc, truncated))
-        _lost(log_home(path), report, checker)
+        if os.path.getsize(path) == 0:
+            _lost(log_home(path), report, checker)
         return report
     with log:
         checker.prev = log.genesis
@@ -392,21 +394,19 @@ def verify(path: str, *, keep: int = 20, batch: int = BATCH) -> Report:
             _warnings(log, checker)
         except Unreadable as exc:
             checker.add(_open_problem(exc, log.salvage))
-            _lost(log.home, report, checker)
+            if "no such table: events" in str(exc):
+                _lost(log.home, report, checker)
         except sqlite3.DatabaseError as exc:
             checker.add(Problem("truncated file" if log.salvage else "unreadable",
                                 report.head + 1, f"the log cannot be read after position "
                                 f"{report.head}: {exc}"))
-            _lost(log.home, report, checker)
     report.streams = len(checker.versions)
     return report
 
 
 def _lost(home: str, report: Report, checker: Checker) -> None:
-    """A log with no row readable at all whose anchor recorded some (emptied or replaced);
-    a loss after readable rows is already its own problem there."""
-    if report.head:
-        return
+    """A log that holds no rows (an empty file, no events table) whose anchor recorded
+    some: it was emptied or replaced."""
     try:
         anchor = read_anchor(home)
     except ValueError:
