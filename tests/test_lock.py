@@ -1,4 +1,4 @@
-"""One writer per log file, however its path is spelled (specs/log.md L11, L11a-L11c).
+"""One writer per log file, however its path is spelled (specs/log.md L11, L11a).
 
 The lock is on the file (device and inode): a symlink, a hard link, a relative or a
 dotted path to a held log is refused, in this process and from another one; and every
@@ -147,7 +147,7 @@ def _killed_writer(path: str) -> None:
 
 
 @pytest.mark.parametrize("link", ["before the crash", "after the crash"])
-def test_l11b_a_hard_link_reads_the_wal_its_writer_left(tmp_path: Path, link: str) -> None:
+def test_l11a_a_hard_link_reads_the_wal_its_writer_left(tmp_path: Path, link: str) -> None:
     """SQLite names the WAL after the path: the log's home name finds it from any link."""
     a, b = tmp_path / "a.db", tmp_path / "b.db"
     Store(str(a)).close()

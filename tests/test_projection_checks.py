@@ -1,4 +1,4 @@
-"""The projection tables are a cache of the log (specs/log.md L7b-L7d): a row changed or
+"""The projection tables are a cache of the log (specs/log.md L7a-L7d): a row changed or
 damaged outside eventwf is found by its check value and rebuilt from the log on open, and
 refused (``CorruptLogError`` naming the table and row) if it changes under a running engine;
 a state the log does not hold is never served."""
