@@ -15,12 +15,13 @@ value, which no check takes for a blob.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 __all__ = ["CAST_ROW", "COLUMNS", "SHOWN_COLUMNS", "LogRow", "Mistyped", "Text", "cast_row",
-           "class_problem", "mistyped", "mistyped_rows", "row_problem", "shown_columns",
-           "shown_row", "typed"]
+           "class_problem", "mistyped", "mistyped_problem", "mistyped_rows", "row_problem",
+           "shown_columns", "shown_row", "text_as_bytes", "typed", "typed_batches"]
 
 class LogRow(NamedTuple):
     position: int
@@ -93,6 +94,62 @@ def mistyped_rows(conn: sqlite3.Connection, low: int, high: int) -> list[tuple[A
         out.append((position, stream or b"", version or 0, time_us or 0, type_name or b"",
                     value, digest or b""))
     return out
+
+
+def typed_batches(conn: sqlite3.Connection, sql: str, low: int, high: int, batch: int
+                  ) -> Iterator[list[tuple[Any, ...]]]:
+    """Rows ``low``..``high`` in position order, a batch at a time, from ``sql`` (which
+    selects the rows whose stream and type are text, from position ``?`` to ``?``). Text
+    in data, hash, version or time comes as :class:`Text` (never a decoding error), so the
+    checks see its class; a row whose stream or type is not text is left out by the query,
+    found in the gap it leaves and handed out from :func:`mistyped_rows`. Costs one test
+    per batch."""
+    with text_as_bytes(conn):
+        cursor = conn.execute(sql, (low, high))
+    following = low  # the first position not yet handed out
+    while True:
+        with text_as_bytes(conn):  # only around fetching: other queries get str
+            rows = cursor.fetchmany(batch)
+        if not rows:
+            break
+        if rows[0][0] != following or rows[-1][0] - rows[0][0] != len(rows) - 1:
+            odd = mistyped_rows(conn, following, rows[-1][0])  # gaps: lost or mistyped rows
+            if odd:
+                rows = sorted(rows + odd, key=_position)
+        following = rows[-1][0] + 1
+        yield rows
+    if following <= high and (odd := mistyped_rows(conn, following, high)):
+        yield odd
+
+
+def _position(row: tuple[Any, ...]) -> int:
+    return int(row[0])
+
+
+@contextmanager
+def text_as_bytes(conn: sqlite3.Connection) -> Iterator[None]:
+    """While inside, TEXT values come from ``conn`` as :class:`Text`: never a decoding error,
+    and a class every check tells from ``bytes``, ``str`` and ``int``."""
+    factory, conn.text_factory = conn.text_factory, Text
+    try:
+        yield
+    finally:
+        conn.text_factory = factory
+
+
+def mistyped_problem(conn: sqlite3.Connection, position: int, data: Any, version: Any,
+                     digest: Any) -> tuple[str, int, bytes]:
+    """The problem of a row with a column in another storage class, and its version and
+    hash as the chain goes on with them (the hash's bytes, so the next row is intact)."""
+    problem = data.problem if data.__class__ is Mistyped else row_problem(conn, position)
+    return problem, _integer(version), bytes(digest) if isinstance(digest, bytes) else b""
+
+
+def _integer(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return -2  # no version follows it: the stream's next row reports the jump
 
 
 def row_problem(conn: sqlite3.Connection, position: int) -> str:

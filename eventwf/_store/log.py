@@ -11,14 +11,13 @@ from __future__ import annotations
 import sqlite3
 import struct
 from collections.abc import Iterator
-from contextlib import contextmanager
 from hashlib import blake2b
 from typing import Any, NamedTuple
 
 from .._codec import decode_event
 from .._events import Recorded
 from ..errors import CorruptLogError
-from .columns import LogRow, Mistyped, Text, mistyped_rows, row_problem
+from .columns import LogRow, mistyped_problem, row_problem, text_as_bytes, typed_batches
 
 __all__ = ["LogRow", "ScanItem", "chain_hash", "checked_batches", "checked_rows",
            "read_stream", "scan", "stream_head", "workflow_batches"]
@@ -68,7 +67,7 @@ def read_stream(
     from the stream's sequence, or does not decode.
     """
     bounds = (from_stream_position, after_position)
-    with _text_as_bytes(conn):  # text where it does not belong arrives as Text, not an error
+    with text_as_bytes(conn):  # text where it does not belong arrives as Text, not an error
         if conn.execute(_BLOB_NAMED, (stream,)).fetchone() is None:
             rows = conn.execute(_STREAM_ROWS, (stream, *bounds)).fetchall()
             try:
@@ -110,7 +109,7 @@ def _verified(conn: sqlite3.Connection, genesis: bytes, stream: str, rows: list[
 
 
 # A stream's rows, in index order, with the hash of the row before each and whether the
-# type is text (the other columns' classes show in the values, read under _text_as_bytes:
+# type is text (the other columns' classes show in the values, read under text_as_bytes:
 # L4a). A stream stored as a blob is not equal to its name: _BLOB_NAMED finds such rows,
 # and then, as when a version in another class sorts out of place, _ANY_NAMED_ROWS reads
 # the stream in version order (a sort, which the plain read does not need).
@@ -203,7 +202,7 @@ def checked_batches(
     streams_get, types_get = streams.get, types.get
     pack, digest_of = _PACK, blake2b
     alternative: bytes | None = None  # the chain value a damaged hash column should hold
-    for rows in _typed_batches(conn, from_position, last, batch):
+    for rows in typed_batches(conn, _TYPED_ROWS, from_position, last, batch):
         out: list[tuple[tuple[Any, ...], str | None]] = []
         append = out.append
         for position, raw_stream, version, time_us, raw_type, data, digest in rows:
@@ -218,12 +217,13 @@ def checked_batches(
             elif type_name is None:
                 problem = "its stream or type column is not valid UTF-8 text"
             elif data.__class__ is not bytes or digest.__class__ is not bytes:
-                problem, version, digest = _mistyped(conn, position, data, version, digest)
+                problem, version, digest = mistyped_problem(conn, position, data, version, digest)
             else:  # chain_hash, inlined on the raw blobs (the same bytes) for speed
                 try:
                     packed = pack(position, version, time_us)
                 except struct.error:  # a version or time that is not an integer
-                    problem, version, digest = _mistyped(conn, position, data, version, digest)
+                    problem, version, digest = mistyped_problem(conn, position, data, version,
+                                                                digest)
                 else:
                     computed = digest_of(b"".join((prev, packed, raw_stream, b"\x00", raw_type,
                                                    b"\x00", data)), digest_size=16).digest()
@@ -252,61 +252,9 @@ def checked_batches(
 
 
 # Rows whose stream and type are text (the classes of the other columns are checked as
-# they are read: see _typed_batches).
+# they are read: see typed_batches).
 _TYPED_ROWS = (_ROWS + "WHERE position >= ? AND position <= ? AND typeof(stream) = 'text' "
                "AND typeof(type) = 'text' ORDER BY position")
-
-
-def _typed_batches(conn: sqlite3.Connection, low: int, high: int, batch: int
-                   ) -> Iterator[list[tuple[Any, ...]]]:
-    """Rows ``low``..``high`` in position order, a batch at a time. Text in data, hash,
-    version or time comes as :class:`Text` (never a decoding error), so the checks see its
-    class; a row whose stream or type is not text is left out by the query, found in the
-    gap it leaves and handed out from ``mistyped_rows``. Costs one batch-level test."""
-    with _text_as_bytes(conn):
-        cursor = conn.execute(_TYPED_ROWS, (low, high))
-    following = low  # the first position not yet handed out
-    while True:
-        with _text_as_bytes(conn):  # only around fetching: other queries get str
-            rows = cursor.fetchmany(batch)
-        if not rows:
-            break
-        if rows[0][0] != following or rows[-1][0] - rows[0][0] != len(rows) - 1:
-            odd = mistyped_rows(conn, following, rows[-1][0])  # gaps: lost or mistyped rows
-            if odd:
-                rows = sorted(rows + odd, key=_position)
-        following = rows[-1][0] + 1
-        yield rows
-    if following <= high and (odd := mistyped_rows(conn, following, high)):
-        yield odd
-
-
-def _position(row: tuple[Any, ...]) -> int:
-    return int(row[0])
-
-
-@contextmanager
-def _text_as_bytes(conn: sqlite3.Connection) -> Iterator[None]:
-    factory, conn.text_factory = conn.text_factory, Text
-    try:
-        yield
-    finally:
-        conn.text_factory = factory
-
-
-def _mistyped(conn: sqlite3.Connection, position: int, data: Any, version: Any, digest: Any
-              ) -> tuple[str, int, bytes]:
-    """The problem of a row with a column in another storage class, and its version and
-    hash as the chain goes on with them (the hash's bytes, so the next row is intact)."""
-    problem = data.problem if data.__class__ is Mistyped else row_problem(conn, position)
-    return problem, _integer(version), bytes(digest) if isinstance(digest, bytes) else b""
-
-
-def _integer(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return -2  # no version follows it: the stream's next row reports the jump
 
 
 def _first_sight(conn: sqlite3.Connection, streams: dict[Any, list[Any]],

@@ -25,6 +25,7 @@ __all__ = [
     "get_meta",
     "meta_position",
     "parse_genesis",
+    "record_home",
     "refuse_emptied",
     "refuse_lost_log",
     "schema_version",
@@ -212,6 +213,22 @@ def meta_position(conn: sqlite3.Connection, key: str, path: str, *, damaged: int
     logger.warning("%s: meta.%s is %s, not a log position; treating it as %d", path, key,
                    _shown(text), damaged)
     return damaged
+
+
+def record_home(conn: sqlite3.Connection, home: str) -> None:
+    """Keep the log's home path in ``meta.home``, checkpointed into the database file,
+    where ``lock.log_home`` looks when the file has several hard links."""
+    if home == ":memory:" or get_meta(conn, "home") == home:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        set_meta(conn, "home", home)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def refuse_lost_log(conn: sqlite3.Connection, path: str) -> None:

@@ -22,7 +22,7 @@ from .._events import Recorded
 from .._fold import WorkflowSummary
 from ..errors import StorageError
 from . import projections as proj
-from .anchor import Anchor, preserve_anchor, read_anchor, write_anchor
+from .anchor import Anchor, anchor_mismatch, preserve_anchor, write_anchor
 from .lock import WriterLock, log_home
 from .log import chain_hash, read_stream, scan, stream_head
 from .rebuild import Folded, fold_log, fold_tentatively
@@ -32,6 +32,7 @@ from .schema import (
     get_meta,
     meta_position,
     parse_genesis,
+    record_home,
     refuse_emptied,
     refuse_lost_log,
     set_meta,
@@ -117,7 +118,7 @@ class Store:
         if not readonly:
             refuse_lost_log(self.conn, path)
             create_schema(self.conn)
-            self._record_home()
+            record_home(self.conn, self.path)
         try:
             genesis = get_meta(self.conn, "genesis")
         except sqlite3.Error as exc:
@@ -131,21 +132,6 @@ class Store:
         ).fetchone()
         self.head: int = 0 if row is None else int(row[0])
         self.head_hash: bytes = self.genesis if row is None else bytes(row[1] or b"")
-
-    def _record_home(self) -> None:
-        """Keep this path in ``meta.home``, checkpointed into the database file, where
-        :func:`log_home` looks when the file has several hard links."""
-        if self.path == ":memory:" or get_meta(self.conn, "home") == self.path:
-            return
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            set_meta(self.conn, "home", self.path)
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
         """Record the verification mark and the anchor (if it can), then let the file go.
@@ -274,7 +260,7 @@ class Store:
             for item in scan(self.conn, self.genesis, from_position=start)
             if item.problem is not None
         ]
-        report = TailReport(problems, self._check_anchor())
+        report = TailReport(problems, anchor_mismatch(self.conn, self.path, self.head))
         if report.anchor is not None and self.path != ":memory:":
             kept = preserve_anchor(self.path)  # the evidence outlives the new anchor
             report = TailReport(problems, f"{report.anchor} (previous anchor kept as {kept})")
@@ -284,25 +270,6 @@ class Store:
             raise StorageError(f"{self.path}: cannot record the verification of the log: "
                                f"{exc}") from exc
         return report
-
-    def _check_anchor(self) -> str | None:
-        if self.path == ":memory:":
-            return None
-        try:
-            anchor = read_anchor(self.path)
-        except ValueError as exc:
-            return str(exc)
-        if anchor is None:
-            return None
-        if anchor.position > self.head:
-            return (f"{self.path} ends at position {self.head}, but its anchor says "
-                    f"{anchor.position}: events were lost (truncated file or torn tail)")
-        row = self.conn.execute("SELECT CAST(hash AS BLOB) FROM events WHERE position = ?",
-                                (anchor.position,)).fetchone()
-        if anchor.position and (row is None or row[0] != anchor.hash):
-            return (f"{self.path}: the event at position {anchor.position} differs from the "
-                    "anchor's hash: the log was rewritten")
-        return None
 
     def _mark_verified(self) -> None:
         if self.path == ":memory:" or self.readonly:
