@@ -1,6 +1,6 @@
-"""Opening a log: rebuild lagging projections, verify what was written since the last
-verification, report orphans, resume or schedule every unfinished workflow, and load the
-agents that still owe callbacks."""
+"""Opening a log: rebuild lagging or damaged projections, verify what was written since
+the last verification, report orphans, resume or schedule every unfinished workflow, and
+load the agents that still owe callbacks."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ def recover(core: Core) -> int:
             logger.warning("projections of %s lag the log (%d vs %d); rebuilding them",
                            store.path, store.projected_through(), store.head)
         store.rebuild_projections()
+    else:
+        store.check_projections()  # a cache of the log: never serve a row it does not hold
     _verify_tail(core)
     if not core.check:
         _report_orphans(core)

@@ -88,6 +88,20 @@ def head(path: str) -> int:
     return int(query(path, "SELECT max(position) FROM events")[0][0])
 
 
+# (column, SQL giving it another storage class, that class): what one flipped bit in
+# SQLite's record header does to a row (log.md L4a); the column's affinity keeps these.
+CLASS_CHANGES = [("stream", "CAST(stream AS BLOB)", "blob"), ("type", "CAST(type AS BLOB)", "blob"),
+                 ("data", "CAST(data AS TEXT)", "text"), ("hash", "CAST(hash AS TEXT)", "text"),
+                 ("time_us", "time_us + 0.5", "real"),
+                 ("stream_position", "CAST(stream_position AS BLOB)", "blob")]
+
+
+def change_class(path: str, position: int, column: str, value: str) -> None:
+    """Store row ``position``'s ``column`` as ``value`` (an entry of CLASS_CHANGES)."""
+    with raw(path) as conn:
+        conn.execute(f"UPDATE events SET {column} = {value} WHERE position = ?", (position,))
+
+
 def flip_byte(path: str, position: int) -> None:
     with raw(path) as conn:
         (data,) = conn.execute("SELECT data FROM events WHERE position = ?",

@@ -222,6 +222,112 @@ async def test_f8_slow_1000_bit_flips(base: Base, tmp_path: Path) -> None:
     await _f8(base, tmp_path, "F8-slow", 1213, flips=1000)
 
 
+# -- F8h: one flipped bit in a record header changes a value's storage class -----------------
+
+
+def _varint(value: int) -> bytes:
+    """SQLite's big-endian varint (values below 2**56 here)."""
+    out = [value & 0x7F]
+    value >>= 7
+    while value:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    return bytes(reversed(out))
+
+
+def _integer(value: int) -> tuple[int, bytes]:
+    """The serial type and bytes SQLite stores an integer as (file format 4)."""
+    if value in (0, 1):
+        return 8 + value, b""
+    for serial, size in ((1, 1), (2, 2), (3, 3), (4, 4), (5, 6), (6, 8)):
+        if -(1 << (8 * size - 1)) <= value < 1 << (8 * size - 1):
+            return serial, value.to_bytes(size, "big", signed=True)
+    raise AssertionError(value)
+
+
+# The columns whose class one low bit of their serial type changes, keeping the record's
+# length: text <-> blob, and an 8-byte integer <-> a float.
+_HEADER_COLUMNS = ("stream", "type", "data", "hash", "time_us")
+
+
+def _flip_class(db: Path, rng: random.Random, unfinished: set[str]) -> Flip:
+    """Flip the low bit of one column's serial type in one row's record header."""
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute("SELECT position, stream, stream_position, time_us, type, data, "
+                            "hash FROM events").fetchall()
+    finally:
+        conn.close()
+    if rng.random() < 0.5:
+        rows = [r for r in rows if r[1][3:] in unfinished] or rows
+    blob = bytearray(db.read_bytes())
+    while True:
+        position, stream, version, time_us, type_name, data, digest = rng.choice(rows)
+        texts = [stream.encode(), type_name.encode()]
+        ints = [_integer(version), _integer(time_us)]
+        serials = [0, 2 * len(texts[0]) + 13, ints[0][0], ints[1][0], 2 * len(texts[1]) + 13,
+                   2 * len(data) + 12, 2 * len(digest) + 12]
+        types = b"".join(_varint(t) for t in serials)
+        header = _varint(len(types) + 1) + types  # (header length below 128 here)
+        body = texts[0] + ints[0][1] + ints[1][1] + texts[1] + bytes(data) + bytes(digest)
+        at = blob.find(header + body)
+        column = rng.choice(_HEADER_COLUMNS)
+        if at >= 0 and blob.find(header + body, at + 1) < 0 and (
+                column != "time_us" or ints[1][0] == 6):
+            break
+    index = ("position", "stream", "stream_position", "time_us", "type", "data",
+             "hash").index(column)
+    end = at + 1 + sum(len(_varint(t)) for t in serials[:index + 1])  # its varint's last byte
+    blob[end - 1] ^= 1
+    db.write_bytes(bytes(blob))
+    return Flip(position, stream, f"header:{column}", end - 1, 0)
+
+
+async def test_f8h_a_bit_flipped_in_a_record_header_is_found_at_its_exact_position(
+        base: Base, tmp_path: Path) -> None:
+    """The bytes are intact, only a value's storage class changed, and integrity_check
+    passes (but for the indexed stream column): verify and the engine name the row, and
+    only its workflow stops (log.md L4a)."""
+    seed = seed_for("F8h", 1214)
+    rng = random.Random(seed)
+    misses: list[str] = []
+    verify_detected = engine_eligible = engine_detected = 0
+    flips = 20
+    for trial in range(flips):
+        db = _copy(base, tmp_path / f"class{trial % 3}")
+        flip = _flip_class(db, rng, base.unfinished)
+        if flip.column != "header:stream":  # the stream index still holds it as text
+            conn = sqlite3.connect(db)
+            try:
+                assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            finally:
+                conn.close()
+        status, verdict = _verify(db)
+        if status == 1 and verdict.get("position") == flip.position and \
+                "storage class" in verdict.get("message", ""):
+            verify_detected += 1
+        else:
+            misses.append(f"verify missed {flip}: exit {status}, verdict {verdict}")
+        wid = flip.stream[3:]
+        if wid in base.unfinished:
+            statuses = await _statuses(db, base)
+            state, message = statuses[wid]
+            others = {w for w, (s, _) in statuses.items() if w != wid and s == "unknown"}
+            if flip.column == "header:stream":  # replay finds the row through the index,
+                if state == "unknown" or others:  # which holds its name intact as text
+                    misses.append(f"engine stopped {flip}: {statuses}")
+                continue
+            engine_eligible += 1
+            if state == "unknown" and f"position {flip.position} " in message and not others:
+                engine_detected += 1
+            else:
+                misses.append(f"engine missed {flip}: {wid} is {state} ({message}); also "
+                              f"quarantined: {others}")
+    summary(f"F8h seed={seed} flips={flips} verify_detected={verify_detected}/{flips} "
+            f"engine_detected={engine_detected}/{engine_eligible} violations={len(misses)}")
+    assert not misses, misses[:10]
+
+
 # -- F9/F10: valid checksums, bad contents ---------------------------------------------------
 
 

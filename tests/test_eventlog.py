@@ -424,3 +424,42 @@ def test_v18_rebuild_refuses_to_hide_a_cut_tail_unless_forced(log: str, tmp_path
     refused = cli(path, "rebuild-projections")
     assert refused.code == 2 and f"positions {top}..{top} were cut" in refused.err
     assert cli(path, "rebuild-projections", "--force").code == 0
+
+
+# -- V3a: what a log holds is printed, never obeyed by the terminal -------------------------
+
+HOSTILE = "\x1b[2J\x1b[31mboom\r\nfaked line\x07\u202eevil\u2028\x9b"
+_RAW = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+class Hostile(eventwf.AgentWorkflow[TestAgent]):
+    async def run(self, event: eventwf.WorkflowEvent, step: eventwf.AgentWorkflowStep) -> Any:
+        def fail() -> None:
+            raise eventwf.NonRetryableError(HOSTILE)
+
+        await step.do("echo", lambda: {"text": HOSTILE})
+        await step.do("fail", fail)
+
+
+async def _hostile_log(path: str) -> None:
+    async with eventwf.open_engine(path, agents=[TestAgent], workflows=[Hostile],
+                                   wall_clock=virtual_wall) as engine:
+        agent = await engine.get_agent(TestAgent, "a")
+        await agent.run_workflow("Hostile", {"note": HOSTILE}, id="hostile")
+        assert (await engine.wait_workflow("hostile")).status == "errored"
+
+
+@pytest.mark.parametrize("command", [["show", "hostile"], ["workflow", "hostile"],
+                                     ["tail", "-n", "50"], ["streams"], ["verify"],
+                                     ["show", "wf:" + HOSTILE]])
+def test_v3a_control_characters_from_the_log_are_escaped_in_text_output(
+        tmp_path: Path, command: list[str]) -> None:
+    path = str(tmp_path / "hostile.db")
+    trio.run(_hostile_log, path, clock=trio.testing.MockClock(autojump_threshold=0))
+    result = cli(path, *command)
+    lines = (result.out + result.err).splitlines()
+    assert lines and not [line for line in lines if _RAW.search(line)], lines
+    if command[0] in ("show", "workflow", "tail") and command[1:] != ["wf:" + HOSTILE]:
+        assert "\\x1b[2J\\x1b[31mboom\\r\\nfaked line" in result.out
+    if command[1:] == ["wf:" + HOSTILE]:
+        assert result.code == 1 and "\\x1b[2J" in result.err

@@ -19,10 +19,12 @@ from eventwf._codec import encode_event
 from eventwf._events import AgentStateSet, StepSucceeded
 from eventwf._store.log import LogRow
 from eventwf._store.rebuild import fold_log
-from eventwf._store.schema import connect, get_meta
+from eventwf._store.schema import SCHEMA_VERSION, connect, get_meta
 from tests.eventlog_kit import (
+    CLASS_CHANGES,
     append_forged,
     build,
+    change_class,
     cli,
     copy,
     flip_byte,
@@ -363,3 +365,37 @@ def test_v11_rows_are_read_in_bounded_batches(log: str) -> None:
         rows = list(source.rows(0, batch=3))
     assert all(isinstance(r, LogRow) for r in rows)
     assert [r.position for r in rows] == list(range(1, head(log) + 1))
+
+
+@pytest.mark.parametrize(("column", "value", "kind"), CLASS_CHANGES)
+def test_v11_a_column_in_another_storage_class_is_undecodable_and_verify_reads_on(
+        log: str, tmp_path: Path, column: str, value: str, kind: str) -> None:
+    """One flipped bit in a row's record header (log.md L4a) stopped the reading there."""
+    path = copy(log, tmp_path / f"class-{column}.db")
+    target = position_of(path, "wf:job-1", "workflow.completed")
+    later = position_of(path, "wf:job-live", "step.succeeded", -1)
+    assert later > target
+    change_class(path, target, column, value)
+    flip_byte(path, later)
+    assert problems(path)[:2] == [("undecodable", target, "wf:job-1"),
+                                  ("broken chain", later, "wf:job-live")]
+    assert f"{column} holds {kind}" in verdict(path)["message"]
+    shown = cli(path, "show", "job-1")
+    assert shown.code == 1 and f"!! a column holds the wrong storage class ({column} holds " \
+        f"{kind}" in shown.out
+
+
+@pytest.mark.parametrize(("value", "kind", "says"), [
+    (str(SCHEMA_VERSION + 1), "newer schema", "NOT VERIFIED: newer schema: schema version"),
+    ("1x", "unreadable", "DAMAGED at"),
+])
+def test_v14_a_newer_or_damaged_schema_version_is_never_intact(
+        log: str, tmp_path: Path, value: str, kind: str, says: str) -> None:
+    """verify cannot vouch for a format it does not know (the engine refuses it: L12)."""
+    path = copy(log, tmp_path / "schema.db")
+    with raw(path) as conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (value,))
+    last = verdict(path)
+    assert (last["intact"], last["verdict"], last["position"]) == (False, kind, None)
+    text = cli(path, "verify")
+    assert text.code == 1 and says in text.out

@@ -1,4 +1,4 @@
-"""L13: projections of another shape are dropped, made anew and rebuilt on open."""
+"""L16: projections of another shape are dropped, made anew and rebuilt on open."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ async def test_projections_of_an_older_version_are_rebuilt_on_open(db: str) -> N
         await agent.send_workflow_event("Waiter", wid, {"type": "early", "payload": 0})
         await trio.sleep(1)
         await agent.set_state({"n": 1})
-    conn = sqlite3.connect(db, isolation_level=None)  # as the version before L13 left it
+    conn = sqlite3.connect(db, isolation_level=None)  # as the version before L16 left it
     conn.execute("DELETE FROM meta WHERE key = 'projection_version'")
     for column in ("inbox", "timer_kind", "timer_seq"):
         conn.execute(f"ALTER TABLE workflows DROP COLUMN {column}")

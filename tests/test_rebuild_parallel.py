@@ -16,7 +16,7 @@ from eventwf._store import rebuild as rb
 from eventwf._store.chaincheck import check_rows, main
 from eventwf._store.rebuild import Folded, fold_log
 
-from .eventlog_kit import build, copy, flip_byte, head, position_of, raw, rechain
+from .eventlog_kit import CLASS_CHANGES, build, copy, flip_byte, head, position_of, raw, rechain
 
 
 @pytest.fixture(scope="module")
@@ -117,21 +117,27 @@ def test_a_type_that_is_not_utf8_on_a_folded_row_sends_the_log_to_the_checked_fo
     assert fast.workflows == checked.workflows and fast.agents == checked.agents
 
 
-@pytest.mark.parametrize("column", ["stream", "type"])
-def test_text_stored_as_a_blob_is_folded_as_the_checker_reads_it(
-        reference: str, parallel: list[Any], tmp_path: Path, column: str) -> None:
-    """The same bytes as a blob keep the chain valid; both passes must read them as text."""
-    path = copy(reference, tmp_path / f"blob-{column}.db")
+
+
+@pytest.mark.parametrize(("column", "value", "kind"), CLASS_CHANGES)
+def test_a_column_in_another_storage_class_is_damage_that_both_passes_find(
+        reference: str, parallel: list[Any], tmp_path: Path, column: str, value: str,
+        kind: str) -> None:
+    """One flipped bit in SQLite's record header changes a value's storage class (log.md
+    L4a): the row is damaged at its position, in the split fold as in the checked one."""
+    path = copy(reference, tmp_path / f"class-{column}.db")
     moved = position_of(path, "wf:job-1", "workflow.completed")  # its last row
     with raw(path) as conn:
-        conn.execute(f"UPDATE events SET {column} = CAST({column} AS BLOB) WHERE position = ?",
-                     (moved,))
+        conn.execute(f"UPDATE events SET {column} = {value} WHERE position = ?", (moved,))
         assert conn.execute(f"SELECT typeof({column}) FROM events WHERE position = ?",
-                            (moved,)).fetchone() == ("blob",)
+                            (moved,)).fetchone() == (kind,)
     fast, checked = _both(path)
-    assert parallel == [True] and fast.problems == checked.problems == []
+    assert parallel == [False]  # the checker found it
+    assert fast.problems == checked.problems and fast.problems[0][0] == moved
+    assert f"{column} holds {kind}" in fast.problems[0][1]
     assert fast.workflows == checked.workflows and fast.agents == checked.agents
-    assert fast.workflows["job-1"] == _both(reference)[1].workflows["job-1"]
+    assert fast.workflows["job-1"].status == "unknown"
+    assert fast.workflows["job-1"].corrupt_position == moved
 
 
 mutations = st.lists(st.tuples(st.sampled_from(["copy", "swap"]), st.integers(1, 55),

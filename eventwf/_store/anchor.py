@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from typing import NamedTuple
 
-__all__ = ["Anchor", "preserve_anchor", "read_anchor", "write_anchor"]
+__all__ = ["Anchor", "anchor_mismatch", "preserve_anchor", "read_anchor", "write_anchor"]
 
 
 class Anchor(NamedTuple):
@@ -59,3 +60,24 @@ def write_anchor(db_path: str, anchor: Anchor) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def anchor_mismatch(conn: sqlite3.Connection, path: str, head: int) -> str | None:
+    """What the anchor says is wrong with the log's tail (lost or rewritten), or None."""
+    if path == ":memory:":
+        return None
+    try:
+        anchor = read_anchor(path)
+    except ValueError as exc:
+        return str(exc)
+    if anchor is None:
+        return None
+    if anchor.position > head:
+        return (f"{path} ends at position {head}, but its anchor says {anchor.position}: "
+                "events were lost (truncated file or torn tail)")
+    row = conn.execute("SELECT CAST(hash AS BLOB) FROM events WHERE position = ?",
+                       (anchor.position,)).fetchone()
+    if anchor.position and (row is None or row[0] != anchor.hash):
+        return (f"{path}: the event at position {anchor.position} differs from the anchor's "
+                "hash: the log was rewritten")
+    return None

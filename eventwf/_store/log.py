@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from .._codec import decode_event
 from .._events import Recorded
 from ..errors import CorruptLogError
+from .columns import LogRow, mistyped_problem, row_problem, text_as_bytes, typed_batches
 
 __all__ = ["LogRow", "ScanItem", "chain_hash", "checked_batches", "checked_rows",
            "read_stream", "scan", "stream_head", "workflow_batches"]
@@ -39,16 +40,6 @@ def chain_hash(
 _hash = chain_hash
 
 
-class LogRow(NamedTuple):
-    position: int
-    stream: str
-    stream_position: int
-    time_us: int
-    type: str
-    data: bytes
-    hash: bytes
-
-
 class ScanItem(NamedTuple):
     """A row as read by :func:`scan`, with what is wrong with it (None when intact)."""
 
@@ -58,10 +49,7 @@ class ScanItem(NamedTuple):
 
 def stream_head(conn: sqlite3.Connection, stream: str) -> int:
     """The last stream position of ``stream``, or -1 if it has no events."""
-    row = conn.execute(
-        "SELECT max(stream_position) FROM events WHERE stream = ?", (stream,)
-    ).fetchone()
-    return -1 if row[0] is None else int(row[0])
+    return _max_version(conn, stream, (1 << 63) - 1)
 
 
 def read_stream(
@@ -78,17 +66,29 @@ def read_stream(
     Raises ``CorruptLogError`` naming the first row that fails its checksum, is missing
     from the stream's sequence, or does not decode.
     """
-    cursor = conn.execute(
-        "SELECT e.position, e.stream_position, e.time_us, CAST(e.type AS BLOB), e.data, "
-        "e.hash, p.hash "
-        "FROM events e LEFT JOIN events p ON p.position = e.position - 1 "
-        "WHERE e.stream = ? AND e.stream_position >= ? AND e.position > ? "
-        "ORDER BY e.stream_position",
-        (stream, from_stream_position, after_position),
-    )
+    bounds = (from_stream_position, after_position)
+    with text_as_bytes(conn):  # text where it does not belong arrives as Text, not an error
+        if conn.execute(_BLOB_NAMED, (stream,)).fetchone() is None:
+            rows = conn.execute(_STREAM_ROWS, (stream, *bounds)).fetchall()
+            try:
+                return _verified(conn, genesis, stream, rows, from_stream_position,
+                                 after_position)
+            except CorruptLogError:
+                pass  # a version in another class sorts last in the index: read in order
+        rows = conn.execute(_ANY_NAMED_ROWS, (stream, stream, *bounds)).fetchall()
+    return _verified(conn, genesis, stream, rows, from_stream_position, after_position)
+
+
+def _verified(conn: sqlite3.Connection, genesis: bytes, stream: str, rows: list[Any],
+              from_stream_position: int, after_position: int) -> list[Recorded]:
+    """:func:`read_stream`'s rows checked and decoded, in the order given."""
     out: list[Recorded] = []
     expected: int | None = None if after_position else from_stream_position
-    for position, stream_position, time_us, raw_type, data, digest, prev in cursor:
+    for position, stream_position, time_us, raw_type, data, digest, prev, text in rows:
+        if not text or data.__class__ is not bytes or digest.__class__ is not bytes or \
+                stream_position.__class__ is not int or time_us.__class__ is not int:
+            raise CorruptLogError(f"event at log position {position} (stream {stream!r}): "
+                                  f"{row_problem(conn, position)}", position=position)
         type_name = _text(raw_type, position, "type")
         if expected is None:
             expected = stream_position
@@ -106,6 +106,23 @@ def read_stream(
         )
         expected += 1
     return out
+
+
+# A stream's rows, in index order, with the hash of the row before each and whether the
+# type is text (the other columns' classes show in the values, read under text_as_bytes:
+# L4a). A stream stored as a blob is not equal to its name: _BLOB_NAMED finds such rows,
+# and then, as when a version in another class sorts out of place, _ANY_NAMED_ROWS reads
+# the stream in version order (a sort, which the plain read does not need).
+_STREAM_COLUMNS = (
+    "SELECT e.position, e.stream_position, e.time_us, CAST(e.type AS BLOB), e.data, e.hash, "
+    "CAST(p.hash AS BLOB), typeof(e.type) = 'text'")
+_JOIN = " FROM events e LEFT JOIN events p ON p.position = e.position - 1 "
+_STREAM_ROWS = (_STREAM_COLUMNS + _JOIN + "WHERE e.stream = ? AND e.stream_position >= ? "
+                "AND e.position > ? ORDER BY e.stream_position")
+_BLOB_NAMED = "SELECT 1 FROM events WHERE stream = CAST(? AS BLOB) LIMIT 1"
+_ANY_NAMED_ROWS = (_STREAM_COLUMNS + " AND typeof(e.stream) = 'text'" + _JOIN
+                   + "WHERE e.stream IN (?, CAST(? AS BLOB)) AND e.stream_position >= ? AND "
+                   "e.position > ? ORDER BY CAST(e.stream_position AS INTEGER), e.position")
 
 
 def _verify_row(conn: sqlite3.Connection, genesis: bytes, stream: str, position: int,
@@ -172,12 +189,11 @@ def checked_batches(
     prev = genesis
     if from_position > 1:
         row = conn.execute(
-            "SELECT hash FROM events WHERE position = ?", (from_position - 1,)
+            "SELECT CAST(hash AS BLOB) FROM events WHERE position = ?", (from_position - 1,)
         ).fetchone()
         prev = genesis if row is None else bytes(row[0])
     expected = from_position
-    cursor = conn.execute(_ROWS + "WHERE position >= ? AND position <= ? ORDER BY position",
-                          (from_position, (1 << 63) - 1 if through is None else through))
+    last = (1 << 63) - 1 if through is None else through
     # Per distinct stream blob: [its text, its last version]; per type blob: its text. One
     # lookup each per row (a whole-log check runs this loop a million times).
     streams: dict[Any, list[Any]] = {}
@@ -186,7 +202,7 @@ def checked_batches(
     streams_get, types_get = streams.get, types.get
     pack, digest_of = _PACK, blake2b
     alternative: bytes | None = None  # the chain value a damaged hash column should hold
-    while rows := cursor.fetchmany(batch):
+    for rows in typed_batches(conn, _TYPED_ROWS, from_position, last, batch):
         out: list[tuple[tuple[Any, ...], str | None]] = []
         append = out.append
         for position, raw_stream, version, time_us, raw_type, data, digest in rows:
@@ -201,21 +217,27 @@ def checked_batches(
             elif type_name is None:
                 problem = "its stream or type column is not valid UTF-8 text"
             elif data.__class__ is not bytes or digest.__class__ is not bytes:
-                problem = "data or hash column is not a blob"
+                problem, version, digest = mistyped_problem(conn, position, data, version, digest)
             else:  # chain_hash, inlined on the raw blobs (the same bytes) for speed
-                computed = digest_of(b"".join((prev, pack(position, version, time_us),
-                                               raw_stream, b"\x00", raw_type, b"\x00", data)),
-                                     digest_size=16).digest()
-                if computed != digest and (alternative is None or _hash(
-                        alternative, position, stream, version, time_us, type_name,
-                        data) != digest):
-                    problem = "checksum mismatch: the row was changed, damaged or moved"
-                    alternative = computed  # if only its hash column is damaged, the next
-                    # row chains from what it should have held: that row is then intact
+                try:
+                    packed = pack(position, version, time_us)
+                except struct.error:  # a version or time that is not an integer
+                    problem, version, digest = mistyped_problem(conn, position, data, version,
+                                                                digest)
                 else:
-                    alternative = None
-                if problem is None and version != state[1] + 1:
-                    problem = f"stream {stream!r} jumps from version {state[1]} to {version}"
+                    computed = digest_of(b"".join((prev, packed, raw_stream, b"\x00", raw_type,
+                                                   b"\x00", data)), digest_size=16).digest()
+                    if computed != digest and (alternative is None or _hash(
+                            alternative, position, stream, version, time_us, type_name,
+                            data) != digest):
+                        problem = "checksum mismatch: the row was changed, damaged or moved"
+                        alternative = computed  # if only its hash column is damaged, the
+                        # next row chains from what it should have held: it is then intact
+                    else:
+                        alternative = None
+                    if problem is None and version != state[1] + 1:
+                        problem = (f"stream {stream!r} jumps from version {state[1]} to "
+                                   f"{version}")
             state[1] = version
             prev = digest if digest.__class__ is bytes else b""
             expected = position + 1
@@ -227,6 +249,12 @@ def checked_batches(
         yield out
     if versions is not None:
         versions.update((stream, last) for stream, last in streams.values())
+
+
+# Rows whose stream and type are text (the classes of the other columns are checked as
+# they are read: see typed_batches).
+_TYPED_ROWS = (_ROWS + "WHERE position >= ? AND position <= ? AND typeof(stream) = 'text' "
+               "AND typeof(type) = 'text' ORDER BY position")
 
 
 def _first_sight(conn: sqlite3.Connection, streams: dict[Any, list[Any]],
@@ -264,8 +292,9 @@ def workflow_batches(
     ``CorruptLogError``."""
     marks = ", ".join("?" for _ in skip_types)  # placeholders only: the types are bound
     cursor = conn.execute(
-        "SELECT position, CAST(stream AS TEXT), stream_position, time_us, CAST(type AS TEXT), "  # noqa: S608
-        "data, NULL FROM events WHERE position <= ? AND CAST(stream AS TEXT) >= 'wf:' "
+        "SELECT position, CAST(stream AS TEXT), CAST(stream_position AS INTEGER), "  # noqa: S608
+        "CAST(time_us AS INTEGER), CAST(type AS TEXT), CAST(data AS BLOB), NULL FROM events "
+        "WHERE position <= ? AND CAST(stream AS TEXT) >= 'wf:' "
         f"AND CAST(stream AS TEXT) < 'wf;' AND CAST(type AS TEXT) NOT IN ({marks}) "
         "ORDER BY position",
         (through, *skip_types))
@@ -284,8 +313,9 @@ def workflow_batches(
 def _should_have_held(conn: sqlite3.Connection, genesis: bytes, position: int) -> bytes | None:
     """The hash row ``position`` should hold, from its content and its predecessor's hash."""
     row = conn.execute(
-        "SELECT r.position, CAST(r.stream AS BLOB), r.stream_position, r.time_us, "
-        "CAST(r.type AS BLOB), r.data, r.hash, p.hash FROM events r "
+        "SELECT r.position, CAST(r.stream AS BLOB), CAST(r.stream_position AS INTEGER), "
+        "CAST(r.time_us AS INTEGER), CAST(r.type AS BLOB), CAST(r.data AS BLOB), "
+        "CAST(r.hash AS BLOB), CAST(p.hash AS BLOB) FROM events r "
         "LEFT JOIN events p ON p.position = r.position - 1 WHERE r.position = ?",
         (position,)).fetchone()
     if row is None:
@@ -319,11 +349,28 @@ def _text(value: Any, position: int, column: str) -> str:
 
 
 def _version_before(conn: sqlite3.Connection, stream: str, position: int) -> int:
-    row = conn.execute("SELECT max(stream_position) FROM events WHERE stream = ? AND "
-                       "position < ?", (stream, position)).fetchone()
-    return -1 if row[0] is None else int(row[0])
+    return _max_version(conn, stream, position - 1)
+
+
+_MAX_VERSION = ("SELECT (SELECT max(stream_position) FROM events WHERE stream = ?1 AND "
+                "position <= ?2), (SELECT max(stream_position) FROM events WHERE "
+                "stream = CAST(?1 AS BLOB) AND position <= ?2)")
+
+
+def _max_version(conn: sqlite3.Connection, stream: str, through: int) -> int:
+    """The last version of ``stream`` up to position ``through`` (-1: none), also counting
+    its rows whose stream is stored as a blob; a version that is not an integer counts as
+    what it casts to (such a row is damaged, and reading the stream says so)."""
+    versions = conn.execute(_MAX_VERSION, (stream, through)).fetchone()
+    if any(v is not None and v.__class__ is not int for v in versions):
+        versions = conn.execute(
+            "SELECT max(CAST(stream_position AS INTEGER)) FROM events WHERE "
+            "stream IN (?1, CAST(?1 AS BLOB)) AND position <= ?2", (stream, through)).fetchone()
+    found = [v for v in versions if v is not None]
+    return int(max(found)) if found else -1
 
 
 def decode_row(row: LogRow) -> Recorded:
     return Recorded(row.position, row.stream, row.stream_position, row.time_us,
                     decode_event(row.type, row.data, position=row.position))
+

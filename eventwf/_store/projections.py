@@ -3,6 +3,13 @@
 Rows hold every summary field except ``head`` (the stream version, read from the log), so
 a step that changes no tracking field writes no projection row. Query values are always
 bound parameters; JSON paths are built only from validated key segments.
+
+The tables are a cache of the log, and a file can be changed or damaged under it. So each
+row ends with ``row_check``, a BLAKE2b-64 of every other column (:func:`row_check`): every
+row read into a summary is checked first (a mismatch is ``CorruptLogError`` naming the
+table and row, never a state the log does not hold), and opening a log checks them all
+(:func:`damaged_rows`) and rebuilds the tables from the log if one fails. Like the hash
+chain, the check finds accidents and edits by hand, not a forger who recomputes it.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import json
 import math
 import sqlite3
 from collections.abc import Iterable, Sequence
+from hashlib import blake2b
 from typing import Any
 
 import msgspec
@@ -18,6 +26,7 @@ import msgspec
 from .._agentfold import AgentSummary
 from .._codec import decode_value, encode_value
 from .._fold import WorkflowSummary
+from ..errors import CorruptLogError
 
 __all__ = [
     "AGENT_COLUMNS",
@@ -25,10 +34,12 @@ __all__ = [
     "TrackingFilter",
     "agent_row",
     "count_workflows",
+    "damaged_rows",
     "load_agent",
     "load_workflow",
     "load_workflows",
     "query_workflows",
+    "row_check",
     "summary_from_row",
     "workflow_row",
     "write_agents",
@@ -39,11 +50,11 @@ WORKFLOW_COLUMNS = (
     "workflow_id", "workflow_name", "agent_class", "agent_name", "status", "metadata",
     "error_name", "error_message", "created_us", "updated_us", "completed_us", "tracked",
     "run", "started_at", "run_start", "mailbox", "output", "corrupt_position", "wake_at_us",
-    "wake_span_us", "wait_type", "paused_us", "inbox", "timer_kind", "timer_seq",
+    "wake_span_us", "wait_type", "paused_us", "inbox", "timer_kind", "timer_seq", "row_check",
 )
 AGENT_COLUMNS = (
     "agent_class", "agent_name", "state", "has_state", "delivered_through", "last_callback",
-    "corrupt_position", "state_position",
+    "corrupt_position", "state_position", "row_check",
 )
 # One encoder, made once: ``json.dumps`` with options builds a new encoder per call (the
 # same text, several times slower, and a rebuild encodes every workflow's metadata).
@@ -69,8 +80,18 @@ _WF_UPSERT = _upsert("workflows", WORKFLOW_COLUMNS, ("workflow_id",))
 _AG_UPSERT = _upsert("agents", AGENT_COLUMNS, ("agent_class", "agent_name"))
 
 
+_CHECK_ENCODE = msgspec.msgpack.Encoder().encode
+
+
+def row_check(values: Sequence[Any]) -> int:
+    """The check value of a projection row's other columns: BLAKE2b-64 of their msgpack
+    encoding (a value's type counts: the text ``"1"`` is not the integer 1), signed."""
+    digest = blake2b(_CHECK_ENCODE(values), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 def workflow_row(s: WorkflowSummary) -> tuple[Any, ...]:
-    return (
+    row = (
         s.workflow_id, s.workflow_name, s.agent_class, s.agent_name, s.status,
         None if s.metadata is None else _METADATA_JSON(s.metadata),
         s.error_name, s.error_message, s.created_us, s.updated_us, s.completed_us,
@@ -80,42 +101,97 @@ def workflow_row(s: WorkflowSummary) -> tuple[Any, ...]:
         _INBOX_JSON(s.inbox) if s.inbox else None,
         None if s.timer is None else s.timer[0], None if s.timer is None else s.timer[1],
     )
+    return (*row, row_check(row))
+
+
+def _checked(table: str, row: Sequence[Any]) -> Sequence[Any]:
+    """``row`` without its check value; ``CorruptLogError`` if that does not match."""
+    values = row[:-1]
+    try:
+        matches = row_check(values) == row[-1]
+    except (TypeError, ValueError, msgspec.EncodeError):
+        matches = False
+    if not matches:
+        raise CorruptLogError(
+            f"the {table} row of {_name(table, row)} does not match its check value: the "
+            "projection was changed or damaged outside eventwf, and is not served; close "
+            "the engine and open the log again to rebuild it from the log")
+    return values
+
+
+def _name(table: str, row: Sequence[Any]) -> str:
+    shown = [str(value)[:100] for value in row[:2]]
+    return f"workflow {shown[0]!r}" if table == "workflows" else f"agent {'/'.join(shown)}"
 
 
 def summary_from_row(row: Sequence[Any], head: int) -> WorkflowSummary:
+    """The summary a checked ``workflows`` row holds (``CorruptLogError`` if it fails)."""
     (workflow_id, workflow_name, agent_class, agent_name, status, metadata, error_name,
      error_message, created_us, updated_us, completed_us, tracked, run, started_at,
      run_start, _mailbox, output, corrupt_position, wake_at_us, wake_span_us, wait_type,
-     paused_us, inbox, timer_kind, timer_seq) = row
+     paused_us, inbox, timer_kind, timer_seq) = _checked("workflows", row)
+    try:
+        decoded_metadata = None if metadata is None else json.loads(metadata)
+        decoded_output = None if output is None else decode_value(output)
+        decoded_inbox = () if inbox is None else _INBOX_DECODE(inbox)
+    except (ValueError, TypeError, msgspec.DecodeError) as exc:
+        raise CorruptLogError(f"the workflows row of workflow {str(workflow_id)[:100]!r} "
+                              f"holds a value that does not decode: {exc}") from exc
     return WorkflowSummary(
         workflow_id=workflow_id, workflow_name=workflow_name, agent_class=agent_class,
         agent_name=agent_name, status=status, created_us=created_us, updated_us=updated_us,
-        completed_us=completed_us,
-        metadata=None if metadata is None else json.loads(metadata),
-        error_name=error_name, error_message=error_message,
-        output=None if output is None else decode_value(output),
+        completed_us=completed_us, metadata=decoded_metadata,
+        error_name=error_name, error_message=error_message, output=decoded_output,
         tracked=bool(tracked), run=run, started_at=started_at, run_start=run_start,
         head=head, corrupt_position=corrupt_position, wake_at_us=wake_at_us,
         wake_span_us=wake_span_us, wait_type=wait_type, paused_us=paused_us,
-        inbox=() if inbox is None else _INBOX_DECODE(inbox),
+        inbox=decoded_inbox,
         timer=None if timer_kind is None else (timer_kind, timer_seq),
     )
 
 
 def agent_row(s: AgentSummary) -> tuple[Any, ...]:
     state = encode_value(s.state, "agent state", limit=1 << 62) if s.has_state else None
-    return (s.agent_class, s.name, state, int(s.has_state), s.delivered_through,
-            s.last_callback, s.corrupt_position, s.state_position)
+    row = (s.agent_class, s.name, state, int(s.has_state), s.delivered_through,
+           s.last_callback, s.corrupt_position, s.state_position)
+    return (*row, row_check(row))
 
 
 def _agent_from_row(row: Sequence[Any], head: int) -> AgentSummary:
-    agent_class, name, state, has_state, delivered, last_callback, corrupt, state_at = row
+    agent_class, name, state, has_state, delivered, last_callback, corrupt, state_at = \
+        _checked("agents", row)
+    try:
+        decoded = None if state is None else decode_value(state)
+    except (ValueError, TypeError, msgspec.DecodeError) as exc:
+        raise CorruptLogError(f"the agents row of agent {agent_class}/{name} holds a state "
+                              f"that does not decode: {exc}") from exc
     return AgentSummary(
-        agent_class=agent_class, name=name,
-        state=None if state is None else decode_value(state), has_state=bool(has_state),
+        agent_class=agent_class, name=name, state=decoded, has_state=bool(has_state),
         head=head, delivered_through=delivered, last_callback=last_callback,
         corrupt_position=corrupt, state_position=state_at,
     )
+
+
+def damaged_rows(conn: sqlite3.Connection, *, limit: int = 5) -> tuple[int, list[str]]:
+    """Check every projection row: (how many fail, the first ``limit`` of them named).
+
+    A row that cannot even be read (text that is not UTF-8) fails the whole table."""
+    count, named = 0, list[str]()
+    for table, select in (("workflows", _WF_SELECT), ("agents", _AG_SELECT)):
+        try:
+            cursor = conn.execute(select)
+            while rows := cursor.fetchmany(1000):
+                for row in rows:
+                    try:
+                        _checked(table, row)
+                    except CorruptLogError as exc:
+                        count += 1
+                        if len(named) < limit:
+                            named.append(str(exc).split(":")[0])
+        except sqlite3.OperationalError as exc:  # e.g. "Could not decode to UTF-8"
+            count += 1
+            named.append(f"the {table} table cannot be read ({exc})")
+    return count, named
 
 
 def write_workflows(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:

@@ -9,6 +9,7 @@ head back tells which it was.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -21,10 +22,21 @@ from .._events import Recorded
 from .._fold import WorkflowSummary
 from ..errors import StorageError
 from . import projections as proj
-from .anchor import Anchor, preserve_anchor, read_anchor, write_anchor
+from .anchor import Anchor, anchor_mismatch, preserve_anchor, write_anchor
+from .lock import WriterLock, log_home
 from .log import chain_hash, read_stream, scan, stream_head
 from .rebuild import Folded, fold_log, fold_tentatively
-from .schema import WriterLock, connect, create_schema, get_meta, set_meta
+from .schema import (
+    connect,
+    create_schema,
+    get_meta,
+    meta_position,
+    parse_genesis,
+    record_home,
+    refuse_emptied,
+    refuse_lost_log,
+    set_meta,
+)
 
 __all__ = ["PendingRow", "Store", "TailReport", "backup"]
 
@@ -47,7 +59,7 @@ _INSERT = ("INSERT INTO events(position, stream, stream_position, time_us, type,
 
 def backup(src: str, dst: str) -> None:
     """A consistent copy of a live log (SQLite's online backup; the source is only read)."""
-    source = connect(src, readonly=True)
+    source = connect(log_home(src), readonly=True)
     try:
         target = sqlite3.connect(dst)
         try:
@@ -88,7 +100,10 @@ class Store:
             self._lock = WriterLock(path)
             self._lock.acquire()
         try:
-            self._open(path, readonly, synchronous)
+            self.path = log_home(path)  # one name per file, so one WAL (see lock.py)
+            if self._lock is not None:
+                self._lock.name_holder(self.path)
+            self._open(self.path, readonly, synchronous)
         except sqlite3.Error as exc:  # disk full, I/O error, a file that is no log: say so
             self.close()
             raise StorageError(f"{path} cannot be opened as an eventwf log: {exc}") from exc
@@ -97,9 +112,13 @@ class Store:
             raise
 
     def _open(self, path: str, readonly: bool, synchronous: str) -> None:
+        if not readonly and path != ":memory:" and os.path.getsize(path) == 0:
+            refuse_emptied(path, "the file is empty")  # before WAL mode writes a header
         self.conn = connect(path, readonly=readonly, synchronous=synchronous)
         if not readonly:
+            refuse_lost_log(self.conn, path)
             create_schema(self.conn)
+            record_home(self.conn, self.path)
         try:
             genesis = get_meta(self.conn, "genesis")
         except sqlite3.Error as exc:
@@ -107,12 +126,12 @@ class Store:
                                f"damaged): {exc}") from exc
         if genesis is None:
             raise StorageError(f"{path} is not an eventwf log (no genesis in its meta table)")
-        self.genesis = bytes.fromhex(genesis)
-        row = self.conn.execute(
-            "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
+        self.genesis = parse_genesis(path, genesis)
+        row = self.conn.execute(  # the hash as its bytes, whatever its storage class
+            "SELECT position, CAST(hash AS BLOB) FROM events ORDER BY position DESC LIMIT 1"
         ).fetchone()
         self.head: int = 0 if row is None else int(row[0])
-        self.head_hash: bytes = self.genesis if row is None else bytes(row[1])
+        self.head_hash: bytes = self.genesis if row is None else bytes(row[1] or b"")
 
     def close(self) -> None:
         """Record the verification mark and the anchor (if it can), then let the file go.
@@ -234,14 +253,14 @@ class Store:
         Rows written by this engine are trusted; rows since the last clean close (or the
         last open) are verified here, so opening costs what was written meanwhile.
         """
-        start = int(get_meta(self.conn, "verified_through") or 0) + 1
+        start = meta_position(self.conn, "verified_through", self.path) + 1
         problems = [
             (item.row.position, item.row.stream,
              f"event at log position {item.row.position}: {item.problem}")
             for item in scan(self.conn, self.genesis, from_position=start)
             if item.problem is not None
         ]
-        report = TailReport(problems, self._check_anchor())
+        report = TailReport(problems, anchor_mismatch(self.conn, self.path, self.head))
         if report.anchor is not None and self.path != ":memory:":
             kept = preserve_anchor(self.path)  # the evidence outlives the new anchor
             report = TailReport(problems, f"{report.anchor} (previous anchor kept as {kept})")
@@ -251,25 +270,6 @@ class Store:
             raise StorageError(f"{self.path}: cannot record the verification of the log: "
                                f"{exc}") from exc
         return report
-
-    def _check_anchor(self) -> str | None:
-        if self.path == ":memory:":
-            return None
-        try:
-            anchor = read_anchor(self.path)
-        except ValueError as exc:
-            return str(exc)
-        if anchor is None:
-            return None
-        if anchor.position > self.head:
-            return (f"{self.path} ends at position {self.head}, but its anchor says "
-                    f"{anchor.position}: events were lost (truncated file or torn tail)")
-        row = self.conn.execute("SELECT hash FROM events WHERE position = ?",
-                                (anchor.position,)).fetchone()
-        if anchor.position and (row is None or bytes(row[0]) != anchor.hash):
-            return (f"{self.path}: the event at position {anchor.position} differs from the "
-                    "anchor's hash: the log was rewritten")
-        return None
 
     def _mark_verified(self) -> None:
         if self.path == ":memory:" or self.readonly:
@@ -345,7 +345,21 @@ class Store:
             raise
 
     def projected_through(self) -> int:
-        return int(get_meta(self.conn, "projected_through") or 0)
+        """The last position the projections reflect (-1 if the meta value is damaged:
+        they are then rebuilt, as if they lagged)."""
+        return meta_position(self.conn, "projected_through", self.path, damaged=-1)
+
+    def check_projections(self) -> bool:
+        """Check every projection row against its check value; if one fails, rebuild the
+        tables from the log (logged). True if they were rebuilt."""
+        count, named = proj.damaged_rows(self.conn)
+        if not count:
+            return False
+        logger.warning("%s: %d projection row(s) do not match their check value (%s%s); "
+                       "rebuilding the projections from the log", self.path, count,
+                       "; ".join(named), "; ..." if count > len(named) else "")
+        self.rebuild_projections()
+        return True
 
     # -- projections ---------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from . import (
     verify,
     verify_view,
 )
-from .render import Output
+from .render import Output, printable
 from .source import LogSource, ToolError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -224,12 +224,12 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None) -> int:
         return COMMANDS[args.command][0](args, out)
     except ToolError as exc:
         out.flush()
-        print(f"eventlog: {exc}", file=sys.stderr)
+        print(printable(f"eventlog: {exc}"), file=sys.stderr)
         return exc.exit_code
     except sqlite3.DatabaseError as exc:
         out.flush()
-        print(f"eventlog: {args.path} cannot be read: {exc}; run `verify` for a diagnosis",
-              file=sys.stderr)
+        print(printable(f"eventlog: {args.path} cannot be read: {exc}; run `verify` for a "
+                        "diagnosis"), file=sys.stderr)
         return 1
     except BrokenPipeError:  # e.g. piped into `head`
         devnull = os.open(os.devnull, os.O_WRONLY)

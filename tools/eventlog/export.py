@@ -12,7 +12,7 @@ from typing import Any
 
 from eventwf._store import Store
 from eventwf._store.anchor import read_anchor
-from eventwf.errors import LogLockedError, SchemaVersionError, StorageError
+from eventwf.errors import CorruptLogError, LogLockedError, SchemaVersionError, StorageError
 
 from .render import Output, row_record
 from .source import ChainedReader, LogSource, RowView, ToolError
@@ -58,7 +58,7 @@ def _check_anchor(path: str, force: bool) -> None:
     with LogSource(path) as log:
         head = log.head()
         try:
-            anchor = read_anchor(path)
+            anchor = read_anchor(log.home)
         except ValueError:
             anchor = None
         problem = None if anchor is None else anchor_problem(anchor, log.conn, head)
@@ -75,7 +75,7 @@ def rebuild_projections(path: str, out: Output, *, force: bool = False) -> int:
         store = Store(path)
     except LogLockedError as exc:
         raise ToolError(f"cannot rebuild the projections: {exc}") from exc
-    except (SchemaVersionError, StorageError) as exc:
+    except (SchemaVersionError, StorageError, CorruptLogError) as exc:
         raise ToolError(f"cannot open {path} for writing: {exc}") from exc
     try:
         before = store.projected_through()

@@ -27,6 +27,7 @@ __all__ = [
     "error_text",
     "event_details",
     "iso",
+    "printable",
     "row_record",
     "to_json",
 ]
@@ -114,6 +115,21 @@ def event_details(event: Event, limit: int | None = 80) -> str:
     return " ".join(parts)
 
 
+# Control characters (C0, DEL, C1), line and paragraph separators and bidirectional
+# overrides, as escapes: a logged value (an error message, a payload, a stream name) can
+# hold anything, and printed raw it would move the cursor, recolour or rewrite the
+# terminal, or make a line read other than it is.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+_ESCAPES.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"})
+_ESCAPES.update({code: f"\\u{code:04x}" for code in (0x2028, 0x2029, *range(0x202A, 0x202F),
+                                                       *range(0x2066, 0x206A))})
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: every control character escaped."""
+    return text.translate(_ESCAPES)
+
+
 def compact_text(text: str, limit: int | None) -> str:
     return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
@@ -144,7 +160,7 @@ def row_record(item: RowView, *, complete: bool = False) -> dict[str, Any]:
     if item.problem is not None:
         record["problem"] = item.problem
     if complete or (item.problem is not None and item.event is None):
-        record["data"] = row.data if isinstance(row.data, bytes) else repr(row.data)
+        record["data"] = bytes(row.data) if isinstance(row.data, bytes) else repr(row.data)
     if complete:
         record["hash"] = row.hash.hex() if isinstance(row.hash, bytes) else repr(row.hash)
     return record
@@ -158,7 +174,8 @@ class Output:
         self.stream = stream if stream is not None else sys.stdout
 
     def line(self, text: str = "") -> None:
-        self.stream.write(text + "\n")
+        """One line of text output, its control characters escaped (``printable``)."""
+        self.stream.write(printable(text) + "\n")
 
     def record(self, record: Mapping[str, Any]) -> None:
         self.stream.write(to_json(record).decode() + "\n")
@@ -169,7 +186,7 @@ class Output:
     def table(self, headers: Sequence[str], rows: Iterable[Sequence[Any]],
               indent: str = "") -> None:
         """An aligned table; the last column is never padded (it may be long)."""
-        cells = [[str(c) for c in row] for row in rows]
+        cells = [[printable(str(c)) for c in row] for row in rows]  # widths as printed
         widths = [len(h) for h in headers]
         for row in cells:
             for i, cell in enumerate(row[:-1]):
@@ -180,5 +197,5 @@ class Output:
 
     def stream_table(self, widths: Sequence[int], row: Sequence[Any]) -> None:
         """One row of a table printed as it streams, with fixed minimum widths."""
-        padded = [str(c).ljust(w) for c, w in zip(row[:-1], widths, strict=False)]
+        padded = [printable(str(c)).ljust(w) for c, w in zip(row[:-1], widths, strict=False)]
         self.line("  ".join([*padded, str(row[-1])]).rstrip())

@@ -13,6 +13,7 @@ the pages that are there); the first row that cannot be read raises :class:`Unre
 
 from __future__ import annotations
 
+import heapq
 import os
 import sqlite3
 from collections.abc import Generator, Iterator
@@ -22,9 +23,11 @@ from typing import NamedTuple
 
 from eventwf._codec import decode_event
 from eventwf._events import Event, Recorded
+from eventwf._store.columns import SHOWN_COLUMNS, shown_columns, shown_row, typed
+from eventwf._store.lock import log_home
 from eventwf._store.log import LogRow, chain_hash
 from eventwf._store.schema import connect, get_meta
-from eventwf.errors import CorruptLogError
+from eventwf.errors import CorruptLogError, StorageError
 
 __all__ = [
     "BATCH",
@@ -43,15 +46,20 @@ __all__ = [
 ]
 
 BATCH = 2000
-_ROWS = ("SELECT position, stream, stream_position, time_us, type, data, hash FROM events "
-         "WHERE position > ? ORDER BY position LIMIT ?")
-_ROWS_UNTIL = ("SELECT position, stream, stream_position, time_us, type, data, hash "
-               "FROM events WHERE position > ? AND position <= ? ORDER BY position LIMIT ?")
-_STREAM_ROWS = (
-    "SELECT e.position, e.stream, e.stream_position, e.time_us, e.type, e.data, e.hash, p.hash "
-    "FROM events e LEFT JOIN events p ON p.position = e.position - 1 "
-    "WHERE e.stream = ? AND e.stream_position >= ? ORDER BY e.stream_position LIMIT ?"
-)
+# Every value cast to its class, then whether each column held it (shown_row): a row in
+# another storage class or with text that is not UTF-8 is shown with its problem, never
+# an exception that stops the reading.
+_ROWS = f"SELECT {SHOWN_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"  # noqa: S608
+_ROWS_UNTIL = (f"SELECT {SHOWN_COLUMNS} FROM events WHERE position > ? AND position <= ? "  # noqa: S608
+               "ORDER BY position LIMIT ?")
+_JOIN = "FROM events e LEFT JOIN events p ON p.position = e.position - 1 "
+_STREAM_ROWS = (  # a stream's rows whose columns hold their classes, in version order
+    f"SELECT {shown_columns('e.')}, CAST(p.hash AS BLOB) {_JOIN}"
+    f"WHERE e.stream = ? AND e.stream_position >= ? AND {typed('e.')} "
+    "ORDER BY e.stream_position LIMIT ?")
+_STREAM_MISTYPED = (  # and the others (its name stored as a blob, too)
+    f"SELECT {shown_columns('e.')}, CAST(p.hash AS BLOB) {_JOIN}"
+    f"WHERE e.stream IN (?, CAST(? AS BLOB)) AND NOT ({typed('e.')})")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -153,13 +161,13 @@ class RowView(NamedTuple):
 def view(row: LogRow, prev: bytes | None) -> RowView:
     """Decode ``row`` and check its hash against ``prev`` (None: not checked)."""
     problem = None
-    if not isinstance(row.data, bytes) or not isinstance(row.hash, bytes):
-        problem = "data or hash column is not a blob"
+    if row.data.__class__ is not bytes or not isinstance(row.hash, bytes):
+        problem = getattr(row.data, "problem", None) or "data or hash column is not a blob"
     elif prev is not None and chain_hash(prev, row.position, row.stream, row.stream_position,
                                          row.time_us, row.type, row.data) != row.hash:
         problem = "checksum mismatch: the row was changed, damaged, inserted or moved"
     event: Event | None = None
-    if isinstance(row.data, bytes):
+    if row.data.__class__ is bytes:
         try:
             event = decode_event(row.type, row.data, position=row.position)
         except CorruptLogError as exc:
@@ -191,11 +199,15 @@ class LogSource:
         if not os.path.isfile(path):
             raise ToolError(f"{path}: no such file")
         self.path = path
-        self.header = read_header(path)
+        self.home = log_home(path)  # the name the engine opens it by (its WAL's name)
+        self.header = read_header(self.home)
         if self.header is None and os.path.getsize(path) > 0:
             raise NotALog(f"{path} is not an eventwf log: it is not an SQLite database")
         self.salvage = False
-        self.conn = connect(path, readonly=True)
+        try:
+            self.conn = connect(self.home, readonly=True)
+        except StorageError as exc:  # e.g. commits in a -wal of a read-only directory
+            raise Damaged(str(exc)) from exc
         try:
             self.genesis = self._genesis()
         except BaseException:
@@ -210,7 +222,7 @@ class LogSource:
                 raise _open_error(self.path, exc, self.header if self.salvage else None) from exc
             self.salvage = True  # SQLite refuses a file shorter than its header says:
             self.conn.close()  # read the pages that are there, on a fresh connection
-            self.conn = connect(self.path, readonly=True)
+            self.conn = connect(self.home, readonly=True)
             self.conn.execute("PRAGMA writable_schema=ON")
             return self._genesis()
         if genesis is None:
@@ -248,7 +260,7 @@ class LogSource:
         """The stored hash of row ``position`` (the genesis for 0), None if there is none."""
         if position == 0:
             return self.genesis
-        row = self.conn.execute("SELECT hash FROM events WHERE position = ?",
+        row = self.conn.execute("SELECT CAST(hash AS BLOB) FROM events WHERE position = ?",
                                 (position,)).fetchone()
         return row[0] if row is not None and isinstance(row[0], bytes) else None
 
@@ -279,7 +291,7 @@ class LogSource:
                     return
                 continue
             for raw in fetched:
-                yield LogRow(*raw)
+                yield shown_row(db, raw)
             if len(fetched) < batch:
                 return
             after = fetched[-1][0]
@@ -297,7 +309,7 @@ class LogSource:
                 raise Unreadable(after + 1, self._unreadable(after, exc)) from exc
             if raw is None or (until is not None and raw[0] > until):
                 return -1
-            yield LogRow(*raw)
+            yield shown_row(db, raw)
             after = raw[0]
         return after
 
@@ -314,17 +326,30 @@ class LogSource:
         The previous hash is the genesis for position 1 and None when that row is missing.
         ``until`` stops at that log position.
         """
-        version = from_version
+        order = _version_order
+        found = heapq.merge(self._typed_stream_rows(stream, from_version, batch),
+                            sorted(self._mistyped_stream_rows(stream, from_version), key=order),
+                            key=order)
+        for row, prev in found:
+            if until is not None and row.position > until:
+                return
+            yield row, (self.genesis if row.position == 1 else prev)
+
+    def _typed_stream_rows(self, stream: str, version: int, batch: int
+                           ) -> Iterator[tuple[LogRow, bytes | None]]:
         while True:
             fetched = self.conn.execute(_STREAM_ROWS, (stream, version, batch)).fetchall()
-            for *raw, prev in fetched:
-                row = LogRow(*raw)
-                if until is not None and row.position > until:
-                    return
-                yield row, (self.genesis if row.position == 1 else prev)
+            for raw in fetched:
+                yield shown_row(self.conn, raw), raw[8]
             if len(fetched) < batch:
                 return
             version = fetched[-1][2] + 1
+
+    def _mistyped_stream_rows(self, stream: str, version: int
+                              ) -> list[tuple[LogRow, bytes | None]]:
+        """The stream's rows in another storage class (few: each is damage)."""
+        rows = self.conn.execute(_STREAM_MISTYPED, (stream, stream)).fetchall()
+        return [(shown_row(self.conn, raw), raw[8]) for raw in rows if raw[2] >= version]
 
     def stream_views(self, stream: str, *, from_version: int = 0,
                      until: int | None = None) -> Iterator[RowView]:
@@ -336,9 +361,14 @@ class LogSource:
 
     def stream_head(self, stream: str) -> int:
         """The last version of ``stream``, -1 when it has no events."""
-        row = self.conn.execute("SELECT max(stream_position) FROM events WHERE stream = ?",
-                                (stream,)).fetchone()
+        row = self.conn.execute("SELECT max(CAST(stream_position AS INTEGER)) FROM events "
+                                "WHERE stream IN (?, CAST(? AS BLOB))",
+                                (stream, stream)).fetchone()
         return -1 if row[0] is None else int(row[0])
+
+
+def _version_order(item: tuple[LogRow, bytes | None]) -> tuple[int, int]:
+    return item[0].stream_position, item[0].position
 
 
 class ChainedReader:

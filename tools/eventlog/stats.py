@@ -92,7 +92,7 @@ def _scan(log: LogSource, result: Stats, chunk: int) -> None:
 
 def _files(log: LogSource, result: Stats) -> None:
     for suffix, label in (("", "database"), ("-wal", "wal"), ("-shm", "shm")):
-        path = log.path + suffix
+        path = log.home + suffix
         if os.path.exists(path):
             result.files[label] = os.path.getsize(path)
     for pragma in ("page_size", "page_count", "freelist_count"):

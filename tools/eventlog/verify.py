@@ -14,9 +14,9 @@ of streams (their folds), never with the number of events.
 from __future__ import annotations
 
 import bisect
+import os
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from eventwf._agentfold import AgentSummary, apply_agent, quarantine_agent
@@ -24,55 +24,17 @@ from eventwf._codec import decode_event, decode_value
 from eventwf._events import Recorded, parse_stream
 from eventwf._fold import WorkflowSummary, apply_workflow, quarantine
 from eventwf._store.anchor import Anchor, read_anchor
+from eventwf._store.lock import log_home
 from eventwf._store.log import LogRow, chain_hash
 from eventwf._store.projections import AGENT_COLUMNS, WORKFLOW_COLUMNS, agent_row, workflow_row
 from eventwf._store.schema import SCHEMA_VERSION
 from eventwf.errors import CorruptLogError, TransitionError
 
-from .render import compact
+from .render import compact, compact_text
 from .source import BATCH, Damaged, LogSource, NotALog, ToolError, Unreadable
+from .verify_report import KINDS, Problem, Report
 
 __all__ = ["KINDS", "Checker", "Problem", "Report", "anchor_problem", "verify"]
-
-KINDS = ("not an eventwf log", "truncated file", "unreadable", "position gap", "broken chain",
-         "stream gap", "undecodable", "unknown stream", "illegal transition",
-         "projection mismatch")
-
-
-class Problem(NamedTuple):
-    kind: str  # one of KINDS
-    position: int | None  # the first bad log position (None: not tied to one)
-    message: str
-    stream: str | None = None
-
-    def order(self) -> tuple[int, int]:
-        """Log problems by position, then projection mismatches (V14)."""
-        return (self.kind == "projection mismatch",
-                -1 if self.position is None else self.position)
-
-
-@dataclass
-class Report:
-    path: str
-    problems: list[Problem] = field(default_factory=list)  # the first ``keep`` found
-    problem_count: int = 0
-    warnings: list[str] = field(default_factory=list)
-    events: int = 0
-    head: int = 0
-    streams: int = 0
-    workflows: int = 0
-    agents: int = 0
-    projected_through: int | None = None
-    projections_checked: bool = False
-
-    @property
-    def intact(self) -> bool:
-        return self.problem_count == 0
-
-    @property
-    def first(self) -> Problem | None:
-        return self.problems[0] if self.problems else None
-
 
 def _where(row: LogRow) -> str:
     return f"event at position {row.position} (stream {row.stream!r}, {row.type})"
@@ -103,7 +65,7 @@ class Checker:
         self.report.head = row.position
         problem = self._row_problem(row)
         event = None
-        if isinstance(row.data, bytes):
+        if row.data.__class__ is bytes:
             try:
                 event = decode_event(row.type, row.data, position=row.position)
             except CorruptLogError as exc:
@@ -128,9 +90,10 @@ class Checker:
                        f"positions {expected}..{row.position - 1} are")
             return Problem("position gap", expected, f"{missing} missing: the log jumps from "
                            f"{expected - 1} to {row.position}", row.stream)
-        if not isinstance(row.data, bytes):
-            return Problem("undecodable", row.position, f"{_where(row)} has a data column "
-                           f"that is not a blob ({type(row.data).__name__})", row.stream)
+        if row.data.__class__ is not bytes:
+            why = getattr(row.data, "problem", None) or (
+                f"has a data column that is not a blob ({type(row.data).__name__})")
+            return Problem("undecodable", row.position, f"{_where(row)}: {why}", row.stream)
         if not isinstance(row.hash, bytes) or chain_hash(
                 prev, row.position, row.stream, row.stream_position, row.time_us, row.type,
                 row.data) != row.hash:
@@ -322,22 +285,27 @@ def anchor_problem(anchor: Anchor, conn: sqlite3.Connection, head: int) -> Probl
                        f"{head + 1}..{anchor.position} were cut")
     if anchor.position == 0:
         return None
-    row = conn.execute("SELECT hash, stream FROM events WHERE position = ?",
-                       (anchor.position,)).fetchone()
+    row = conn.execute("SELECT CAST(hash AS BLOB), CAST(stream AS BLOB) FROM events "
+                       "WHERE position = ?", (anchor.position,)).fetchone()
     if row is not None and row[0] == anchor.hash:
         return None
-    held = "no such row" if row is None else (
-        row[0].hex() if isinstance(row[0], bytes) else repr(row[0]))
+    held = "no such row" if row is None else (row[0] or b"").hex()
     return Problem("broken chain", anchor.position, f"{where} position {anchor.position} has "
                    f"hash {anchor.hash.hex()}, but the log holds {held}: rows up to there were "
-                   "rewritten", None if row is None else str(row[1]))
+                   "rewritten", None if row is None else (row[1] or b"").decode(errors="replace"))
 
 
-def _warnings(log: LogSource, report: Report) -> None:
+def _warnings(log: LogSource, checker: Checker) -> None:
+    report = checker.report
     version = log.meta("schema_version")
-    if version is not None and version.isdigit() and int(version) > SCHEMA_VERSION:
-        report.warnings.append(f"schema version {version} is newer than this eventwf's "
-                               f"({SCHEMA_VERSION}); upgrade eventwf to read it fully")
+    if version is not None and not version.isdigit():
+        checker.add(Problem("unreadable", None, f"meta.schema_version is "
+                            f"{compact_text(repr(version), 60)}, not a version number: the "
+                            "meta table was changed or damaged"))
+    elif version is not None and int(version) > SCHEMA_VERSION:
+        checker.add(Problem("newer schema", None, f"schema version {version} is newer than "
+                            f"this eventwf's ({SCHEMA_VERSION}): it cannot vouch for a format "
+                            "it does not know; upgrade eventwf to verify this log"))
     triggers = {str(name) for (name,) in log.conn.execute(
         "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'")}
     missing = {"events_no_update", "events_no_delete"} - triggers
@@ -348,7 +316,7 @@ def _warnings(log: LogSource, report: Report) -> None:
 
 
 def _scan(log: LogSource, checker: Checker, batch: int) -> None:
-    anchor = _anchor(log.path, checker.report)
+    anchor = _anchor(log.home, checker.report)
     for row in log.rows(0, batch=batch):
         checker.feed(row)
     with log.snapshot() as conn:  # rows appended since the last batch, then the projections
@@ -376,17 +344,36 @@ def verify(path: str, *, keep: int = 20, batch: int = BATCH) -> Report:
     except (NotALog, Damaged) as exc:
         truncated = isinstance(exc, Unreadable)  # raised on open only for a short file
         checker.add(_open_problem(exc, truncated))
+        if os.path.getsize(path) == 0:
+            _lost(log_home(path), report, checker)
         return report
     with log:
         checker.prev = log.genesis
         try:
             _scan(log, checker, batch)
-            _warnings(log, report)
+            _warnings(log, checker)
         except Unreadable as exc:
             checker.add(_open_problem(exc, log.salvage))
+            if "no such table: events" in str(exc):
+                _lost(log.home, report, checker)
         except sqlite3.DatabaseError as exc:
             checker.add(Problem("truncated file" if log.salvage else "unreadable",
                                 report.head + 1, f"the log cannot be read after position "
                                 f"{report.head}: {exc}"))
     report.streams = len(checker.versions)
     return report
+
+
+def _lost(home: str, report: Report, checker: Checker) -> None:
+    """A log that holds no rows (an empty file, no events table) whose anchor recorded
+    some: it was emptied or replaced."""
+    try:
+        anchor = read_anchor(home)
+    except ValueError:
+        return
+    if anchor is not None and anchor.position > 0:
+        checker.add(Problem("position gap", 1, f"the anchor (written when the "
+                            f"engine last opened or closed the log) says the log reached "
+                            f"position {anchor.position}, but no event can be read: positions "
+                            f"1..{anchor.position} were lost (the file was emptied or "
+                            "replaced)"))

@@ -50,7 +50,8 @@ def _text(report: Report, out: Output) -> None:
         out.line(f"INTACT: {_CHECKS}{compared}")
         return
     where = f"position {first.position}" if first.position is not None else report.path
-    out.line(f"DAMAGED at {where}: {first.kind}: {first.message}")
+    verdict = "NOT VERIFIED" if first.kind == "newer schema" else f"DAMAGED at {where}"
+    out.line(f"{verdict}: {first.kind}: {first.message}")
     shown = len(report.problems)
     more = f" (the first {shown} shown)" if shown < report.problem_count else ""
     out.line(f"{report.problem_count} problem(s){more}:")
