@@ -17,11 +17,13 @@ from .errors import CorruptLogError, PayloadTooLargeError
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
+    "OUTCOME_TYPES",
     "decode_event",
     "decode_value",
     "encode_event",
     "encode_value",
     "event_type",
+    "outcome_seq",
     "json_value",
     "roundtrip_value",
 ]
@@ -32,6 +34,27 @@ _ENCODER = msgspec.msgpack.Encoder()
 _EVENT_DECODER = msgspec.msgpack.Decoder(AnyEvent)
 _VALUE_DECODER = msgspec.msgpack.Decoder()
 _DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
+
+# The types of steps' outcomes (most of a log), and a decoder of their command number alone:
+# a rebuild whose rows another process decodes in full reads only that (no value is built).
+OUTCOME_TYPES = frozenset({"step.succeeded", "step.failed"})
+
+
+class _Numbered(msgspec.Struct):
+    seq: int
+
+
+_SEQ_DECODER = msgspec.msgpack.Decoder(_Numbered)
+
+
+def outcome_seq(data: bytes) -> int:
+    """The command number of a step outcome's data; ``-1`` if it has none (undecodable
+    data is found, with its position, by the pass that decodes the row in full)."""
+    try:
+        return _SEQ_DECODER.decode(data).seq
+    except _DECODE_ERRORS:
+        return -1
 
 
 def event_type(event: Event) -> str:

@@ -14,6 +14,8 @@ from typing import Any, Final
 
 import msgspec
 
+from ._commands import CHANGES as COMMAND_CHANGES
+from ._commands import CLEARED
 from ._events import (
     BindingMigrated,
     Event,
@@ -115,8 +117,9 @@ class WorkflowSummary(msgspec.Struct, frozen=True, gc=False):
     wake_span_us: int = 0  # that timer's full length (a restart never waits longer)
     wait_type: str | None = None  # the event type a pending wait consumes
     paused_us: int | None = None  # when the current pause began
-    # the command whose timer is pending: ("sleep" | "backoff" | "wait", its seq)
-    timer: tuple[str, int] | None = None
+    commands: int = 0  # how many durable commands the current run has begun
+    # the command pending now: ("sleep" | "backoff" | "wait" | "attempt", its number)
+    pending: tuple[str, int] | None = None
 
     @property
     def finished(self) -> bool:
@@ -192,70 +195,16 @@ def _start(
 
 # What each event changes besides the status and the head: one function per event class
 # (a table, not a chain of ``match`` cases, because a whole-log rebuild runs it per event).
-# The timer fields say which timer or wait is pending, so idle workflows need no coroutine;
-# every event that ends a wait clears them, and a pause shifts the timer on resume.
-# The timer rules are the replay machine's (replay.md R12): a timer, back-off or wait is
-# completed only by its own command while it is pending, and an event is consumed once.
+# The command events follow the run's command rules (``_commands``, replay.md R12); their
+# timer fields say which timer or wait is pending, so idle workflows need no coroutine,
+# and a pause shifts the timer on resume.
 _Changes = dict[str, Any]
 _NOTHING: Final[_Changes] = {}
-_CLEARED: Final[_Changes] = {"wake_at_us": None, "wake_span_us": 0, "wait_type": None,
-                             "paused_us": None, "timer": None}
-
-
-def _refuse(s: WorkflowSummary, rec: Recorded, what: str) -> TransitionError:
-    return TransitionError(
-        f"{type(rec.event).__name__} at stream position {rec.stream_position} of workflow "
-        f"{s.workflow_id!r} {what}")
-
-
-def _timer_free(s: WorkflowSummary, rec: Recorded, seq: int) -> None:
-    if s.timer is not None:
-        raise _refuse(s, rec, f"starts a timer for command #{seq} while the "
-                      f"{s.timer[0]} of command #{s.timer[1]} is pending")
-
-
-def _timer_done(s: WorkflowSummary, rec: Recorded, kind: str, seq: int) -> _Changes:
-    if s.timer != (kind, seq):
-        pending = "nothing" if s.timer is None else f"the {s.timer[0]} of #{s.timer[1]}"
-        raise _refuse(s, rec, f"ends the {kind} of command #{seq}, but {pending} is pending")
-    return _CLEARED
-
-
-def _received(s: WorkflowSummary, rec: Recorded, e: EventReceived) -> _Changes:
-    return {"inbox": (*s.inbox, (rec.stream_position, e.event_type))}
-
-
-def _consumed(s: WorkflowSummary, rec: Recorded, e: EventConsumed) -> _Changes:
-    entry = (e.received, e.event_type)
-    if entry not in s.inbox:
-        raise _refuse(s, rec, f"consumes stream position {e.received} as a {e.event_type!r} "
-                      "event, but the run holds no such unconsumed event")
-    if s.timer is not None and s.timer != ("wait", e.seq):
-        raise _refuse(s, rec, f"consumes an event for command #{e.seq} while the "
-                      f"{s.timer[0]} of command #{s.timer[1]} is pending")
-    return {"inbox": tuple(item for item in s.inbox if item != entry), **_CLEARED}
+_CLEARED: Final[_Changes] = CLEARED
 
 
 def _cleared(s: WorkflowSummary, rec: Recorded, e: Event) -> _Changes:
     return _CLEARED
-
-
-def _slept(s: WorkflowSummary, rec: Recorded, e: SleepCompleted) -> _Changes:
-    return _timer_done(s, rec, "sleep", e.seq)
-
-
-def _retrying(s: WorkflowSummary, rec: Recorded, e: StepRetrying) -> _Changes:
-    return _timer_done(s, rec, "backoff", e.seq)
-
-
-def _timed_out(s: WorkflowSummary, rec: Recorded, e: WaitTimedOut) -> _Changes:
-    return _timer_done(s, rec, "wait", e.seq)
-
-
-def _waiting_again(s: WorkflowSummary, rec: Recorded, e: WorkflowWaiting) -> _Changes:
-    if s.timer is None or s.timer[1] != e.seq:
-        raise _refuse(s, rec, f"waits again on command #{e.seq}, whose timer is not pending")
-    return _NOTHING
 
 
 def _completed(s: WorkflowSummary, rec: Recorded, e: WorkflowCompleted) -> _Changes:
@@ -264,24 +213,6 @@ def _completed(s: WorkflowSummary, rec: Recorded, e: WorkflowCompleted) -> _Chan
 
 def _errored(s: WorkflowSummary, rec: Recorded, e: WorkflowErrored) -> _Changes:
     return {"error_name": e.error.name, "error_message": e.error.message, **_CLEARED}
-
-
-def _sleeping(s: WorkflowSummary, rec: Recorded, e: SleepStarted) -> _Changes:
-    _timer_free(s, rec, e.seq)
-    return {"wake_at_us": e.wake_at_us, "wake_span_us": e.duration_us, "wait_type": None,
-            "timer": ("sleep", e.seq)}
-
-
-def _backing_off(s: WorkflowSummary, rec: Recorded, e: StepAttemptFailed) -> _Changes:
-    _timer_free(s, rec, e.seq)
-    return {"wake_at_us": e.retry_at_us, "wake_span_us": e.delay_us, "wait_type": None,
-            "timer": ("backoff", e.seq)}
-
-
-def _waiting(s: WorkflowSummary, rec: Recorded, e: WaitStarted) -> _Changes:
-    _timer_free(s, rec, e.seq)
-    return {"wake_at_us": e.timeout_at_us, "wake_span_us": e.timeout_us,
-            "wait_type": e.event_type, "timer": ("wait", e.seq)}
 
 
 def _paused(s: WorkflowSummary, rec: Recorded, e: WorkflowPaused) -> _Changes:
@@ -306,7 +237,7 @@ def _resumed(s: WorkflowSummary, rec: Recorded, e: WorkflowResumed) -> _Changes:
 
 def _restarted(s: WorkflowSummary, rec: Recorded, e: WorkflowRestarted) -> _Changes:
     changes: _Changes = {
-        "run": s.run + 1, "run_start": rec.stream_position, "inbox": (),
+        "run": s.run + 1, "run_start": rec.stream_position, "inbox": (), "commands": 0,
         "completed_us": None, "output": None, "error_name": None, "error_message": None,
         "updated_us": rec.time_us, **_CLEARED,
     }
@@ -330,18 +261,10 @@ def _migrated(s: WorkflowSummary, rec: Recorded, e: BindingMigrated) -> _Changes
 
 
 _CHANGES: Final[dict[type[Event], Callable[[WorkflowSummary, Recorded, Any], _Changes]]] = {
-    EventReceived: _received,
-    EventConsumed: _consumed,
-    SleepCompleted: _slept,
-    StepRetrying: _retrying,
-    WaitTimedOut: _timed_out,
-    WorkflowWaiting: _waiting_again,
+    **COMMAND_CHANGES,
     WorkflowTerminated: _cleared,
     WorkflowCompleted: _completed,
     WorkflowErrored: _errored,
-    SleepStarted: _sleeping,
-    StepAttemptFailed: _backing_off,
-    WaitStarted: _waiting,
     WorkflowPaused: _paused,
     WorkflowBlocked: _blocked,
     WorkflowResumed: _resumed,

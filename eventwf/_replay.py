@@ -195,14 +195,15 @@ class ReplayMachine:
                  *, states: frozenset[str] = frozenset()) -> _Command:
         """Command ``seq`` of the run: a new one (the next number), or one in ``states``.
 
-        Anything else (a number skipped, a second outcome, another kind or name under the
-        same number) is a log the engine never writes: ``CorruptLogError``."""
+        Anything else (a number skipped, a second outcome) is a log the engine never
+        writes: ``CorruptLogError``, exactly where the fold refuses it (R12). A command's
+        kind and name are those of its first event."""
         if seq == len(self._history):
             self._history.append(_Command(kind, name))
             return self._history[seq]
         if 0 <= seq < len(self._history):
             cmd = self._history[seq]
-            if cmd.state in states and (cmd.kind, cmd.name) == (kind, name):
+            if cmd.state in states:
                 return cmd
             problem = (f"command #{seq} is {describe_command(cmd.kind, cmd.name)} in state "
                        f"{cmd.state}")

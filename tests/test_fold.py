@@ -86,8 +86,8 @@ def summary(status: str = "running", **changes: Any) -> WorkflowSummary:
     return msgspec.structs.replace(base, **changes)
 
 
-# The timer each sample needs pending (replay.md R12): the one it ends or waits on again.
-TIMER_FOR: dict[type[Event], tuple[str, int]] = {
+# The command each sample needs pending (replay.md R12): the one it ends or waits on again.
+PENDING_FOR: dict[type[Event], tuple[str, int]] = {
     StepRetrying: ("backoff", 0), SleepCompleted: ("sleep", 0), WaitTimedOut: ("wait", 0),
     WorkflowWaiting: ("wait", 0), EventConsumed: ("wait", 0),
 }
@@ -121,8 +121,8 @@ def test_w2_table_covers_every_sample_and_names_only_real_statuses() -> None:
 @pytest.mark.parametrize("status", STATUSES)
 @pytest.mark.parametrize("cls", list(TRANSITIONS), ids=lambda c: c.__name__)
 def test_w2_every_event_and_status_pair_follows_the_table(cls: type[Event], status: str) -> None:
-    before = summary(status, timer=TIMER_FOR.get(cls))
-    pristine = summary(status, timer=TIMER_FOR.get(cls))
+    before = summary(status, pending=PENDING_FOR.get(cls))
+    pristine = summary(status, pending=PENDING_FOR.get(cls))
     target = TRANSITIONS[cls].get(status)
     if target is None or status == "unknown":
         with pytest.raises(TransitionError):
@@ -240,18 +240,19 @@ def test_errored_and_blocked_record_the_error_and_resume_clears_it() -> None:
 
 
 def test_mailbox_counts_received_minus_consumed() -> None:
-    s = summary("waiting", inbox=(), timer=("wait", 0))
+    s = summary("waiting", inbox=(), pending=("wait", 0), commands=1)
     s = apply_workflow(s, rec(EventReceived("go"), stream_position=3))
     s = apply_workflow(s, rec(EventReceived("go"), stream_position=4))
     s = apply_workflow(s, rec(SAMPLES[EventConsumed], stream_position=5))
-    assert (s.mailbox, s.inbox, s.status, s.timer) == (1, ((4, "go"),), "running", None)
+    assert (s.mailbox, s.inbox, s.status, s.pending) == (1, ((4, "go"),), "running", None)
 
 
 # -- the timer and inbox rules (replay.md R12: what replay refuses, the fold refuses) ----------
 
 
 def test_an_event_is_consumed_once() -> None:
-    once = apply_workflow(summary("waiting", timer=("wait", 0)), rec(SAMPLES[EventConsumed]))
+    once = apply_workflow(summary("waiting", pending=("wait", 0), commands=1),
+                          rec(SAMPLES[EventConsumed]))
     assert once.inbox == ()
     with pytest.raises(TransitionError, match="holds no such unconsumed event"):
         apply_workflow(once, rec(EventConsumed(1, "w2", "go", 3)))
@@ -261,13 +262,13 @@ def test_an_event_is_consumed_once() -> None:
                                       EventConsumed(0, "w", "other", 3)],  # another type
                          ids=["nothing-received", "wrong-type"])
 def test_a_consumption_must_name_a_received_event_of_its_type(consumed: EventConsumed) -> None:
-    before = summary("waiting", timer=("wait", 0))
+    before = summary("waiting", pending=("wait", 0), commands=1)
     with pytest.raises(TransitionError, match="holds no such unconsumed event"):
         apply_workflow(before, rec(consumed))
     assert before.inbox == ((3, "go"),)
 
 
-@pytest.mark.parametrize(("event", "timer"), [
+@pytest.mark.parametrize(("event", "pending"), [
     (SleepCompleted(0), None), (SleepCompleted(1), ("sleep", 0)),
     (SleepCompleted(0), ("wait", 0)), (StepRetrying(0, "a", 2), ("sleep", 0)),
     (StepRetrying(0, "a", 2), None), (WaitTimedOut(0, "w", "go"), ("backoff", 0)),
@@ -275,27 +276,51 @@ def test_a_consumption_must_name_a_received_event_of_its_type(consumed: EventCon
     (WorkflowWaiting(0), None), (EventConsumed(1, "w", "go", 3), ("sleep", 0)),
 ])
 def test_a_timer_is_ended_only_by_its_own_command_while_pending(
-        event: Event, timer: tuple[str, int] | None) -> None:
+        event: Event, pending: tuple[str, int] | None) -> None:
     status = "running" if isinstance(event, WorkflowWaiting) else "waiting"
     with pytest.raises(TransitionError, match="pending"):
-        apply_workflow(summary(status, timer=timer), rec(event))
+        apply_workflow(summary(status, pending=pending, commands=2), rec(event))
 
 
 @pytest.mark.parametrize("cls", [SleepStarted, StepAttemptFailed, WaitStarted])
 def test_no_second_timer_starts_while_one_is_pending(cls: type[Event]) -> None:
     with pytest.raises(TransitionError, match="while the sleep of command #0 is pending"):
-        apply_workflow(summary("running", timer=("sleep", 0)), rec(SAMPLES[cls]))
+        apply_workflow(summary("running", pending=("sleep", 0), commands=1),
+                       rec(SAMPLES[cls]))
 
 
-def test_timers_walk_start_end_and_restart_clears_them() -> None:
+def test_commands_walk_begin_pending_end_and_restart_clears_them() -> None:
     s = apply_workflow(summary("running"), rec(SAMPLES[SleepStarted]))
-    assert s.timer == ("sleep", 0)
+    assert (s.commands, s.pending) == (1, ("sleep", 0))
     s = apply_workflow(s, rec(SleepCompleted(0), stream_position=6))
-    assert s.timer is None
-    s = apply_workflow(s, rec(SAMPLES[StepAttemptFailed], stream_position=7))
-    assert s.timer == ("backoff", 0)
-    restarted = apply_workflow(s, rec(WorkflowRestarted(), stream_position=8))
-    assert (restarted.timer, restarted.inbox) == (None, ())
+    assert (s.commands, s.pending) == (1, None)
+    s = apply_workflow(s, rec(StepAttemptFailed(1, "a", 1, ERR, 2_000, 1_000),
+                              stream_position=7))
+    assert (s.commands, s.pending, s.status) == (2, ("backoff", 1), "waiting")
+    s = apply_workflow(s, rec(StepRetrying(1, "a", 2), stream_position=8))
+    assert (s.commands, s.pending, s.status) == (2, ("attempt", 1), "running")
+    s = apply_workflow(s, rec(StepSucceeded(1, "do", "a", 5, 2), stream_position=9))
+    assert (s.commands, s.pending) == (2, None)
+    s = apply_workflow(s, rec(StepSucceeded(2, "now", None, 7), stream_position=10))
+    assert (s.commands, s.pending) == (3, None)
+    restarted = apply_workflow(s, rec(WorkflowRestarted(), stream_position=11))
+    assert (restarted.commands, restarted.pending, restarted.inbox) == (0, None, ())
+
+
+@pytest.mark.parametrize(("event", "commands", "pending", "why"), [
+    (StepSucceeded(2, "do", "a", 1), 0, None, "next command is #0"),  # a number skipped
+    (StepSucceeded(0, "do", "a", 1), 1, None, "next command is #1"),  # a second outcome
+    (StepFailed(0, "do", "a", 1, ERR), 1, None, "next command is #1"),
+    (SleepStarted(0, "s", 5, 5), 1, None, "next command is #1"),  # a number used twice
+    (StepSucceeded(1, "do", "b", 1), 1, ("attempt", 0), "while the attempt of command #0"),
+    (StepRetrying(0, "a", 2), 1, ("attempt", 0), "but the attempt of command #0"),
+    (WorkflowWaiting(0), 1, ("attempt", 0), "but the attempt of command #0"),
+])
+def test_commands_are_numbered_in_order_and_end_once(
+        event: Event, commands: int, pending: tuple[str, int] | None, why: str) -> None:
+    before = summary("running", commands=commands, pending=pending)
+    with pytest.raises(TransitionError, match=why):
+        apply_workflow(before, rec(event))
 
 
 # -- quarantine (R7) ---------------------------------------------------------------------------

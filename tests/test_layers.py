@@ -19,6 +19,7 @@ LAYERS = {
     "eventwf._events": 2,
     "eventwf._codec": 2,
     "eventwf._exceptions": 3,
+    "eventwf._commands": 4,
     "eventwf._fold": 4,
     "eventwf._agentfold": 4,
     "eventwf._replay": 5,
@@ -121,7 +122,8 @@ def test_sans_io_core_and_io_boundaries() -> None:
         me, tops = _module_name(path), _top_level(path)
         layer = _layer_of(me)
         assert layer is not None
-        if me in ("eventwf._fold", "eventwf._agentfold", "eventwf._replay"):  # D1
+        if me in ("eventwf._commands", "eventwf._fold", "eventwf._agentfold",
+                  "eventwf._replay"):  # D1
             assert not tops & {"trio", "sqlite3", "sqlite_utils"}, me
         if not me.startswith("eventwf._store"):  # D2
             assert not tops & {"sqlite3", "sqlite_utils"}, f"{me} touches SQLite"

@@ -3,13 +3,13 @@
     python -m eventwf._store.chaincheck PATH THROUGH   (start_checker starts it leaner)
 
 On rows 1..THROUGH, through its own read-only connection, it runs exactly the checks of
-:func:`checked_batches` (positions, UTF-8 text, hash chain, stream versions) and takes the
-rows the folding process does not read: it decodes the workflows' step rows
-(:data:`SKIPPED_TYPES`), folds the agent streams, and notes each workflow stream's last
-version. It writes one msgpack :class:`Report` to stdout (never pickle). A report with a
-problem sends the first process back to the fully checked fold, which alone decides
-quarantines. Hashing holds the GIL, so another process, not a thread, is what lets it run
-beside the fold.
+:func:`checked_batches` (positions, UTF-8 text, hash chain, stream versions), folds the
+agent streams (the rows the folding process does not read), decodes the steps' outcomes
+(of which the folding process reads only the command numbers), and notes each workflow
+stream's last version. It writes one msgpack :class:`Report` to stdout (never pickle). A
+report with a problem sends the first process back to the fully checked fold, which alone
+decides quarantines. Hashing holds the GIL, so another process, not a thread, is what lets
+it run beside the fold.
 """
 
 from __future__ import annotations
@@ -24,20 +24,15 @@ from typing import Any
 import msgspec
 
 from .._agentfold import AgentSummary, apply_agent
-from .._codec import decode_event
+from .._codec import OUTCOME_TYPES, decode_event
 from .._events import Recorded, parse_stream
 from ..errors import CorruptLogError, TransitionError
 from .log import checked_batches
 from .schema import connect, get_meta
 
-__all__ = ["SKIPPED_TYPES", "Report", "check_rows", "read_report", "start_checker"]
+__all__ = ["Report", "check_rows", "read_report", "start_checker"]
 
 logger = logging.getLogger("eventwf")
-
-
-# The workflow rows the folding process skips (rebuild.py): step outcomes, most of a log,
-# which change nothing but the head of a running workflow. This process decodes them.
-SKIPPED_TYPES: tuple[str, ...] = ("step.succeeded", "step.failed")
 
 
 class Report(msgspec.Struct):
@@ -66,16 +61,11 @@ def check_rows(path: str, through: int) -> Report:
 def _check(conn: sqlite3.Connection, genesis: bytes, through: int) -> Report:
     versions: dict[str, int] = {}  # every stream's last version, filled in by checked_batches
     agents: dict[tuple[str, str], AgentSummary] = {}
-    skipped = frozenset(SKIPPED_TYPES)
-    # The other workflow rows are checked there but not handed over: the folding process
-    # reads them.
+    # Workflow rows are checked there; of them only steps' outcomes come here, to be
+    # decoded in full (the folding process reads only their command numbers).
     for batch in checked_batches(conn, genesis, through=through, versions=versions,
-                                 wf_types=skipped):
+                                 wf_types=OUTCOME_TYPES):
         for raw, problem in batch:  # the hot loop
-            if problem is None:
-                type_name = raw[4]
-                if type_name in skipped and raw[1][:3] != "wf:":
-                    problem = f"{type_name} on stream {raw[1]!r}"
             if problem is None:
                 try:
                     _take(raw, agents)
@@ -90,7 +80,8 @@ def _check(conn: sqlite3.Connection, genesis: bytes, through: int) -> Report:
 
 
 def _take(raw: tuple[Any, ...], agents: dict[tuple[str, str], AgentSummary]) -> None:
-    """Decode a row the folding process does not read; fold it if it is an agent's."""
+    """Decode a row the folding process does not decode in full; fold it if it is an
+    agent's."""
     position, stream, version, time_us, type_name, data, _ = raw
     event = decode_event(type_name, data, position=position)
     if stream[:3] == "wf:":

@@ -283,21 +283,18 @@ def _first_sight(conn: sqlite3.Connection, streams: dict[Any, list[Any]],
 
 
 def workflow_batches(
-    conn: sqlite3.Connection, through: int, skip_types: tuple[str, ...], *, batch: int = 2000
+    conn: sqlite3.Connection, through: int, *, batch: int = 2000
 ) -> Iterator[list[tuple[tuple[Any, ...], str | None]]]:
-    """Rows 1..``through`` of workflow streams whose type is not in ``skip_types``, shaped
-    like :func:`checked_batches` (hash None) but with *no* checks: only for a fold whose rows
-    another pass checks (``chaincheck``). Text columns are compared and read as text even
-    when stored as blobs, as that pass reads them; text that is not UTF-8 raises
-    ``CorruptLogError``."""
-    marks = ", ".join("?" for _ in skip_types)  # placeholders only: the types are bound
+    """Rows 1..``through`` of workflow streams, shaped like :func:`checked_batches` (hash
+    None) but with *no* checks: only for a fold whose rows another pass checks
+    (``chaincheck``). Text columns are compared and read as text even when stored as blobs,
+    as that pass reads them; text that is not UTF-8 raises ``CorruptLogError``."""
     cursor = conn.execute(
-        "SELECT position, CAST(stream AS TEXT), CAST(stream_position AS INTEGER), "  # noqa: S608
+        "SELECT position, CAST(stream AS TEXT), CAST(stream_position AS INTEGER), "
         "CAST(time_us AS INTEGER), CAST(type AS TEXT), CAST(data AS BLOB), NULL FROM events "
         "WHERE position <= ? AND CAST(stream AS TEXT) >= 'wf:' "
-        f"AND CAST(stream AS TEXT) < 'wf;' AND CAST(type AS TEXT) NOT IN ({marks}) "
-        "ORDER BY position",
-        (through, *skip_types))
+        "AND CAST(stream AS TEXT) < 'wf;' ORDER BY position",
+        (through,))
     while True:
         try:
             rows = cursor.fetchmany(batch)

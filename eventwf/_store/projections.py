@@ -50,7 +50,8 @@ WORKFLOW_COLUMNS = (
     "workflow_id", "workflow_name", "agent_class", "agent_name", "status", "metadata",
     "error_name", "error_message", "created_us", "updated_us", "completed_us", "tracked",
     "run", "started_at", "run_start", "mailbox", "output", "corrupt_position", "wake_at_us",
-    "wake_span_us", "wait_type", "paused_us", "inbox", "timer_kind", "timer_seq", "row_check",
+    "wake_span_us", "wait_type", "paused_us", "inbox", "commands", "pending_kind",
+    "pending_seq", "row_check",
 )
 AGENT_COLUMNS = (
     "agent_class", "agent_name", "state", "has_state", "delivered_through", "last_callback",
@@ -99,7 +100,8 @@ def workflow_row(s: WorkflowSummary) -> tuple[Any, ...]:
         None if s.output is None else encode_value(s.output, "output", limit=1 << 62),
         s.corrupt_position, s.wake_at_us, s.wake_span_us, s.wait_type, s.paused_us,
         _INBOX_JSON(s.inbox) if s.inbox else None,
-        None if s.timer is None else s.timer[0], None if s.timer is None else s.timer[1],
+        s.commands, None if s.pending is None else s.pending[0],
+        None if s.pending is None else s.pending[1],
     )
     return (*row, row_check(row))
 
@@ -129,7 +131,7 @@ def summary_from_row(row: Sequence[Any], head: int) -> WorkflowSummary:
     (workflow_id, workflow_name, agent_class, agent_name, status, metadata, error_name,
      error_message, created_us, updated_us, completed_us, tracked, run, started_at,
      run_start, _mailbox, output, corrupt_position, wake_at_us, wake_span_us, wait_type,
-     paused_us, inbox, timer_kind, timer_seq) = _checked("workflows", row)
+     paused_us, inbox, commands, pending_kind, pending_seq) = _checked("workflows", row)
     try:
         decoded_metadata = None if metadata is None else json.loads(metadata)
         decoded_output = None if output is None else decode_value(output)
@@ -146,7 +148,8 @@ def summary_from_row(row: Sequence[Any], head: int) -> WorkflowSummary:
         head=head, corrupt_position=corrupt_position, wake_at_us=wake_at_us,
         wake_span_us=wake_span_us, wait_type=wait_type, paused_us=paused_us,
         inbox=decoded_inbox,
-        timer=None if timer_kind is None else (timer_kind, timer_seq),
+        commands=commands,
+        pending=None if pending_kind is None else (pending_kind, pending_seq),
     )
 
 

@@ -4,11 +4,12 @@
 Theory of operation. The checked fold reads every row, checks it (hash chain, positions,
 versions, text), decodes it and applies it; a bad row quarantines its own stream. On a
 large log with two cores the work is split in two processes instead (spec L9a): the
-checker (``chaincheck``) checks every row, decodes the step rows and folds the agents, while
-this process folds the other workflow rows, unchecked. Step rows (most of a log) change
-nothing but the head, and only while the workflow runs; this process does not read them and
-checks that from the gaps they leave in each stream's versions. Anything the split cannot
-vouch for sends the whole log to the checked fold, so the result is always the checked one.
+checker (``chaincheck``) checks every row and folds the agents, while this process folds
+the workflow rows, unchecked. Anything the split cannot vouch for (a problem the checker
+found, rows it saw that this process did not) sends the whole log to the checked fold, so
+the result is always the checked one. Most rows are steps' outcomes, which change only a
+running workflow's command count and head: both folds pass over them without making a new
+summary per row.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from typing import Any
 import msgspec
 
 from .._agentfold import AgentSummary, apply_agent, quarantine_agent
-from .._codec import decode_event
-from .._events import EVENT_TYPES, Recorded, parse_stream
-from .._fold import HEAD_ONLY, WorkflowSummary, apply_workflow, quarantine
+from .._codec import OUTCOME_TYPES, decode_event, outcome_seq
+from .._events import Recorded, StepFailed, StepSucceeded, parse_stream
+from .._fold import HEAD_ONLY, TRANSITIONS, WorkflowSummary, apply_workflow, quarantine
 from ..errors import CorruptLogError, TransitionError
-from .chaincheck import SKIPPED_TYPES, Report, read_report, start_checker
+from .chaincheck import Report, read_report, start_checker
 from .log import checked_batches, workflow_batches
 
 __all__ = ["PARALLEL_MIN_ROWS", "Folded", "PendingFold", "fold_log", "fold_tentatively"]
@@ -89,7 +90,7 @@ def fold_tentatively(conn: sqlite3.Connection, genesis: bytes, *,
         return
     try:
         try:
-            tentative, seen = _fold(workflow_batches(conn, through, SKIPPED_TYPES), split=True)
+            tentative, seen = _fold(workflow_batches(conn, through), split=True)
         except (_Unsure, CorruptLogError):  # CorruptLogError: text the split pass cannot read
             checker.kill()  # its verdict cannot help: free the core for the checked fold
             yield PendingFold(_fold(checked_batches(conn, genesis))[0])
@@ -115,55 +116,85 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-# The statuses in which a skipped step row is allowed and changes nothing but the head.
-_STEP_STATUSES = frozenset.intersection(*(HEAD_ONLY[EVENT_TYPES[name]]
-                                          for name in SKIPPED_TYPES))
+# The statuses in which a step's outcome keeps the status (it changes the run's command
+# count and the head only): the fold's fast path for most of a log.
+_STEP_STATUSES = frozenset.intersection(*(
+    frozenset(status for status, target in TRANSITIONS[cls].items() if target == status)
+    for cls in (StepSucceeded, StepFailed)))
 
 
 class _Unsure(Exception):
-    """A skipped row may not be allowed where it is: only the checked fold can say."""
+    """The split fold cannot vouch for a stream: only the checked fold can say."""
 
 
 def _accept(tentative: Folded, seen: dict[str, int], report: Report | None,
             through: int) -> bool:
-    """Complete ``tentative`` from a clean report (agents, heads after trailing steps) and
-    say True; False when the report has a problem or a skipped row is not vouched for."""
+    """Complete ``tentative`` with the agents of a clean report and say True; False when
+    the report has a problem or saw other workflow rows than this process folded."""
     if report is None or report.problem is not None or report.rows != through:
         return False
-    workflows = tentative.workflows
-    for stream, last in report.heads.items():
-        if last == seen.get(stream, -1):
-            continue
-        summary = workflows.get(stream[3:])
-        if summary is None:
-            return False  # a stream of step rows only
-        if summary.status == "unknown":
-            continue  # quarantined: rows after the bad one add nothing
-        if summary.status not in _STEP_STATUSES:
-            return False
-        workflows[stream[3:]] = msgspec.structs.replace(summary, head=last)
+    if report.heads != seen:
+        return False
     tentative.agents = {(a.agent_class, a.name): a for a in report.agents}
     tentative.head = tentative.events = through
     return True
 
 
+class _Lane:
+    """One workflow stream's place in the fold: what its hot path reads and writes, so a
+    step's outcome costs one lookup and no new summary."""
+
+    __slots__ = ("behind", "commands", "fast", "head", "key", "seen")
+
+    def __init__(self, key: str, summary: WorkflowSummary, seen: int) -> None:
+        self.key = key
+        self.seen = seen  # the last version read (the split pass's contiguity check)
+        self.behind = False  # rows passed over that the summary does not hold yet
+        self.follow(summary)
+
+    def follow(self, summary: WorkflowSummary) -> None:
+        self.fast = summary.status in _STEP_STATUSES and summary.pending is None
+        self.commands, self.head = summary.commands, summary.head
+
+    def summary(self, workflows: dict[str, WorkflowSummary]) -> WorkflowSummary:
+        """The summary with the rows passed over folded in."""
+        summary = workflows[self.key]
+        if self.behind:
+            self.behind = False
+            summary = workflows[self.key] = _caught_up(summary, self.commands, self.head)
+        return summary
+
+
 def _fold(batches: Iterable[list[tuple[tuple[Any, ...], str | None]]], *,
           split: bool = False) -> tuple[Folded, dict[str, int]]:
     """Apply every row to its stream's summary: the checked fold, or with ``split`` this
-    process's half of the split one, whose step rows are missing. Returns the fold and, when
-    ``split``, the last version read of each workflow stream."""
+    process's half of the split one (the workflow rows, unchecked). Returns the fold and,
+    when ``split``, the last version read of each workflow stream."""
     out = Folded()
     workflows, agents = out.workflows, out.agents
     # Per stream, parse_stream's answer, or None once the stream is quarantined.
     kinds: dict[str, tuple[str, str, str] | None] = {}
-    heads: dict[str, int] = {}  # versions of head-only events not yet folded in
-    seen: dict[str, int] = {}
+    lanes: dict[str, _Lane] = {}
+    lane_of = lanes.get
     head_only = HEAD_ONLY.get
     position = events = 0
     for rows in batches:
         events += len(rows)
         for raw, problem in rows:
             position, stream, version, time_us, type_name, data, _ = raw
+            lane = lane_of(stream)
+            if lane is not None and problem is None:
+                if split:
+                    if version != lane.seen + 1:
+                        raise _Unsure
+                    lane.seen = version
+                if lane.fast and type_name in OUTCOME_TYPES:
+                    # a step's outcome, most of a log: only its command number matters here
+                    seq = outcome_seq(data) if split else decode_event(
+                        type_name, data, position=position).seq  # type: ignore[attr-defined]
+                    if seq == lane.commands:
+                        lane.commands, lane.head, lane.behind = seq + 1, version, True
+                        continue
             parsed = kinds.get(stream, _UNSEEN)
             if parsed is _UNSEEN:
                 parsed = kinds[stream] = parse_stream(stream)
@@ -175,20 +206,21 @@ def _fold(batches: Iterable[list[tuple[tuple[Any, ...], str | None]]], *,
                     raise CorruptLogError(f"event at log position {position}: {problem}",
                                           position=position)
                 if kind == "wf":
-                    summary = workflows.get(key)
-                    if split:
-                        if version != seen.get(stream, -1) + 1:  # step rows not read
-                            if summary is None or summary.status not in _STEP_STATUSES:
-                                raise _Unsure
-                            heads[key] = version - 1
-                        seen[stream] = version
                     event = decode_event(type_name, data, position=position)
-                    if summary is not None and summary.status in head_only(event.__class__,
-                                                                           ()):
-                        heads[key] = version
+                    if lane is None:
+                        if split and version != 0:
+                            raise _Unsure
+                        summary = workflows[key] = apply_workflow(
+                            workflows.get(key), Recorded(position, stream, version, time_us,
+                                                         event))
+                        lanes[stream] = _Lane(key, summary, version)
+                    elif workflows[key].status in head_only(event.__class__, ()):
+                        lane.head, lane.behind = version, True
                     else:
-                        rec = Recorded(position, stream, version, time_us, event)
-                        workflows[key] = apply_workflow(summary, rec)
+                        summary = workflows[key] = apply_workflow(
+                            lane.summary(workflows),
+                            Recorded(position, stream, version, time_us, event))
+                        lane.follow(summary)
                 elif kind == "agent":
                     event = decode_event(type_name, data, position=position)
                     rec = Recorded(position, stream, version, time_us, event)
@@ -198,21 +230,26 @@ def _fold(batches: Iterable[list[tuple[tuple[Any, ...], str | None]]], *,
                                           f"stream {stream!r}", position=position)
             except (CorruptLogError, TransitionError) as exc:
                 kinds[stream] = None
+                if lane is not None:
+                    lane.summary(workflows)
+                    del lanes[stream]
                 _quarantine(out, position, time_us, stream, exc)
-    _advance_heads(workflows, heads)
+    seen = {}
+    for stream, lane in lanes.items():
+        lane.summary(workflows)
+        seen[stream] = lane.seen
     out.head, out.events = position, events
     return out, seen
 
 
+def _caught_up(summary: WorkflowSummary, commands: int, head: int) -> WorkflowSummary:
+    """``summary`` with the rows passed over folded in (their count and last version)."""
+    if (summary.commands, summary.head) == (commands, head):
+        return summary
+    return msgspec.structs.replace(summary, commands=commands, head=head)
+
+
 _UNSEEN: Any = object()
-
-
-def _advance_heads(workflows: dict[str, WorkflowSummary], heads: dict[str, int]) -> None:
-    """Fold in the head-only rows that were passed over (a quarantined stream's too)."""
-    for key, version in heads.items():
-        summary = workflows[key]
-        if version > summary.head:
-            workflows[key] = msgspec.structs.replace(summary, head=version)
 
 
 def _quarantine(out: Folded, position: int, time_us: int, stream: str,

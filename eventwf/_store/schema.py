@@ -36,7 +36,7 @@ __all__ = [
 logger = logging.getLogger("eventwf")
 
 SCHEMA_VERSION = 1
-# The shape of the projection tables (3: inbox and timer columns, row check values). They
+# The shape of the projection tables (3: inbox and command columns, row check values). They
 # are a cache of the log: a log whose projections have another version gets them dropped,
 # made anew and rebuilt on open (log.md L16).
 PROJECTION_VERSION = 3
@@ -161,11 +161,12 @@ _WORKFLOWS = {
     "created_us": int, "updated_us": int, "completed_us": int, "tracked": int, "run": int,
     "started_at": int, "run_start": int, "mailbox": int, "output": bytes,
     "corrupt_position": int, "wake_at_us": int, "wake_span_us": int, "wait_type": str,
-    "paused_us": int, "inbox": str, "timer_kind": str, "timer_seq": int, "row_check": int,
+    "paused_us": int, "inbox": str, "commands": int,
+    "pending_kind": str, "pending_seq": int, "row_check": int,
 }
 _WORKFLOWS_NOT_NULL = {"workflow_name", "agent_class", "agent_name", "status", "created_us",
                        "updated_us", "tracked", "run", "started_at", "run_start", "mailbox",
-                       "wake_span_us"}
+                       "wake_span_us", "commands"}
 _AGENTS = {"agent_class": str, "agent_name": str, "state": bytes, "has_state": int,
            "delivered_through": int, "last_callback": int, "corrupt_position": int,
            "state_position": int, "row_check": int}
