@@ -35,7 +35,11 @@ from ._events import (
 )
 from .errors import TransitionError
 
-__all__ = ["CHANGES", "CLEARED", "Pending", "RunState"]
+__all__ = ["CHANGES", "CLEARED", "MAILBOX_LIMIT", "Pending", "RunState"]
+
+# A run holds at most this many received, unconsumed events: the writer refuses more when it
+# decides an append (a log written before may hold more; the fold takes it as it is).
+MAILBOX_LIMIT: Final = 1000
 
 Pending = tuple[str, int]  # ("sleep" | "backoff" | "wait" | "attempt", command number)
 Changes = dict[str, Any]

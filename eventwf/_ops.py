@@ -57,7 +57,6 @@ from .errors import (
 )
 
 __all__ = [
-    "MAILBOX_LIMIT",
     "delete_workflow",
     "delete_workflows",
     "get_workflow",
@@ -74,7 +73,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("eventwf")
-MAILBOX_LIMIT = 1000
 STATUSES: tuple[str, ...] = get_args(WorkflowStatus)
 _BAD_CURSOR = "Invalid pagination cursor. The cursor may be malformed or corrupted."
 _MAX_CURSOR = 512  # characters; the cursors we make are under 200
@@ -158,9 +156,6 @@ async def send_workflow_event(core: Core, workflow_name: str, workflow_id: str,
     if s.finished or s.status == "unknown":
         raise EventwfError(f"workflow {workflow_id!r} is {s.status}; it can no longer receive "
                            "events")
-    if s.mailbox >= MAILBOX_LIMIT:
-        raise EventwfError(f"workflow {workflow_id!r} already holds {s.mailbox} undelivered "
-                           f"events (limit {MAILBOX_LIMIT}); it must consume some first")
     await core.append([(workflow_stream(workflow_id), EventReceived(event_type, payload))])
 
 

@@ -19,10 +19,11 @@ import trio
 from ._agentfold import AgentSummary, apply_agent
 from ._clock import Clock
 from ._codec import encode_event, event_type
-from ._events import Event, Recorded, parse_stream
+from ._commands import MAILBOX_LIMIT
+from ._events import Event, EventReceived, Recorded, parse_stream
 from ._fold import WorkflowSummary, apply_workflow
 from ._store import PendingRow, Store
-from .errors import EventwfError, StorageError, TransitionError
+from .errors import EventwfError, MailboxFullError, StorageError, TransitionError
 
 __all__ = ["Append", "Registry", "Writer"]
 
@@ -104,6 +105,11 @@ class _Batch:
             kind, key, name = parse_stream(stream)
             if kind == "wf":
                 current = self._workflow(key, local_wf)
+                if event.__class__ is EventReceived and current is not None \
+                        and current.mailbox >= MAILBOX_LIMIT:
+                    raise MailboxFullError(
+                        f"workflow {key!r} already holds {current.mailbox} undelivered events "
+                        f"(limit {MAILBOX_LIMIT}); it must consume some first")
                 head = -1 if current is None else current.head
                 rec = Recorded(position, stream, head + 1, self.time_us, event)
                 local_wf[key] = apply_workflow(current, rec)

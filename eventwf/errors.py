@@ -130,3 +130,11 @@ class TransitionError(EventwfError):
 
     The log is checked before every append, so such an operation changes nothing.
     """
+
+
+class MailboxFullError(TransitionError):
+    """An outside event for a workflow that already holds the limit of undelivered events.
+
+    Raised by ``send_workflow_event`` (and approve/reject) when the append is decided, so
+    concurrent senders never pass the limit together; nothing is logged.
+    """

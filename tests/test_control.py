@@ -10,6 +10,7 @@ import pytest
 import trio
 
 import eventwf
+from eventwf.errors import MailboxFullError
 from tests.wfkit import TestAgent, count_events, event_types, virtual_wall
 
 ran: list[str] = []
@@ -435,4 +436,26 @@ async def test_the_1001st_undelivered_event_is_refused(db: str) -> None:
             await agent.send_workflow_event("WAIT", wid, {"type": "other", "payload": i})
         with pytest.raises(eventwf.EventwfError, match="1000"):
             await agent.send_workflow_event("WAIT", wid, {"type": "other", "payload": 1000})
+        assert event_types(db, "wf:" + wid).count("event.received") == 1000
+
+
+async def test_concurrent_senders_never_pass_the_mailbox_limit_together(db: str) -> None:
+    # K7: the limit is decided where the append is decided (the writer), so 3,000 sends
+    # racing from one instant cannot all pass a check made before any of them committed
+    async with _agent(db) as (engine, agent):
+        wid = await agent.run_workflow("WAIT")
+        outcomes: list[str] = []
+
+        async def send(i: int) -> None:
+            try:
+                await agent.send_workflow_event("WAIT", wid, {"type": "other", "payload": i})
+                outcomes.append("ok")
+            except MailboxFullError as exc:
+                assert "limit 1000" in str(exc)
+                outcomes.append("full")
+
+        async with trio.open_nursery() as nursery:
+            for i in range(3000):
+                nursery.start_soon(send, i)
+        assert outcomes.count("ok") == 1000 and outcomes.count("full") == 2000
         assert event_types(db, "wf:" + wid).count("event.received") == 1000
