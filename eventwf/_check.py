@@ -74,6 +74,12 @@ class CheckRunner(WorkflowRunner):
             self._verdict("error", f"{type(exc).__name__}: {exc}")
         self._verdict("ok")
 
+    def _fault(self, error: Exception) -> None:
+        self._verdict("error", f"{type(error).__name__}: {error}")
+
+    def _crashed(self, error: Exception) -> None:
+        self._verdict("error", f"{type(error).__name__}: {error}")
+
     async def _block(self, error: NonDeterminismError) -> None:
         self._verdict("diverged", str(error))
 

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from ._events import EVENT_TYPES, AnyEvent, Event
-from ._validation import check_json_data
+from ._validation import MAX_VALUE_DEPTH, check_json_data, nested_deeper
 from .errors import CorruptLogError, PayloadTooLargeError
 
 __all__ = [
@@ -110,8 +110,12 @@ def encode_value(value: Any, what: str, *, limit: int = MAX_PAYLOAD_BYTES,
         raise ValueError(f"{what} {problem}: {exc}") from exc
     if len(data) > limit:
         raise PayloadTooLargeError(
-            f"{what} is {len(data):,} bytes encoded; the limit is {limit:,} bytes (1 MiB)"
-        )
+            f"{what} is {len(data):,} bytes encoded; the limit is {limit:,} bytes "
+            f"({limit / 1024 / 1024:g} MiB)" if limit >= 1 << 20 else
+            f"{what} is {len(data):,} bytes encoded; the limit is {limit:,} bytes")
+    # a value nested d deep takes at least d bytes: only a long one can be too deep
+    if len(data) > MAX_VALUE_DEPTH and nested_deeper(value):
+        raise ValueError(f"{what} {problem}: nested deeper than {MAX_VALUE_DEPTH} levels")
     return data
 
 

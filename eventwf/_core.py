@@ -40,7 +40,7 @@ from ._runner import WorkflowRunner
 from ._store import Store
 from ._timers import Wakeups
 from ._writer import Writer
-from .errors import CorruptLogError, EventwfError, StorageError
+from .errors import CorruptLogError, EventwfError
 
 __all__ = ["Core"]
 
@@ -189,7 +189,7 @@ class Core:
         event = rec.event
         if host is None:
             if isinstance(event, CallbackScheduled) and agent_class in self.agent_classes:
-                self.spawn(lambda: self._load_agent(agent_class, name), f"load {rec.stream}")
+                self.spawn(lambda: self.load_agent(agent_class, name), f"load {rec.stream}")
             return
         if isinstance(event, AgentStateSet | AgentStateMerged | AgentStateReset):
             before = self._agents_before.get((agent_class, name))
@@ -200,8 +200,21 @@ class Core:
         elif isinstance(event, CallbackScheduled):
             host.schedule(rec)
 
-    async def _load_agent(self, agent_class: str, name: str) -> None:
-        await self.agent_object(agent_class, name)
+    async def load_agent(self, agent_class: str, name: str) -> None:
+        """Load an agent that owes callbacks; while that fails, retry (backing off)."""
+        delay = 0.5
+        while True:
+            try:
+                await self.agent_object(agent_class, name)
+                return
+            except CorruptLogError as exc:
+                logger.error("agent %s/%s cannot be loaded: %s", agent_class, name, exc)
+                return  # quarantined: nothing will change that while the engine runs
+            except Exception:
+                logger.exception("agent %s/%s could not be loaded to deliver its callbacks; "
+                                 "retrying in %.1f s", agent_class, name, delay)
+            await trio.sleep(delay)
+            delay = min(delay * 2, 60.0)
 
     def _transition(self, workflow_id: str, old: WorkflowSummary | None,
                     new: WorkflowSummary) -> None:
@@ -252,8 +265,9 @@ class Core:
         if summary.workflow_id not in self._runners:
             self.start_runner(summary)
 
-    def runner_storage_failed(self, runner: WorkflowRunner, error: StorageError) -> None:
-        """Retry a run whose append failed in storage, backing off up to a minute."""
+    def runner_storage_failed(self, runner: WorkflowRunner, error: Exception) -> None:
+        """Retry a run that could not go on (its append failed in storage, its agent could
+        not be loaded), backing off up to a minute."""
         failures = self._storage_failures.get(runner.workflow_id, 0) + 1
         self._storage_failures[runner.workflow_id] = failures
         delay = min(60.0, 0.5 * 2 ** (failures - 1))
@@ -261,6 +275,13 @@ class Core:
                      delay)
         self.spawn(functools.partial(self._retry_run, runner.workflow_id, delay),
                    f"retry {runner.workflow_id}")
+
+    def runner_crashed(self, runner: WorkflowRunner, error: Exception) -> None:
+        """A run failed in the engine's own code: quarantine it; the others go on (L6b)."""
+        logger.error("workflow %s: its run failed in the engine: %r", runner.workflow_id,
+                     error, exc_info=error)
+        if self._runners.get(runner.workflow_id) is runner:
+            self._workflow_failed(runner.workflow_id, error, None)
 
     async def _retry_run(self, workflow_id: str, delay: float) -> None:
         await trio.sleep(delay)
@@ -337,8 +358,16 @@ class Core:
         return self.workflow_classes.get(binding)
 
     def spawn(self, fn: Callable[[], Awaitable[None]], name: str) -> None:
+        """Run ``fn`` as an engine task; its failure is logged, never the engine's end."""
         if not self.closing:
-            self.nursery.start_soon(fn, name=name)
+            self.nursery.start_soon(self._guarded, fn, name, name=name)
+
+    @staticmethod
+    async def _guarded(fn: Callable[[], Awaitable[None]], name: str) -> None:
+        try:
+            await fn()
+        except Exception:
+            logger.exception("engine task %r failed; the engine goes on", name)
 
     async def deliver_progress(
         self, agent: Any, workflow_name: str, workflow_id: str, progress: Any

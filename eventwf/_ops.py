@@ -74,6 +74,7 @@ __all__ = [
 
 logger = logging.getLogger("eventwf")
 STATUSES: tuple[str, ...] = get_args(WorkflowStatus)
+DELETE_BATCH = 1000  # tracking records dropped per append by delete_workflows
 _BAD_CURSOR = "Invalid pagination cursor. The cursor may be malformed or corrupted."
 _MAX_CURSOR = 512  # characters; the cursors we make are under 200
 
@@ -255,20 +256,26 @@ async def delete_workflow(core: Core, host: AgentHost, workflow_id: str) -> bool
 
 async def delete_workflows(core: Core, host: AgentHost, *, status: object, workflow_name: object,
                            metadata: object, created_before: object) -> int:
+    """Drop the matching records a batch of ``DELETE_BATCH`` at a time (one append each, so
+    a million records never make one transaction); returns how many were dropped."""
     where = _filter(host, status, workflow_name, metadata, created_before)
     if where is None:
         return 0
-    for _ in range(5):
+    dropped = races = 0
+    while True:
         ids = [s.workflow_id for s in
-               query_workflows(core.store.conn, where, ascending=True, limit=None)]
+               query_workflows(core.store.conn, where, ascending=True, limit=DELETE_BATCH)]
         if not ids:
-            return 0
+            return dropped
         try:
             await core.append([(workflow_stream(i), TrackingDeleted()) for i in ids])
         except TransitionError:
-            continue  # one of them changed meanwhile: select again
-        return len(ids)
-    raise EventwfError("delete_workflows kept racing with other deletions; try again")
+            races += 1  # one of them changed meanwhile: select again
+            if races == 5:
+                raise EventwfError(f"delete_workflows kept racing with other deletions after "
+                                   f"dropping {dropped}; try again") from None
+            continue
+        dropped += len(ids)
 
 
 # -- control -----------------------------------------------------------------------------

@@ -57,7 +57,7 @@ def _asleep(core: Core, summary: WorkflowSummary) -> bool:
 def _load_agents_with_callbacks(core: Core) -> None:
     for agent_class, name in core.store.agents_with_pending_callbacks():
         if agent_class in core.agent_classes:
-            core.spawn(functools.partial(core.agent_object, agent_class, name),
+            core.spawn(functools.partial(core.load_agent, agent_class, name),
                        f"load agent {agent_class}/{name}")
         else:
             logger.warning("agent %s/%s has undelivered callbacks, but its class is not "

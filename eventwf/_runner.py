@@ -61,9 +61,10 @@ class Diverged(BaseException):
 
 
 class StorageFault(BaseException):
-    """An append of this run failed in storage; the run stops and is retried later."""
+    """The run cannot go on for now (an append failed in storage, its agent could not be
+    loaded): it stops and is retried later, backing off."""
 
-    def __init__(self, error: StorageError) -> None:
+    def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -79,7 +80,8 @@ class Core(Protocol):
     async def agent_object(self, agent_class: str, name: str) -> Any: ...
     def runner_finished(self, runner: WorkflowRunner) -> None: ...
     def runner_epoch(self, workflow_id: str) -> int: ...
-    def runner_storage_failed(self, runner: WorkflowRunner, error: StorageError) -> None: ...
+    def runner_storage_failed(self, runner: WorkflowRunner, error: Exception) -> None: ...
+    def runner_crashed(self, runner: WorkflowRunner, error: Exception) -> None: ...
     def runner_hibernated(self, runner: WorkflowRunner) -> None: ...
     def should_hibernate(self, until_us: int) -> bool: ...
     async def deliver_progress(
@@ -226,11 +228,21 @@ class WorkflowRunner:
                 except Stopped:
                     pass  # paused at a boundary or replaced: the log already says so
                 except StorageFault as fault:
-                    self.core.runner_storage_failed(self, fault.error)
+                    self._fault(fault.error)
                 except Hibernate:
                     self.core.runner_hibernated(self)
+                except Exception as exc:  # the engine's own failure, not the workflow's
+                    self._crashed(exc)
         finally:
             self.core.runner_finished(self)
+
+    def _fault(self, error: Exception) -> None:
+        """The run cannot go on for now: the engine retries it later."""
+        self.core.runner_storage_failed(self, error)
+
+    def _crashed(self, error: Exception) -> None:
+        """The run failed in the engine's own code: the engine quarantines it."""
+        self.core.runner_crashed(self, error)
 
     async def _main(self) -> None:
         summary = self.summary
@@ -240,13 +252,17 @@ class WorkflowRunner:
         start = self.machine.start
         if cls is None or start is None:
             raise EventwfError(f"workflow {self.workflow_id!r} cannot run: no binding or start")
-        self.agent = await self.core.agent_object(summary.agent_class, summary.agent_name)
-        instance = cls()
-        instance._eventwf_bind(self)
+        try:
+            self.agent = await self.core.agent_object(summary.agent_class, summary.agent_name)
+        except Exception as exc:  # on_start raised, or the agent is quarantined: later
+            self._stopping = True
+            raise StorageFault(exc) from exc
         event = WorkflowEvent(payload=start.params, instance_id=self.workflow_id,
                               timestamp=utc_from_us(self.machine.start_time_us))
         step = AgentWorkflowStep(self)
         try:
+            instance = cls()
+            instance._eventwf_bind(self)
             output = await instance.run(event, step)
             if self._stopping:
                 raise Stopped()

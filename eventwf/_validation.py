@@ -18,6 +18,7 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_METADATA_BYTES",
     "MAX_NAME_LENGTH",
+    "MAX_VALUE_DEPTH",
     "check_agent_name",
     "check_binding_name",
     "check_event_type",
@@ -30,6 +31,7 @@ __all__ = [
     "is_workflow_id",
     "metadata_filter",
     "metadata_key_path",
+    "nested_deeper",
     "new_workflow_id",
     "parse_duration",
     "parse_instant",
@@ -310,8 +312,31 @@ def utc_from_us(us: int) -> datetime:
 # -- JSON data: what clients receive and what is stored as JSON -----------------------------
 
 MAX_JSON_DEPTH = 128
+# Every value the log holds (params, results, payloads, state, outputs) is nested at most
+# this deep: a deeper one decodes only while the stack is shallow, so a replay from a
+# deeper stack could fail on a value that was logged fine (events.md E6).
+MAX_VALUE_DEPTH = MAX_JSON_DEPTH
 _JSON_SCALARS = frozenset({str, int, bool, type(None)})  # float is checked apart (finite)
 _Where = tuple[Any, str | int] | None  # (the parent's where, key or index): a path, built lazily
+
+
+def nested_deeper(value: object, max_depth: int = MAX_VALUE_DEPTH) -> bool:
+    """Whether ``value`` nests containers deeper than ``max_depth`` (a loop, never a
+    ``RecursionError``; it stops at the first container that deep)."""
+    todo: list[tuple[Any, int]] = [(value, 0)]
+    while todo:
+        node, depth = todo.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list | tuple | set | frozenset):
+            children = node
+        else:
+            continue
+        if depth >= max_depth:
+            return True
+        todo.extend((child, depth + 1) for child in children
+                    if isinstance(child, dict | list | tuple | set | frozenset))
+    return False
 
 
 def check_json_data(value: object, what: str, *, max_depth: int = MAX_JSON_DEPTH) -> None:

@@ -165,3 +165,27 @@ def test_l11a_a_hard_link_reads_the_wal_its_writer_left(tmp_path: Path, link: st
     assert store.head == 5 and len(store.read_stream("wf:x")) == 5
     store.close()
     assert not (tmp_path / "b.db-wal").exists()
+
+
+def _posix_locks(path: str) -> list[str]:
+    inode = os.stat(path).st_ino
+    with open("/proc/locks") as handle:
+        return [line.split(":", 1)[1].split()[0:3][0] for line in handle
+                if f":{inode} " in line and "POSIX" in line]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="needs Linux's /proc/locks")
+async def test_inspecting_a_log_in_the_process_that_writes_it_keeps_its_locks(db: str) -> None:
+    # closing any descriptor of a file drops every POSIX lock this process holds on it,
+    # SQLite's included (a plain open()/close() of the log here did): the log tool's own
+    # reads keep such descriptors open until the engine lets the file go
+    import eventwf
+    from tools.eventlog.source import LogSource, read_header
+
+    async with eventwf.open_engine(db) as engine:
+        before = _posix_locks(db)
+        assert before, "SQLite holds a POSIX lock on the log while it is open"
+        read_header(db)
+        LogSource(db).conn.close()
+        assert _posix_locks(db) == before
+        assert engine.statistics().head >= 0

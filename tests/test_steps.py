@@ -324,6 +324,33 @@ async def test_oversize_step_result_is_refused_without_retry(db: str) -> None:  
     assert "1 MiB" in out
 
 
+class TooDeep(eventwf.AgentWorkflow[TestAgent]):
+    async def run(self, event: eventwf.WorkflowEvent, step: eventwf.AgentWorkflowStep) -> Any:
+        def deep() -> Any:
+            calls.append("deep")
+            value: Any = 1
+            for _ in range(200):
+                value = {"v": value}
+            return value
+
+        try:
+            await step.do("deep", deep)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+
+async def test_a_step_result_nested_too_deep_is_refused_without_retry(db: str) -> None:  # S4
+    # a value logged fine must decode on every replay, from any stack depth (events.md E6)
+    calls.clear()
+    info = await _run(db, TooDeep)
+    async with _engine(db, TooDeep) as engine:
+        agent = await engine.get_agent(TestAgent, "a")
+        out = (await agent.get_workflow_status("TooDeep", info.workflow_id)).output
+    assert calls == ["deep"]
+    assert "nested deeper than 128 levels" in out
+
+
 class BadInputs(eventwf.AgentWorkflow[TestAgent]):
     async def run(self, event: eventwf.WorkflowEvent, step: eventwf.AgentWorkflowStep) -> Any:
         messages = []

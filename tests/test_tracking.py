@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import math
 import re
 import sqlite3
@@ -477,3 +478,20 @@ async def test_tracking_projection_has_its_query_indexes(db: str) -> None:
                    for name in names}
     assert ("agent_class", "agent_name", "tracked", "created_us", "workflow_id") in columns
     assert ("status",) in columns and ("workflow_name",) in columns
+
+
+async def test_delete_workflows_drops_many_records_a_batch_at_a_time(db: str) -> None:
+    # T6: a million records never make one transaction; every match is dropped, once
+    from eventwf._ops import DELETE_BATCH
+
+    async with _open(db) as engine:
+        agent = await engine.get_agent(TestAgent, "a")
+        async with trio.open_nursery() as nursery:
+            for i in range(2 * DELETE_BATCH + 500):
+                nursery.start_soon(functools.partial(agent.run_workflow, "HOLD", id=f"w{i}"))
+        await trio.sleep(1)
+        commits = engine.statistics().commits
+        assert await agent.delete_workflows() == 2 * DELETE_BATCH + 500
+        assert engine.statistics().commits - commits == 3  # 1,000 + 1,000 + 500
+        assert (await agent.get_workflows()).total == 0
+        assert event_types(db).count("tracking.deleted") == 2 * DELETE_BATCH + 500

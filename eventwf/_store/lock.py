@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..errors import LogLockedError, StorageError
 
-__all__ = ["WriterLock", "log_home"]
+__all__ = ["WriterLock", "log_home", "read_start"]
 
 _HELD: dict[tuple[int, int], list[int]] = {}  # files this process writes -> spare descriptors
 _GUARD = threading.Lock()
@@ -65,6 +65,30 @@ def _recorded_home(real: str) -> str | None:
     finally:
         conn.close()
     return row[0] if row is not None and isinstance(row[0], str) else None
+
+
+def read_start(path: str, size: int) -> bytes:
+    """The first ``size`` bytes of the file at ``path``, read without ever closing a
+    descriptor of a file this process writes (that would drop SQLite's locks on it: the
+    descriptor is kept and closed by the holder, after its connection)."""
+    with _GUARD:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.pread(fd, size, 0)
+        except BaseException:
+            _close_or_keep(fd)
+            raise
+        _close_or_keep(fd)
+        return data
+
+
+def _close_or_keep(fd: int) -> None:
+    status = os.fstat(fd)
+    spare = _HELD.get((status.st_dev, status.st_ino))
+    if spare is None:
+        os.close(fd)
+    else:
+        spare.append(fd)
 
 
 class WriterLock:

@@ -24,7 +24,7 @@ from typing import NamedTuple
 from eventwf._codec import decode_event
 from eventwf._events import Event, Recorded
 from eventwf._store.columns import SHOWN_COLUMNS, shown_columns, shown_row, typed
-from eventwf._store.lock import log_home
+from eventwf._store.lock import log_home, read_start
 from eventwf._store.log import LogRow, chain_hash
 from eventwf._store.schema import connect, get_meta
 from eventwf.errors import CorruptLogError, StorageError
@@ -133,8 +133,7 @@ def _open_error(path: str, exc: sqlite3.DatabaseError, truncated: FileHeader | N
 
 def read_header(path: str) -> FileHeader | None:
     """The header of an SQLite file, or None if the file does not start with one."""
-    with open(path, "rb") as handle:
-        header = handle.read(100)
+    header = read_start(path, 100)  # never closes a descriptor of a log held here
     if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
         return None
     page_size = int.from_bytes(header[16:18], "big")
