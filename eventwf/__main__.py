@@ -6,7 +6,8 @@ import argparse
 import logging
 import sys
 
-from . import _demo, _example
+from eventwf.apps import demo as _demo
+from eventwf.apps import example as _example
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from . import _ops
-from ._agents import AgentHost
-from ._codec import json_value
-from ._core import Core
-from ._types import InstanceStatus, WorkflowInfo, WorkflowPage
-from .errors import EventwfError
+from eventwf.errors import EventwfError
+from eventwf.model.codec import json_value
+from eventwf.model.types import InstanceStatus, WorkflowInfo, WorkflowPage
+from eventwf.runtime import operations as _ops
+from eventwf.runtime.agent_host import AgentHost
+from eventwf.runtime.core import Core
 
 __all__ = ["Agent", "callable"]
 

@@ -18,7 +18,7 @@ import msgspec
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from .errors import EventwfError, RpcError
+from eventwf.errors import EventwfError, RpcError
 
 __all__ = ["AgentConnection", "connect_agent"]
 

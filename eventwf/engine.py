@@ -12,24 +12,24 @@ from typing import Any, TypeVar
 import msgspec
 import trio
 
-from . import _faults as faults
-from . import _ops
-from ._check import ReplayCheck
-from ._clock import Clock
-from ._codec import json_value
-from ._core import Core
-from ._recovery import recover
-from ._store import Store, backup
-from ._types import WorkflowInfo
-from ._validation import check_agent_name, check_binding_name, parse_duration
-from .agent import Agent
-from .errors import (
+from eventwf.agent import Agent
+from eventwf.errors import (
     CorruptLogError,
     NonDeterminismError,
     WorkflowNotFoundError,
     WorkflowTimeoutError,
 )
-from .workflow import AgentWorkflow
+from eventwf.model import faults
+from eventwf.model.codec import json_value
+from eventwf.model.types import WorkflowInfo
+from eventwf.model.values import check_agent_name, check_binding_name, parse_duration
+from eventwf.runtime import operations as _ops
+from eventwf.runtime.check import ReplayCheck
+from eventwf.runtime.clock import Clock
+from eventwf.runtime.core import Core
+from eventwf.runtime.recovery import recover
+from eventwf.store.sqlite import Store, backup
+from eventwf.workflow import AgentWorkflow
 
 __all__ = ["Engine", "EngineStatistics", "ReplayCheck", "check_replay", "open_engine"]
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
-from ._runner import WorkflowRunner
-from ._step import AgentWorkflowStep
-from ._types import WorkflowEvent
-from .agent import Agent
-from .errors import EventwfError, WorkflowRejectedError
+from eventwf.agent import Agent
+from eventwf.errors import EventwfError, WorkflowRejectedError
+from eventwf.model.types import WorkflowEvent
+from eventwf.runtime.runner import WorkflowRunner
+from eventwf.runtime.steps import AgentWorkflowStep
 
 __all__ = ["AgentWorkflow"]
 

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import trio
 import trio.testing
 
-from eventwf._store.log import chain_hash
+from eventwf.store.sqlite.log import chain_hash
 from tests.eventlog_factory import write_log
 from tools.eventlog.__main__ import main
 

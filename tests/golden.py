@@ -14,9 +14,9 @@ from typing import Any
 import msgspec
 
 import eventwf
-from eventwf._codec import encode_event, event_type
-from eventwf._events import AnyEvent, Event
-from eventwf._store import PendingRow, Store
+from eventwf.model.codec import encode_event, event_type
+from eventwf.model.events import AnyEvent, Event
+from eventwf.store.sqlite import PendingRow, Store
 
 HISTORIES = Path(__file__).parent / "histories"
 LEDGER: list[str] = []

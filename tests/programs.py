@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import eventwf
 from eventwf import Retries
-from eventwf._store import Store
+from eventwf.store.sqlite import Store
 
 LEDGER: list[tuple[str, str]] = []  # (workflow id, step name) per execution of a body
 _FAILS: dict[tuple[str, str], int] = {}

@@ -17,7 +17,7 @@ import pytest
 import trio
 import trio.testing
 
-from eventwf._codec import decode_event
+from eventwf.model.codec import decode_event
 from tests.campaign.checker import check
 from tests.campaign.ledger import Ledger
 from tests.campaign.programs import make_plan

@@ -23,9 +23,9 @@ import trio
 import trio.testing
 
 import eventwf
-from eventwf._codec import encode_event
-from eventwf._events import EventReceived, WorkflowRunning
-from eventwf._store.schema import SCHEMA_VERSION
+from eventwf.model.codec import encode_event
+from eventwf.model.events import EventReceived, WorkflowRunning
+from eventwf.store.sqlite.schema import SCHEMA_VERSION
 from tests.campaign import programs
 from tests.campaign.driver import seed_for, summary
 from tests.campaign.ledger import Ledger

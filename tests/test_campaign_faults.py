@@ -24,8 +24,8 @@ import pytest
 import trio
 
 import eventwf
-from eventwf import _faults as faults
-from eventwf._events import (
+from eventwf.model import faults
+from eventwf.model.events import (
     SleepCompleted,
     SleepStarted,
     StepAttemptFailed,

@@ -15,7 +15,8 @@ import trio
 from hypothesis import given, settings
 
 import eventwf
-from eventwf._events import (
+from eventwf.errors import TransitionError
+from eventwf.model.events import (
     ErrorInfo,
     Event,
     EventConsumed,
@@ -34,9 +35,8 @@ from eventwf._events import (
     WorkflowStarted,
     WorkflowWaiting,
 )
-from eventwf._fold import WorkflowSummary, apply_workflow
-from eventwf._replay import ReplayMachine
-from eventwf.errors import TransitionError
+from eventwf.model.replay import ReplayMachine
+from eventwf.model.workflow_fold import WorkflowSummary, apply_workflow
 from tests.test_waits import Expiring, ThreePings, append_raw
 from tests.wfkit import TestAgent, virtual_wall
 from tools.eventlog.verify import verify
@@ -154,7 +154,7 @@ async def test_a_second_outcome_of_one_step_is_damage_to_the_engine_and_to_verif
 
 
 def _stream(db: str, stream: str) -> list[Recorded]:
-    from eventwf._store import Store
+    from eventwf.store.sqlite import Store
 
     store = Store(db, readonly=True)
     try:

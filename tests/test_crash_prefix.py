@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import eventwf
-from eventwf._codec import decode_event
-from eventwf._events import EventReceived, StepFailed, StepSucceeded
-from eventwf._store import Store
-from eventwf._store.projections import agent_row, load_agents, load_workflows, workflow_row
+from eventwf.model.codec import decode_event
+from eventwf.model.events import EventReceived, StepFailed, StepSucceeded
+from eventwf.store.sqlite import Store
+from eventwf.store.sqlite.projections import agent_row, load_agents, load_workflows, workflow_row
 from tests import programs as P
 from tests.wfkit import virtual_wall
 

@@ -17,7 +17,7 @@ import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
 import eventwf
-from eventwf._demo import DemoAgent, DemoServer, serve_demo
+from eventwf.apps.demo import DemoAgent, DemoServer, serve_demo
 
 pytestmark = pytest.mark.realtime
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 import eventwf
-from eventwf._demo import DemoAgent, DemoTask
+from eventwf.apps.demo import DemoAgent, DemoTask
 from tests.wfkit import virtual_wall
 
 ACTIVE = ["queued", "running", "waiting", "waitingForPause", "paused"]
@@ -105,7 +105,7 @@ async def test_a_board_holds_a_bounded_number_of_tasks(db: str,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """M6: finished cards stay on the board, so the board's state (at most 1 MiB) would
     fill up; the number of tasks is capped with a clear error instead."""
-    monkeypatch.setattr("eventwf._demo.board.MAX_TASKS", 3)
+    monkeypatch.setattr("eventwf.apps.demo.board.MAX_TASKS", 3)
     async with board(db) as agent:
         ids = [await agent.start_task(f"task {i}") for i in range(3)]
         await until(lambda: all(status_of(agent, t) == "waiting" for t in ids))

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 import eventwf
-from eventwf._codec import decode_event
+from eventwf.model.codec import decode_event
 from tests.wfkit import TestAgent, event_types, virtual_wall
 
 executed: list[str] = []

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 import eventwf
-from eventwf._codec import decode_event, decode_value
+from eventwf.model.codec import decode_event, decode_value
 from tests import golden
 from tests.eventlog_factory import GO_PAYLOAD, Job
 from tests.eventlog_kit import (

@@ -15,11 +15,11 @@ import pytest
 import trio
 
 import eventwf
-from eventwf._codec import encode_event
-from eventwf._events import AgentStateSet, StepSucceeded
-from eventwf._store.log import LogRow
-from eventwf._store.rebuild import fold_log
-from eventwf._store.schema import SCHEMA_VERSION, connect, get_meta
+from eventwf.model.codec import encode_event
+from eventwf.model.events import AgentStateSet, StepSucceeded
+from eventwf.store.sqlite.log import LogRow
+from eventwf.store.sqlite.rebuild import fold_log
+from eventwf.store.sqlite.schema import SCHEMA_VERSION, connect, get_meta
 from tests.eventlog_kit import (
     CLASS_CHANGES,
     append_forged,

@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventwf._codec import (
+from eventwf.errors import CorruptLogError, PayloadTooLargeError
+from eventwf.model.codec import (
     MAX_PAYLOAD_BYTES,
     decode_event,
     encode_event,
@@ -25,7 +26,7 @@ from eventwf._codec import (
     event_type,
     roundtrip_value,
 )
-from eventwf._events import (
+from eventwf.model.events import (
     EVENT_TYPES,
     AnyEvent,
     ErrorInfo,
@@ -37,8 +38,7 @@ from eventwf._events import (
     WorkflowRunning,
     WorkflowStarted,
 )
-from eventwf._fold import TRANSITIONS
-from eventwf.errors import CorruptLogError, PayloadTooLargeError
+from eventwf.model.workflow_fold import TRANSITIONS
 
 SPEC = Path(__file__).resolve().parents[1] / "specs" / "events.md"
 INT64 = (-(2**63), 2**63 - 1)

@@ -9,11 +9,11 @@ import pytest
 import trio
 
 import eventwf
-from eventwf import _events as ev
-from eventwf import _faults as faults
-from eventwf._codec import encode_event, event_type
-from eventwf._store import PendingRow, Store
 from eventwf.errors import StorageError
+from eventwf.model import events as ev
+from eventwf.model import faults
+from eventwf.model.codec import encode_event, event_type
+from eventwf.store.sqlite import PendingRow, Store
 from tests.wfkit import TestAgent, event_types, virtual_wall
 
 

@@ -7,8 +7,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from eventwf._agentfold import AgentSummary, apply_agent, quarantine_agent
-from eventwf._events import (
+from eventwf.errors import TransitionError
+from eventwf.model.agent_fold import AgentSummary, apply_agent, quarantine_agent
+from eventwf.model.events import (
     AgentCreated,
     AgentStateMerged,
     AgentStateReset,
@@ -42,8 +43,14 @@ from eventwf._events import (
     WorkflowTerminated,
     WorkflowWaiting,
 )
-from eventwf._fold import ACTIVE, TERMINAL, TRANSITIONS, WorkflowSummary, apply_workflow, quarantine
-from eventwf.errors import TransitionError
+from eventwf.model.workflow_fold import (
+    ACTIVE,
+    TERMINAL,
+    TRANSITIONS,
+    WorkflowSummary,
+    apply_workflow,
+    quarantine,
+)
 
 STATUSES = ["queued", "running", "waiting", "waitingForPause", "paused", "complete", "errored",
             "terminated", "unknown"]

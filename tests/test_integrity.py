@@ -12,7 +12,7 @@ import pytest
 import trio
 
 import eventwf
-from eventwf._store.anchor import read_anchor
+from eventwf.store.sqlite.anchor import read_anchor
 from tests.eventlog_kit import CLASS_CHANGES, change_class, cli, position_of
 from tests.wfkit import TestAgent, virtual_wall
 

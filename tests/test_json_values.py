@@ -25,7 +25,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 import eventwf
-from eventwf._events import AgentStateSet, agent_stream
+from eventwf.model.events import AgentStateSet, agent_stream
 from tests.test_server import closed_with
 from tests.wfkit import event_types, virtual_wall
 

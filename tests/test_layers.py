@@ -12,39 +12,37 @@ PACKAGE = ROOT / "eventwf"
 
 LAYERS = {
     "eventwf.errors": 0,
-    "eventwf._validation": 1,
-    "eventwf._faults": 1,
-    "eventwf._types": 1,
-    "eventwf._readonly": 1,
-    "eventwf._events": 2,
-    "eventwf._codec": 2,
-    "eventwf._exceptions": 3,
-    "eventwf._commands": 4,
-    "eventwf._fold": 4,
-    "eventwf._agentfold": 4,
-    "eventwf._replay": 5,
-    "eventwf._store": 6,
-    "eventwf._clock": 7,
-    "eventwf._writer": 7,
-    "eventwf._step": 8,
-    "eventwf._stephost": 8,
-    "eventwf._runner": 8,
-    "eventwf._agents": 9,
-    "eventwf._core": 9,
-    "eventwf._timers": 9,
-    "eventwf._recovery": 10,
-    "eventwf._check": 9,
-    "eventwf._ops": 10,
+    "eventwf.model": 1,
+    "eventwf.model.values": 1,
+    "eventwf.model.faults": 1,
+    "eventwf.model.types": 1,
+    "eventwf.model.readonly": 1,
+    "eventwf.model.events": 2,
+    "eventwf.model.codec": 2,
+    "eventwf.model.failures": 3,
+    "eventwf.model.commands": 4,
+    "eventwf.model.workflow_fold": 4,
+    "eventwf.model.agent_fold": 4,
+    "eventwf.model.replay": 5,
+    "eventwf.store": 6,
+    "eventwf.runtime": 7,
+    "eventwf.runtime.clock": 7,
+    "eventwf.runtime.writer": 7,
+    "eventwf.runtime.steps": 8,
+    "eventwf.runtime.stephost": 8,
+    "eventwf.runtime.runner": 8,
+    "eventwf.runtime.agent_host": 9,
+    "eventwf.runtime.core": 9,
+    "eventwf.runtime.timers": 9,
+    "eventwf.runtime.recovery": 10,
+    "eventwf.runtime.check": 9,
+    "eventwf.runtime.operations": 10,
     "eventwf.agent": 10,
     "eventwf.workflow": 10,
     "eventwf.engine": 11,
     "eventwf.server": 12,
     "eventwf.client": 12,
-    "eventwf._outbox": 12,
-    "eventwf._handshake": 12,
-    "eventwf._inbound": 12,
-    "eventwf._demo": 13,
-    "eventwf._example": 13,
+    "eventwf.apps": 13,
     "eventwf.__main__": 13,
     "eventwf": 14,
 }
@@ -122,10 +120,9 @@ def test_sans_io_core_and_io_boundaries() -> None:
         me, tops = _module_name(path), _top_level(path)
         layer = _layer_of(me)
         assert layer is not None
-        if me in ("eventwf._commands", "eventwf._fold", "eventwf._agentfold",
-                  "eventwf._replay"):  # D1
+        if me.startswith("eventwf.model"):  # D1
             assert not tops & {"trio", "sqlite3", "sqlite_utils"}, me
-        if not me.startswith("eventwf._store"):  # D2
+        if not me.startswith("eventwf.store"):  # D2
             assert not tops & {"sqlite3", "sqlite_utils"}, f"{me} touches SQLite"
         if layer < 7:  # D3
             assert "trio" not in tops, f"{me} (layer {layer}) imports trio"

@@ -20,10 +20,10 @@ import pytest
 import trio
 
 import eventwf
-from eventwf import _events as ev
-from eventwf._codec import encode_event, event_type
-from eventwf._store import PendingRow, Store
 from eventwf.errors import LogLockedError
+from eventwf.model import events as ev
+from eventwf.model.codec import encode_event, event_type
+from eventwf.store.sqlite import PendingRow, Store
 from tests.wfkit import TestAgent, virtual_wall
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +67,7 @@ def test_l11_a_second_writer_in_this_process_is_refused_however_the_path_is_spel
 
 _HOLD = """
 import sys
-from eventwf._store import Store
+from eventwf.store.sqlite import Store
 store = Store(sys.argv[1])
 print("held", flush=True)
 sys.stdin.read()
@@ -130,9 +130,9 @@ async def test_l11_a_second_engine_in_this_process_runs_no_logged_step_again(
 
 _CRASH = """
 import os, sys
-from eventwf import _events as ev
-from eventwf._codec import encode_event, event_type
-from eventwf._store import PendingRow, Store
+from eventwf.model import events as ev
+from eventwf.model.codec import encode_event, event_type
+from eventwf.store.sqlite import PendingRow, Store
 store = Store(sys.argv[1])
 event = ev.WorkflowRunning()
 for version in range(5):

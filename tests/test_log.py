@@ -14,15 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventwf import _events as ev
 from eventwf import errors
-from eventwf._agentfold import AgentSummary, apply_agent
-from eventwf._codec import encode_event, event_type
-from eventwf._events import Event, Recorded, parse_stream
-from eventwf._fold import WorkflowSummary, apply_workflow
-from eventwf._store import PendingRow, Store
-from eventwf._store.log import scan
 from eventwf.errors import CorruptLogError, StorageError
+from eventwf.model import events as ev
+from eventwf.model.agent_fold import AgentSummary, apply_agent
+from eventwf.model.codec import encode_event, event_type
+from eventwf.model.events import Event, Recorded, parse_stream
+from eventwf.model.workflow_fold import WorkflowSummary, apply_workflow
+from eventwf.store.sqlite import PendingRow, Store
+from eventwf.store.sqlite.log import scan
 
 from .eventlog_kit import raw
 

@@ -35,7 +35,7 @@ from hypothesis.stateful import (
 )
 
 import eventwf
-from eventwf._codec import decode_event
+from eventwf.model.codec import decode_event
 from tests.engine_model import TERMINAL, US, Model, Refused
 from tests.trio_thread import TrioThread
 from tests.wfkit import virtual_wall

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 import eventwf
-from eventwf._store import Store
+from eventwf.store.sqlite import Store
 from tests.eventlog_kit import raw
 from tests.wfkit import TestAgent, virtual_wall
 

@@ -8,7 +8,7 @@ from typing import Any
 import trio
 
 import eventwf
-from eventwf._store.schema import PROJECTION_VERSION
+from eventwf.store.sqlite.schema import PROJECTION_VERSION
 from tests.wfkit import TestAgent, virtual_wall
 
 

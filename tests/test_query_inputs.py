@@ -110,7 +110,7 @@ async def test_without_the_json_text_operator_such_numbers_are_refused_by_name(
         db: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """T11 on SQLite before 3.38 (no ``->``): a ValueError naming the value, never a wrong
     answer or a raw SQLite error; every other number is still compared exactly."""
-    monkeypatch.setattr("eventwf._store.projections.JSON_TEXT_OPERATOR", False)
+    monkeypatch.setattr("eventwf.store.sqlite.projections.JSON_TEXT_OPERATOR", False)
     async with _stored(db) as (_, agent):
         for value in [2**63, 2**64 - 1, 2.0**63]:
             with pytest.raises(ValueError, match="needs SQLite 3.38"):

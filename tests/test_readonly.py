@@ -88,9 +88,9 @@ def test_l15_a_log_in_a_read_only_directory_is_inspected_and_the_engine_says_sto
 
 _CRASH = """
 import os, sys
-from eventwf import _events as ev
-from eventwf._codec import encode_event, event_type
-from eventwf._store import PendingRow, Store
+from eventwf.model import events as ev
+from eventwf.model.codec import encode_event, event_type
+from eventwf.store.sqlite import PendingRow, Store
 store = Store(sys.argv[1])
 event = ev.WorkflowRunning()
 store.commit([PendingRow("wf:x", 0, 1, event_type(event), encode_event(event))])

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from eventwf._store import Store, chaincheck
-from eventwf._store import rebuild as rb
-from eventwf._store.chaincheck import check_rows, main
-from eventwf._store.rebuild import Folded, fold_log
+from eventwf.store.sqlite import Store, chaincheck
+from eventwf.store.sqlite import rebuild as rb
+from eventwf.store.sqlite.chaincheck import check_rows, main
+from eventwf.store.sqlite.rebuild import Folded, fold_log
 
 from .eventlog_kit import CLASS_CHANGES, build, copy, flip_byte, head, position_of, raw, rechain
 

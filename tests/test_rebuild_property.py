@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import eventwf
-from eventwf._store import Store
-from eventwf._store.projections import agent_row, load_agents, load_workflows, workflow_row
+from eventwf.store.sqlite import Store
+from eventwf.store.sqlite.projections import agent_row, load_agents, load_workflows, workflow_row
 from tests.wfkit import virtual_wall
 
 

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from eventwf._codec import decode_event
-from eventwf._events import StepSucceeded
+from eventwf.model.codec import decode_event
+from eventwf.model.events import StepSucceeded
 
 ROOT = Path(__file__).resolve().parent.parent
 

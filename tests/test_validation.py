@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventwf import _validation as v
-from eventwf._validation import (
+from eventwf.model import values as v
+from eventwf.model.values import (
     check_metadata,
     check_step_name,
     check_workflow_id,

@@ -9,8 +9,8 @@ from typing import Any
 import trio
 
 import eventwf
-from eventwf._codec import decode_event, encode_event, event_type
-from eventwf._events import Event, EventConsumed, EventReceived
+from eventwf.model.codec import decode_event, encode_event, event_type
+from eventwf.model.events import Event, EventConsumed, EventReceived
 from tests.eventlog_kit import append_forged, query
 from tests.wfkit import TestAgent, event_types, virtual_wall
 
@@ -134,7 +134,7 @@ class _Boom(Exception):
 
 async def test_a_replay_error_while_publishing_quarantines_only_that_workflow(
         db: str, monkeypatch: Any) -> None:
-    from eventwf import _replay
+    from eventwf.model import replay as _replay
 
     feed = _replay.ReplayMachine.feed
 
@@ -163,7 +163,7 @@ async def test_a_replay_error_while_publishing_quarantines_only_that_workflow(
 
 async def test_a_runner_that_fails_while_it_is_built_on_open_is_quarantined_alone(
         db: str, monkeypatch: Any) -> None:
-    from eventwf import _replay
+    from eventwf.model import replay as _replay
 
     async with _open(db) as engine:
         agent = await engine.get_agent(TestAgent, "a")

@@ -1,6 +1,6 @@
 """The oracles (reliability plan §5.2), as a pure function of what a campaign left behind.
 
-Inputs: the final log (read through ``eventwf._store``), the ledger, the fake service, the
+Inputs: the final log (read through ``eventwf.store.sqlite``), the ledger, the fake service, the
 client history, the plan and the list of runs (which ones were killed). Nothing here
 writes. Every violation is one precise sentence naming the workflow, step, position and
 run involved.
@@ -32,7 +32,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventwf._events import (
+from eventwf.model.events import (
     AgentStateSet,
     EventConsumed,
     EventReceived,

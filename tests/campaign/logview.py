@@ -10,14 +10,14 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from eventwf._agentfold import apply_agent
-from eventwf._codec import decode_event
-from eventwf._events import Recorded
-from eventwf._store import Store
-from eventwf._store.anchor import read_anchor
-from eventwf._store.log import chain_hash, decode_row, scan
-from eventwf._store.projections import agent_row, load_agents, load_workflows, workflow_row
 from eventwf.errors import CorruptLogError
+from eventwf.model.agent_fold import apply_agent
+from eventwf.model.codec import decode_event
+from eventwf.model.events import Recorded
+from eventwf.store.sqlite import Store
+from eventwf.store.sqlite.anchor import read_anchor
+from eventwf.store.sqlite.log import chain_hash, decode_row, scan
+from eventwf.store.sqlite.projections import agent_row, load_agents, load_workflows, workflow_row
 
 __all__ = [
     "chain_hash",

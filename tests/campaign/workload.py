@@ -26,8 +26,8 @@ from typing import Any
 import trio
 
 import eventwf
-from eventwf._events import AgentStateSet, EventReceived, WorkflowStarted
 from eventwf.errors import EventwfError, StorageError
+from eventwf.model.events import AgentStateSet, EventReceived, WorkflowStarted
 
 from . import programs
 from .history import History, read_history

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eventwf._codec import decode_event
-from eventwf._store import Store
+from eventwf.model.codec import decode_event
+from eventwf.store.sqlite import Store
 from tools.eventlog.synth import synthesize
 
 __all__ = ["bench_rebuild"]

@@ -11,16 +11,16 @@ from typing import Any
 
 import msgspec
 
-from eventwf._agentfold import AgentSummary, apply_agent
-from eventwf._codec import event_type
-from eventwf._events import (
+from eventwf.errors import TransitionError
+from eventwf.model.agent_fold import AgentSummary, apply_agent
+from eventwf.model.codec import event_type
+from eventwf.model.events import (
     AgentStateMerged,
     AgentStateReset,
     AgentStateSet,
     Recorded,
     agent_stream,
 )
-from eventwf.errors import TransitionError
 
 from .render import Output, compact, iso, to_json
 from .source import LogSource, NotFound

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from eventwf._store import Store
-from eventwf._store.anchor import read_anchor
 from eventwf.errors import CorruptLogError, LogLockedError, SchemaVersionError, StorageError
+from eventwf.store.sqlite import Store
+from eventwf.store.sqlite.anchor import read_anchor
 
 from .render import Output, row_record
 from .source import ChainedReader, LogSource, RowView, ToolError

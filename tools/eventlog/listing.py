@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-from eventwf._events import parse_stream
+from eventwf.model.events import parse_stream
 
 from .render import Output, compact_text, event_details, iso, row_record
 from .source import ChainedReader, LogSource, NotFound, RowView

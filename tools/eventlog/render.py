@@ -14,8 +14,8 @@ from typing import Any, TextIO
 
 import msgspec
 
-from eventwf._events import ErrorInfo, Event
-from eventwf._store.log import LogRow
+from eventwf.model.events import ErrorInfo, Event
+from eventwf.store.sqlite.log import LogRow
 
 from .source import RowView
 

@@ -21,13 +21,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from eventwf._codec import decode_event
-from eventwf._events import Event, Recorded
-from eventwf._store.columns import SHOWN_COLUMNS, shown_columns, shown_row, typed
-from eventwf._store.lock import log_home, read_start
-from eventwf._store.log import LogRow, chain_hash
-from eventwf._store.schema import connect, get_meta
 from eventwf.errors import CorruptLogError, StorageError
+from eventwf.model.codec import decode_event
+from eventwf.model.events import Event, Recorded
+from eventwf.store.sqlite.columns import SHOWN_COLUMNS, shown_columns, shown_row, typed
+from eventwf.store.sqlite.lock import log_home, read_start
+from eventwf.store.sqlite.log import LogRow, chain_hash
+from eventwf.store.sqlite.schema import connect, get_meta
 
 __all__ = [
     "BATCH",

@@ -22,9 +22,9 @@ import time
 from collections import deque
 from collections.abc import Iterator
 
-from eventwf._agentfold import AgentSummary, apply_agent
-from eventwf._codec import encode_event, event_type
-from eventwf._events import (
+from eventwf.model.agent_fold import AgentSummary, apply_agent
+from eventwf.model.codec import encode_event, event_type
+from eventwf.model.events import (
     AgentCreated,
     AgentStateMerged,
     AgentStateSet,
@@ -47,8 +47,8 @@ from eventwf._events import (
     agent_stream,
     parse_stream,
 )
-from eventwf._fold import WorkflowSummary, apply_workflow
-from eventwf._store import PendingRow, Store
+from eventwf.model.workflow_fold import WorkflowSummary, apply_workflow
+from eventwf.store.sqlite import PendingRow, Store
 
 __all__ = ["synthesize"]
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventwf._codec import event_type
-from eventwf._events import (
+from eventwf.errors import TransitionError
+from eventwf.model.codec import event_type
+from eventwf.model.events import (
     BindingMigrated,
     ErrorInfo,
     Event,
@@ -40,8 +41,7 @@ from eventwf._events import (
     WorkflowStarted,
     WorkflowWaiting,
 )
-from eventwf._fold import WorkflowSummary, apply_workflow
-from eventwf.errors import TransitionError
+from eventwf.model.workflow_fold import WorkflowSummary, apply_workflow
 
 from .render import compact, error_text
 from .source import LogSource, NotFound, RowView

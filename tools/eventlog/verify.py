@@ -4,7 +4,7 @@
 One streaming pass over the rows in bounded batches (each its own short read transaction)
 checks, for every row: its position follows the previous one, its hash follows from the
 previous hash and its own fields, its stream version follows the stream's previous one,
-and its event decodes. Each event is folded exactly as ``eventwf._store.rebuild.fold_log``
+and its event decodes. Each event is folded exactly as ``eventwf.store.sqlite.rebuild.fold_log``
 does (a bad row quarantines its stream), and at the end the folds are compared with the
 stored projection rows inside one short snapshot that also reads the rows appended since
 the last batch, so a live writer causes no false mismatch. Memory grows with the number
@@ -19,16 +19,21 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from eventwf._agentfold import AgentSummary, apply_agent, quarantine_agent
-from eventwf._codec import decode_event, decode_value
-from eventwf._events import Recorded, parse_stream
-from eventwf._fold import WorkflowSummary, apply_workflow, quarantine
-from eventwf._store.anchor import Anchor, read_anchor
-from eventwf._store.lock import log_home
-from eventwf._store.log import LogRow, chain_hash
-from eventwf._store.projections import AGENT_COLUMNS, WORKFLOW_COLUMNS, agent_row, workflow_row
-from eventwf._store.schema import SCHEMA_VERSION
 from eventwf.errors import CorruptLogError, TransitionError
+from eventwf.model.agent_fold import AgentSummary, apply_agent, quarantine_agent
+from eventwf.model.codec import decode_event, decode_value
+from eventwf.model.events import Recorded, parse_stream
+from eventwf.model.workflow_fold import WorkflowSummary, apply_workflow, quarantine
+from eventwf.store.sqlite.anchor import Anchor, read_anchor
+from eventwf.store.sqlite.lock import log_home
+from eventwf.store.sqlite.log import LogRow, chain_hash
+from eventwf.store.sqlite.projections import (
+    AGENT_COLUMNS,
+    WORKFLOW_COLUMNS,
+    agent_row,
+    workflow_row,
+)
+from eventwf.store.sqlite.schema import SCHEMA_VERSION
 
 from .render import compact, compact_text
 from .source import BATCH, Damaged, LogSource, NotALog, ToolError, Unreadable

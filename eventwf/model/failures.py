@@ -1,0 +1,79 @@
+"""Exceptions to and from the log, so a replayed failure raises the same class and text.
+
+Only classes whose module is already imported are rebuilt (log data never triggers an
+import); anything else comes back as ``StepFailedError`` carrying the original name.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Any
+
+from eventwf.errors import StepFailedError
+from eventwf.model.codec import roundtrip_value
+from eventwf.model.events import ErrorInfo
+
+__all__ = ["error_info", "rebuild_exception"]
+
+_MAX_TRACEBACK = 8192
+
+
+def _encodable(value: Any) -> Any:
+    try:
+        return roundtrip_value(value, "exception data", limit=65536)
+    except ValueError:
+        return None
+
+
+def error_info(exc: BaseException, *, with_traceback: bool = True) -> ErrorInfo:
+    """What is logged for ``exc``: class path, text, args and attributes when encodable."""
+    cls = type(exc)
+    args = _encodable(list(exc.args))
+    attrs = {k: v for k, v in vars(exc).items() if not k.startswith("_")}
+    attrs_value = _encodable(attrs) if attrs else None
+    text = ""
+    if with_traceback and exc.__traceback__ is not None:
+        text = "".join(traceback.format_exception(exc, limit=12))[-_MAX_TRACEBACK:]
+    return ErrorInfo(
+        type=f"{cls.__module__}.{cls.__qualname__}",
+        message=str(exc),
+        args=args,
+        traceback=text,
+        attrs=attrs_value,
+    )
+
+
+def rebuild_exception(info: ErrorInfo) -> BaseException:
+    """An exception equal in class, args, text and public attributes to the logged one."""
+    cls = _lookup(info.type)
+    stand_in = StepFailedError(info.type, info.message)
+    if cls is None:
+        return stand_in
+    try:
+        exc = cls.__new__(cls, *(info.args or ()))
+        exc.args = tuple(info.args) if info.args is not None else (info.message,)
+        if info.attrs:
+            exc.__dict__.update(info.attrs)
+        text = str(exc)
+    except Exception as failure:  # a class that cannot be rebuilt this way
+        stand_in.__cause__ = failure
+        return stand_in
+    return exc if text == info.message else stand_in
+
+
+def _lookup(path: str) -> type[BaseException] | None:
+    module_name, _, qualname = path.rpartition(".")
+    while module_name:
+        module = sys.modules.get(module_name)
+        if module is not None:
+            target: Any = module
+            for part in qualname.split("."):
+                target = getattr(target, part, None)
+            if isinstance(target, type) and issubclass(target, BaseException):
+                return target
+            return None
+        # nested qualnames (Outer.Inner) put dots into the split point; move it left
+        module_name, _, head = module_name.rpartition(".")
+        qualname = f"{head}.{qualname}"
+    return None

@@ -1,0 +1,359 @@
+"""The sans-I/O replay core: decides, for each durable command ``run`` issues, what to do.
+
+Theory of operation: a run's history is the list of commands it logged, in order. Feed
+the machine the events of the current run (from the log, then live as they commit); then,
+each time the workflow code calls a durable step, ask :meth:`ReplayMachine.next`. The
+answer is a value, never an action: serve a logged outcome, resume a timer/back-off/wait
+that was in progress, or execute a new command. A command whose kind or name differs from
+the log at the same place raises :class:`NonDeterminismError` and nothing is executed.
+This module does no I/O: no trio, no sqlite, no clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import msgspec
+
+from eventwf.errors import CorruptLogError, NonDeterminismError
+from eventwf.model.events import (
+    ErrorInfo,
+    EventConsumed,
+    EventReceived,
+    Recorded,
+    SleepCompleted,
+    SleepStarted,
+    StepAttemptFailed,
+    StepFailed,
+    StepRetrying,
+    StepSucceeded,
+    WaitStarted,
+    WaitTimedOut,
+    WorkflowBlocked,
+    WorkflowPaused,
+    WorkflowRestarted,
+    WorkflowResumed,
+    WorkflowStarted,
+)
+
+__all__ = [
+    "Decision",
+    "Execute",
+    "Raise",
+    "ReplayMachine",
+    "Replayed",
+    "ResumeAttempt",
+    "ResumeBackoff",
+    "ResumeSleep",
+    "ResumeWait",
+    "describe_command",
+]
+
+
+class Replayed(msgspec.Struct, frozen=True):
+    """The command finished before: return ``value`` (for waits: ``(type, payload, time_us)``)."""
+
+    value: Any
+
+
+class Raise(msgspec.Struct, frozen=True):
+    """The command failed before: raise ``error`` again (``timeout``: a wait timed out)."""
+
+    error: ErrorInfo | None
+    timeout: bool = False
+
+
+class ResumeSleep(msgspec.Struct, frozen=True):
+    """A timer was running: wait until ``wake_at_us``, but never longer than ``duration_us``."""
+
+    wake_at_us: int
+    duration_us: int
+
+
+class ResumeBackoff(msgspec.Struct, frozen=True):
+    """Attempt ``failed_attempt`` failed; the next begins at ``retry_at_us``."""
+
+    failed_attempt: int
+    retry_at_us: int
+    delay_us: int
+
+
+class ResumeAttempt(msgspec.Struct, frozen=True):
+    """Attempt ``attempt`` had begun when the process stopped: run it again."""
+
+    attempt: int
+
+
+class ResumeWait(msgspec.Struct, frozen=True):
+    """An event wait was in progress until ``timeout_at_us``."""
+
+    event_type: str
+    timeout_at_us: int
+    timeout_us: int
+
+
+class Execute(msgspec.Struct, frozen=True):
+    """Past the end of the history: run command ``seq`` for real."""
+
+    seq: int
+
+
+Decision = Replayed | Raise | ResumeSleep | ResumeBackoff | ResumeAttempt | ResumeWait | Execute
+
+_KIND_LABEL = {"sleep_until": "sleep_until", "wait": "wait_for_event"}
+
+
+def describe_command(kind: str, name: str | None) -> str:
+    label = _KIND_LABEL.get(kind, kind)
+    return f"step.{label}({name!r})" if name is not None else f"step.{label}()"
+
+
+class _Command:
+    """One command of the history and how far it got."""
+
+    __slots__ = ("deadline_us", "duration_us", "error", "event_type", "kind", "name",
+                 "started_us", "state", "value", "attempt")
+
+    def __init__(self, kind: str, name: str | None) -> None:
+        self.kind = kind
+        self.name = name
+        self.state = "open"
+        self.value: Any = None
+        self.error: ErrorInfo | None = None
+        self.attempt = 0
+        self.started_us = 0
+        self.deadline_us = 0
+        self.duration_us = 0
+        self.event_type = ""
+
+
+# The states in which a command may take each kind of event (a new command takes any).
+_ATTEMPTING = frozenset({"attempting"})
+_WAITING = frozenset({"waiting"})
+
+
+class ReplayMachine:
+    """Feeds on one workflow's events; answers what each durable command should do."""
+
+    def __init__(self, workflow_id: str, workflow_name: str) -> None:
+        self.workflow_id = workflow_id
+        self.workflow_name = workflow_name
+        self.start: WorkflowStarted | None = None
+        self.start_time_us = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._through = -1  # the last stream position fed (-1: none yet)
+        self._history: list[_Command] = []
+        self._cursor = 0
+        self._mailbox: dict[int, tuple[str, Any, int]] = {}
+        self._by_type: dict[str, deque[int]] = {}
+        self._pauses: list[tuple[int, int]] = []
+        self._paused_at: int | None = None
+        self.complete_reported = False
+        self.error_reported = False
+
+    # -- feeding -------------------------------------------------------------------------
+
+    def feed(self, rec: Recorded) -> None:
+        """Apply one committed event of this workflow's stream, in log order.
+
+        A record already fed is ignored: a runner built from the log while a batch was
+        being published meets that batch's records again (replay.md R11). A record that
+        skips a stream position, or that the log rules refuse, raises ``CorruptLogError``.
+        """
+        through = self._through
+        if rec.stream_position <= through:
+            return
+        if through >= 0 and rec.stream_position != through + 1:
+            raise CorruptLogError(
+                f"event at log position {rec.position} is stream position "
+                f"{rec.stream_position} of {rec.stream!r}, but the replay of its run is at "
+                f"{through}: stream positions were skipped", position=rec.position)
+        event = rec.event
+        match event:
+            case WorkflowStarted():
+                self._reset()
+                self.start, self.start_time_us = event, rec.time_us
+            case WorkflowRestarted():
+                self._reset()
+            case EventReceived(event_type=event_type, payload=payload):
+                self._mailbox[rec.stream_position] = (event_type, payload, rec.time_us)
+                self._by_type.setdefault(event_type, deque()).append(rec.stream_position)
+            case WorkflowPaused() | WorkflowBlocked():
+                self._paused_at = rec.time_us
+            case WorkflowResumed():
+                if self._paused_at is not None:
+                    self._pauses.append((self._paused_at, rec.time_us))
+                self._paused_at = None
+            case _:
+                self._feed_command(rec)
+        self._through = rec.stream_position
+
+    def _command(self, seq: int, kind: str, name: str | None, rec: Recorded,
+                 *, states: frozenset[str] = frozenset()) -> _Command:
+        """Command ``seq`` of the run: a new one (the next number), or one in ``states``.
+
+        Anything else (a number skipped, a second outcome) is a log the engine never
+        writes: ``CorruptLogError``, exactly where the fold refuses it (R12). A command's
+        kind and name are those of its first event."""
+        if seq == len(self._history):
+            self._history.append(_Command(kind, name))
+            return self._history[seq]
+        if 0 <= seq < len(self._history):
+            cmd = self._history[seq]
+            if cmd.state in states:
+                return cmd
+            problem = (f"command #{seq} is {describe_command(cmd.kind, cmd.name)} in state "
+                       f"{cmd.state}")
+        else:
+            problem = f"only {len(self._history)} commands precede it"
+        raise CorruptLogError(
+            f"event at log position {rec.position} ({type(rec.event).__name__} of "
+            f"{describe_command(kind, name)} as command #{seq} of {rec.stream!r}) does not "
+            f"fit its run: {problem}", position=rec.position)
+
+    def _feed_command(self, rec: Recorded) -> None:
+        event = rec.event
+        match event:
+            case StepSucceeded(seq=seq, kind=kind, name=name, value=value, attempt=attempt):
+                cmd = self._command(seq, kind, name, rec, states=_ATTEMPTING)
+                cmd.state, cmd.value, cmd.attempt = "done", value, attempt
+                if kind == "report_complete":
+                    self.complete_reported = True
+                elif kind == "report_error":
+                    self.error_reported = True
+            case StepFailed(seq=seq, kind=kind, name=name, error=error, attempt=attempt):
+                cmd = self._command(seq, kind, name, rec, states=_ATTEMPTING)
+                cmd.state, cmd.error, cmd.attempt = "failed", error, attempt
+            case StepAttemptFailed(seq=seq, name=name, attempt=attempt):
+                cmd = self._command(seq, "do", name, rec, states=_ATTEMPTING)
+                cmd.state, cmd.attempt, cmd.error = "backoff", attempt, event.error
+                cmd.started_us, cmd.deadline_us = rec.time_us, event.retry_at_us
+                cmd.duration_us = event.delay_us
+            case StepRetrying(seq=seq, name=name, attempt=attempt):
+                cmd = self._existing(seq, "do", name, "backoff", rec)
+                cmd.state, cmd.attempt = "attempting", attempt
+            case SleepStarted(seq=seq, name=name):
+                cmd = self._command(seq, "sleep_until" if event.until else "sleep", name, rec)
+                cmd.state, cmd.started_us = "sleeping", rec.time_us
+                cmd.deadline_us, cmd.duration_us = event.wake_at_us, event.duration_us
+            case SleepCompleted(seq=seq):
+                if not 0 <= seq < len(self._history) or self._history[seq].state != "sleeping":
+                    raise CorruptLogError(
+                        f"event at log position {rec.position} completes command #{seq} of "
+                        f"{rec.stream!r}, which is not a sleep in progress", position=rec.position)
+                self._history[seq].state = "done"
+            case WaitStarted() | EventConsumed() | WaitTimedOut():
+                self._feed_wait(rec)
+            case _:
+                pass  # run-level events (status, tracking) carry no command
+
+    def _feed_wait(self, rec: Recorded) -> None:
+        event = rec.event
+        match event:
+            case WaitStarted(seq=seq, name=name, event_type=event_type):
+                cmd = self._command(seq, "wait", name, rec)
+                cmd.state, cmd.started_us, cmd.event_type = "waiting", rec.time_us, event_type
+                cmd.deadline_us, cmd.duration_us = event.timeout_at_us, event.timeout_us
+            case EventConsumed(seq=seq, name=name, received=received):
+                held = self._mailbox.get(received)
+                if held is None or held[0] != event.event_type:
+                    raise CorruptLogError(
+                        f"event at log position {rec.position} consumes stream position "
+                        f"{received} of {rec.stream!r} as a {event.event_type!r} event, but "
+                        "the run holds no such unconsumed event", position=rec.position)
+                cmd = self._command(seq, "wait", name, rec, states=_WAITING)
+                event_type, payload, time_us = self._mailbox.pop(received)
+                self._by_type[event_type].remove(received)
+                cmd.state, cmd.value = "done", (event_type, payload, time_us)
+            case WaitTimedOut(seq=seq, name=name):
+                self._existing(seq, "wait", name, "waiting", rec).state = "timed_out"
+
+    def _existing(self, seq: int, kind: str, name: str, state: str, rec: Recorded) -> _Command:
+        """Command ``seq``, which must already be in ``state`` (a timer it ends)."""
+        if seq < len(self._history):
+            return self._command(seq, kind, name, rec, states=frozenset({state}))
+        raise CorruptLogError(
+            f"event at log position {rec.position} ({type(rec.event).__name__}) ends command "
+            f"#{seq} of {rec.stream!r}, which has not begun", position=rec.position)
+
+    # -- deciding ------------------------------------------------------------------------
+
+    @property
+    def position(self) -> int:
+        """How many commands the code has issued so far in this replay."""
+        return self._cursor
+
+    def next(self, kind: str, name: str | None) -> Decision:
+        """What command number ``position`` (``kind``, ``name``) must do."""
+        seq = self._cursor
+        if seq >= len(self._history):
+            self._cursor += 1
+            return Execute(seq)
+        cmd = self._history[seq]
+        if cmd.kind != kind or cmd.name != name:
+            raise NonDeterminismError(
+                f"workflow {self.workflow_id!r} ({self.workflow_name}) diverged from its log at "
+                f"command #{seq}: the log has {self._label(seq)} but the code asked for "
+                f"{describe_command(kind, name)}. Check that run() issues the same steps in the "
+                "same order on every run; fix the code and resume, or restart/terminate it."
+            )
+        self._cursor += 1
+        return self._decide(cmd)
+
+    def _decide(self, cmd: _Command) -> Decision:
+        offset = self._paused_since(cmd.started_us)
+        if cmd.state == "done":
+            return Replayed(cmd.value)
+        if cmd.state == "failed":
+            return Raise(cmd.error)
+        if cmd.state == "timed_out":
+            return Raise(None, timeout=True)
+        if cmd.state == "sleeping":
+            return ResumeSleep(cmd.deadline_us + offset, cmd.duration_us)
+        if cmd.state == "backoff":
+            return ResumeBackoff(cmd.attempt, cmd.deadline_us + offset, cmd.duration_us)
+        if cmd.state == "attempting":
+            return ResumeAttempt(cmd.attempt)
+        if cmd.state == "waiting":
+            return ResumeWait(cmd.event_type, cmd.deadline_us + offset, cmd.duration_us)
+        raise AssertionError(f"command in state {cmd.state!r}")
+
+    def _paused_since(self, started_us: int) -> int:
+        return sum(resumed - paused for paused, resumed in self._pauses if paused >= started_us)
+
+    def _label(self, seq: int) -> str:
+        cmd = self._history[seq]
+        same = sum(1 for c in self._history[:seq] if (c.kind, c.name) == (cmd.kind, cmd.name))
+        label = describe_command(cmd.kind, cmd.name)
+        return f"{label} (occurrence {same + 1})" if same else label
+
+    def finish(self) -> None:
+        """``run`` returned: the log must not hold commands the code did not issue."""
+        if self._cursor < len(self._history):
+            raise NonDeterminismError(
+                f"workflow {self.workflow_id!r} ({self.workflow_name}) diverged from its log at "
+                f"command #{self._cursor}: run() returned, but the log has "
+                f"{self._label(self._cursor)} there. Check that run() is deterministic; fix the "
+                "code and resume, or restart/terminate it."
+            )
+
+    @property
+    def replaying(self) -> bool:
+        """True while the code has not yet caught up with the logged history."""
+        return self._cursor < len(self._history)
+
+    def buffered(self, event_type: str, received_by_us: int | None = None
+                 ) -> tuple[int, Any, int] | None:
+        """The oldest unconsumed event of ``event_type`` (stream position, payload, time),
+        if it was received no later than ``received_by_us`` (a wait's deadline: S8a)."""
+        queue = self._by_type.get(event_type)
+        if not queue:
+            return None
+        position = queue[0]
+        _, payload, time_us = self._mailbox[position]
+        if received_by_us is not None and time_us > received_by_us:
+            return None
+        return position, payload, time_us

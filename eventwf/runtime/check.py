@@ -1,0 +1,90 @@
+"""Read-only replay of unfinished workflows against the current code (the pre-deploy check).
+
+A check runner replays a workflow's logged commands exactly as recovery would, but stops
+at the first command the log does not hold: it never executes a step and appends
+nothing. Each workflow gets one verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from eventwf.errors import NonDeterminismError
+from eventwf.model.events import Event, Recorded
+from eventwf.model.replay import Decision, Raise, Replayed
+from eventwf.runtime.runner import WorkflowRunner
+
+__all__ = ["CheckRunner", "ReplayCheck"]
+
+
+class ReplayCheck(msgspec.Struct, frozen=True):
+    """The verdict for one workflow.
+
+    ``verdict`` is ``ok`` (the code agrees with the whole log), ``diverged``
+    (``NonDeterminismError``), ``corrupt`` (its log cannot be read), ``orphan`` (no code
+    is registered for its binding or agent) or ``error`` (replaying raised something else).
+    """
+
+    workflow_id: str
+    workflow_name: str
+    status: str
+    verdict: str
+    commands: int
+    message: str | None = None
+
+
+class _ReachedEnd(BaseException):
+    """The replay caught up with the log; nothing past it is run."""
+
+
+class CheckRunner(WorkflowRunner):
+    """A runner that serves the log and stops where live execution would begin."""
+
+    result: ReplayCheck | None = None
+
+    def _verdict(self, verdict: str, message: str | None = None) -> None:
+        if self.result is None:
+            summary = self.summary
+            self.result = ReplayCheck(self.workflow_id, summary.workflow_name, summary.status,
+                                      verdict, self.machine.position, message)
+
+    async def _append(self, items: Sequence[tuple[str, Event]]) -> list[Recorded]:
+        return []  # a check never writes
+
+    async def _boundary(self) -> None:
+        return None
+
+    async def begin(self, kind: str, name: str | None) -> Decision:
+        decision = await super().begin(kind, name)
+        if not isinstance(decision, Replayed | Raise):
+            self.end()
+            self._verdict("ok")
+            raise _ReachedEnd()
+        return decision
+
+    async def main(self) -> None:
+        try:
+            await super().main()
+        except _ReachedEnd:
+            self._verdict("ok")
+        except Exception as exc:  # the verdict for code that cannot even be replayed
+            self._verdict("error", f"{type(exc).__name__}: {exc}")
+        self._verdict("ok")
+
+    def _fault(self, error: Exception) -> None:
+        self._verdict("error", f"{type(error).__name__}: {error}")
+
+    def _crashed(self, error: Exception) -> None:
+        self._verdict("error", f"{type(error).__name__}: {error}")
+
+    async def _block(self, error: NonDeterminismError) -> None:
+        self._verdict("diverged", str(error))
+
+    async def _finish_errored(self, exc: Exception) -> None:
+        self._verdict("ok", f"replay ends with run() raising {type(exc).__name__}: {exc}")
+
+    async def _finish_complete(self, output: Any) -> None:
+        self._verdict("ok", "replay ends with run() returning")

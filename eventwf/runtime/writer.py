@@ -1,0 +1,255 @@
+"""Group commit: every append made while the previous commit ran goes into the next one.
+
+Theory of operation: callers queue an :class:`Append` (one or more events, all or
+nothing) and wait. The writer task takes everything queued, checks each request against
+the current folds (status machine, runner fence), assigns positions, and commits the
+rows plus the projection rows they change in one transaction, without yielding. Only
+after the commit does it publish the records (so memory follows the log) and wake the
+callers (ack after commit). No fixed sleep: the batch is whatever arrived meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import msgspec
+import trio
+
+from eventwf.errors import EventwfError, MailboxFullError, StorageError, TransitionError
+from eventwf.model.agent_fold import AgentSummary, apply_agent
+from eventwf.model.codec import encode_event, event_type
+from eventwf.model.commands import MAILBOX_LIMIT
+from eventwf.model.events import Event, EventReceived, Recorded, parse_stream
+from eventwf.model.workflow_fold import WorkflowSummary, apply_workflow
+from eventwf.runtime.clock import Clock
+from eventwf.store.sqlite import PendingRow, Store
+
+__all__ = ["Append", "Registry", "Writer"]
+
+MAX_BATCH_REQUESTS = 4096
+MAX_BATCH_BYTES = 16 * 1024 * 1024
+
+
+class Registry(Protocol):
+    """What the writer needs from the engine: current folds, fences, and a publish hook."""
+
+    def workflow_summary(self, workflow_id: str) -> WorkflowSummary | None: ...
+    def agent_summary(self, agent_class: str, name: str) -> AgentSummary | None: ...
+    def runner_epoch(self, workflow_id: str) -> int: ...
+    def install(
+        self, workflows: dict[str, WorkflowSummary], agents: dict[tuple[str, str], AgentSummary]
+    ) -> None: ...
+    def published(self, records: list[Recorded]) -> None: ...
+
+
+class Append:
+    """One atomic append request and, once committed, its records."""
+
+    __slots__ = ("done", "error", "fence", "items", "records")
+
+    def __init__(self, items: Sequence[tuple[str, Event]], fence: tuple[str, int] | None) -> None:
+        self.items = items
+        self.fence = fence
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+        self.records: list[Recorded] = []
+
+
+class _Batch:
+    def __init__(self, registry: Registry, first_position: int, time_us: int) -> None:
+        self.registry = registry
+        self.position = first_position
+        self.time_us = time_us
+        self.workflows: dict[str, WorkflowSummary] = {}
+        self.agents: dict[tuple[str, str], AgentSummary] = {}
+        self.original_wf: dict[str, WorkflowSummary | None] = {}
+        self.original_ag: dict[tuple[str, str], AgentSummary | None] = {}
+        self.rows: list[PendingRow] = []
+        self.records: list[Recorded] = []
+        self.size = 0
+
+    def _workflow(self, key: str, local: dict[str, WorkflowSummary]) -> WorkflowSummary | None:
+        if key in local:
+            return local[key]
+        if key in self.workflows:
+            return self.workflows[key]
+        if key not in self.original_wf:
+            self.original_wf[key] = self.registry.workflow_summary(key)
+        return self.original_wf[key]
+
+    def _agent(
+        self, key: tuple[str, str], local: dict[tuple[str, str], AgentSummary]
+    ) -> AgentSummary | None:
+        if key in local:
+            return local[key]
+        if key in self.agents:
+            return self.agents[key]
+        if key not in self.original_ag:
+            self.original_ag[key] = self.registry.agent_summary(*key)
+        return self.original_ag[key]
+
+    def stage(self, request: Append) -> None:
+        """Check and place one request; on any error nothing of it is kept."""
+        if request.fence is not None:
+            workflow_id, epoch = request.fence
+            if self.registry.runner_epoch(workflow_id) != epoch:
+                raise _Fenced(f"workflow {workflow_id!r} is no longer run by this task")
+        local_wf: dict[str, WorkflowSummary] = {}
+        local_ag: dict[tuple[str, str], AgentSummary] = {}
+        records: list[Recorded] = []
+        rows: list[PendingRow] = []
+        position = self.position
+        size = 0
+        for stream, event in request.items:
+            kind, key, name = parse_stream(stream)
+            if kind == "wf":
+                current = self._workflow(key, local_wf)
+                if event.__class__ is EventReceived and current is not None \
+                        and current.mailbox >= MAILBOX_LIMIT:
+                    raise MailboxFullError(
+                        f"workflow {key!r} already holds {current.mailbox} undelivered events "
+                        f"(limit {MAILBOX_LIMIT}); it must consume some first")
+                head = -1 if current is None else current.head
+                rec = Recorded(position, stream, head + 1, self.time_us, event)
+                local_wf[key] = apply_workflow(current, rec)
+            elif kind == "agent":
+                agent = self._agent((key, name), local_ag)
+                head = -1 if agent is None else agent.head
+                rec = Recorded(position, stream, head + 1, self.time_us, event)
+                local_ag[key, name] = apply_agent(agent, rec)
+            else:
+                raise TransitionError(f"cannot append to stream {stream!r}")
+            data = encode_event(event)
+            rows.append(PendingRow(stream, rec.stream_position, self.time_us,
+                                   event_type(event), data))
+            records.append(rec)
+            size += len(data)
+            position += 1
+        self.workflows.update(local_wf)
+        self.agents.update(local_ag)
+        self.rows.extend(rows)
+        self.records.extend(records)
+        request.records = records
+        self.position = position
+        self.size += size
+
+    def dirty_projections(self) -> tuple[list[WorkflowSummary], list[AgentSummary]]:
+        """Summaries whose projection row changed (the stream head alone does not count)."""
+        workflows = [
+            new for key, new in self.workflows.items()
+            if (old := self.original_wf.get(key)) is None
+            or msgspec.structs.replace(new, head=old.head) != old
+        ]
+        agents = [
+            new for key, new in self.agents.items()
+            if (before := self.original_ag.get(key)) is None
+            or msgspec.structs.replace(new, head=before.head) != before
+        ]
+        return workflows, agents
+
+
+class _Fenced(TransitionError):
+    """The appending runner was replaced (pause, restart, terminate) before it committed."""
+
+
+class Writer:
+    def __init__(self, store: Store, clock: Clock, registry: Registry) -> None:
+        self._store = store
+        self._clock = clock
+        self._registry = registry
+        self._queue: list[Append] = []
+        self._wake = trio.Event()
+        self._closed = False
+        self.commits = 0
+        self.events = 0
+
+    async def append(
+        self, items: Sequence[tuple[str, Event]], *, fence: tuple[str, int] | None = None
+    ) -> list[Recorded]:
+        """Append ``items`` atomically and wait for the commit; returns their records.
+
+        Cancellation has one meaning (spec W3): once queued, a request is answered, and
+        its caller learns the answer. Waiting for it is shielded (one group commit at
+        most), so a caller cancelled meanwhile returns the committed records (or raises
+        the commit's error) and meets the cancellation at its next checkpoint. A caller
+        therefore never appends again what already committed, and a clean close commits
+        what its tasks had queued.
+        """
+        if self._closed:
+            await trio.lowlevel.checkpoint()  # a task of the closing engine stops here
+            raise EventwfError("the engine is closed; nothing was logged")
+        request = Append(items, fence)
+        self._queue.append(request)
+        self._wake.set()
+        with trio.CancelScope(shield=True):
+            await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.records
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                await trio.lowlevel.checkpoint()  # one more round for stragglers
+                while self._queue:
+                    self._flush(self._take())
+        finally:
+            self._closed = True
+            for request in self._take(everything=True):
+                request.error = EventwfError("the engine closed before this was logged")
+                request.done.set()
+
+    def flush_pending(self) -> None:
+        """Commit what is still queued (a clean close, after every other task stopped)."""
+        if not self._closed:
+            while self._queue:
+                self._flush(self._take())
+
+    def _take(self, *, everything: bool = False) -> list[Append]:
+        if everything or len(self._queue) <= MAX_BATCH_REQUESTS:
+            batch, self._queue = self._queue, []
+        else:
+            batch, self._queue = self._queue[:MAX_BATCH_REQUESTS], self._queue[MAX_BATCH_REQUESTS:]
+        return batch
+
+    def _flush(self, requests: list[Append]) -> None:
+        store = self._store
+        batch = _Batch(self._registry, store.head + 1, self._clock.now_us())
+        accepted: list[Append] = []
+        deferred: list[Append] = []
+        for request in requests:
+            if batch.size >= MAX_BATCH_BYTES:
+                deferred.append(request)
+                continue
+            try:
+                batch.stage(request)
+            except Exception as exc:  # refused (TransitionError, ValueError...): caller learns
+                request.error = exc
+                request.done.set()
+            else:
+                accepted.append(request)
+        self._queue[:0] = deferred
+        if not accepted:
+            return
+        workflows, agents = batch.dirty_projections()
+        try:
+            store.commit(batch.rows, workflows, agents)
+        except StorageError as exc:
+            for request in accepted:
+                request.error = exc
+                request.done.set()
+            if exc.fatal:
+                raise  # memory may no longer match the log: stop; reopening replays it
+            return
+        self.commits += 1
+        self.events += len(batch.rows)
+        try:
+            self._registry.install(batch.workflows, batch.agents)
+            self._registry.published(batch.records)
+        finally:  # committed: every caller learns it, whatever publishing did
+            for request in accepted:
+                request.done.set()

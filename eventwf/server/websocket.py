@@ -1,0 +1,393 @@
+"""The WebSocket server: one endpoint per agent, state sync, broadcasts and RPC.
+
+Theory of operation: a handshake is decided once (``AgentRequest``: the agent class and
+name it asks for, percent-decoded) and checked before it reaches the agent, the
+connection slot taken before any ``await``. Each connection has an outbound queue
+bounded by bytes (``_outbox``) drained by its own sender task, so a slow client never
+stalls the agent, the writer or other clients: stale state messages give way first (every
+state message carries the log position it reflects), and a client whose queue still
+overflows is disconnected (1013). Nothing a client or a log holds can raise into the
+writer: a state that cannot be sent closes that connection (1011). Inbound frames must be
+JSON objects of JSON data; RPC goes only to ``@eventwf.callable`` methods; answers never
+echo a client's text unbounded. See specs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
+
+import msgspec
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    serve_websocket,
+    wrap_server_stream,
+)
+
+from eventwf.agent import Agent
+from eventwf.engine import Engine
+from eventwf.errors import EventwfError
+from eventwf.model.codec import json_value
+from eventwf.model.values import shorten
+from eventwf.runtime.agent_host import AgentHost
+from eventwf.server.handshake import AgentRequest, decide
+from eventwf.server.handshake import close_reason as _reason
+from eventwf.server.inbound import answer_rpc, parse_frame
+from eventwf.server.outbox import Outbox
+
+__all__ = ["AgentRequest", "Connection", "SocketHandler", "serve"]
+
+logger = logging.getLogger("eventwf")
+_JSON = msgspec.json.Encoder()
+_ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError)
+_ids = itertools.count(1)
+
+OUTBOUND_BYTES = 8 * 1024 * 1024  # per connection; one message of any size always fits
+CLOSE_TOO_SLOW = (1013, "outbound queue full: client too slow")
+CLOSE_SHUTDOWN = (1001, "server shutting down")
+CLOSE_INTERNAL = (1011, "internal server error")
+# After an overflow, a send already in flight gets this long to finish (so the close frame
+# can follow it); a client that reads nothing at all is then cut off at the TCP level.
+SLOW_GRACE = 10.0
+
+Authenticate = Callable[["AgentRequest"], bool | Awaitable[bool]]
+
+
+class _Texts:
+    """The JSON text of the message being pushed, encoded once for every client.
+
+    A state change or a broadcast is pushed to every client in one synchronous loop: the
+    (object, position) pair names it while it is held here. A state that cannot be
+    encoded (one logged before states were checked) is reported once, as ``ValueError``.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, int | None] = (None, None)
+        self._text: tuple[str, int] | ValueError = ("null", 4)
+
+    def get(self, value: Any, position: int | None = None) -> tuple[str, int]:
+        """(text, encoded size) of ``value``, or of its state message at ``position``."""
+        if self._key[0] is not value or self._key[1] != position:
+            self._key = (value, position)
+            self._text = self._encode(value, position)
+        if isinstance(self._text, ValueError):
+            raise self._text
+        return self._text
+
+    @staticmethod
+    def _encode(value: Any, position: int | None) -> tuple[str, int] | ValueError:
+        message = value if position is None else {"type": "state", "state": value,
+                                                  "position": position}
+        try:
+            data = _JSON.encode(message)
+        except _ENCODE_ERRORS as exc:
+            what = "a message" if position is None else f"the state at log position {position}"
+            logger.error("%s cannot be sent to clients as JSON (%s); its clients are "
+                         "disconnected with 1011", what, exc)
+            return ValueError(f"{what} cannot be sent as JSON: {exc}")
+        return data.decode(), len(data)
+
+
+_texts = _Texts()
+
+
+class Connection:
+    """One client of one agent, as the agent's hooks see it."""
+
+    def __init__(self, ws: WebSocketConnection, request: AgentRequest, agent: Agent) -> None:
+        self.id = f"c{next(_ids)}"
+        self.agent = agent
+        self.path = request.path
+        self.headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                        for k, v in request.headers}
+        self.remote = str(request.remote)
+        self._ws = ws
+        self._outbox = Outbox(OUTBOUND_BYTES)
+        self._wake = trio.Event()
+        self._send_scope: trio.CancelScope | None = None
+        self.close_reason: tuple[int, str] | None = None
+        self.aborted = False  # cut off without a close frame (it stopped reading entirely)
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} {self.path[:200]}>"
+
+    @property
+    def queued_bytes(self) -> int:
+        """What waits in this connection's outbound queue (at most ``OUTBOUND_BYTES``)."""
+        return self._outbox.size
+
+    # -- what the agent host calls (synchronous, never blocks, never raises) -------------
+
+    def push_state(self, state: Any, position: int) -> None:
+        if self.close_reason is not None or position <= self._outbox.position:
+            return
+        try:
+            text, size = _texts.get(state, position)
+        except ValueError as exc:
+            self._fail(*_reason(1011, str(exc)))
+            return
+        self._put(text, size, position)
+
+    def push_message(self, message: Any) -> None:
+        if self.close_reason is not None:
+            return
+        try:
+            text, size = _texts.get(message)
+        except ValueError as exc:
+            self._fail(*_reason(1011, str(exc)))
+            return
+        self._put(text, size)
+
+    def send(self, message: Any) -> None:
+        """Queue a message for this client (not logged); ``ValueError`` unless JSON data."""
+        self.push_message(json_value(message, "message to a client", logged=False))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close this connection (after what is already queued is sent)."""
+        self._stop(*_reason(code, reason))
+
+    def _put(self, text: str, size: int, position: int | None = None) -> None:
+        if self._outbox.put(text, size, position=position):
+            self._wake.set()
+            return
+        self._fail(*CLOSE_TOO_SLOW)
+        if self._send_scope is not None:  # a send is stuck: bound how long it may take
+            self._send_scope.deadline = trio.current_time() + SLOW_GRACE
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Close at once: what is still queued is dropped."""
+        self._outbox.clear()
+        self._stop(code, reason)
+
+    def _stop(self, code: int, reason: str) -> None:
+        if self.close_reason is None:
+            self.close_reason = (code, reason)
+            self._wake.set()
+
+    # -- the task ------------------------------------------------------------------------
+
+    async def sender(self) -> None:
+        """Send queued messages until the connection is closed (by either side).
+
+        One cancel scope covers the loop (not one per message: this is the fan-out's hot
+        path); only an overflow gives it a deadline, ``SLOW_GRACE`` from then.
+        """
+        try:
+            with trio.CancelScope() as scope:
+                self._send_scope = scope
+                while True:
+                    text = self._outbox.get()
+                    if text is not None:
+                        await self._ws.send_message(text)
+                        continue
+                    if self.close_reason is not None:
+                        return
+                    self._wake = trio.Event()
+                    await self._wake.wait()
+            self.aborted = scope.cancelled_caught  # the grace ran out: cut it off
+        except ConnectionClosed:
+            return
+        finally:
+            self._send_scope = None
+
+
+class SocketHandler:
+    """Handles WebSocket requests for ``/agents/{AgentClass}/{name}`` on one engine."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        authenticate: Authenticate | None = None,
+        allowed_origins: Collection[str] | None = None,
+        max_connections: int = 1000,
+    ) -> None:
+        self.engine = engine
+        self.authenticate = authenticate
+        self.allowed_origins = None if allowed_origins is None else set(allowed_origins)
+        self.max_connections = max_connections
+        self.connections = 0  # open connections and admitted handshakes
+
+    async def __call__(self, request: WebSocketRequest) -> None:
+        """Admit or refuse one handshake, then serve the connection until it ends.
+
+        The checks that need no ``await`` (path, name, origin, the connection cap) come
+        first, and a slot is taken in the same step, so concurrent handshakes can never
+        admit more than ``max_connections``.
+        """
+        decided = self._screen(request)
+        if not isinstance(decided, AgentRequest):
+            await _refuse(request, decided)
+            return
+        self.connections += 1
+        try:
+            agent = await self._admit(request, decided)
+            if agent is not None:
+                await self._serve(await request.accept(), decided, agent)
+        except ConnectionClosed:
+            return
+        except Exception:  # one connection's failure must never stop the server
+            logger.exception("connection to %s failed", decided.path[:200])
+        finally:
+            self.connections -= 1
+
+    async def handle_stream(self, stream: trio.abc.Stream, *,
+                            max_message_size: int = 1_048_576,
+                            connect_timeout: float = 10) -> None:
+        """Serve one WebSocket connection on an accepted stream, handshake included.
+
+        For servers that share a port with HTTP: hand over a stream that yields the
+        request bytes already read (the upgrade request) before the rest of the socket.
+        The connection is closed (close frame first, see ``_close``) when this returns.
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                request = None
+                with trio.move_on_after(connect_timeout):
+                    request = await wrap_server_stream(nursery, stream,
+                                                       max_message_size=max_message_size)
+                if request is not None:
+                    await self(request)
+                nursery.cancel_scope.cancel()
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    def _screen(self, request: WebSocketRequest) -> AgentRequest | tuple[int, str]:
+        """The checks that need no ``await``: the agent asked for, the origin, the cap."""
+        decided = decide(request)
+        if not isinstance(decided, AgentRequest):
+            return decided
+        origin = dict(decided.headers).get(b"origin")
+        if self.allowed_origins is not None and origin is not None and \
+                origin.decode("latin-1") not in self.allowed_origins:
+            return 403, f"origin {shorten(origin.decode('latin-1'), 200)} is not allowed"
+        if self.connections >= self.max_connections:
+            return 503, "too many connections"
+        return decided
+
+    async def _admit(self, request: WebSocketRequest, decided: AgentRequest) -> Agent | None:
+        """The agent this request may connect to, or None after refusing it."""
+        try:
+            refusal, agent = await self._check(decided)
+        except Exception as exc:  # a raising authenticate hook, a corrupt agent, ...
+            logger.exception("refusing %s", decided.path[:200])
+            refusal, agent = (500, f"cannot serve {shorten(decided.path, 300, quote=False)}: "
+                                   f"{type(exc).__name__}"), None
+        if refusal is not None:
+            await _refuse(request, refusal)
+        return agent
+
+    async def _check(self, decided: AgentRequest) -> tuple[tuple[int, str] | None,
+                                                           Agent | None]:
+        """Authenticate first (so a refused client learns no class names), then the agent."""
+        if self.authenticate is not None:
+            allowed = self.authenticate(decided)
+            if inspect.isawaitable(allowed):
+                allowed = await allowed
+            if not allowed:
+                return (403, "authentication refused"), None
+        cls = self.engine._core.agent_classes.get(decided.agent_class)
+        if cls is None:
+            return (404, f"unknown agent class {shorten(decided.agent_class, 200)}"), None
+        try:
+            return None, await self.engine.get_agent(cls, decided.agent_name)
+        except EventwfError as exc:
+            return (500, f"agent {decided.agent_class}/{shorten(decided.agent_name, 200)} is "
+                         f"unavailable: {shorten(str(exc), 500, quote=False)}"), None
+
+    async def _serve(self, ws: WebSocketConnection, decided: AgentRequest,
+                     agent: Agent) -> None:
+        host: AgentHost = agent._host
+        connection = Connection(ws, decided, agent)
+        summary = agent._core.agent_summary(host.agent_class, host.name)
+        connection.push_state(agent.state, 0 if summary is None else summary.state_position)
+        host.connections.add(connection)
+        try:
+            await _call_hook(agent.on_connect, connection)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._receiver, ws, connection, nursery.cancel_scope)
+                await connection.sender()
+                nursery.cancel_scope.cancel()
+        except Exception:  # a bug: say so to the client and the log, keep serving others
+            logger.exception("connection %s to %s failed", connection.id, decided.path[:200])
+            connection._stop(*CLOSE_INTERNAL)
+        finally:
+            host.connections.discard(connection)
+            if connection.close_reason is None and ws.closed is None:
+                connection._stop(*CLOSE_SHUTDOWN)  # neither side closed it: we are stopping
+            with trio.CancelScope(shield=True):
+                await _close(ws, connection)
+                await _call_hook(agent.on_close, connection)
+
+    async def _receiver(self, ws: WebSocketConnection, connection: Connection,
+                        scope: trio.CancelScope) -> None:
+        try:
+            while True:
+                message = parse_frame(await ws.get_message())
+                if isinstance(message, tuple):
+                    connection._stop(*message)
+                    return
+                if message.get("type") == "rpc":
+                    await answer_rpc(connection, message)
+                else:
+                    await _call_hook(connection.agent.on_message, connection, message)
+        except ConnectionClosed:
+            scope.cancel()
+
+
+async def _refuse(request: WebSocketRequest, refusal: tuple[int, str]) -> None:
+    await request.reject(refusal[0], body=refusal[1].encode())
+
+
+async def _close(ws: WebSocketConnection, connection: Connection) -> None:
+    """Send the close frame (bounded: a stuck or shutting-down client gets little time)."""
+    if connection.close_reason is None or ws.closed is not None:
+        return
+    if connection.aborted:
+        timeout = 0.0
+    elif connection.close_reason == CLOSE_SHUTDOWN:
+        timeout = 0.25  # the reader task is cancelled too: no reply will be read
+    else:
+        timeout = 5.0
+    with trio.move_on_after(timeout):  # on time-out aclose still drops the TCP connection
+        await ws.aclose(*connection.close_reason)
+
+
+async def _call_hook(hook: Callable[..., Awaitable[None]], *args: Any) -> None:
+    try:
+        await hook(*args)
+    except Exception:
+        logger.exception("%s raised; the connection goes on", getattr(hook, "__qualname__", hook))
+
+
+async def serve(
+    engine: Engine,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    authenticate: Authenticate | None = None,
+    max_message_size: int = 1_048_576,
+    allowed_origins: Collection[str] | None = None,
+    max_connections: int = 1000,
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``/agents/{AgentClass}/{name}`` until cancelled.
+
+    ``await nursery.start(serve, engine, host, 0)`` picks a free port and returns an
+    object with ``.port``. ``authenticate(request)`` (sync or async) gets an
+    ``AgentRequest`` (the agent asked for, decided) and may refuse the handshake;
+    ``allowed_origins`` (exact ``scheme://host:port`` strings) refuses other browser
+    origins (a request without an ``Origin`` header is not from a browser and is not
+    checked); frames over ``max_message_size`` close that connection with 1009.
+    """
+    handler = SocketHandler(engine, authenticate=authenticate, allowed_origins=allowed_origins,
+                            max_connections=max_connections)
+    await serve_websocket(handler, host, port, ssl_context=None,
+                          max_message_size=max_message_size, connect_timeout=10,
+                          disconnect_timeout=5, task_status=task_status)
