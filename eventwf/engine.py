@@ -28,7 +28,7 @@ from eventwf.runtime.check import ReplayCheck
 from eventwf.runtime.clock import Clock
 from eventwf.runtime.core import Core
 from eventwf.runtime.recovery import recover
-from eventwf.store.sqlite import Store, backup
+from eventwf.store import copy_log, open_store
 from eventwf.workflow import AgentWorkflow
 
 __all__ = ["Engine", "EngineStatistics", "ReplayCheck", "check_replay", "open_engine"]
@@ -175,7 +175,7 @@ async def _running(
 ) -> AsyncIterator[Core]:
     agent_classes = _agent_classes(agents)
     workflow_classes = _workflow_classes(workflows)
-    store = Store(os.fspath(path), synchronous=synchronous)
+    store = open_store(path, synchronous=synchronous)
     try:
         async with trio.open_nursery() as outer:  # the writer outlives every other task
             async with trio.open_nursery() as nursery:
@@ -211,7 +211,7 @@ async def check_replay(
     """
     with tempfile.TemporaryDirectory(prefix="eventwf-check-") as tmp:
         copy = os.path.join(tmp, "check.db")
-        backup(os.fspath(path), copy)
+        copy_log(path, copy)
         async with _running(copy, agents, workflows, "NORMAL", time.time, check=True) as core:
             with trio.move_on_after(timeout):
                 while any(runner.result is None for runner in core.checks):

@@ -16,7 +16,8 @@ import msgspec
 import eventwf
 from eventwf.model.codec import encode_event, event_type
 from eventwf.model.events import AnyEvent, Event
-from eventwf.store.sqlite import PendingRow, Store
+from eventwf.store.interface import PendingRow
+from eventwf.store.sqlite import SQLiteStore
 
 HISTORIES = Path(__file__).parent / "histories"
 LEDGER: list[str] = []
@@ -69,7 +70,7 @@ def dump(db: str, out: Path) -> None:
 
 def load(name: str, db: str) -> None:
     """Lay a golden history down as a new log at ``db``."""
-    store = Store(db)
+    store = SQLiteStore(db)
     try:
         heads: dict[str, int] = {}
         rows = []

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import eventwf
 from eventwf import Retries
-from eventwf.store.sqlite import Store
+from eventwf.store.sqlite import SQLiteStore
 
 LEDGER: list[tuple[str, str]] = []  # (workflow id, step name) per execution of a body
 _FAILS: dict[tuple[str, str], int] = {}
@@ -123,7 +123,7 @@ def expected_output(program: list[tuple[str, Any]], payloads: dict[str, Any]) ->
 
 def copy_prefix(src: str, dst: str, k: int) -> None:
     """A new log holding the first ``k`` events of ``src`` (its projections to be rebuilt)."""
-    Store(dst).close()
+    SQLiteStore(dst).close()
     with sqlite3.connect(dst) as conn:
         conn.execute("ATTACH DATABASE ? AS src", (src,))
         conn.execute("UPDATE meta SET value = (SELECT value FROM src.meta WHERE key = 'genesis')"

@@ -154,9 +154,9 @@ async def test_a_second_outcome_of_one_step_is_damage_to_the_engine_and_to_verif
 
 
 def _stream(db: str, stream: str) -> list[Recorded]:
-    from eventwf.store.sqlite import Store
+    from eventwf.store.sqlite import SQLiteStore
 
-    store = Store(db, readonly=True)
+    store = SQLiteStore(db, readonly=True)
     try:
         return store.read_stream(stream)
     finally:

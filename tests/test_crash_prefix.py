@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import eventwf
 from eventwf.model.codec import decode_event
 from eventwf.model.events import EventReceived, StepFailed, StepSucceeded
-from eventwf.store.sqlite import Store
+from eventwf.store.sqlite import SQLiteStore
 from eventwf.store.sqlite.projections import agent_row, load_agents, load_workflows, workflow_row
 from tests import programs as P
 from tests.wfkit import virtual_wall
@@ -82,7 +82,7 @@ def _logged_steps(db: str, k: int) -> set[tuple[str, str]]:
 
 
 def _projections_match_fold(db: str) -> None:
-    store = Store(db)
+    store = SQLiteStore(db)
     try:
         folded = store.fold()
         live_wf = sorted(load_workflows(store.conn, unfinished=False))
@@ -130,7 +130,7 @@ async def test_replaying_a_finished_log_twice_gives_identical_projections(db: st
     plan = [("a", [["do", 1], ["wait", "go"], ["state", 3]]), ("b", [["flaky", 2], ["sleep", 60]])]
     P.reset_ledger()
     await _drive(db, plan)
-    first = Store(db)
+    first = SQLiteStore(db)
     try:
         rows1 = (sorted(load_workflows(first.conn, unfinished=False)),
                  sorted(load_agents(first.conn)))

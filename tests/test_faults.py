@@ -13,7 +13,8 @@ from eventwf.errors import StorageError
 from eventwf.model import events as ev
 from eventwf.model import faults
 from eventwf.model.codec import encode_event, event_type
-from eventwf.store.sqlite import PendingRow, Store
+from eventwf.store.interface import PendingRow
+from eventwf.store.sqlite import SQLiteStore
 from tests.wfkit import TestAgent, event_types, virtual_wall
 
 
@@ -38,7 +39,7 @@ def test_arming_checks_its_arguments() -> None:
 
 
 def test_io_error_before_commit_lands_nothing_and_the_next_commit_works(db: str) -> None:
-    store = Store(db)
+    store = SQLiteStore(db)
     faults.arm("append.before_commit", 1, "raise")
     with pytest.raises(StorageError, match="injected before COMMIT") as err:
         store.commit([_row("wf:a", 0, ev.WorkflowStarted("W", "A", "a"))])
@@ -49,7 +50,7 @@ def test_io_error_before_commit_lands_nothing_and_the_next_commit_works(db: str)
 
 
 def test_error_after_a_durable_commit_is_reconciled_as_committed(db: str) -> None:  # L10
-    store = Store(db)
+    store = SQLiteStore(db)
     faults.arm("append.after_commit", 1, "raise")
     assert store.commit([_row("wf:a", 0, ev.WorkflowStarted("W", "A", "a"))]) == 1
     assert store.head == 1

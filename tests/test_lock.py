@@ -23,7 +23,8 @@ import eventwf
 from eventwf.errors import LogLockedError
 from eventwf.model import events as ev
 from eventwf.model.codec import encode_event, event_type
-from eventwf.store.sqlite import PendingRow, Store
+from eventwf.store.interface import PendingRow
+from eventwf.store.sqlite import SQLiteStore
 from tests.wfkit import TestAgent, virtual_wall
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,24 +52,24 @@ SPELLINGS = ["symlink", "hardlink", "relative", "dotted"]
 def test_l11_a_second_writer_in_this_process_is_refused_however_the_path_is_spelled(
         tmp_path: Path, how: str) -> None:
     real = tmp_path / "log.db"
-    holder = Store(str(real))
+    holder = SQLiteStore(str(real))
     try:
         with pytest.raises(LogLockedError, match=rf"pid {os.getpid()} .*\(this process\)"):
-            Store(_spell(real, how))
+            SQLiteStore(_spell(real, how))
         row = PendingRow("wf:a", 0, 1, event_type(ev.WorkflowRunning()),
                          encode_event(ev.WorkflowRunning()))
         assert holder.commit([row]) == 1  # the refusal did not disturb the holder
     finally:
         holder.close()
-    reopened = Store(_spell(real, how) if how in ("relative", "dotted") else str(real))
+    reopened = SQLiteStore(_spell(real, how) if how in ("relative", "dotted") else str(real))
     assert reopened.head == 1
     reopened.close()
 
 
 _HOLD = """
 import sys
-from eventwf.store.sqlite import Store
-store = Store(sys.argv[1])
+from eventwf.store.sqlite import SQLiteStore
+store = SQLiteStore(sys.argv[1])
 print("held", flush=True)
 sys.stdin.read()
 store.close()
@@ -79,17 +80,17 @@ store.close()
 def test_l11_a_writer_in_another_process_is_refused_however_the_path_is_spelled(
         tmp_path: Path, how: str) -> None:
     real = tmp_path / "log.db"
-    Store(str(real)).close()
+    SQLiteStore(str(real)).close()
     other = _spell(real, how)
     child = subprocess.Popen([sys.executable, "-c", _HOLD, str(real)], cwd=ROOT,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdout.readline() == "held\n"
         with pytest.raises(LogLockedError, match=f"by pid {child.pid} on "):
-            Store(other)
+            SQLiteStore(other)
     finally:
         child.communicate("")
-    Store(other).close()  # the holder is gone: the lock is free
+    SQLiteStore(other).close()  # the holder is gone: the lock is free
 
 
 class Counted(eventwf.AgentWorkflow[TestAgent]):
@@ -132,8 +133,9 @@ _CRASH = """
 import os, sys
 from eventwf.model import events as ev
 from eventwf.model.codec import encode_event, event_type
-from eventwf.store.sqlite import PendingRow, Store
-store = Store(sys.argv[1])
+from eventwf.store.interface import PendingRow
+from eventwf.store.sqlite import SQLiteStore
+store = SQLiteStore(sys.argv[1])
 event = ev.WorkflowRunning()
 for version in range(5):
     store.commit([PendingRow("wf:x", version, 1, event_type(event), encode_event(event))])
@@ -150,7 +152,7 @@ def _killed_writer(path: str) -> None:
 def test_l11a_a_hard_link_reads_the_wal_its_writer_left(tmp_path: Path, link: str) -> None:
     """SQLite names the WAL after the path: the log's home name finds it from any link."""
     a, b = tmp_path / "a.db", tmp_path / "b.db"
-    Store(str(a)).close()
+    SQLiteStore(str(a)).close()
     make: Callable[[], None] = lambda: os.link(a, b)  # noqa: E731
     if link == "before the crash":
         make()
@@ -158,10 +160,10 @@ def test_l11a_a_hard_link_reads_the_wal_its_writer_left(tmp_path: Path, link: st
     assert (tmp_path / "a.db-wal").stat().st_size > 0  # the commits are in a's WAL only
     if link == "after the crash":
         make()
-    reader = Store(str(b), readonly=True)
+    reader = SQLiteStore(str(b), readonly=True)
     assert reader.head == 5 and reader.path == str(a)
     reader.close()
-    store = Store(str(b))
+    store = SQLiteStore(str(b))
     assert store.head == 5 and len(store.read_stream("wf:x")) == 5
     store.close()
     assert not (tmp_path / "b.db-wal").exists()

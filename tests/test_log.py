@@ -21,7 +21,8 @@ from eventwf.model.agent_fold import AgentSummary, apply_agent
 from eventwf.model.codec import encode_event, event_type
 from eventwf.model.events import Event, Recorded, parse_stream
 from eventwf.model.workflow_fold import WorkflowSummary, apply_workflow
-from eventwf.store.sqlite import PendingRow, Store
+from eventwf.store.interface import PendingRow
+from eventwf.store.sqlite import SQLiteStore
 from eventwf.store.sqlite.log import scan
 
 from .eventlog_kit import raw
@@ -43,7 +44,7 @@ def row(stream: str, stream_position: int, event: Event, time_us: int = 1_000) -
     return PendingRow(stream, stream_position, time_us, event_type(event), encode_event(event))
 
 
-def tables(store: Store) -> dict[str, list[tuple[Any, ...]]]:
+def tables(store: SQLiteStore) -> dict[str, list[tuple[Any, ...]]]:
     return {
         "workflows": store.conn.execute("SELECT * FROM workflows ORDER BY workflow_id").fetchall(),
         "agents": store.conn.execute(
@@ -51,7 +52,7 @@ def tables(store: Store) -> dict[str, list[tuple[Any, ...]]]:
     }
 
 
-def problems(store: Store) -> list[int]:
+def problems(store: SQLiteStore) -> list[int]:
     return [item.row.position for item in scan(store.conn, store.genesis) if item.problem]
 
 
@@ -63,12 +64,12 @@ def path(tmp_path: Path) -> Iterator[str]:
     OPEN.clear()
 
 
-OPEN: list[Store] = []
+OPEN: list[SQLiteStore] = []
 
 
-def opened(path: str, *, readonly: bool = False) -> Store:
+def opened(path: str, *, readonly: bool = False) -> SQLiteStore:
     """A Store closed when the test ends (fixture ``path``)."""
-    OPEN.append(Store(path, readonly=readonly))
+    OPEN.append(SQLiteStore(path, readonly=readonly))
     return OPEN[-1]
 
 
@@ -76,7 +77,7 @@ def five_rows(path: str, streams: list[str] | None = None) -> None:
     """Rows 1-5 (values 0-4), all on wf:a unless ``streams`` spreads them."""
     streams = streams or ["wf:a"] * 5
     counts: dict[str, int] = {}
-    store = Store(path)
+    store = SQLiteStore(path)
     for i, stream in enumerate(streams):
         sp = counts[stream] = counts.get(stream, -1) + 1
         store.commit([row(stream, sp, ev.StepSucceeded(i, "do", f"s{i}", i), 1_000 + i)])
@@ -93,7 +94,7 @@ def test_l1_l6_read_stream_returns_exactly_what_was_appended_in_order(
     items: list[tuple[str, Event]], sizes: list[int]
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(os.path.join(tmp, "log.db"), synchronous="NORMAL")
+        store = SQLiteStore(os.path.join(tmp, "log.db"), synchronous="NORMAL")
         expected: dict[str, list[Recorded]] = {s: [] for s in STREAMS}
         queue, batch_sizes = list(items), iter(sizes * 25)
         while queue:
@@ -121,7 +122,7 @@ def test_l1_l6_read_stream_returns_exactly_what_was_appended_in_order(
 
 
 def test_l1_commit_returns_first_position_and_reopen_keeps_head_and_chain(path: str) -> None:
-    store = Store(path)
+    store = SQLiteStore(path)
     rows = [row("wf:a", 0, ev.WorkflowRunning()), row("wf:a", 1, ev.PauseRequested())]
     assert store.commit(rows) == 1
     assert store.commit([row("wf:b", 0, ev.WorkflowRunning())]) == 3
@@ -196,7 +197,7 @@ def test_l3_any_single_bit_flip_in_data_is_caught_at_its_position(target: int,
             flipped = bytearray(blob)
             flipped[data.draw(st.integers(0, len(blob) - 1))] ^= 1 << data.draw(st.integers(0, 7))
             conn.execute("UPDATE events SET data = ? WHERE position = ?", (bytes(flipped), target))
-        store = Store(path)
+        store = SQLiteStore(path)
         with pytest.raises(CorruptLogError) as info:
             store.read_stream("wf:a")
         assert info.value.position == target
@@ -321,17 +322,17 @@ def test_l10_failing_commit_lands_nothing_and_keeps_head(path: str, clash: str) 
 
 
 def test_l11_second_writer_is_refused_naming_the_pid(path: str) -> None:
-    first = Store(path)
+    first = SQLiteStore(path)
     with pytest.raises(errors.LogLockedError, match=f"pid {os.getpid()}"):
-        Store(path)
+        SQLiteStore(path)
     opened(path, readonly=True)  # readers are never locked out
     first.close()
-    Store(path).close()  # closing released the lock
+    SQLiteStore(path).close()  # closing released the lock
 
 
 def test_readonly_store_reads_and_refuses_writes(path: str) -> None:
     five_rows(path)
-    writer = Store(path)
+    writer = SQLiteStore(path)
     reader = opened(path, readonly=True)
     assert reader.read_stream("wf:a") == writer.read_stream("wf:a")
     assert (reader.head, reader.genesis) == (writer.head, writer.genesis)
@@ -346,7 +347,7 @@ def test_readonly_open_of_a_foreign_sqlite_file_is_storage_error(path: str) -> N
         conn.execute("CREATE TABLE other(x)")
     conn.close()
     with pytest.raises(StorageError, match="cannot be read as an eventwf log"):
-        Store(path, readonly=True)
+        SQLiteStore(path, readonly=True)
 
 
 def test_l12_newer_schema_version_is_refused_for_writing_and_unlocks(path: str) -> None:
@@ -355,7 +356,7 @@ def test_l12_newer_schema_version_is_refused_for_writing_and_unlocks(path: str) 
         conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     for _ in range(2):  # the lock was released: the second open fails the same way
         with pytest.raises(errors.SchemaVersionError, match="schema version 2"):
-            Store(path)
+            SQLiteStore(path)
     reader = opened(path, readonly=True)
     assert len(reader.read_stream("wf:a")) == 5
 
@@ -383,8 +384,9 @@ AG_EVENTS: list[Callable[[AgentSummary | None, int], Event]] = [
 ]
 
 
-def stage(store: Store, wf: dict[str, WorkflowSummary], ag: dict[tuple[str, str], AgentSummary],
-          picks: list[tuple[int, int]], time_us: int) -> None:
+def stage(store: SQLiteStore, wf: dict[str, WorkflowSummary],
+          ag: dict[tuple[str, str], AgentSummary], picks: list[tuple[int, int]],
+          time_us: int) -> None:
     """Stage legal events as _writer._Batch.stage does, then commit with the dirty summaries."""
     rows: list[PendingRow] = []
     dirty_wf: set[str] = set()
@@ -421,7 +423,7 @@ def stage(store: Store, wf: dict[str, WorkflowSummary], ag: dict[tuple[str, str]
 def test_l7_l9_rebuilt_projections_equal_the_live_ones(batches: list[list[tuple[int, int]]]
                                                        ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(os.path.join(tmp, "log.db"), synchronous="NORMAL")
+        store = SQLiteStore(os.path.join(tmp, "log.db"), synchronous="NORMAL")
         wf: dict[str, WorkflowSummary] = {}
         ag: dict[tuple[str, str], AgentSummary] = {}
         for i, picks in enumerate(batches):

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 import eventwf
-from eventwf.store.sqlite import Store
+from eventwf.store.sqlite import SQLiteStore
 from tests.eventlog_kit import raw
 from tests.wfkit import TestAgent, virtual_wall
 
@@ -122,7 +122,7 @@ def test_l7c_every_row_written_has_its_check_and_a_rebuild_writes_the_same(db: s
     trio.run(_log, db, clock=trio.testing.MockClock(autojump_threshold=0))
     live = _rows(db)
     assert all(row[-1] is not None for table in live for row in table)
-    store = Store(db)
+    store = SQLiteStore(db)
     try:
         store.rebuild_projections()
     finally:

@@ -90,8 +90,9 @@ _CRASH = """
 import os, sys
 from eventwf.model import events as ev
 from eventwf.model.codec import encode_event, event_type
-from eventwf.store.sqlite import PendingRow, Store
-store = Store(sys.argv[1])
+from eventwf.store.interface import PendingRow
+from eventwf.store.sqlite import SQLiteStore
+store = SQLiteStore(sys.argv[1])
 event = ev.WorkflowRunning()
 store.commit([PendingRow("wf:x", 0, 1, event_type(event), encode_event(event))])
 os.kill(os.getpid(), 9)

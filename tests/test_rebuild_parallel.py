@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from eventwf.store.sqlite import Store, chaincheck
+from eventwf.store.sqlite import SQLiteStore, chaincheck
 from eventwf.store.sqlite import rebuild as rb
 from eventwf.store.sqlite.chaincheck import check_rows, main
 from eventwf.store.sqlite.rebuild import Folded, fold_log
@@ -42,7 +42,7 @@ def parallel(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 def _both(path: str) -> tuple[Folded, Folded]:
     """(the fold as Store.fold does it, with the path; the fold checked in this process)."""
-    store = Store(path, readonly=True)
+    store = SQLiteStore(path, readonly=True)
     try:
         return store.fold(), fold_log(store.conn, store.genesis)
     finally:
@@ -89,7 +89,7 @@ def test_rebuild_projections_replaces_a_tentative_fold_the_checker_rejects(
     """The tentative fold is written before the verdict; a rejected one never commits."""
     path = copy(reference, tmp_path / "flipped.db")
     flip_byte(path, position_of(path, "wf:job-1", "step.succeeded"))
-    store = Store(path)
+    store = SQLiteStore(path)
     try:
         folded = store.rebuild_projections()
         stored = store.conn.execute(
@@ -173,7 +173,7 @@ def test_the_split_fold_equals_the_checked_fold_on_any_rechained_history(
 
 
 def _tables(path: str) -> tuple[list[Any], list[Any], str | None]:
-    store = Store(path, readonly=True)
+    store = SQLiteStore(path, readonly=True)
     try:
         conn = store.conn
         return (conn.execute("SELECT * FROM workflows ORDER BY workflow_id").fetchall(),
@@ -192,7 +192,7 @@ def test_rebuild_projections_through_the_split_writes_what_the_checked_one_write
         monkeypatch.setattr(rb, "PARALLEL_MIN_ROWS", 1)
         monkeypatch.setattr(rb, "_cores", lambda cores=cores: cores)
         path = copy(reference, tmp_path / f"rebuilt-{cores}.db")
-        store = Store(path)
+        store = SQLiteStore(path)
         try:
             store.rebuild_projections()
         finally:

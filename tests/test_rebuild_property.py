@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import eventwf
-from eventwf.store.sqlite import Store
+from eventwf.store.sqlite import SQLiteStore
 from eventwf.store.sqlite.projections import agent_row, load_agents, load_workflows, workflow_row
 from tests.wfkit import virtual_wall
 
@@ -106,7 +106,7 @@ def test_rebuilt_projections_equal_the_live_ones(tmp_path: Path,
                                                  operations: list[tuple[Any, ...]]) -> None:
     db = str(tmp_path / f"p{abs(hash(tuple(map(str, operations))))}.db")
     trio.run(_scenario, db, operations, clock=trio.testing.MockClock(autojump_threshold=0))
-    store = Store(db)
+    store = SQLiteStore(db)
     try:
         live = (sorted(load_workflows(store.conn, unfinished=False)),
                 sorted(load_agents(store.conn)))

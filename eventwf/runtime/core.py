@@ -40,7 +40,7 @@ from eventwf.runtime.clock import Clock
 from eventwf.runtime.runner import WorkflowRunner
 from eventwf.runtime.timers import Wakeups
 from eventwf.runtime.writer import Writer
-from eventwf.store.sqlite import Store
+from eventwf.store.interface import LogStore
 
 __all__ = ["Core"]
 
@@ -54,7 +54,7 @@ class Core:
 
     def __init__(
         self,
-        store: Store,
+        store: LogStore,
         clock: Clock,
         nursery: trio.Nursery,
         agent_classes: dict[str, type[Any]],

@@ -54,7 +54,7 @@ from eventwf.model.values import (
 from eventwf.model.workflow_fold import WorkflowSummary
 from eventwf.runtime.agent_host import AgentHost
 from eventwf.runtime.core import Core
-from eventwf.store.sqlite.projections import TrackingFilter, count_workflows, query_workflows
+from eventwf.store.interface import TrackingQuery
 
 __all__ = [
     "delete_workflow",
@@ -169,7 +169,7 @@ def get_workflow(core: Core, host: AgentHost, workflow_id: str) -> WorkflowInfo 
 
 
 def _filter(host: AgentHost, status: object, workflow_name: object, metadata: object,
-            created_before: object = None) -> TrackingFilter | None:
+            created_before: object = None) -> TrackingQuery | None:
     """The query's WHERE clause, every input checked (T10-T12); None if nothing can match."""
     statuses = status_filter(status, STATUSES)
     if workflow_name is not None and not isinstance(workflow_name, str):
@@ -178,8 +178,8 @@ def _filter(host: AgentHost, status: object, workflow_name: object, metadata: ob
     before = None if created_before is None else created_before_us(created_before)
     if workflow_name is not None and not is_binding_name(workflow_name):
         return None  # no workflow can have this name (and SQLite could not bind some)
-    return TrackingFilter(host.agent_class, host.name, statuses=statuses,
-                          workflow_name=workflow_name, metadata=pairs, created_before_us=before)
+    return TrackingQuery(host.agent_class, host.name, statuses=statuses,
+                         workflow_name=workflow_name, metadata=pairs, created_before_us=before)
 
 
 class _Cursor(msgspec.Struct, forbid_unknown_fields=True):
@@ -225,12 +225,12 @@ def get_workflows(core: Core, host: AgentHost, *, status: object, workflow_name:
     after = None if cursor is None else _decode_cursor(cursor)
     if where is None:
         return WorkflowPage([], 0, None)
-    conn = core.store.conn
-    rows = query_workflows(conn, where, ascending=order == "asc", limit=limit + 1, after=after)
+    store = core.store
+    rows = store.query_workflows(where, ascending=order == "asc", limit=limit + 1, after=after)
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = _cursor(rows[-1].created_us, rows[-1].workflow_id) if more and rows else None
-    return WorkflowPage([info(s) for s in rows], count_workflows(conn, where), next_cursor)
+    return WorkflowPage([info(s) for s in rows], store.count_workflows(where), next_cursor)
 
 
 def get_workflow_status(core: Core, workflow_name: str, workflow_id: str) -> InstanceStatus:
@@ -264,7 +264,7 @@ async def delete_workflows(core: Core, host: AgentHost, *, status: object, workf
     dropped = races = 0
     while True:
         ids = [s.workflow_id for s in
-               query_workflows(core.store.conn, where, ascending=True, limit=DELETE_BATCH)]
+               core.store.query_workflows(where, ascending=True, limit=DELETE_BATCH)]
         if not ids:
             return dropped
         try:
@@ -331,12 +331,7 @@ async def migrate_workflow_binding(core: Core, host: AgentHost, old_name: str,
                                    new_name: str) -> int:
     check_binding_name(old_name)
     new = _binding(core, new_name)
-    rows = core.store.conn.execute(
-        "SELECT workflow_id FROM workflows WHERE agent_class = ? AND agent_name = ? "
-        "AND workflow_name = ? AND status != 'unknown' ORDER BY workflow_id",
-        (host.agent_class, host.name, old_name),
-    ).fetchall()
-    ids = [str(row[0]) for row in rows]
+    ids = core.store.workflow_ids(host.agent_class, host.name, old_name)
     if not ids or old_name == new:
         return len(ids) if old_name == new else 0
     await core.append([(workflow_stream(i), BindingMigrated(old_name, new)) for i in ids])

@@ -12,6 +12,7 @@ from eventwf.model.agent_fold import quarantine_agent
 from eventwf.model.events import parse_stream
 from eventwf.model.workflow_fold import WorkflowSummary
 from eventwf.runtime.core import Core
+from eventwf.store.interface import OpenReport
 
 __all__ = ["recover"]
 
@@ -22,14 +23,7 @@ _RUNNABLE = frozenset({"queued", "running", "waiting", "waitingForPause"})
 def recover(core: Core) -> int:
     """Resume every unfinished workflow that can run here. Returns the runners started."""
     store = core.store
-    if store.projected_through() != store.head:
-        if not core.check:
-            logger.warning("projections of %s lag the log (%d vs %d); rebuilding them",
-                           store.path, store.projected_through(), store.head)
-        store.rebuild_projections()
-    else:
-        store.check_projections()  # a cache of the log: never serve a row it does not hold
-    _verify_tail(core)
+    _quarantine_damage(core, store.open_checks(quiet=core.check))
     if not core.check:
         _report_orphans(core)
         core.spawn(core.wakeups.run, "eventwf timers")
@@ -64,9 +58,8 @@ def _load_agents_with_callbacks(core: Core) -> None:
                            "registered", agent_class, name)
 
 
-def _verify_tail(core: Core) -> None:
-    """Verify what was written since the last verification; quarantine bad streams."""
-    report = core.store.verify_tail()
+def _quarantine_damage(core: Core, report: OpenReport) -> None:
+    """Quarantine the streams whose rows failed verification on open."""
     if report.anchor is not None:
         logger.error("%s", report.anchor)
     for position, stream, message in report.problems:

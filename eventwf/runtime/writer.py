@@ -23,7 +23,7 @@ from eventwf.model.commands import MAILBOX_LIMIT
 from eventwf.model.events import Event, EventReceived, Recorded, parse_stream
 from eventwf.model.workflow_fold import WorkflowSummary, apply_workflow
 from eventwf.runtime.clock import Clock
-from eventwf.store.sqlite import PendingRow, Store
+from eventwf.store.interface import LogStore, PendingRow
 
 __all__ = ["Append", "Registry", "Writer"]
 
@@ -154,7 +154,7 @@ class _Fenced(TransitionError):
 
 
 class Writer:
-    def __init__(self, store: Store, clock: Clock, registry: Registry) -> None:
+    def __init__(self, store: LogStore, clock: Clock, registry: Registry) -> None:
         self._store = store
         self._clock = clock
         self._registry = registry

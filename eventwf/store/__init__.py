@@ -1,1 +1,46 @@
-"""Storage: the only code that touches a database (specs/design.md, rule D2)."""
+"""Storage: the only code that touches a database (specs/design.md, rule D2).
+
+``open_store`` picks the backend from the location: a file path (or ``":memory:"``) is a
+SQLite log; every backend implements ``interface.LogStore``, which is all the runtime and
+the engine see.
+"""
+
+from __future__ import annotations
+
+import os
+
+from eventwf.errors import StorageError
+from eventwf.store.interface import LogStore as LogStore
+from eventwf.store.interface import OpenReport as OpenReport
+from eventwf.store.interface import PendingRow as PendingRow
+from eventwf.store.interface import TrackingQuery as TrackingQuery
+
+__all__ = ["LogStore", "OpenReport", "PendingRow", "TrackingQuery", "copy_log", "open_store"]
+
+_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def _is_url(location: str) -> bool:
+    return location.startswith(_URL_SCHEMES)
+
+
+def open_store(location: str | os.PathLike[str], *, readonly: bool = False,
+               synchronous: str = "FULL") -> LogStore:
+    """The log at ``location``, opened for writing (one writer per log) or reading."""
+    where = os.fspath(location)
+    if _is_url(where):
+        raise StorageError(f"{where.split('@')[-1]}: this eventwf has no PostgreSQL backend yet; "
+                           "use a SQLite file path")
+    from eventwf.store.sqlite import SQLiteStore
+
+    return SQLiteStore(where, readonly=readonly, synchronous=synchronous)
+
+
+def copy_log(source: str | os.PathLike[str], target: str) -> None:
+    """A consistent copy of a (possibly live) log into the SQLite file ``target``."""
+    where = os.fspath(source)
+    if _is_url(where):
+        raise StorageError("copying a PostgreSQL log is not supported yet")
+    from eventwf.store.sqlite import backup
+
+    backup(where, target)

@@ -14,7 +14,7 @@ from eventwf.errors import CorruptLogError
 from eventwf.model.agent_fold import apply_agent
 from eventwf.model.codec import decode_event
 from eventwf.model.events import Recorded
-from eventwf.store.sqlite import Store
+from eventwf.store.sqlite import SQLiteStore
 from eventwf.store.sqlite.anchor import read_anchor
 from eventwf.store.sqlite.log import chain_hash, decode_row, scan
 from eventwf.store.sqlite.projections import agent_row, load_agents, load_workflows, workflow_row
@@ -37,7 +37,7 @@ def readonly_connection(db: str) -> sqlite3.Connection:
 
 def read_events(db: str) -> tuple[list[Recorded], list[str]]:
     """Every decodable event in log order, and what could not be decoded (with positions)."""
-    store = Store(db, readonly=True)
+    store = SQLiteStore(db, readonly=True)
     out: list[Recorded] = []
     problems: list[str] = []
     try:
@@ -63,7 +63,7 @@ def fold_agents(events: list[Recorded], prefix: str) -> dict[str, Any]:
 
 def projection_mismatch(db: str) -> list[str]:
     """How the stored projection tables differ from a fold of the log (O9); [] if equal."""
-    store = Store(db, readonly=True)
+    store = SQLiteStore(db, readonly=True)
     try:
         folded = store.fold()
         live_wf = sorted(load_workflows(store.conn, unfinished=False))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from eventwf.model.codec import decode_event
-from eventwf.store.sqlite import Store
+from eventwf.store.sqlite import SQLiteStore
 from tools.eventlog.synth import synthesize
 
 __all__ = ["bench_rebuild"]
@@ -45,7 +45,7 @@ def bench_rebuild(events: int, rounds: int = 3) -> dict[str, Any]:
         for _ in range(rounds):
             floor = max(floor, _raw_scan_decode(path))
             data_only = max(data_only, _raw_scan_decode(path, _DATA_ONLY))
-            store = Store(path)
+            store = SQLiteStore(path)
             try:
                 start = time.perf_counter()
                 folded = store.rebuild_projections()

@@ -1,7 +1,7 @@
 """``export`` (every event as JSON lines) and ``rebuild-projections`` (V17, V18).
 
 ``rebuild-projections`` is the tool's only writer. It opens the log the way the engine
-does (``Store(path)``: the writer lock, so it refuses a log an engine has open) and
+does (``SQLiteStore(path)``: the writer lock, so it refuses a log an engine has open) and
 replaces the ``workflows`` and ``agents`` tables with a fold of the log in one
 transaction; the ``events`` table is never written.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from eventwf.errors import CorruptLogError, LogLockedError, SchemaVersionError, StorageError
-from eventwf.store.sqlite import Store
+from eventwf.store.sqlite import SQLiteStore
 from eventwf.store.sqlite.anchor import read_anchor
 
 from .render import Output, row_record
@@ -72,7 +72,7 @@ def rebuild_projections(path: str, out: Output, *, force: bool = False) -> int:
     """Replace the projection tables with a fold of the log; 1 if rows were damaged."""
     _check_anchor(path, force)  # also refuses anything that is not an eventwf log
     try:
-        store = Store(path)
+        store = SQLiteStore(path)
     except LogLockedError as exc:
         raise ToolError(f"cannot rebuild the projections: {exc}") from exc
     except (SchemaVersionError, StorageError, CorruptLogError) as exc:

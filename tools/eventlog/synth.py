@@ -48,7 +48,8 @@ from eventwf.model.events import (
     parse_stream,
 )
 from eventwf.model.workflow_fold import WorkflowSummary, apply_workflow
-from eventwf.store.sqlite import PendingRow, Store
+from eventwf.store.interface import PendingRow
+from eventwf.store.sqlite import SQLiteStore
 
 __all__ = ["synthesize"]
 
@@ -65,7 +66,7 @@ class _Full(Exception):
 class _Writer:
     """Stages events with their folds and commits them in batches, like the engine."""
 
-    def __init__(self, store: Store, batch: int, limit: int) -> None:
+    def __init__(self, store: SQLiteStore, batch: int, limit: int) -> None:
         self.store = store
         self.batch = batch
         self.limit = limit
@@ -182,7 +183,7 @@ def synthesize(path: str, events: int, *, seed: int = 7, agents: int = 100,
     if os.path.exists(path):
         raise SystemExit(f"{path} exists; synth writes a new log only")
     rng = random.Random(seed)
-    store = Store(path, synchronous="NORMAL")
+    store = SQLiteStore(path, synchronous="NORMAL")
     try:
         w = _Writer(store, batch, events)
         try:

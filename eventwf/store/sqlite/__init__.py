@@ -1,7 +1,6 @@
-"""Storage layer: the only code that touches SQLite (see specs/design.md)."""
+"""The SQLite backend: one file, WAL, ``synchronous=FULL``, one writing engine."""
 
-from eventwf.store.sqlite.store import PendingRow as PendingRow
-from eventwf.store.sqlite.store import Store as Store
+from eventwf.store.sqlite.store import SQLiteStore as SQLiteStore
 from eventwf.store.sqlite.store import backup as backup
 
-__all__ = ["PendingRow", "Store", "backup"]
+__all__ = ["SQLiteStore", "backup"]

@@ -25,7 +25,7 @@ from eventwf.store.sqlite.columns import (
     typed_batches,
 )
 
-__all__ = ["LogRow", "ScanItem", "chain_hash", "checked_batches", "checked_rows",
+__all__ = ["LogRow", "ScanItem", "chain_hash", "checked_batches",
            "read_stream", "scan", "stream_head", "workflow_batches"]
 
 _PACK = struct.Struct(">qqq").pack
@@ -171,16 +171,9 @@ def scan(
     continues from the stored hash, so one damaged row is reported once.
     """
     make = LogRow._make
-    for raw, problem in checked_rows(conn, genesis, from_position=from_position, batch=batch):
-        yield ScanItem(make(raw), problem)
-
-
-def checked_rows(
-    conn: sqlite3.Connection, genesis: bytes, *, from_position: int = 1, batch: int = 2000
-) -> Iterator[tuple[tuple[Any, ...], str | None]]:
-    """:func:`scan` without the row objects: (raw row tuple, problem), for hot loops."""
     for rows in checked_batches(conn, genesis, from_position=from_position, batch=batch):
-        yield from rows
+        for raw, problem in rows:
+            yield ScanItem(make(raw), problem)
 
 
 def checked_batches(
@@ -188,7 +181,8 @@ def checked_batches(
     through: int | None = None, versions: dict[str, int] | None = None,
     wf_types: frozenset[str] | None = None,
 ) -> Iterator[list[tuple[tuple[Any, ...], str | None]]]:
-    """:func:`checked_rows` a batch at a time (a list per fetch: no generator switch per row),
+    """:func:`scan` as raw row tuples, a batch at a time (a list per fetch: no generator
+    switch per row, no row object: for hot loops),
     up to position ``through`` if given; ``versions``, if given, receives each stream's last
     version once every row is read. With ``wf_types``, an intact row of a workflow stream is
     checked but left out of the batches unless its type is one of these."""

@@ -27,11 +27,11 @@ from eventwf.errors import CorruptLogError
 from eventwf.model.agent_fold import AgentSummary
 from eventwf.model.codec import decode_value, encode_value
 from eventwf.model.workflow_fold import WorkflowSummary
+from eventwf.store.interface import TrackingQuery
 
 __all__ = [
     "AGENT_COLUMNS",
     "WORKFLOW_COLUMNS",
-    "TrackingFilter",
     "agent_row",
     "count_workflows",
     "damaged_rows",
@@ -233,36 +233,25 @@ def load_agents(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
     return conn.execute(_AG_SELECT + " ORDER BY agent_class, agent_name").fetchall()
 
 
-class TrackingFilter:
-    """The WHERE clause of a tracking query for one agent; every value is a parameter."""
-
-    def __init__(
-        self,
-        agent_class: str,
-        agent_name: str,
-        *,
-        statuses: Sequence[str] | None = None,
-        workflow_name: str | None = None,
-        metadata: Sequence[tuple[str | None, Any]] = (),
-        created_before_us: int | None = None,
-    ) -> None:
-        clauses = ["agent_class = ?", "agent_name = ?", "tracked = 1"]
-        params: list[Any] = [agent_class, agent_name]
-        if statuses is not None:
-            clauses.append(f"status IN ({', '.join('?' for _ in statuses)})" if statuses else "0")
-            params.extend(statuses)
-        if workflow_name:
-            clauses.append("workflow_name = ?")
-            params.append(workflow_name)
-        for path, value in metadata:
-            clause, values = _metadata_clause(path, value)
-            clauses.append(clause)
-            params.extend(values)
-        if created_before_us is not None:
-            clauses.append("created_us < ?")
-            params.append(created_before_us)
-        self.where = " AND ".join(clauses)
-        self.params = params
+def _where(query: TrackingQuery) -> tuple[str, list[Any]]:
+    """The WHERE clause of a tracking query and its parameters (every value is one)."""
+    clauses = ["agent_class = ?", "agent_name = ?", "tracked = 1"]
+    params: list[Any] = [query.agent_class, query.agent_name]
+    if query.statuses is not None:
+        statuses = query.statuses
+        clauses.append(f"status IN ({', '.join('?' for _ in statuses)})" if statuses else "0")
+        params.extend(statuses)
+    if query.workflow_name:
+        clauses.append("workflow_name = ?")
+        params.append(query.workflow_name)
+    for path, value in query.metadata:
+        clause, values = _metadata_clause(path, value)
+        clauses.append(clause)
+        params.extend(values)
+    if query.created_before_us is not None:
+        clauses.append("created_us < ?")
+        params.append(query.created_before_us)
+    return " AND ".join(clauses), params
 
 
 def _metadata_clause(path: str | None, value: Any) -> tuple[str, list[Any]]:
@@ -309,22 +298,23 @@ def _number_clause(path: str, value: int | float) -> tuple[str, list[Any]]:
     return ("((" + ") OR (".join(clauses) + "))", params) if clauses else ("0", [])
 
 
-def count_workflows(conn: sqlite3.Connection, where: TrackingFilter) -> int:
-    sql = "SELECT count(*) FROM workflows WHERE " + where.where
-    return int(conn.execute(sql, where.params).fetchone()[0])
+def count_workflows(conn: sqlite3.Connection, query: TrackingQuery) -> int:
+    where, params = _where(query)
+    return int(conn.execute("SELECT count(*) FROM workflows WHERE " + where, params
+                            ).fetchone()[0])
 
 
 def query_workflows(
     conn: sqlite3.Connection,
-    where: TrackingFilter,
+    query: TrackingQuery,
     *,
     ascending: bool,
     limit: int | None,
     after: tuple[int, str] | None = None,
 ) -> list[WorkflowSummary]:
     """Tracked workflows ordered by (created time, id), after a keyset cursor."""
-    sql = _WF_SELECT + " WHERE " + where.where
-    params = list(where.params)
+    where, params = _where(query)
+    sql = _WF_SELECT + " WHERE " + where
     if after is not None:
         op = ">" if ascending else "<"
         sql += f" AND (created_us {op} ? OR (created_us = ? AND workflow_id {op} ?))"

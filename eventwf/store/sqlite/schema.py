@@ -16,6 +16,7 @@ import sqlite_utils
 
 from eventwf.errors import CorruptLogError, SchemaVersionError, StorageError
 from eventwf.store.sqlite.anchor import anchor_path, read_anchor
+from eventwf.store.sqlite.transaction import transaction
 
 __all__ = [
     "APPLICATION_ID",
@@ -117,18 +118,12 @@ def create_schema(conn: sqlite3.Connection) -> None:
     _create_tables(db, existing)
     for statement in _TRIGGERS:
         conn.execute(statement)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         if get_meta(conn, "schema_version") is None:
             set_meta(conn, "schema_version", str(SCHEMA_VERSION))
             set_meta(conn, "genesis", os.urandom(16).hex())
             set_meta(conn, "projected_through", "0")
         set_meta(conn, "projection_version", str(PROJECTION_VERSION))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
@@ -140,17 +135,11 @@ def _projection_version(conn: sqlite3.Connection) -> int:
 
 def _drop_projections(conn: sqlite3.Connection, existing: set[str]) -> None:
     """Drop projection tables of another shape; the open that follows rebuilds them."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         for table in ("workflows", "agents"):
             if table in existing:
                 conn.execute(f"DROP TABLE {table}")  # a constant name
         set_meta(conn, "projected_through", "0")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 _EVENTS = {"position": int, "stream": str, "stream_position": int, "time_us": int,
@@ -247,14 +236,8 @@ def record_home(conn: sqlite3.Connection, home: str) -> None:
     where ``lock.log_home`` looks when the file has several hard links."""
     if home == ":memory:" or get_meta(conn, "home") == home:
         return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         set_meta(conn, "home", home)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 

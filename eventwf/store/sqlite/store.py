@@ -1,9 +1,9 @@
-"""The storage facade: one SQLite connection, used synchronously from the trio thread.
+"""The SQLite backend of the storage interface (``eventwf.store.interface.LogStore``).
 
-Every write is one ``BEGIN IMMEDIATE … COMMIT`` run without yielding, holding the event
-rows and the projection rows they change. A commit that raises leaves the outcome unknown
-for an instant; since only this engine writes (see :class:`WriterLock`), reading the
-head back tells which it was.
+One connection, used synchronously from the trio thread. Every write is one ``BEGIN
+IMMEDIATE … COMMIT`` run without yielding, holding the event rows and the projection rows
+they change. A commit that raises leaves the outcome unknown for an instant; since only
+this engine writes (see ``lock.WriterLock``), reading the head back tells which it was.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 
@@ -21,10 +21,12 @@ from eventwf.model import faults
 from eventwf.model.agent_fold import AgentSummary
 from eventwf.model.events import Recorded
 from eventwf.model.workflow_fold import WorkflowSummary
+from eventwf.store.interface import OpenReport, PendingRow, TrackingQuery
+from eventwf.store.sqlite import opening
 from eventwf.store.sqlite import projections as proj
-from eventwf.store.sqlite.anchor import Anchor, anchor_mismatch, preserve_anchor, write_anchor
+from eventwf.store.sqlite.anchor import Anchor, write_anchor
 from eventwf.store.sqlite.lock import WriterLock, log_home
-from eventwf.store.sqlite.log import chain_hash, read_stream, scan, stream_head
+from eventwf.store.sqlite.log import chain_hash, read_stream, stream_head
 from eventwf.store.sqlite.rebuild import Folded, fold_log, fold_tentatively
 from eventwf.store.sqlite.schema import (
     connect,
@@ -37,20 +39,11 @@ from eventwf.store.sqlite.schema import (
     refuse_lost_log,
     set_meta,
 )
+from eventwf.store.sqlite.transaction import transaction
 
-__all__ = ["PendingRow", "Store", "TailReport", "backup"]
+__all__ = ["SQLiteStore", "backup"]
 
 logger = logging.getLogger("eventwf")
-
-
-class PendingRow(NamedTuple):
-    """An event row before it has a log position."""
-
-    stream: str
-    stream_position: int
-    time_us: int
-    type: str
-    data: bytes
 
 
 _INSERT = ("INSERT INTO events(position, stream, stream_position, time_us, type, data, hash) "
@@ -81,15 +74,8 @@ def _is_io_error(exc: sqlite3.Error) -> bool:
     return "disk i/o error" in str(exc).lower()
 
 
-class TailReport(NamedTuple):
-    """What opening found: rows that fail verification, and an anchor mismatch."""
-
-    problems: list[tuple[int, str, str]]
-    anchor: str | None
-
-
-class Store:
-    """The log file and its projections."""
+class SQLiteStore:
+    """The log file and its projections (implements ``LogStore``)."""
 
     def __init__(self, path: str, *, readonly: bool = False, synchronous: str = "FULL") -> None:
         self.path = path
@@ -145,7 +131,7 @@ class Store:
             if conn is not None and self._lock is not None and self._uncertain is None \
                     and hasattr(self, "head_hash"):
                 try:
-                    self._mark_verified()
+                    self.mark_verified()
                 except (sqlite3.Error, OSError) as exc:
                     logger.error("%s: could not record that the log is verified through "
                                  "position %d (%s); the next open verifies it again",
@@ -245,43 +231,19 @@ class Store:
             raise StorageError(self._uncertain, fatal=True) from exc
         return row[0] is not None and int(row[0]) >= last
 
-    # -- verification --------------------------------------------------------------------
+    # -- opening -------------------------------------------------------------------------
 
-    def verify_tail(self) -> TailReport:
-        """Check the chain from the last verified position to the head, and the anchor.
+    def open_checks(self, *, quiet: bool = False) -> OpenReport:
+        """Rebuild lagging or damaged projections, then verify the rows written since the
+        last verification and the anchor (see ``opening``)."""
+        return opening.open_checks(self, quiet=quiet)
 
-        Rows written by this engine are trusted; rows since the last clean close (or the
-        last open) are verified here, so opening costs what was written meanwhile.
-        """
-        start = meta_position(self.conn, "verified_through", self.path) + 1
-        problems = [
-            (item.row.position, item.row.stream,
-             f"event at log position {item.row.position}: {item.problem}")
-            for item in scan(self.conn, self.genesis, from_position=start)
-            if item.problem is not None
-        ]
-        report = TailReport(problems, anchor_mismatch(self.conn, self.path, self.head))
-        if report.anchor is not None and self.path != ":memory:":
-            kept = preserve_anchor(self.path)  # the evidence outlives the new anchor
-            report = TailReport(problems, f"{report.anchor} (previous anchor kept as {kept})")
-        try:
-            self._mark_verified()
-        except (sqlite3.Error, OSError) as exc:
-            raise StorageError(f"{self.path}: cannot record the verification of the log: "
-                               f"{exc}") from exc
-        return report
-
-    def _mark_verified(self) -> None:
+    def mark_verified(self) -> None:
+        """Record that the log is verified through its head, in the log and its anchor."""
         if self.path == ":memory:" or self.readonly:
             return
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn):
             set_meta(self.conn, "verified_through", str(self.head))
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
         write_anchor(self.path, Anchor(self.head, self.head_hash))
 
     # -- reading -------------------------------------------------------------------------
@@ -328,21 +290,30 @@ class Store:
         ).fetchall()
         return [(str(name), int(active), int(finished)) for name, active, finished in rows]
 
+    def query_workflows(self, query: TrackingQuery, *, ascending: bool, limit: int | None,
+                        after: tuple[int, str] | None = None) -> list[WorkflowSummary]:
+        return proj.query_workflows(self.conn, query, ascending=ascending, limit=limit,
+                                    after=after)
+
+    def count_workflows(self, query: TrackingQuery) -> int:
+        return proj.count_workflows(self.conn, query)
+
+    def workflow_ids(self, agent_class: str, agent_name: str, binding: str) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT workflow_id FROM workflows WHERE agent_class = ? AND agent_name = ? "
+            "AND workflow_name = ? AND status != 'unknown' ORDER BY workflow_id",
+            (agent_class, agent_name, binding)).fetchall()
+        return [str(row[0]) for row in rows]
+
     def write_projections(
         self, workflows: Sequence[WorkflowSummary] = (), agents: Sequence[AgentSummary] = ()
     ) -> None:
         """Projection rows that no event changes (a quarantine found while reading)."""
         rows = [proj.workflow_row(s) for s in workflows]
         agent_rows = [proj.agent_row(s) for s in agents]
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn):
             proj.write_workflows(self.conn, rows)
             proj.write_agents(self.conn, agent_rows)
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
 
     def projected_through(self) -> int:
         """The last position the projections reflect (-1 if the meta value is damaged:
@@ -374,21 +345,15 @@ class Store:
         finishes (the agents and the head come with its verdict); if it disagrees, the
         checked fold replaces them before the commit."""
         conn = self.conn
-        with fold_tentatively(conn, self.genesis, path=self.path) as pending:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._write_workflows(pending.tentative)
-                folded = pending.result()
-                if folded is not pending.tentative:
-                    self._write_workflows(folded)
-                conn.execute("DELETE FROM agents")
-                proj.write_agents(conn, [proj.agent_row(s) for s in folded.agents.values()])
-                set_meta(conn, "projected_through", str(folded.head))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        with fold_tentatively(conn, self.genesis, path=self.path) as pending, \
+                transaction(conn):
+            self._write_workflows(pending.tentative)
+            folded = pending.result()
+            if folded is not pending.tentative:
+                self._write_workflows(folded)
+            conn.execute("DELETE FROM agents")
+            proj.write_agents(conn, [proj.agent_row(s) for s in folded.agents.values()])
+            set_meta(conn, "projected_through", str(folded.head))
         return folded
 
     def _write_workflows(self, folded: Folded) -> None:

@@ -1,0 +1,120 @@
+"""The storage interface: everything the runtime needs from a log backend, and nothing more.
+
+Theory of operation: a backend keeps one append-only table of events (global position,
+stream, version in the stream, time, type, data, a hash chain) and the projection tables
+folded from it (``workflows``, ``agents``), changed in the same transaction as the events
+that change them. The runtime never reads or writes SQL: it hands ``commit`` a batch of
+pending rows (each row names its stream version, which the backend enforces as the
+expected version) with the summaries they change, reads a stream back to replay it, and
+asks the projections for summaries and tracking queries. SQLite is the first backend
+(``eventwf.store.sqlite``); another implements this Protocol and nothing above changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+from eventwf.model.agent_fold import AgentSummary
+from eventwf.model.events import Recorded
+from eventwf.model.workflow_fold import WorkflowSummary
+
+__all__ = ["LogStore", "OpenReport", "PendingRow", "TrackingQuery"]
+
+
+class PendingRow(NamedTuple):
+    """An event row before it has a log position; ``stream_position`` is the version the
+    stream must reach with it (the expected version of an append)."""
+
+    stream: str
+    stream_position: int
+    time_us: int
+    type: str
+    data: bytes
+
+
+class OpenReport(NamedTuple):
+    """What opening found: rows that fail verification (position, stream, message) and an
+    anchor mismatch (the log lost or rewrote events it once held)."""
+
+    problems: list[tuple[int, str, str]]
+    anchor: str | None
+
+
+@dataclass(frozen=True)
+class TrackingQuery:
+    """The tracked workflows of one agent that a query or a deletion selects.
+
+    ``metadata`` pairs a JSON path (None: a key no stored value can have, so nothing
+    matches) with the value it must equal, typed (``1`` matches numbers only).
+    """
+
+    agent_class: str
+    agent_name: str
+    statuses: Sequence[str] | None = None
+    workflow_name: str | None = None
+    metadata: Sequence[tuple[str | None, Any]] = ()
+    created_before_us: int | None = None
+
+
+class LogStore(Protocol):
+    """One log and its projections, used from one thread (the engine's)."""
+
+    @property
+    def path(self) -> str:
+        """Where the log lives (a file path or a database URL), for messages."""
+
+    @property
+    def head(self) -> int:
+        """The position of the last committed event (0 for an empty log)."""
+
+    def open_checks(self, *, quiet: bool = False) -> OpenReport:
+        """Bring the projections up to date with the log (rebuilding what lags or fails its
+        checks) and verify what was written since the last verification."""
+
+    def close(self) -> None:
+        """Let the log go (whatever happens: a closed store holds no lock)."""
+
+    # -- writing -------------------------------------------------------------------------
+
+    def commit(self, rows: Sequence[PendingRow], workflows: Sequence[WorkflowSummary] = (),
+               agents: Sequence[AgentSummary] = ()) -> int:
+        """Append ``rows`` and upsert the projection rows, in one transaction; the position
+        of the first row. ``StorageError`` when it did not happen (nothing of it is in the
+        log), ``StorageError(fatal=True)`` when its outcome is unknown."""
+
+    def write_projections(self, workflows: Sequence[WorkflowSummary] = (),
+                          agents: Sequence[AgentSummary] = ()) -> None:
+        """Projection rows no event changes (a quarantine found while reading)."""
+
+    # -- reading the log -----------------------------------------------------------------
+
+    def read_stream(self, stream: str, from_stream_position: int = 0, *,
+                    after_position: int = 0) -> list[Recorded]:
+        """A stream's events in order, verified; ``CorruptLogError`` at the first bad one."""
+
+    def stream_head(self, stream: str) -> int:
+        """The last version of ``stream`` (-1 if it has none)."""
+
+    # -- projections ---------------------------------------------------------------------
+
+    def load_workflow(self, workflow_id: str) -> WorkflowSummary | None: ...
+    def load_agent(self, agent_class: str, name: str) -> AgentSummary | None: ...
+
+    def unfinished_workflows(self) -> list[WorkflowSummary]:
+        """Every workflow not complete, errored or terminated, in creation order."""
+
+    def agents_with_pending_callbacks(self) -> list[tuple[str, str]]: ...
+
+    def binding_counts(self) -> list[tuple[str, int, int]]:
+        """(binding, active, finished) for every binding with workflows in the log."""
+
+    def query_workflows(self, query: TrackingQuery, *, ascending: bool, limit: int | None,
+                        after: tuple[int, str] | None = None) -> list[WorkflowSummary]:
+        """Tracked workflows ordered by (created time, id), after a keyset cursor."""
+
+    def count_workflows(self, query: TrackingQuery) -> int: ...
+
+    def workflow_ids(self, agent_class: str, agent_name: str, binding: str) -> list[str]:
+        """The ids of one agent's workflows under ``binding`` (quarantined ones left out)."""
