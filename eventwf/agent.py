@@ -17,7 +17,7 @@ from eventwf.model.codec import json_value
 from eventwf.model.types import InstanceStatus, WorkflowInfo, WorkflowPage
 from eventwf.runtime import operations as _ops
 from eventwf.runtime.agent_host import AgentHost
-from eventwf.runtime.core import Core
+from eventwf.runtime.runtime import Runtime
 
 __all__ = ["Agent", "callable"]
 
@@ -40,7 +40,11 @@ class Agent:
 
     initial_state: Any = None
     _eventwf_host: AgentHost | None = None
-    _eventwf_core: Core | None = None
+    _eventwf_runtime: Runtime | None = None
+
+    def _eventwf_bind(self, host: AgentHost, runtime: Runtime) -> None:
+        """The engine's attach point (it calls this on each object it makes)."""
+        self._eventwf_host, self._eventwf_runtime = host, runtime
 
     @property
     def _host(self) -> AgentHost:
@@ -51,11 +55,11 @@ class Agent:
         return host
 
     @property
-    def _core(self) -> Core:
-        core = self._eventwf_core
-        if core is None:
+    def _rt(self) -> Runtime:
+        runtime = self._eventwf_runtime
+        if runtime is None:
             raise EventwfError(f"{type(self).__name__} is not attached to an engine")
-        return core
+        return runtime
 
     @property
     def name(self) -> str:
@@ -71,11 +75,11 @@ class Agent:
         ``set_state``. Reads are free: one view per state change, shared (agents.md A2a).
         """
         host = self._host
-        return host.state_view(self._core.agent_state(host))
+        return host.state_view(self._rt.agents.state(host))
 
     async def set_state(self, state: Any) -> None:
         """Log ``state`` as the new state, then call ``on_state_update(state, "server")``."""
-        await _ops.set_state(self._core, self._host, state)
+        await _ops.set_state(self._rt, self._host, state)
         if self._host.state_update_hooked():
             await self.on_state_update(self.state, "server")
 
@@ -92,16 +96,16 @@ class Agent:
     async def run_workflow(self, workflow_name: str, params: Any = None, *, id: str | None = None,
                            metadata: dict[str, Any] | None = None) -> str:
         """Start a workflow and its tracking record in one append; returns its id."""
-        return await _ops.run_workflow(self._core, self._host, workflow_name, params, id,
+        return await _ops.run_workflow(self._rt, self._host, workflow_name, params, id,
                                        metadata)
 
     async def send_workflow_event(self, workflow_name: str, workflow_id: str,
                                   event: dict[str, Any]) -> None:
         """Deliver ``{"type": ..., "payload": ...}`` to a (waiting or later) wait of that type."""
-        await _ops.send_workflow_event(self._core, workflow_name, workflow_id, event)
+        await _ops.send_workflow_event(self._rt, workflow_name, workflow_id, event)
 
     async def get_workflow(self, workflow_id: str) -> WorkflowInfo | None:
-        return _ops.get_workflow(self._core, self._host, workflow_id)
+        return _ops.get_workflow(self._rt, self._host, workflow_id)
 
     async def get_workflows(
         self,
@@ -114,13 +118,13 @@ class Agent:
         cursor: str | None = None,
     ) -> WorkflowPage:
         """This agent's tracked workflows, newest first unless ``order="asc"``."""
-        return _ops.get_workflows(self._core, self._host, status=status,
+        return _ops.get_workflows(self._rt, self._host, status=status,
                                   workflow_name=workflow_name, metadata=metadata, limit=limit,
                                   order=order, cursor=cursor)
 
     async def delete_workflow(self, workflow_id: str) -> bool:
         """Drop a tracking record (the workflow itself is untouched); False if there is none."""
-        return await _ops.delete_workflow(self._core, self._host, workflow_id)
+        return await _ops.delete_workflow(self._rt, self._host, workflow_id)
 
     async def delete_workflows(
         self,
@@ -131,44 +135,44 @@ class Agent:
         created_before: datetime | float | None = None,
     ) -> int:
         """Drop every matching tracking record (all of them with no criteria)."""
-        return await _ops.delete_workflows(self._core, self._host, status=status,
+        return await _ops.delete_workflows(self._rt, self._host, status=status,
                                            workflow_name=workflow_name, metadata=metadata,
                                            created_before=created_before)
 
     async def approve_workflow(self, workflow_id: str, *, reason: str | None = None,
                                metadata: dict[str, Any] | None = None) -> None:
         """Answer a ``wait_for_approval`` with yes."""
-        s = _ops._tracked(self._core, self._host, workflow_id)
+        s = _ops.tracked(self._rt, self._host, workflow_id)
         payload = {"approved": True, "reason": reason, "metadata": metadata}
         await self.send_workflow_event(s.workflow_name, workflow_id,
                                        {"type": "approval", "payload": payload})
 
     async def reject_workflow(self, workflow_id: str, *, reason: str | None = None) -> None:
         """Answer a ``wait_for_approval`` with no: it raises ``WorkflowRejectedError``."""
-        s = _ops._tracked(self._core, self._host, workflow_id)
+        s = _ops.tracked(self._rt, self._host, workflow_id)
         payload = {"approved": False, "reason": reason}
         await self.send_workflow_event(s.workflow_name, workflow_id,
                                        {"type": "approval", "payload": payload})
 
     async def terminate_workflow(self, workflow_id: str) -> None:
-        await _ops.terminate_workflow(self._core, self._host, workflow_id)
+        await _ops.terminate_workflow(self._rt, self._host, workflow_id)
 
     async def pause_workflow(self, workflow_id: str) -> None:
-        await _ops.pause_workflow(self._core, self._host, workflow_id)
+        await _ops.pause_workflow(self._rt, self._host, workflow_id)
 
     async def resume_workflow(self, workflow_id: str) -> None:
-        await _ops.resume_workflow(self._core, self._host, workflow_id)
+        await _ops.resume_workflow(self._rt, self._host, workflow_id)
 
     async def restart_workflow(self, workflow_id: str, *, reset_tracking: bool = True) -> None:
         """Run again from the start with a cleared step history (same id and params)."""
-        await _ops.restart_workflow(self._core, self._host, workflow_id, reset_tracking)
+        await _ops.restart_workflow(self._rt, self._host, workflow_id, reset_tracking)
 
     async def get_workflow_status(self, workflow_name: str, workflow_id: str) -> InstanceStatus:
-        return _ops.get_workflow_status(self._core, workflow_name, workflow_id)
+        return _ops.get_workflow_status(self._rt, workflow_name, workflow_id)
 
     async def migrate_workflow_binding(self, old_name: str, new_name: str) -> int:
         """Re-point this agent's workflows from a renamed binding; resumes unfinished ones."""
-        return await _ops.migrate_workflow_binding(self._core, self._host, old_name, new_name)
+        return await _ops.migrate_workflow_binding(self._rt, self._host, old_name, new_name)
 
     # -- hooks ---------------------------------------------------------------------------
 

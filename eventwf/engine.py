@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import msgspec
 import trio
 
+from eventwf import faults
 from eventwf.agent import Agent
 from eventwf.errors import (
     CorruptLogError,
@@ -19,15 +20,16 @@ from eventwf.errors import (
     WorkflowNotFoundError,
     WorkflowTimeoutError,
 )
-from eventwf.model import faults
 from eventwf.model.codec import json_value
 from eventwf.model.types import WorkflowInfo
 from eventwf.model.values import check_agent_name, check_binding_name, parse_duration
 from eventwf.runtime import operations as _ops
-from eventwf.runtime.check import ReplayCheck
+from eventwf.runtime.check import CheckRunners, ReplayCheck
 from eventwf.runtime.clock import Clock
-from eventwf.runtime.core import Core
-from eventwf.runtime.recovery import recover
+from eventwf.runtime.recovery import recover, recover_for_check
+from eventwf.runtime.runner import WorkflowRunner
+from eventwf.runtime.runs import RunFactory
+from eventwf.runtime.runtime import Runtime
 from eventwf.store import copy_log, open_store
 from eventwf.workflow import AgentWorkflow
 
@@ -50,20 +52,26 @@ class EngineStatistics(msgspec.Struct, frozen=True):
 class Engine:
     """A running engine; get it from ``open_engine``."""
 
-    def __init__(self, core: Core) -> None:
-        self._core = core
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
 
     @property
     def path(self) -> str:
-        return self._core.store.path
+        return self._rt.store.path
+
+    @property
+    def runtime(self) -> Runtime:
+        """The engine's machinery, for eventwf's own server and apps (no stability
+        promise: not part of the API)."""
+        return self._rt
 
     async def get_agent(self, cls: type[A], name: str) -> A:
         """The one ``cls`` instance named ``name`` (created, and logged, on first use)."""
-        registered = self._core.agent_classes.get(getattr(cls, "__name__", ""))
+        registered = self._rt.agent_classes.get(getattr(cls, "__name__", ""))
         if registered is not cls:
             raise ValueError(f"agent class {cls!r} is not registered with this engine; pass it "
                              "in open_engine(agents=[...])")
-        agent = await self._core.agent_object(cls.__name__, check_agent_name(name))
+        agent = await self._rt.agents.object(cls.__name__, check_agent_name(name))
         assert isinstance(agent, cls)
         return agent
 
@@ -77,7 +85,7 @@ class Engine:
         deadline = trio.current_time() + seconds if seconds is not None else float("inf")
         with trio.move_on_at(deadline):
             while True:
-                s = self._core.workflow_summary(workflow_id)
+                s = self._rt.summaries.workflow(workflow_id)
                 if s is None:
                     raise WorkflowNotFoundError(f"no workflow {workflow_id!r} in {self.path}")
                 if s.finished:
@@ -87,15 +95,15 @@ class Engine:
                                           position=s.corrupt_position)
                 if s.status == "paused" and s.error_name == "NonDeterminismError":
                     raise NonDeterminismError(s.error_message)
-                await self._core.wait_for_change(workflow_id)
-        s = self._core.workflow_summary(workflow_id)
+                await self._rt.summaries.wait_for_change(workflow_id)
+        s = self._rt.summaries.workflow(workflow_id)
         raise WorkflowTimeoutError(f"workflow {workflow_id!r} did not finish within {seconds:g} "
                                    f"seconds (status {s.status if s else 'unknown'})")
 
     def statistics(self) -> EngineStatistics:
-        core = self._core
-        return EngineStatistics(core.writer.commits, core.writer.events, core.store.head,
-                                len(core._runners), len(core._hosts), core.hibernated)
+        rt = self._rt
+        return EngineStatistics(rt.writer.commits, rt.writer.events, rt.store.head,
+                                len(rt.runs), len(rt.agents), rt.hibernation.count)
 
 
 def _agent_classes(agents: Sequence[type[Agent]]) -> dict[str, type[Any]]:
@@ -157,8 +165,8 @@ async def open_engine(
         raise ValueError(f"invalid max_live_workflows {max_live_workflows!r}: must be an int >= 1")
     async with _running(path, agents, workflows, synchronous, wall_clock,
                         hibernate_after=hibernate_after,
-                        max_live_workflows=max_live_workflows) as core:
-        yield Engine(core)
+                        max_live_workflows=max_live_workflows) as rt:
+        yield Engine(rt)
 
 
 @asynccontextmanager
@@ -169,28 +177,29 @@ async def _running(
     synchronous: str,
     wall_clock: Callable[[], float],
     *,
-    check: bool = False,
+    factory: RunFactory = WorkflowRunner,
+    recovery: Callable[[Runtime], int] = recover,
     hibernate_after: float | None = 60.0,
     max_live_workflows: int = 10_000,
-) -> AsyncIterator[Core]:
+) -> AsyncIterator[Runtime]:
     agent_classes = _agent_classes(agents)
     workflow_classes = _workflow_classes(workflows)
     store = open_store(path, synchronous=synchronous)
     try:
         async with trio.open_nursery() as outer:  # the writer outlives every other task
             async with trio.open_nursery() as nursery:
-                core = Core(store, Clock(wall_clock), nursery, agent_classes,
-                            workflow_classes, check=check, hibernate_after=hibernate_after,
-                            max_live_workflows=max_live_workflows)
-                await outer.start(core.writer.run)
-                recover(core)
+                rt = Runtime(store, Clock(wall_clock), nursery, agent_classes, workflow_classes,
+                             factory=factory, hibernate_after=hibernate_after,
+                             max_live_workflows=max_live_workflows)
+                await outer.start(rt.writer.run)
+                recovery(rt)
                 faults.hit("open.after_recover")
                 try:
-                    yield core
+                    yield rt
                 finally:
-                    core.closing = True
+                    rt.close()
                     nursery.cancel_scope.cancel()
-            core.writer.flush_pending()  # a clean close keeps what the tasks queued
+            rt.writer.flush_pending()  # a clean close keeps what the tasks queued
             outer.cancel_scope.cancel()
     finally:
         store.close()
@@ -212,28 +221,31 @@ async def check_replay(
     with tempfile.TemporaryDirectory(prefix="eventwf-check-") as tmp:
         copy = os.path.join(tmp, "check.db")
         copy_log(path, copy)
-        async with _running(copy, agents, workflows, "NORMAL", time.time, check=True) as core:
+        checks = CheckRunners()
+        async with _running(copy, agents, workflows, "NORMAL", time.time,
+                            factory=checks.factory, recovery=recover_for_check,
+                            hibernate_after=None) as rt:
             with trio.move_on_after(timeout):
-                while any(runner.result is None for runner in core.checks):
+                while not checks.done():
                     await trio.sleep(0.01)
-            verdicts = {r.workflow_id: r.result for r in core.checks if r.result is not None}
+            verdicts = checks.verdicts()
             out = []
-            for s in core.store.unfinished_workflows():
+            for s in rt.store.unfinished_workflows():
                 verdict = verdicts.get(s.workflow_id)
                 if verdict is None:
-                    verdict = _no_run_verdict(core, s)
+                    verdict = _no_run_verdict(rt, s)
                 out.append(verdict)
             return out
 
 
-def _no_run_verdict(core: Core, s: Any) -> ReplayCheck:
+def _no_run_verdict(rt: Runtime, s: Any) -> ReplayCheck:
     if s.status == "unknown":
         return ReplayCheck(s.workflow_id, s.workflow_name, s.status, "corrupt", 0,
                            s.error_message)
-    if s.workflow_name not in core.workflow_classes:
+    if s.workflow_name not in rt.workflow_classes:
         return ReplayCheck(s.workflow_id, s.workflow_name, s.status, "orphan", 0,
                            f"binding {s.workflow_name!r} is not registered")
-    if s.agent_class not in core.agent_classes:
+    if s.agent_class not in rt.agent_classes:
         return ReplayCheck(s.workflow_id, s.workflow_name, s.status, "orphan", 0,
                            f"agent class {s.agent_class!r} is not registered")
     return ReplayCheck(s.workflow_id, s.workflow_name, s.status, "error", 0,

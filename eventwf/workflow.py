@@ -57,9 +57,7 @@ class AgentWorkflow(Generic[AgentT]):
 
     async def report_progress(self, progress: Any) -> None:
         """Call the agent's ``on_workflow_progress`` (not logged; may repeat on recovery)."""
-        runner = self._runner
-        await runner.core.deliver_progress(self.agent, runner.workflow_name, runner.workflow_id,
-                                           progress)
+        await self._runner.report_progress(progress)
 
     async def broadcast_to_clients(self, message: Any) -> None:
         """Send a message to every client of the agent (not logged)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from eventwf.model import faults
+from eventwf import faults
 from tests.campaign.checker import Report
 from tests.campaign.driver import Campaign, RunRecord, seed_for, summary
 from tests.campaign.ledger import Ledger

@@ -24,7 +24,7 @@ import pytest
 import trio
 
 import eventwf
-from eventwf.model import faults
+from eventwf import faults
 from eventwf.model.events import (
     SleepCompleted,
     SleepStarted,

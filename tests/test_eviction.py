@@ -1,4 +1,4 @@
-"""Dropping idle agent objects (specs/agents.md A8): ``Core.evict_idle_agents``.
+"""Dropping idle agent objects (specs/agents.md A8): ``Agents.evict_idle``.
 
 Internal, for hosts that bound how many agents they keep in memory (the demo's boards):
 an agent nobody uses is dropped and loaded again from the log on its next use; one that
@@ -14,6 +14,11 @@ import trio
 
 import eventwf
 from tests.wfkit import TestAgent, event_types, virtual_wall
+
+
+def _evict(engine: eventwf.Engine, keep: frozenset[str] | set[str] = frozenset()) -> set[str]:
+    rt = engine.runtime
+    return rt.agents.evict_idle("Board", keep, rt.runs.agent_streams())
 
 gates: dict[str, trio.Event] = {}
 
@@ -68,7 +73,7 @@ async def _until(condition: Any) -> None:
 
 
 def _pending(engine: Any, name: str) -> bool:
-    summary = engine._core.agent_summary("Board", name)
+    summary = engine.runtime.summaries.agent("Board", name)
     return summary is not None and summary.callbacks_pending
 
 
@@ -78,7 +83,7 @@ async def test_an_idle_agent_is_dropped_and_loaded_again_from_the_log(db: str) -
         await agent.set_state({"count": 5})
         events = len(event_types(db))
         assert engine.statistics().live_agents == 1
-        assert engine._core.evict_idle_agents("Board") == set()
+        assert _evict(engine) == set()
         assert engine.statistics().live_agents == 0
         again = await engine.get_agent(Board, "a")
         assert again is not agent and again.state == {"count": 5}
@@ -92,26 +97,25 @@ async def test_an_agent_in_use_is_never_dropped(db: str) -> None:
     logged and not yet delivered: each keeps the object."""
     gates["step"], gates["hook"] = trio.Event(), trio.Event()
     async with _open(db) as engine:
-        core = engine._core
         agent = await engine.get_agent(Board, "a")
         await engine.get_agent(Board, "b")
         client = object()
         agent._host.connections.add(client)
-        assert core.evict_idle_agents("Board", keep={"b"}) == {"a", "b"}
+        assert _evict(engine, {"b"}) == {"a", "b"}
         agent._host.connections.discard(client)
         wid = await agent.run_workflow("Blocked")
         await trio.sleep(1)  # the run is inside its step
-        assert core.evict_idle_agents("Board") == {"a"}  # b was idle: dropped
+        assert _evict(engine) == {"a"}  # b was idle: dropped
         gates["step"].set()
-        await _until(lambda: engine._core.workflow_summary(wid).finished)
+        await _until(lambda: engine.runtime.summaries.workflow(wid).finished)
         await trio.sleep(1)  # the hook is running, and waits
         assert _pending(engine, "a") and Board.delivered == []
-        assert core.evict_idle_agents("Board") == {"a"}
+        assert _evict(engine) == {"a"}
         assert await engine.get_agent(Board, "a") is agent
         gates["hook"].set()
         await _until(lambda: not _pending(engine, "a"))
         assert Board.delivered == [(wid, "stepped")]
-        assert core.evict_idle_agents("Board") == set()
+        assert _evict(engine) == set()
         assert engine.statistics().live_agents == 0
 
 
@@ -120,7 +124,7 @@ async def test_a_dropped_agent_is_loaded_again_for_its_workflows_and_callbacks(d
         agent = await engine.get_agent(Board, "a")
         wid = await agent.run_workflow("Napper")
         await trio.sleep(1)  # asleep and hibernated: nothing holds the agent
-        assert engine._core.evict_idle_agents("Board") == set()
+        assert _evict(engine) == set()
         info = await engine.wait_workflow(wid)
         assert info.status == "complete"
         await _until(lambda: Board.delivered == [(wid, "rested")])

@@ -9,9 +9,9 @@ import pytest
 import trio
 
 import eventwf
+from eventwf import faults
 from eventwf.errors import StorageError
 from eventwf.model import events as ev
-from eventwf.model import faults
 from eventwf.model.codec import encode_event, event_type
 from eventwf.store.interface import PendingRow
 from eventwf.store.sqlite import SQLiteStore

@@ -43,9 +43,8 @@ from eventwf.model.events import (
     WorkflowTerminated,
     WorkflowWaiting,
 )
+from eventwf.model.status import ACTIVE, TERMINAL
 from eventwf.model.workflow_fold import (
-    ACTIVE,
-    TERMINAL,
     TRANSITIONS,
     WorkflowSummary,
     apply_workflow,

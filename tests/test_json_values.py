@@ -227,7 +227,7 @@ async def test_a_logged_state_that_cannot_be_sent_closes_only_its_connections(
         async with open_websocket_url(f"{url}/agents/Keeper/k") as ws, \
                 eventwf.connect_agent(url, "Keeper", "other") as other:
             await ws.get_message()
-            [rec] = await agent._core.append([(agent_stream("Keeper", "k"), bad)])
+            [rec] = await agent._rt.append([(agent_stream("Keeper", "k"), bad)])
             close = await closed_with(ws)
             assert close.code == 1011 and f"log position {rec.position}" in close.reason
             other_agent = await engine.get_agent(Keeper, "other")

@@ -1,4 +1,10 @@
-"""The layer order of specs/design.md, enforced by reading every module's imports (D1-D6)."""
+"""The layers of specs/design.md, enforced by reading every module's imports (D1-D7).
+
+Packages are layered (errors < model < store < runtime < agent/workflow < engine <
+server/client < apps); inside a package, its modules are ranked too, and a module imports
+only modules of lower layers or of a lower rank in its own package. Nothing reaches into
+another module's private names.
+"""
 
 from __future__ import annotations
 
@@ -10,43 +16,47 @@ import eventwf
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "eventwf"
 
+# The layer of each package or public module (specs/design.md "Layers").
 LAYERS = {
     "eventwf.errors": 0,
+    "eventwf.faults": 0,
     "eventwf.model": 1,
-    "eventwf.model.values": 1,
-    "eventwf.model.faults": 1,
-    "eventwf.model.types": 1,
-    "eventwf.model.readonly": 1,
-    "eventwf.model.events": 2,
-    "eventwf.model.codec": 2,
-    "eventwf.model.failures": 3,
-    "eventwf.model.commands": 4,
-    "eventwf.model.workflow_fold": 4,
-    "eventwf.model.agent_fold": 4,
-    "eventwf.model.replay": 5,
-    "eventwf.store": 6,
-    "eventwf.runtime": 7,
-    "eventwf.runtime.clock": 7,
-    "eventwf.runtime.writer": 7,
-    "eventwf.runtime.steps": 8,
-    "eventwf.runtime.stephost": 8,
-    "eventwf.runtime.runner": 8,
-    "eventwf.runtime.agent_host": 9,
-    "eventwf.runtime.core": 9,
-    "eventwf.runtime.timers": 9,
-    "eventwf.runtime.recovery": 10,
-    "eventwf.runtime.check": 9,
-    "eventwf.runtime.operations": 10,
-    "eventwf.agent": 10,
-    "eventwf.workflow": 10,
-    "eventwf.engine": 11,
-    "eventwf.server": 12,
-    "eventwf.client": 12,
-    "eventwf.apps": 13,
-    "eventwf.__main__": 13,
-    "eventwf": 14,
+    "eventwf.store": 2,
+    "eventwf.runtime": 3,
+    "eventwf.agent": 4,
+    "eventwf.workflow": 5,
+    "eventwf.engine": 6,
+    "eventwf.server": 7,
+    "eventwf.client": 7,
+    "eventwf.apps": 8,
+    "eventwf.__main__": 8,
+    "eventwf": 9,
+}
+# Inside a package, the rank of each module: a module imports only lower ranks.
+RANKS = {
+    "eventwf.model": {
+        "values": 0, "readonly": 0, "status": 0, "events": 0,
+        "types": 1, "codec": 1, "commands": 1, "agent_fold": 1, "replay": 1,
+        "failures": 2, "workflow_fold": 2,
+    },
+    "eventwf.store": {"interface": 0, "sqlite": 1},
+    "eventwf.store.sqlite": {
+        "transaction": 0, "anchor": 0, "columns": 0, "lock": 0,
+        "schema": 1, "log": 1, "projections": 1,
+        "chaincheck": 2, "opening": 2, "rebuild": 3, "store": 4,
+    },
+    "eventwf.runtime": {
+        "clock": 0, "summaries": 0, "agent_host": 0,
+        "writer": 1, "timers": 1, "stephost": 1, "agents": 1,
+        "steps": 2, "hibernation": 2, "runner": 3, "check": 4, "runs": 4,
+        "router": 5, "runtime": 6, "recovery": 7, "operations": 7,
+    },
+    "eventwf.server": {"handshake": 0, "outbox": 0, "inbound": 1, "websocket": 2},
+    "eventwf.apps": {"example": 0, "demo": 0},
+    "eventwf.apps.demo": {"board": 0, "boards": 0, "site": 1, "run": 2},
 }
 FORBIDDEN = {"pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle"}
+DATABASE_DRIVERS = {"sqlite3", "sqlite_utils", "psycopg"}
 
 
 def _module_name(path: Path) -> str:
@@ -57,7 +67,7 @@ def _module_name(path: Path) -> str:
 
 
 def _layer_of(module: str) -> int | None:
-    """The layer of an eventwf module (a subpackage's modules share its layer)."""
+    """The layer of an eventwf module (a package's modules share its layer)."""
     while module:
         if module in LAYERS:
             return LAYERS[module]
@@ -91,23 +101,48 @@ def _package_modules() -> list[Path]:
     return sorted(PACKAGE.rglob("*.py"))
 
 
-def test_every_module_has_a_layer() -> None:
+def _rank(module: str) -> tuple[str, int] | None:
+    """(package, rank) of a module inside a ranked package (its nearest one)."""
+    package, _, leaf = module.rpartition(".")
+    while package:
+        ranks = RANKS.get(package)
+        if ranks is not None and leaf in ranks:
+            return package, ranks[leaf]
+        package, _, parent_leaf = package.rpartition(".")
+        leaf = parent_leaf
+    return None
+
+
+def test_every_module_has_a_layer_and_a_rank_in_its_package() -> None:
     missing = [_module_name(p) for p in _package_modules() if _layer_of(_module_name(p)) is None]
     assert missing == [], f"add these modules to specs/design.md and LAYERS: {missing}"
+    unranked = []
+    for path in _package_modules():
+        name = _module_name(path)
+        package = name.rpartition(".")[0] if path.name != "__init__.py" else None
+        if package in RANKS and _rank(name) is None:
+            unranked.append(name)
+    assert unranked == [], f"rank these modules in RANKS (and specs/design.md): {unranked}"
 
 
-def test_imports_never_go_up_a_layer() -> None:
+def test_imports_never_go_up_a_layer_or_a_rank() -> None:
     violations = []
     for path in _package_modules():
         me = _module_name(path)
         mine = _layer_of(me)
         assert mine is not None
+        my_rank = _rank(me)
         for name in _imports(path):
-            if not name.startswith("eventwf"):
-                continue
+            if not name.startswith("eventwf") or me.startswith(name + ".") or name == me:
+                continue  # a package's own __init__ and names inside it
             theirs = _layer_of(name)
-            if theirs is not None and theirs > mine and not me.startswith(name + "."):
+            if theirs is not None and theirs > mine:
                 violations.append(f"{me} (layer {mine}) imports {name} (layer {theirs})")
+            their_rank = _rank(name)
+            if (my_rank and their_rank and my_rank[0] == their_rank[0]
+                    and their_rank[1] >= my_rank[1] and not name.startswith(me + ".")):
+                violations.append(f"{me} (rank {my_rank[1]} in {my_rank[0]}) imports "
+                                  f"{name} (rank {their_rank[1]})")
     assert violations == []
 
 
@@ -115,29 +150,32 @@ def _top_level(path: Path) -> set[str]:
     return {name.split(".")[0] for name in _imports(path)}
 
 
-def test_sans_io_core_and_io_boundaries() -> None:
+def test_sans_io_model_and_io_boundaries() -> None:
     for path in _package_modules():
         me, tops = _module_name(path), _top_level(path)
         layer = _layer_of(me)
         assert layer is not None
-        if me.startswith("eventwf.model"):  # D1
-            assert not tops & {"trio", "sqlite3", "sqlite_utils"}, me
+        if me.startswith("eventwf.model"):  # D1: values in, values out
+            assert tops <= {"__future__", "eventwf", "msgspec", "collections", "dataclasses",
+                            "datetime", "functools", "math", "re", "secrets", "typing",
+                            "traceback", "importlib", "uuid", "contextvars", "builtins",
+                            "threading", "types", "sys"}, (me, tops)
         if not me.startswith("eventwf.store"):  # D2
-            assert not tops & {"sqlite3", "sqlite_utils"}, f"{me} touches SQLite"
-        if layer < 7:  # D3
+            assert not tops & DATABASE_DRIVERS, f"{me} touches a database"
+        if layer < LAYERS["eventwf.runtime"]:  # D3
             assert "trio" not in tops, f"{me} (layer {layer}) imports trio"
-        if layer != 12:
+        if not me.startswith(("eventwf.server", "eventwf.client")):
             assert "trio_websocket" not in tops, f"{me} imports trio_websocket"
         assert not tops & FORBIDDEN, f"{me} imports {tops & FORBIDDEN}"  # D4
 
 
-def test_tools_use_only_the_public_and_storage_layers() -> None:  # D5
+def test_tools_use_only_the_public_model_and_storage_layers() -> None:  # D5
     for path in sorted((ROOT / "tools").rglob("*.py")):
         for name in _imports(path):
             if name.startswith("eventwf."):
                 layer = _layer_of(name)
                 public = name.split(".")[1] in eventwf.__all__
-                assert public or (layer is not None and layer <= 6), (
+                assert public or (layer is not None and layer <= LAYERS["eventwf.store"]), (
                     f"{path.name} imports {name} (layer {layer})")
         assert not _top_level(path) & FORBIDDEN
 
@@ -157,3 +195,46 @@ def test_init_only_reexports_its_all() -> None:  # D6
             assert isinstance(node, ast.Expr), ast.dump(node)  # the docstring
     assert exported == set(eventwf.__all__)
     assert sorted(eventwf.__all__) == eventwf.__all__
+
+
+def _defined_names(tree: ast.Module) -> set[str]:
+    """Every name a module defines: functions, classes, their attributes and fields."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, ast.alias):
+            names.add(node.asname or node.name.rpartition(".")[2])
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+    return names
+
+
+# Public APIs of the standard library that are spelled with an underscore.
+_STDLIB_UNDERSCORED = {"_make", "_replace", "_asdict", "_fields", "_exit"}
+
+
+def test_no_module_reaches_into_another_modules_private_names() -> None:  # D7
+    """``x._name`` only for names the module itself defines. The one exception: the
+    ``_eventwf_`` attach points the public base classes (Agent, AgentWorkflow) define for
+    the runtime, named so that no user attribute can clash with them."""
+    violations = []
+    for path in _package_modules():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        own = _defined_names(tree)
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute):
+                continue
+            attr = node.attr
+            if not attr.startswith("_") or attr.startswith("__") or attr in own:
+                continue
+            if attr.startswith("_eventwf_") or attr in _STDLIB_UNDERSCORED:
+                continue
+            violations.append(f"{_module_name(path)}:{node.lineno} reaches ._{attr[1:]}")
+    assert violations == []

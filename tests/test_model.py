@@ -374,11 +374,11 @@ class EngineMachine(RuleBasedStateMachine):
     def memory_equals_the_projection_rows(self) -> None:
         if self.engine is None:
             return
-        core = self.engine._core
+        rt = self.engine.runtime
 
         async def compare() -> None:
             for wid in self.model.workflows:
-                assert core.workflow_summary(wid) == core.store.load_workflow(wid), wid
+                assert rt.summaries.workflow(wid) == rt.store.load_workflow(wid), wid
 
         self.loop.call(compare)
 

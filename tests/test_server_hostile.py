@@ -175,7 +175,7 @@ async def test_thousands_of_state_changes_in_one_commit_keep_a_reading_client(
                 for i in range(2_000):
                     nursery.start_soon(agent.set_state, {"n": i})
             assert engine.statistics().commits - commits == 1  # one group commit
-            final = agent._core.agent_summary("Crowd", "c").state_position
+            final = agent._rt.summaries.agent("Crowd", "c").state_position
             seen = await states_until(conn, final)
             assert seen == sorted(set(seen)) and seen[-1] == final  # in order, up to the last
             assert len(seen) == 1 + 2_000  # the first state, then (small) every change
@@ -192,7 +192,7 @@ async def test_states_over_the_byte_budget_coalesce_to_the_newest(db: str) -> No
                 for i in range(1_500):
                     nursery.start_soon(agent.set_state, {"n": i, "blob": blob})
             assert engine.statistics().commits - commits == 1
-            final = agent._core.agent_summary("Crowd", "c").state_position
+            final = agent._rt.summaries.agent("Crowd", "c").state_position
             seen = await states_until(conn, final)
             assert seen == sorted(set(seen)) and seen[-1] == final
             assert len(seen) < 1_000  # the stale ones gave way (pushed with no await between)

@@ -108,7 +108,7 @@ async def test_the_writer_refuses_a_second_consumption_of_one_event_in_one_batch
         wid = await agent.run_workflow("Expiring")
         await trio.sleep(1)  # it waits (command #0) for a "ping"
         await agent.send_workflow_event("Expiring", wid, {"type": "other", "payload": 0})
-        core = engine._core
+        core = engine.runtime
         stream = f"wf:{wid}"
         received = core.store.stream_head(stream)
         outcomes: list[Any] = []

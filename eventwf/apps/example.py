@@ -78,7 +78,7 @@ async def _run(path: str) -> None:
         print(f"finished: {info.status}; tracked workflows: "
               f"{(await agent.get_workflows()).total}; log head: {engine.statistics().head}")
         print("events of this workflow:")
-        for rec in engine._core.store.read_stream("wf:" + workflow_id):
+        for rec in engine.runtime.store.read_stream("wf:" + workflow_id):
             print(f"  #{rec.position:<4} {type(rec.event).__name__}")
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
+from eventwf.model.status import WorkflowStatus
 from eventwf.model.values import parse_duration
 
 __all__ = [
@@ -20,17 +21,6 @@ __all__ = [
     "WorkflowStatus",
 ]
 
-WorkflowStatus = Literal[
-    "queued",
-    "running",
-    "paused",
-    "errored",
-    "terminated",
-    "complete",
-    "waiting",
-    "waitingForPause",
-    "unknown",
-]
 BACKOFFS = ("constant", "linear", "exponential")
 
 

@@ -10,7 +10,7 @@ No function here reads the clock, the database or a global: times come from the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeAlias
 
 import msgspec
 
@@ -45,26 +45,26 @@ from eventwf.model.events import (
     WorkflowWaiting,
     parse_stream,
 )
+from eventwf.model.status import ACTIVE, TERMINAL, WorkflowStatus
 
 __all__ = [
-    "ACTIVE",
     "HEAD_ONLY",
-    "TERMINAL",
     "TRANSITIONS",
     "WorkflowSummary",
     "apply_workflow",
     "quarantine",
 ]
 
-TERMINAL: Final = frozenset({"complete", "errored", "terminated"})
-ACTIVE: Final = frozenset({"queued", "running", "waiting", "waitingForPause", "paused"})
 _SAME: Final = "="  # keep the current status
+_Target: TypeAlias = WorkflowStatus | Literal["="]
+_Table: TypeAlias = dict[WorkflowStatus, _Target]
 
 # (event type) -> {current status -> next status}. Anything missing is illegal.
-_RUN_STEP = {"running": "running", "waitingForPause": "waitingForPause"}
-_RUN_WAIT = {"running": "waiting", "waitingForPause": "waitingForPause"}
-_WAKE = {"waiting": "running", "running": "running", "waitingForPause": "waitingForPause"}
-TRANSITIONS: Final[dict[type[Event], dict[str, str]]] = {
+_RUN_STEP: _Table = {"running": "running", "waitingForPause": "waitingForPause"}
+_RUN_WAIT: _Table = {"running": "waiting", "waitingForPause": "waitingForPause"}
+_WAKE: _Table = {"waiting": "running", "running": "running",
+                 "waitingForPause": "waitingForPause"}
+TRANSITIONS: Final[dict[type[Event], _Table]] = {
     WorkflowRunning: {"queued": "running"},
     StepSucceeded: _RUN_STEP,
     StepFailed: _RUN_STEP,
@@ -97,7 +97,7 @@ class WorkflowSummary(msgspec.Struct, frozen=True, gc=False):
     workflow_name: str
     agent_class: str
     agent_name: str
-    status: str
+    status: WorkflowStatus
     created_us: int
     updated_us: int
     completed_us: int | None = None
@@ -286,7 +286,8 @@ HEAD_ONLY: Final[dict[type[Event], frozenset[str]]] = {
 _Move = Callable[[WorkflowSummary, Recorded, Any], WorkflowSummary]
 
 
-def _move(status: str, target: str, changes: Callable[..., _Changes] | None) -> _Move:
+def _move(status: WorkflowStatus, target: _Target,
+          changes: Callable[..., _Changes] | None) -> _Move:
     """The transition of an event from ``status`` to ``target``, built once: a rebuild
     applies one per event, so it looks nothing up in the tables."""
     if target in (_SAME, status):

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 import trio
 
+from eventwf import faults
 from eventwf.errors import EventwfError, StorageError
-from eventwf.model import faults
 from eventwf.model.agent_fold import AgentSummary
 from eventwf.model.codec import encode_value
 from eventwf.model.events import (

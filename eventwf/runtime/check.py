@@ -15,9 +15,10 @@ import msgspec
 from eventwf.errors import NonDeterminismError
 from eventwf.model.events import Event, Recorded
 from eventwf.model.replay import Decision, Raise, Replayed
-from eventwf.runtime.runner import WorkflowRunner
+from eventwf.model.workflow_fold import WorkflowSummary
+from eventwf.runtime.runner import RunHost, WorkflowRunner
 
-__all__ = ["CheckRunner", "ReplayCheck"]
+__all__ = ["CheckRunner", "CheckRunners", "ReplayCheck"]
 
 
 class ReplayCheck(msgspec.Struct, frozen=True):
@@ -51,10 +52,10 @@ class CheckRunner(WorkflowRunner):
             self.result = ReplayCheck(self.workflow_id, summary.workflow_name, summary.status,
                                       verdict, self.machine.position, message)
 
-    async def _append(self, items: Sequence[tuple[str, Event]]) -> list[Recorded]:
+    async def write(self, items: Sequence[tuple[str, Event]]) -> list[Recorded]:
         return []  # a check never writes
 
-    async def _boundary(self) -> None:
+    async def step_boundary(self) -> None:
         return None
 
     async def begin(self, kind: str, name: str | None) -> Decision:
@@ -74,17 +75,42 @@ class CheckRunner(WorkflowRunner):
             self._verdict("error", f"{type(exc).__name__}: {exc}")
         self._verdict("ok")
 
-    def _fault(self, error: Exception) -> None:
+    async def report_progress(self, progress: Any) -> None:
+        return None  # a check runs no hook
+
+    async def agent_state_committed(self) -> None:
+        return None
+
+    def on_stalled(self, error: Exception) -> None:
         self._verdict("error", f"{type(error).__name__}: {error}")
 
-    def _crashed(self, error: Exception) -> None:
+    def on_crashed(self, error: Exception) -> None:
         self._verdict("error", f"{type(error).__name__}: {error}")
 
-    async def _block(self, error: NonDeterminismError) -> None:
+    async def on_diverged(self, error: NonDeterminismError) -> None:
         self._verdict("diverged", str(error))
 
-    async def _finish_errored(self, exc: Exception) -> None:
+    async def on_errored(self, exc: Exception) -> None:
         self._verdict("ok", f"replay ends with run() raising {type(exc).__name__}: {exc}")
 
-    async def _finish_complete(self, output: Any) -> None:
+    async def on_completed(self, output: Any) -> None:
         self._verdict("ok", "replay ends with run() returning")
+
+
+class CheckRunners:
+    """The run factory of a replay-only check: makes ``CheckRunner``s and keeps them."""
+
+    def __init__(self) -> None:
+        self._runners: list[CheckRunner] = []
+
+    def factory(self, host: RunHost, summary: WorkflowSummary, epoch: int,
+                history: list[Recorded]) -> WorkflowRunner:
+        runner = CheckRunner(host, summary, epoch, history)
+        self._runners.append(runner)
+        return runner
+
+    def done(self) -> bool:
+        return all(runner.result is not None for runner in self._runners)
+
+    def verdicts(self) -> dict[str, ReplayCheck]:
+        return {r.workflow_id: r.result for r in self._runners if r.result is not None}

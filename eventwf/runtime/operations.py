@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from typing import Any, get_args
+from typing import Any
 
 import msgspec
 
@@ -35,7 +35,8 @@ from eventwf.model.events import (
     WorkflowTerminated,
     workflow_stream,
 )
-from eventwf.model.types import InstanceStatus, WorkflowInfo, WorkflowPage, WorkflowStatus
+from eventwf.model.status import RUNNABLE, STATUSES
+from eventwf.model.types import InstanceStatus, WorkflowInfo, WorkflowPage
 from eventwf.model.values import (
     MAX_METADATA_BYTES,
     check_binding_name,
@@ -53,7 +54,7 @@ from eventwf.model.values import (
 )
 from eventwf.model.workflow_fold import WorkflowSummary
 from eventwf.runtime.agent_host import AgentHost
-from eventwf.runtime.core import Core
+from eventwf.runtime.runtime import Runtime
 from eventwf.store.interface import TrackingQuery
 
 __all__ = [
@@ -73,7 +74,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("eventwf")
-STATUSES: tuple[str, ...] = get_args(WorkflowStatus)
 DELETE_BATCH = 1000  # tracking records dropped per append by delete_workflows
 _BAD_CURSOR = "Invalid pagination cursor. The cursor may be malformed or corrupted."
 _MAX_CURSOR = 512  # characters; the cursors we make are under 200
@@ -82,36 +82,36 @@ _MAX_CURSOR = 512  # characters; the cursors we make are under 200
 def info(s: WorkflowSummary) -> WorkflowInfo:
     return WorkflowInfo(
         workflow_id=s.workflow_id, workflow_name=s.workflow_name, agent_class=s.agent_class,
-        agent_name=s.agent_name, status=s.status,  # type: ignore[arg-type]
+        agent_name=s.agent_name, status=s.status,
         metadata=s.metadata, error_name=s.error_name, error_message=s.error_message,
         created_at=utc_from_us(s.created_us), updated_at=utc_from_us(s.updated_us),
         completed_at=None if s.completed_us is None else utc_from_us(s.completed_us),
     )
 
 
-def _binding(core: Core, workflow_name: object) -> str:
-    if not isinstance(workflow_name, str) or workflow_name not in core.workflow_classes:
-        known = ", ".join(sorted(core.workflow_classes)) or "none"
+def _binding(rt: Runtime, workflow_name: object) -> str:
+    if not isinstance(workflow_name, str) or workflow_name not in rt.workflow_classes:
+        known = ", ".join(sorted(rt.workflow_classes)) or "none"
         raise UnknownWorkflowError(
             f"Workflow binding {workflow_name!r} is not registered with this engine "
             f"(registered: {known})")
     return workflow_name
 
 
-def _lookup(core: Core, workflow_id: object) -> WorkflowSummary | None:
+def _lookup(rt: Runtime, workflow_id: object) -> WorkflowSummary | None:
     """The workflow with this id; None for an id no workflow can have (never a raw error)."""
-    return core.workflow_summary(workflow_id) if is_workflow_id(workflow_id) else None
+    return rt.summaries.workflow(workflow_id) if is_workflow_id(workflow_id) else None
 
 
-def _own(core: Core, host: AgentHost, workflow_id: object) -> WorkflowSummary | None:
-    s = _lookup(core, workflow_id)
+def _own(rt: Runtime, host: AgentHost, workflow_id: object) -> WorkflowSummary | None:
+    s = _lookup(rt, workflow_id)
     if s is None or not s.tracked or (s.agent_class, s.agent_name) != (host.agent_class, host.name):
         return None
     return s
 
 
-def _tracked(core: Core, host: AgentHost, workflow_id: object) -> WorkflowSummary:
-    s = _own(core, host, workflow_id)
+def tracked(rt: Runtime, host: AgentHost, workflow_id: object) -> WorkflowSummary:
+    s = _own(rt, host, workflow_id)
     if s is None:
         raise WorkflowNotFoundError(f"Workflow {shorten(workflow_id)} not found in tracking table "
                                     f"of agent {host.agent_class}/{host.name}")
@@ -121,50 +121,50 @@ def _tracked(core: Core, host: AgentHost, workflow_id: object) -> WorkflowSummar
 # -- starting and events ---------------------------------------------------------------
 
 
-async def run_workflow(core: Core, host: AgentHost, workflow_name: str, params: Any,
+async def run_workflow(rt: Runtime, host: AgentHost, workflow_name: str, params: Any,
                        workflow_id: str | None, metadata: dict[str, Any] | None) -> str:
-    binding = _binding(core, workflow_name)
+    binding = _binding(rt, workflow_name)
     workflow_id = new_workflow_id() if workflow_id is None else check_workflow_id(workflow_id)
     metadata = check_metadata(metadata)
     if metadata is not None:
         metadata = json_value(metadata, "workflow metadata", limit=MAX_METADATA_BYTES)
     params = roundtrip_value(params, f"the params of workflow {workflow_id!r}")
-    existing = core.workflow_summary(workflow_id)
+    existing = rt.summaries.workflow(workflow_id)
     if existing is not None and (existing.tracked or not existing.finished):
         raise DuplicateWorkflowError(f'Workflow with ID "{workflow_id}" is already being tracked'
                                      if existing.tracked else
                                      f'Workflow with ID "{workflow_id}" is still {existing.status}')
     event = WorkflowStarted(binding, host.agent_class, host.name, params, metadata)
     try:
-        await core.append([(workflow_stream(workflow_id), event)])
+        await rt.append([(workflow_stream(workflow_id), event)])
     except TransitionError as exc:
         raise DuplicateWorkflowError(str(exc)) from exc
     return workflow_id
 
 
-async def send_workflow_event(core: Core, workflow_name: str, workflow_id: str,
+async def send_workflow_event(rt: Runtime, workflow_name: str, workflow_id: str,
                               event: object) -> None:
-    binding = _binding(core, workflow_name)
+    binding = _binding(rt, workflow_name)
     if not isinstance(event, dict) or "type" not in event or set(event) - {"type", "payload"}:
         raise ValueError(f"invalid workflow event {event!r}: expected {{'type': str, 'payload': "
                          "...}")
     event_type = check_event_type(event["type"])
     payload = event.get("payload")
     encode_value(payload, f"the payload of event {event_type!r}")
-    s = _lookup(core, workflow_id)
+    s = _lookup(rt, workflow_id)
     if s is None or s.workflow_name != binding:
         raise WorkflowNotFoundError(f"no workflow {shorten(workflow_id)} under binding {binding!r}")
     if s.finished or s.status == "unknown":
         raise EventwfError(f"workflow {workflow_id!r} is {s.status}; it can no longer receive "
                            "events")
-    await core.append([(workflow_stream(workflow_id), EventReceived(event_type, payload))])
+    await rt.append([(workflow_stream(workflow_id), EventReceived(event_type, payload))])
 
 
 # -- queries -----------------------------------------------------------------------------
 
 
-def get_workflow(core: Core, host: AgentHost, workflow_id: str) -> WorkflowInfo | None:
-    s = _own(core, host, workflow_id)
+def get_workflow(rt: Runtime, host: AgentHost, workflow_id: str) -> WorkflowInfo | None:
+    s = _own(rt, host, workflow_id)
     return None if s is None else info(s)
 
 
@@ -214,7 +214,7 @@ def _decode_cursor(cursor: object) -> tuple[int, str]:
     return data.c, data.i
 
 
-def get_workflows(core: Core, host: AgentHost, *, status: object, workflow_name: object,
+def get_workflows(rt: Runtime, host: AgentHost, *, status: object, workflow_name: object,
                   metadata: object, limit: object, order: object, cursor: object) -> WorkflowPage:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"invalid limit {shorten(limit)}: must be an int from 1 to 100")
@@ -225,7 +225,7 @@ def get_workflows(core: Core, host: AgentHost, *, status: object, workflow_name:
     after = None if cursor is None else _decode_cursor(cursor)
     if where is None:
         return WorkflowPage([], 0, None)
-    store = core.store
+    store = rt.store
     rows = store.query_workflows(where, ascending=order == "asc", limit=limit + 1, after=after)
     more = len(rows) > limit
     rows = rows[:limit]
@@ -233,28 +233,28 @@ def get_workflows(core: Core, host: AgentHost, *, status: object, workflow_name:
     return WorkflowPage([info(s) for s in rows], store.count_workflows(where), next_cursor)
 
 
-def get_workflow_status(core: Core, workflow_name: str, workflow_id: str) -> InstanceStatus:
-    binding = _binding(core, workflow_name)
-    s = _lookup(core, workflow_id)
+def get_workflow_status(rt: Runtime, workflow_name: str, workflow_id: str) -> InstanceStatus:
+    binding = _binding(rt, workflow_name)
+    s = _lookup(rt, workflow_id)
     if s is None or s.workflow_name != binding:
         raise WorkflowNotFoundError(f"no workflow {shorten(workflow_id)} under binding {binding!r}")
-    return InstanceStatus(s.status, s.error_message, s.output)  # type: ignore[arg-type]
+    return InstanceStatus(s.status, s.error_message, s.output)
 
 
 # -- tracking records --------------------------------------------------------------------
 
 
-async def delete_workflow(core: Core, host: AgentHost, workflow_id: str) -> bool:
-    if _own(core, host, workflow_id) is None:
+async def delete_workflow(rt: Runtime, host: AgentHost, workflow_id: str) -> bool:
+    if _own(rt, host, workflow_id) is None:
         return False
     try:
-        await core.append([(workflow_stream(workflow_id), TrackingDeleted())])
+        await rt.append([(workflow_stream(workflow_id), TrackingDeleted())])
     except TransitionError:
         return False  # deleted meanwhile
     return True
 
 
-async def delete_workflows(core: Core, host: AgentHost, *, status: object, workflow_name: object,
+async def delete_workflows(rt: Runtime, host: AgentHost, *, status: object, workflow_name: object,
                            metadata: object, created_before: object) -> int:
     """Drop the matching records a batch of ``DELETE_BATCH`` at a time (one append each, so
     a million records never make one transaction); returns how many were dropped."""
@@ -264,11 +264,11 @@ async def delete_workflows(core: Core, host: AgentHost, *, status: object, workf
     dropped = races = 0
     while True:
         ids = [s.workflow_id for s in
-               core.store.query_workflows(where, ascending=True, limit=DELETE_BATCH)]
+               rt.store.query_workflows(where, ascending=True, limit=DELETE_BATCH)]
         if not ids:
             return dropped
         try:
-            await core.append([(workflow_stream(i), TrackingDeleted()) for i in ids])
+            await rt.append([(workflow_stream(i), TrackingDeleted()) for i in ids])
         except TransitionError:
             races += 1  # one of them changed meanwhile: select again
             if races == 5:
@@ -281,69 +281,69 @@ async def delete_workflows(core: Core, host: AgentHost, *, status: object, workf
 # -- control -----------------------------------------------------------------------------
 
 
-async def _append_one(core: Core, workflow_id: str, event: Event) -> None:
-    await core.append([(workflow_stream(workflow_id), event)])
+async def _append_one(rt: Runtime, workflow_id: str, event: Event) -> None:
+    await rt.append([(workflow_stream(workflow_id), event)])
 
 
-async def terminate_workflow(core: Core, host: AgentHost, workflow_id: str) -> None:
-    s = _tracked(core, host, workflow_id)
+async def terminate_workflow(rt: Runtime, host: AgentHost, workflow_id: str) -> None:
+    s = tracked(rt, host, workflow_id)
     if s.finished:
         raise EventwfError(f"cannot terminate workflow {workflow_id!r}: it is already "
                            f"{s.status}")
-    await _append_one(core, workflow_id, WorkflowTerminated())
+    await _append_one(rt, workflow_id, WorkflowTerminated())
 
 
-async def pause_workflow(core: Core, host: AgentHost, workflow_id: str) -> None:
+async def pause_workflow(rt: Runtime, host: AgentHost, workflow_id: str) -> None:
     error: TransitionError | None = None
     for _ in range(5):
-        s = _tracked(core, host, workflow_id)
+        s = tracked(rt, host, workflow_id)
         if s.status in ("paused", "waitingForPause"):
             return
         if s.status not in ("running", "waiting", "queued"):
             raise EventwfError(f"cannot pause workflow {workflow_id!r}: it is {s.status}")
         event: Event = PauseRequested() if s.status == "running" else WorkflowPaused()
         try:
-            await _append_one(core, workflow_id, event)
+            await _append_one(rt, workflow_id, event)
             return
         except TransitionError as exc:  # the status moved under us: look again
             error = exc
     raise EventwfError(f"could not pause workflow {workflow_id!r}: {error}")
 
 
-async def resume_workflow(core: Core, host: AgentHost, workflow_id: str) -> None:
-    s = _tracked(core, host, workflow_id)
+async def resume_workflow(rt: Runtime, host: AgentHost, workflow_id: str) -> None:
+    s = tracked(rt, host, workflow_id)
     if s.status in ("queued", "running", "waiting"):
         return
     if s.status not in ("paused", "waitingForPause"):
         raise EventwfError(f"cannot resume workflow {workflow_id!r}: it is {s.status}")
-    _binding(core, s.workflow_name)
-    await _append_one(core, workflow_id, WorkflowResumed())
+    _binding(rt, s.workflow_name)
+    await _append_one(rt, workflow_id, WorkflowResumed())
 
 
-async def restart_workflow(core: Core, host: AgentHost, workflow_id: str,
+async def restart_workflow(rt: Runtime, host: AgentHost, workflow_id: str,
                            reset_tracking: bool) -> None:
-    s = _tracked(core, host, workflow_id)
-    _binding(core, s.workflow_name)
-    await _append_one(core, workflow_id, WorkflowRestarted(bool(reset_tracking)))
+    s = tracked(rt, host, workflow_id)
+    _binding(rt, s.workflow_name)
+    await _append_one(rt, workflow_id, WorkflowRestarted(bool(reset_tracking)))
 
 
-async def migrate_workflow_binding(core: Core, host: AgentHost, old_name: str,
+async def migrate_workflow_binding(rt: Runtime, host: AgentHost, old_name: str,
                                    new_name: str) -> int:
     check_binding_name(old_name)
-    new = _binding(core, new_name)
-    ids = core.store.workflow_ids(host.agent_class, host.name, old_name)
+    new = _binding(rt, new_name)
+    ids = rt.store.workflow_ids(host.agent_class, host.name, old_name)
     if not ids or old_name == new:
         return len(ids) if old_name == new else 0
-    await core.append([(workflow_stream(i), BindingMigrated(old_name, new)) for i in ids])
+    await rt.append([(workflow_stream(i), BindingMigrated(old_name, new)) for i in ids])
     for workflow_id in ids:
-        s = core.workflow_summary(workflow_id)
-        if s is not None and s.status in ("queued", "running", "waiting", "waitingForPause"):
-            core.ensure_runner(s)
+        s = rt.summaries.workflow(workflow_id)
+        if s is not None and s.status in RUNNABLE:
+            rt.runs.ensure(s)
     logger.info("Migrated %d workflow(s) from '%s' to '%s'", len(ids), old_name, new)
     return len(ids)
 
 
-async def set_state(core: Core, host: AgentHost, state: Any) -> None:
+async def set_state(rt: Runtime, host: AgentHost, state: Any) -> None:
     value = json_value(state, f"state of agent {host.agent_class}/{host.name}")
-    await core.append(core.agent_state_items(host.agent, "set", value, None))
+    await rt.append(rt.agents.state_items(host.agent, "set", value, None))
 

@@ -32,16 +32,16 @@ from eventwf.model.events import (
 )
 from eventwf.model.failures import error_info
 from eventwf.model.replay import Decision, ReplayMachine, describe_command
+from eventwf.model.status import RUNNABLE
 from eventwf.model.types import WorkflowEvent
 from eventwf.model.values import utc_from_us
 from eventwf.model.workflow_fold import WorkflowSummary
 from eventwf.runtime.clock import Clock
 from eventwf.runtime.steps import AgentWorkflowStep
 
-__all__ = ["Core", "Diverged", "Hibernate", "Stopped", "StorageFault", "WorkflowRunner"]
+__all__ = ["Diverged", "Hibernate", "RunHost", "Stopped", "StorageFault", "WorkflowRunner"]
 
 logger = logging.getLogger("eventwf")
-_LIVE = frozenset({"queued", "running", "waiting", "waitingForPause"})
 
 
 class Stopped(BaseException):
@@ -69,36 +69,35 @@ class StorageFault(BaseException):
         self.error = error
 
 
-class Core(Protocol):
-    clock: Clock
+class RunHost(Protocol):
+    """What a run may ask of the engine (``runs.RunServices`` provides it)."""
 
-    async def append(
-        self, items: Sequence[tuple[str, Event]], *, fence: tuple[str, int] | None = None
-    ) -> list[Recorded]: ...
-    def workflow_summary(self, workflow_id: str) -> WorkflowSummary | None: ...
+    @property
+    def clock(self) -> Clock: ...
+    async def append(self, items: Sequence[tuple[str, Event]], *,
+                     fence: tuple[str, int]) -> list[Recorded]: ...
+    def summary(self, workflow_id: str) -> WorkflowSummary | None: ...
+    def epoch(self, workflow_id: str) -> int: ...
     def workflow_class(self, binding: str) -> type[Any] | None: ...
-    async def agent_object(self, agent_class: str, name: str) -> Any: ...
-    def runner_finished(self, runner: WorkflowRunner) -> None: ...
-    def runner_epoch(self, workflow_id: str) -> int: ...
-    def runner_storage_failed(self, runner: WorkflowRunner, error: Exception) -> None: ...
-    def runner_crashed(self, runner: WorkflowRunner, error: Exception) -> None: ...
-    def runner_hibernated(self, runner: WorkflowRunner) -> None: ...
+    async def agent(self, agent_class: str, name: str) -> Any: ...
     def should_hibernate(self, until_us: int) -> bool: ...
-    async def deliver_progress(
-        self, agent: Any, workflow_name: str, workflow_id: str, progress: Any
-    ) -> None: ...
-    def agent_state_items(
-        self, agent: Any, action: str, value: Any, workflow_id: str
-    ) -> list[tuple[str, Event]]: ...
-    async def agent_state_committed(self, agent: Any) -> None: ...
+    def hibernated(self, runner: WorkflowRunner) -> None: ...
+    def stalled(self, runner: WorkflowRunner, error: Exception) -> None: ...
+    def crashed(self, runner: WorkflowRunner, error: Exception) -> None: ...
+    def finished(self, runner: WorkflowRunner) -> None: ...
+    async def deliver_progress(self, agent: Any, workflow_name: str, workflow_id: str,
+                               progress: Any) -> None: ...
+    def state_items(self, agent: Any, action: str, value: Any,
+                    workflow_id: str) -> list[tuple[str, Event]]: ...
+    async def state_committed(self, agent: Any) -> None: ...
 
 
 class WorkflowRunner:
     """Runs ``AgentWorkflow.run`` for one workflow and incarnation (``epoch``)."""
 
-    def __init__(self, core: Core, summary: WorkflowSummary, epoch: int,
+    def __init__(self, host: RunHost, summary: WorkflowSummary, epoch: int,
                  history: list[Recorded]) -> None:
-        self.core = core
+        self.host = host
         self.workflow_id = summary.workflow_id
         self.epoch = epoch
         self.stream = workflow_stream(summary.workflow_id)
@@ -115,7 +114,7 @@ class WorkflowRunner:
 
     @property
     def summary(self) -> WorkflowSummary:
-        summary = self.core.workflow_summary(self.workflow_id)
+        summary = self.host.summary(self.workflow_id)
         assert summary is not None
         return summary
 
@@ -125,7 +124,7 @@ class WorkflowRunner:
 
     @property
     def clock(self) -> Clock:
-        return self.core.clock
+        return self.host.clock
 
     @property
     def run(self) -> int:
@@ -148,30 +147,30 @@ class WorkflowRunner:
 
     async def append(self, items: Sequence[tuple[str, Event]]) -> list[Recorded]:
         """Append fenced by this runner's epoch, then stop here if a pause is pending."""
-        records = await self._append(items)
-        await self._boundary()
+        records = await self.write(items)
+        await self.step_boundary()
         return records
 
-    async def _append(self, items: Sequence[tuple[str, Event]]) -> list[Recorded]:
+    async def write(self, items: Sequence[tuple[str, Event]]) -> list[Recorded]:
         """Append as this incarnation; refused because it was replaced or stopped: stop."""
         try:
-            return await self.core.append(items, fence=(self.workflow_id, self.epoch))
+            return await self.host.append(items, fence=(self.workflow_id, self.epoch))
         except StorageError as exc:
             self._stopping = True
             raise StorageFault(exc) from exc
         except TransitionError as exc:
-            current = self.core.workflow_summary(self.workflow_id)
-            replaced = self.core.runner_epoch(self.workflow_id) != self.epoch
-            if replaced or current is None or current.status not in _LIVE:
+            current = self.host.summary(self.workflow_id)
+            replaced = self.host.epoch(self.workflow_id) != self.epoch
+            if replaced or current is None or current.status not in RUNNABLE:
                 self._stopping = True
                 raise Stopped() from exc
             raise
 
-    async def _boundary(self) -> None:
+    async def step_boundary(self) -> None:
         if self._stopping:
             raise Stopped()
         if self.summary.status == "waitingForPause":
-            await self._append([(self.stream, WorkflowPaused())])
+            await self.write([(self.stream, WorkflowPaused())])
             self._stopping = True
             raise Stopped()
 
@@ -182,7 +181,7 @@ class WorkflowRunner:
                 f"workflow {self.workflow_id!r} called {describe_command(kind, name)} while "
                 f"{self._busy} is still running; await durable steps one at a time"
             )
-        await self._boundary()
+        await self.step_boundary()
         try:
             decision = self.machine.next(kind, name)
         except NonDeterminismError as exc:
@@ -196,16 +195,16 @@ class WorkflowRunner:
 
     async def wait_for_mail(self, until_us: int) -> None:
         """Wait for an event to arrive (or hibernate until one does, or ``until_us``)."""
-        if self.core.should_hibernate(until_us):
+        if self.host.should_hibernate(until_us):
             raise Hibernate()
         await self._mail.wait()
 
     async def idle_until(self, wall_us: int, at_most_us: int) -> None:
         """A durable timer: sleep, or hibernate and be replayed when it fires."""
-        until = min(wall_us, self.core.clock.now_us() + max(at_most_us, 0))
-        if self.core.should_hibernate(until):
+        until = min(wall_us, self.clock.now_us() + max(at_most_us, 0))
+        if self.host.should_hibernate(until):
             raise Hibernate()
-        await self.core.clock.sleep_until_wall(wall_us, at_most_us=at_most_us)
+        await self.clock.sleep_until_wall(wall_us, at_most_us=at_most_us)
 
     async def waiting_again(self, seq: int) -> None:
         """A timer or wait resumes after a resume: the status goes back to ``waiting``."""
@@ -213,10 +212,16 @@ class WorkflowRunner:
             await self.append([(self.stream, WorkflowWaiting(seq))])
 
     def agent_state_items(self, action: str, value: Any) -> list[tuple[str, Event]]:
-        return self.core.agent_state_items(self.agent, action, value, self.workflow_id)
+        return self.host.state_items(self.agent, action, value, self.workflow_id)
 
     async def agent_state_committed(self) -> None:
-        await self.core.agent_state_committed(self.agent)
+        """The agent's state changed by this run: tell the agent (not on a replay check)."""
+        await self.host.state_committed(self.agent)
+
+    async def report_progress(self, progress: Any) -> None:
+        """``on_workflow_progress`` of the agent (not logged; not on a replay check)."""
+        await self.host.deliver_progress(self.agent, self.workflow_name, self.workflow_id,
+                                         progress)
 
     # -- the run -------------------------------------------------------------------------
 
@@ -228,32 +233,32 @@ class WorkflowRunner:
                 except Stopped:
                     pass  # paused at a boundary or replaced: the log already says so
                 except StorageFault as fault:
-                    self._fault(fault.error)
+                    self.on_stalled(fault.error)
                 except Hibernate:
-                    self.core.runner_hibernated(self)
+                    self.host.hibernated(self)
                 except Exception as exc:  # the engine's own failure, not the workflow's
-                    self._crashed(exc)
+                    self.on_crashed(exc)
         finally:
-            self.core.runner_finished(self)
+            self.host.finished(self)
 
-    def _fault(self, error: Exception) -> None:
+    def on_stalled(self, error: Exception) -> None:
         """The run cannot go on for now: the engine retries it later."""
-        self.core.runner_storage_failed(self, error)
+        self.host.stalled(self, error)
 
-    def _crashed(self, error: Exception) -> None:
+    def on_crashed(self, error: Exception) -> None:
         """The run failed in the engine's own code: the engine quarantines it."""
-        self.core.runner_crashed(self, error)
+        self.host.crashed(self, error)
 
     async def _main(self) -> None:
         summary = self.summary
         if summary.status == "queued":
-            await self._append([(self.stream, WorkflowRunning())])
-        cls = self.core.workflow_class(summary.workflow_name)
+            await self.write([(self.stream, WorkflowRunning())])
+        cls = self.host.workflow_class(summary.workflow_name)
         start = self.machine.start
         if cls is None or start is None:
             raise EventwfError(f"workflow {self.workflow_id!r} cannot run: no binding or start")
         try:
-            self.agent = await self.core.agent_object(summary.agent_class, summary.agent_name)
+            self.agent = await self.host.agent(summary.agent_class, summary.agent_name)
         except Exception as exc:  # on_start raised, or the agent is quarantined: later
             self._stopping = True
             raise StorageFault(exc) from exc
@@ -268,42 +273,42 @@ class WorkflowRunner:
                 raise Stopped()
             self.machine.finish()
         except Diverged as diverged:
-            await self._block(diverged.error)
+            await self.on_diverged(diverged.error)
             return
         except NonDeterminismError as exc:
-            await self._block(exc)
+            await self.on_diverged(exc)
             return
         except Exception as exc:  # the workflow failed: log it, report it once
             if self._stopping:
                 raise Stopped() from exc
-            await self._finish_errored(exc)
+            await self.on_errored(exc)
             return
-        await self._finish_complete(output)
+        await self.on_completed(output)
 
-    async def _block(self, error: NonDeterminismError) -> None:
+    async def on_diverged(self, error: NonDeterminismError) -> None:
         logger.warning("%s; the workflow is paused until resumed", error)
         self._stopping = True
-        await self._append([(self.stream, WorkflowBlocked(self.machine.position,
+        await self.write([(self.stream, WorkflowBlocked(self.machine.position,
                                            error_info(error, with_traceback=False)))])
 
-    async def _finish_errored(self, exc: Exception) -> None:
+    async def on_errored(self, exc: Exception) -> None:
         logger.debug("workflow %s errored", self.workflow_id, exc_info=exc)
         items: list[tuple[str, Event]] = [(self.stream, WorkflowErrored(error_info(exc)))]
         if not self.machine.error_reported:
             items.append((self.agent_stream, CallbackScheduled(
                 "error", self.workflow_name, self.workflow_id, str(exc))))
         self.finishing = True
-        await self._append(items)
+        await self.write(items)
 
-    async def _finish_complete(self, output: Any) -> None:
+    async def on_completed(self, output: Any) -> None:
         try:
             encode_value(output, f"the return value of workflow {self.workflow_id!r}")
         except ValueError as exc:  # includes PayloadTooLargeError
-            await self._finish_errored(exc)
+            await self.on_errored(exc)
             return
         items: list[tuple[str, Event]] = [(self.stream, WorkflowCompleted(output))]
         if not self.machine.complete_reported:
             items.append((self.agent_stream, CallbackScheduled(
                 "complete", self.workflow_name, self.workflow_id, output)))
         self.finishing = True
-        await self._append(items)
+        await self.write(items)

@@ -17,8 +17,8 @@ from typing import Any
 
 import trio
 
+from eventwf import faults
 from eventwf.errors import EventwfError, NonRetryableError, WorkflowTimeoutError
-from eventwf.model import faults
 from eventwf.model.codec import json_value, roundtrip_value
 from eventwf.model.events import (
     CallbackScheduled,

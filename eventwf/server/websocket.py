@@ -35,7 +35,7 @@ from eventwf.engine import Engine
 from eventwf.errors import EventwfError
 from eventwf.model.codec import json_value
 from eventwf.model.values import shorten
-from eventwf.runtime.agent_host import AgentHost
+from eventwf.runtime.agents import host_of
 from eventwf.server.handshake import AgentRequest, decide
 from eventwf.server.handshake import close_reason as _reason
 from eventwf.server.inbound import answer_rpc, parse_frame
@@ -292,7 +292,7 @@ class SocketHandler:
                 allowed = await allowed
             if not allowed:
                 return (403, "authentication refused"), None
-        cls = self.engine._core.agent_classes.get(decided.agent_class)
+        cls = self.engine.runtime.agent_classes.get(decided.agent_class)
         if cls is None:
             return (404, f"unknown agent class {shorten(decided.agent_class, 200)}"), None
         try:
@@ -303,9 +303,9 @@ class SocketHandler:
 
     async def _serve(self, ws: WebSocketConnection, decided: AgentRequest,
                      agent: Agent) -> None:
-        host: AgentHost = agent._host
+        host = host_of(agent)
         connection = Connection(ws, decided, agent)
-        summary = agent._core.agent_summary(host.agent_class, host.name)
+        summary = self.engine.runtime.summaries.agent(host.agent_class, host.name)
         connection.push_state(agent.state, 0 if summary is None else summary.state_position)
         host.connections.add(connection)
         try:

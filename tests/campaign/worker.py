@@ -16,8 +16,8 @@ import traceback
 
 import trio
 
+from eventwf import faults
 from eventwf.errors import LogLockedError
-from eventwf.model import faults
 
 from .ledger import Ledger
 from .workload import Config, session

@@ -293,7 +293,7 @@ async def session(cfg: Config, *, wall_clock: Callable[[], float] = time.time) -
             runtime.head = lambda: engine.statistics().head
             ledger.opened(run, engine.statistics().head)
             if cfg.wal_autocheckpoint is not None:
-                engine._core.store.conn.execute(
+                engine.runtime.store.conn.execute(  # type: ignore[attr-defined]
                     f"PRAGMA wal_autocheckpoint={int(cfg.wal_autocheckpoint)}")
             client = Client(engine, cfg, plan, history, run)
             with trio.move_on_after(cfg.stop_after if cfg.stop_after is not None

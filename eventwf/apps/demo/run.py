@@ -47,10 +47,11 @@ async def serve_demo(db: str, host: str = "127.0.0.1", port: int = 8080, *,
     listeners = await trio.open_tcp_listeners(port, host=host)
     try:
         async with open_engine(db, agents=[DemoAgent], workflows=[DemoTask]) as engine:
-            core = engine._core  # the demo owns every board object: it may evict them (A8)
+            runtime = engine.runtime  # the demo owns every board object: it may evict them (A8)
 
             def evict(keep: Collection[str]) -> set[str]:
-                return core.evict_idle_agents(DemoAgent.__name__, keep=keep)
+                return runtime.agents.evict_idle(DemoAgent.__name__, keep,
+                                                 runtime.runs.agent_streams())
 
             boards = Boards(evict, max_boards)
             bound = listeners[0].socket.getsockname()[1]

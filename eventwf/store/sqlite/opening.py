@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from eventwf.errors import StorageError
 from eventwf.store.interface import OpenReport
@@ -20,15 +20,26 @@ from eventwf.store.sqlite.anchor import anchor_mismatch, preserve_anchor
 from eventwf.store.sqlite.log import scan
 from eventwf.store.sqlite.schema import meta_position
 
-if TYPE_CHECKING:
-    from eventwf.store.sqlite.store import SQLiteStore
-
 __all__ = ["open_checks"]
 
 logger = logging.getLogger("eventwf")
 
 
-def open_checks(store: SQLiteStore, *, quiet: bool = False) -> OpenReport:
+class Opened(Protocol):
+    """What these checks need of the store being opened (``SQLiteStore``)."""
+
+    conn: sqlite3.Connection
+    genesis: bytes
+    path: str
+    head: int
+
+    def projected_through(self) -> int: ...
+    def rebuild_projections(self) -> object: ...
+    def check_projections(self) -> bool: ...
+    def mark_verified(self) -> None: ...
+
+
+def open_checks(store: Opened, *, quiet: bool = False) -> OpenReport:
     """Projections brought up to date, the new rows verified (``quiet``: no warning for a
     rebuild, as a replay-only check wants)."""
     through = store.projected_through()
@@ -42,7 +53,7 @@ def open_checks(store: SQLiteStore, *, quiet: bool = False) -> OpenReport:
     return _verify_tail(store)
 
 
-def _verify_tail(store: SQLiteStore) -> OpenReport:
+def _verify_tail(store: Opened) -> OpenReport:
     """Check the chain from the last verified position to the head, and the anchor."""
     start = meta_position(store.conn, "verified_through", store.path) + 1
     problems = [

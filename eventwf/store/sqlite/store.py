@@ -16,8 +16,8 @@ from typing import Any
 
 import msgspec
 
+from eventwf import faults
 from eventwf.errors import StorageError
-from eventwf.model import faults
 from eventwf.model.agent_fold import AgentSummary
 from eventwf.model.events import Recorded
 from eventwf.model.workflow_fold import WorkflowSummary

@@ -1,0 +1,209 @@
+"""The live agents of an engine: one object per (class, name), made and logged on first use.
+
+Each live agent has an ``AgentHost`` (its callback outbox and its clients). Committed
+records of an agent's stream come here (``record``): state changes are pushed to its
+clients, each with the state as of its own log position, and callbacks are scheduled.
+An agent that owes callbacks but is not live is loaded to deliver them, retrying while it
+cannot be (its ``on_start`` raises). Nothing here ends the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Any
+
+import trio
+
+from eventwf.errors import CorruptLogError, EventwfError
+from eventwf.model.agent_fold import AgentSummary, apply_agent, quarantine_agent
+from eventwf.model.codec import json_value
+from eventwf.model.events import (
+    AgentCreated,
+    AgentStateMerged,
+    AgentStateReset,
+    AgentStateSet,
+    CallbackScheduled,
+    Event,
+    Recorded,
+    agent_stream,
+)
+from eventwf.runtime.agent_host import AgentHost, state_items
+from eventwf.runtime.summaries import AgentKey, Summaries
+from eventwf.store.interface import LogStore
+
+__all__ = ["Agents", "host_of"]
+
+logger = logging.getLogger("eventwf")
+
+Append = Callable[[Sequence[tuple[str, Event]]], Awaitable[list[Recorded]]]
+Spawn = Callable[[Callable[[], Awaitable[None]], str], None]
+Bind = Callable[[Any, AgentHost], None]  # attaches a new agent object to its host
+
+
+def host_of(agent: Any) -> AgentHost:
+    """The host of an agent object the engine made (``EventwfError`` for any other)."""
+    host = getattr(agent, "_eventwf_host", None)
+    if not isinstance(host, AgentHost):
+        raise EventwfError(
+            f"{type(agent).__name__} instance is not attached to an engine; get agents "
+            "with engine.get_agent(cls, name)")
+    return host
+
+
+class Agents:
+    def __init__(self, bind: Bind, classes: dict[str, type[Any]], summaries: Summaries,
+                 store: LogStore, append: Append, spawn: Spawn) -> None:
+        self._bind = bind
+        self.classes = classes
+        self._summaries = summaries
+        self._store = store
+        self._append = append
+        self._spawn = spawn
+        self._hosts: dict[AgentKey, AgentHost] = {}
+        self._creating: dict[AgentKey, trio.Event] = {}
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+    # -- live objects --------------------------------------------------------------------
+
+    async def object(self, agent_class: str, name: str) -> Any:
+        """The one live object for (class, name), created and logged on first use."""
+        key = (agent_class, name)
+        while True:
+            host = self._hosts.get(key)
+            if host is not None:
+                return host.agent
+            creating = self._creating.get(key)
+            if creating is None:
+                break
+            await creating.wait()
+        cls = self.classes.get(agent_class)
+        if cls is None:
+            raise EventwfError(f"agent class {agent_class!r} is not registered with this engine")
+        self._creating[key] = done = trio.Event()
+        try:
+            return await self._create(cls, agent_class, name)
+        finally:
+            del self._creating[key]
+            done.set()
+
+    async def _create(self, cls: type[Any], agent_class: str, name: str) -> Any:
+        initial = json_value(getattr(cls, "initial_state", None), f"{agent_class}.initial_state")
+        summary = self._summaries.agent(agent_class, name)
+        stream = agent_stream(agent_class, name)
+        if summary is None:
+            await self._append([(stream, AgentCreated(agent_class, name))])
+        elif summary.corrupt_position is not None:
+            raise CorruptLogError(
+                f"agent {agent_class}/{name} has a corrupt event at log position "
+                f"{summary.corrupt_position}", position=summary.corrupt_position)
+        agent = cls()
+        host = AgentHost(agent, agent_class, name, initial, self._append, self._spawn)
+        self._bind(agent, host)
+        self._hosts[agent_class, name] = host
+        try:
+            await agent.on_start()
+        except BaseException:
+            del self._hosts[agent_class, name]
+            raise
+        summary = self._summaries.agent(agent_class, name)
+        if summary is not None and summary.callbacks_pending:
+            for rec in self._store.read_stream(stream, after_position=summary.delivered_through):
+                if isinstance(rec.event, CallbackScheduled):
+                    host.schedule(rec)
+        return agent
+
+    async def load(self, agent_class: str, name: str) -> None:
+        """Load an agent that owes callbacks; while that fails, retry (backing off)."""
+        delay = 0.5
+        while True:
+            try:
+                await self.object(agent_class, name)
+                return
+            except CorruptLogError as exc:
+                logger.error("agent %s/%s cannot be loaded: %s", agent_class, name, exc)
+                return  # quarantined: nothing will change that while the engine runs
+            except Exception:
+                logger.exception("agent %s/%s could not be loaded to deliver its callbacks; "
+                                 "retrying in %.1f s", agent_class, name, delay)
+            await trio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+
+    def evict_idle(self, agent_class: str, keep: Collection[str],
+                   busy_streams: Collection[str]) -> set[str]:
+        """Drop the live objects of the idle agents of one class; return the names still live.
+
+        Internal: a host that bounds its agents in memory (the demo) calls it. Idle means not
+        in ``keep``, no client, no callback queued, being delivered or logged undelivered, no
+        live run of its workflows (``busy_streams``), not being created (agents.md A8).
+        """
+        live: set[str] = set()
+        for (cls, name), host in list(self._hosts.items()):
+            if cls != agent_class:
+                continue
+            summary = self._summaries.agent(cls, name)
+            if (name in keep or not host.idle or host.stream in busy_streams or (cls, name) in
+                    self._creating or (summary is not None and summary.callbacks_pending)):
+                live.add(name)
+            else:
+                del self._hosts[cls, name]
+                self._summaries.forget_agent((cls, name))
+        return live
+
+    # -- state ---------------------------------------------------------------------------
+
+    def state(self, host: AgentHost) -> Any:
+        summary = self._summaries.agent(host.agent_class, host.name)
+        if summary is None or not summary.has_state:
+            return host.initial_state
+        return summary.state
+
+    def state_items(self, agent: Any, action: str, value: Any,
+                    workflow_id: str | None) -> list[tuple[str, Event]]:
+        """The events for a state change; checked against the current state first."""
+        host = host_of(agent)
+        return state_items(host, self._summaries.agent(host.agent_class, host.name), action,
+                           value, workflow_id)
+
+    async def state_committed(self, agent: Any) -> None:
+        """Tell the agent its state changed (from a workflow); a raising hook is logged."""
+        host = host_of(agent)
+        if not host.state_update_hooked():
+            return
+        try:
+            await agent.on_state_update(agent.state, "server")
+        except Exception:
+            logger.exception("on_state_update of agent %s raised", host.stream)
+
+    async def deliver_progress(self, agent: Any, workflow_name: str, workflow_id: str,
+                               progress: Any) -> None:
+        await host_of(agent).progress(workflow_name, workflow_id, progress)
+
+    # -- committed records ---------------------------------------------------------------
+
+    def record(self, agent_class: str, name: str, rec: Recorded,
+               before: AgentSummary | None) -> AgentSummary | None:
+        """Act on a committed record of an agent's stream; returns the agent's summary as of
+        this record (``before``: as of the previous one in this batch, None if unknown)."""
+        host = self._hosts.get((agent_class, name))
+        event = rec.event
+        if host is None:
+            if isinstance(event, CallbackScheduled) and agent_class in self.classes:
+                self._spawn(lambda: self.load(agent_class, name), f"load {rec.stream}")
+            return before
+        if isinstance(event, AgentStateSet | AgentStateMerged | AgentStateReset):
+            at_record = apply_agent(before, rec) if before is not None else None
+            state = at_record.state if at_record is not None else self.state(host)
+            host.push_state(state, rec.position)
+            return at_record
+        if isinstance(event, CallbackScheduled):
+            host.schedule(rec)
+        return before  # what else it changes is not state
+
+    def quarantine(self, agent_class: str, name: str, position: int) -> None:
+        summary = self._summaries.agent(agent_class, name)
+        if summary is not None:
+            self._summaries.replace_agent(quarantine_agent(summary, agent_class, name,
+                                                           position))

@@ -1,0 +1,89 @@
+"""One engine's runtime, wired: the store, the writer, and the parts that act on commits.
+
+``Summaries`` keeps the folds in memory, ``Agents`` the live agents, ``Runs`` the live runs
+of workflows, ``Hibernation`` the idle ones, and ``Router`` takes each commit from the
+writer to them. Each part gets only the collaborators it needs; this class makes them, in
+dependency order, and spawns the engine's tasks (a failure of one is logged, never the
+engine's end).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import trio
+
+from eventwf.model.events import Event, Recorded
+from eventwf.runtime.agent_host import AgentHost
+from eventwf.runtime.agents import Agents
+from eventwf.runtime.clock import Clock
+from eventwf.runtime.hibernation import Hibernation
+from eventwf.runtime.router import Router
+from eventwf.runtime.runner import WorkflowRunner
+from eventwf.runtime.runs import RunFactory, Runs, RunServices
+from eventwf.runtime.summaries import Summaries
+from eventwf.runtime.writer import Writer
+from eventwf.store.interface import LogStore
+
+__all__ = ["Runtime"]
+
+logger = logging.getLogger("eventwf")
+
+
+class Runtime:
+    def __init__(
+        self,
+        store: LogStore,
+        clock: Clock,
+        nursery: trio.Nursery,
+        agent_classes: dict[str, type[Any]],
+        workflow_classes: dict[str, type[Any]],
+        *,
+        factory: RunFactory = WorkflowRunner,
+        hibernate_after: float | None = 60.0,
+        max_live_workflows: int = 10_000,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.agent_classes = agent_classes
+        self.workflow_classes = workflow_classes
+        self._nursery = nursery
+        self.closing = False
+        self.summaries = Summaries(store)
+        self.runs = Runs(store, self.summaries, clock, nursery, self.spawn, factory,
+                         workflow_classes, agent_classes)
+        self.hibernation = Hibernation(clock, self.summaries, lambda: len(self.runs),
+                                       self.runs.ensure, hibernate_after=hibernate_after,
+                                       max_live=max_live_workflows)
+        self.agents = Agents(self._bind, agent_classes, self.summaries, store, self.append,
+                             self.spawn)
+        self.router = Router(self.summaries, self.runs, self.agents, self.hibernation)
+        self.writer = Writer(store, clock, self.router)
+        self.runs.host = RunServices(clock, self.writer, self.summaries, self.runs,
+                                     self.agents, self.hibernation, workflow_classes)
+
+    def _bind(self, agent: Any, host: AgentHost) -> None:
+        agent._eventwf_bind(host, self)  # the attach point of eventwf.Agent
+
+    async def append(self, items: Sequence[tuple[str, Event]], *,
+                     fence: tuple[str, int] | None = None) -> list[Recorded]:
+        """Append ``items`` atomically and wait for the commit (``Writer.append``)."""
+        return await self.writer.append(items, fence=fence)
+
+    def spawn(self, fn: Callable[[], Awaitable[None]], name: str) -> None:
+        """Run ``fn`` as an engine task; its failure is logged, never the engine's end."""
+        if not self.closing:
+            self._nursery.start_soon(self._guarded, fn, name, name=name)
+
+    @staticmethod
+    async def _guarded(fn: Callable[[], Awaitable[None]], name: str) -> None:
+        try:
+            await fn()
+        except Exception:
+            logger.exception("engine task %r failed; the engine goes on", name)
+
+    def close(self) -> None:
+        """No new task or run from now on (the engine is closing)."""
+        self.closing = self.runs.closing = True

@@ -1,0 +1,97 @@
+"""The folds in memory: each workflow's and each agent's summary, over the projections.
+
+The writer installs the summaries of every commit (after the commit); everyone else reads
+them here, and a summary not in memory is loaded from its projection row. A finished
+workflow's summary is not kept (its projection row says the same), so memory grows with
+the live work, not with the history. Who waits for a workflow to change (``wait_workflow``)
+waits here, and is woken when its status or run changes or it is quarantined.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from eventwf.model.agent_fold import AgentSummary
+from eventwf.model.workflow_fold import WorkflowSummary
+from eventwf.store.interface import LogStore
+
+__all__ = ["AgentKey", "Summaries", "Transition"]
+
+AgentKey = tuple[str, str]  # (agent class, agent name)
+Transition = tuple[str, WorkflowSummary | None, WorkflowSummary]  # (id, before, after)
+
+
+class Summaries:
+    def __init__(self, store: LogStore) -> None:
+        self._store = store
+        self._workflows: dict[str, WorkflowSummary] = {}
+        self._agents: dict[AgentKey, AgentSummary] = {}
+        self._watchers: dict[str, trio.Event] = {}
+
+    def workflow(self, workflow_id: str) -> WorkflowSummary | None:
+        summary = self._workflows.get(workflow_id)
+        if summary is None:
+            summary = self._store.load_workflow(workflow_id)
+            if summary is not None and not summary.finished:
+                self._workflows[workflow_id] = summary
+        return summary
+
+    def cached_workflow(self, workflow_id: str) -> WorkflowSummary | None:
+        """The summary if it is in memory (every unfinished one that was used is)."""
+        return self._workflows.get(workflow_id)
+
+    def agent(self, agent_class: str, name: str) -> AgentSummary | None:
+        summary = self._agents.get((agent_class, name))
+        if summary is None:
+            summary = self._store.load_agent(agent_class, name)
+            if summary is not None:
+                self._agents[agent_class, name] = summary
+        return summary
+
+    def remember(self, summary: WorkflowSummary) -> None:
+        if not summary.finished:
+            self._workflows[summary.workflow_id] = summary
+
+    def forget_agent(self, key: AgentKey) -> None:
+        """Drop an agent's summary from memory (its projection holds the same)."""
+        self._agents.pop(key, None)
+
+    def install(self, workflows: dict[str, WorkflowSummary], agents: dict[AgentKey, AgentSummary]
+                ) -> tuple[list[Transition], dict[AgentKey, AgentSummary | None]]:
+        """Take a commit's summaries; the workflows' transitions and the agents' summaries
+        as they were before it (each state pushed must be the state at its own position)."""
+        transitions: list[Transition] = []
+        for workflow_id, summary in workflows.items():
+            before = self._workflows.get(workflow_id)
+            transitions.append((workflow_id, before, summary))
+            if summary.finished:
+                self._workflows.pop(workflow_id, None)
+            else:
+                self._workflows[workflow_id] = summary
+            if before is None or before.status != summary.status or before.run != summary.run:
+                self._changed(workflow_id)
+        agents_before = {key: self._agents.get(key) for key in agents}
+        self._agents.update(agents)
+        return transitions, agents_before
+
+    def replace_workflow(self, summary: WorkflowSummary) -> None:
+        """A summary no event changes (a quarantine): memory, projection, and waiters."""
+        self._workflows[summary.workflow_id] = summary
+        self._store.write_projections([summary])
+        self._changed(summary.workflow_id)
+
+    def replace_agent(self, summary: AgentSummary) -> None:
+        """An agent summary no event changes (a quarantine): memory and projection."""
+        self._agents[summary.agent_class, summary.name] = summary
+        self._store.write_projections(agents=[summary])
+
+    async def wait_for_change(self, workflow_id: str) -> None:
+        event = self._watchers.get(workflow_id)
+        if event is None:
+            event = self._watchers[workflow_id] = trio.Event()
+        await event.wait()
+
+    def _changed(self, workflow_id: str) -> None:
+        watcher = self._watchers.pop(workflow_id, None)
+        if watcher is not None:
+            watcher.set()
