@@ -12,7 +12,7 @@ This module does no I/O: no trio, no sqlite, no clock.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, Literal, assert_never
 
 import msgspec
 
@@ -109,6 +109,12 @@ def describe_command(kind: str, name: str | None) -> str:
     return f"step.{label}({name!r})" if name is not None else f"step.{label}()"
 
 
+# How far a logged command got: done or failed (its outcome is logged), timed out (a wait),
+# or still in progress (a sleep, a back-off, an attempt, a wait).
+CommandState = Literal["done", "failed", "timed_out", "sleeping", "backoff", "attempting",
+                       "waiting"]
+
+
 class _Command:
     """One command of the history and how far it got."""
 
@@ -118,7 +124,7 @@ class _Command:
     def __init__(self, kind: str, name: str | None) -> None:
         self.kind = kind
         self.name = name
-        self.state = "open"
+        self.state: CommandState = "attempting"  # set at once by the event that logged it
         self.value: Any = None
         self.error: ErrorInfo | None = None
         self.attempt = 0
@@ -129,8 +135,8 @@ class _Command:
 
 
 # The states in which a command may take each kind of event (a new command takes any).
-_ATTEMPTING = frozenset({"attempting"})
-_WAITING = frozenset({"waiting"})
+_ATTEMPTING: frozenset[CommandState] = frozenset({"attempting"})
+_WAITING: frozenset[CommandState] = frozenset({"waiting"})
 
 
 class ReplayMachine:
@@ -192,7 +198,7 @@ class ReplayMachine:
         self._through = rec.stream_position
 
     def _command(self, seq: int, kind: str, name: str | None, rec: Recorded,
-                 *, states: frozenset[str] = frozenset()) -> _Command:
+                 *, states: frozenset[CommandState] = frozenset()) -> _Command:
         """Command ``seq`` of the run: a new one (the next number), or one in ``states``.
 
         Anything else (a number skipped, a second outcome) is a log the engine never
@@ -271,7 +277,8 @@ class ReplayMachine:
             case WaitTimedOut(seq=seq, name=name):
                 self._existing(seq, "wait", name, "waiting", rec).state = "timed_out"
 
-    def _existing(self, seq: int, kind: str, name: str, state: str, rec: Recorded) -> _Command:
+    def _existing(self, seq: int, kind: str, name: str, state: CommandState,
+                  rec: Recorded) -> _Command:
         """Command ``seq``, which must already be in ``state`` (a timer it ends)."""
         if seq < len(self._history):
             return self._command(seq, kind, name, rec, states=frozenset({state}))
@@ -304,22 +311,24 @@ class ReplayMachine:
         return self._decide(cmd)
 
     def _decide(self, cmd: _Command) -> Decision:
-        offset = self._paused_since(cmd.started_us)
-        if cmd.state == "done":
-            return Replayed(cmd.value)
-        if cmd.state == "failed":
-            return Raise(cmd.error)
-        if cmd.state == "timed_out":
-            return Raise(None, timeout=True)
-        if cmd.state == "sleeping":
-            return ResumeSleep(cmd.deadline_us + offset, cmd.duration_us)
-        if cmd.state == "backoff":
-            return ResumeBackoff(cmd.attempt, cmd.deadline_us + offset, cmd.duration_us)
-        if cmd.state == "attempting":
-            return ResumeAttempt(cmd.attempt)
-        if cmd.state == "waiting":
-            return ResumeWait(cmd.event_type, cmd.deadline_us + offset, cmd.duration_us)
-        raise AssertionError(f"command in state {cmd.state!r}")
+        offset = self._paused_since(cmd.started_us)  # timers in progress move on by pauses
+        match cmd.state:
+            case "done":
+                return Replayed(cmd.value)
+            case "failed":
+                return Raise(cmd.error)
+            case "timed_out":
+                return Raise(None, timeout=True)
+            case "sleeping":
+                return ResumeSleep(cmd.deadline_us + offset, cmd.duration_us)
+            case "backoff":
+                return ResumeBackoff(cmd.attempt, cmd.deadline_us + offset, cmd.duration_us)
+            case "attempting":
+                return ResumeAttempt(cmd.attempt)
+            case "waiting":
+                return ResumeWait(cmd.event_type, cmd.deadline_us + offset, cmd.duration_us)
+            case unreachable:
+                assert_never(unreachable)
 
     def _paused_since(self, started_us: int) -> int:
         return sum(resumed - paused for paused, resumed in self._pauses if paused >= started_us)

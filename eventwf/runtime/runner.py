@@ -10,7 +10,8 @@ uses BaseException subclasses.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import trio
@@ -173,6 +174,16 @@ class WorkflowRunner:
             await self.write([(self.stream, WorkflowPaused())])
             self._stopping = True
             raise Stopped()
+
+    @asynccontextmanager
+    async def command(self, kind: str, name: str | None) -> AsyncIterator[Decision]:
+        """One durable command, (kind, name): the block gets its replay decision; a
+        second command while one runs is refused (S11)."""
+        decision = await self.begin(kind, name)
+        try:
+            yield decision
+        finally:
+            self.end()
 
     async def begin(self, kind: str, name: str | None) -> Decision:
         """Start durable command (kind, name): stop, diverge, or get the decision."""

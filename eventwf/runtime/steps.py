@@ -94,11 +94,8 @@ class AgentWorkflowStep:
             raise ValueError(f"step.do({name!r}): retries must be eventwf.Retries, got {policy!r}")
         timeout_s = _DEFAULT_TIMEOUT_S if timeout is None else parse_duration(
             timeout, what=f"timeout of step {name!r}", allow_zero=False)
-        decision = await self._host.begin("do", name)
-        try:
+        async with self._host.command("do", name) as decision:
             return await self._do(decision, name, fn, policy, timeout_s)
-        finally:
-            self._host.end()
 
     async def _do(self, decision: Decision, name: str, fn: Callable[[], Any],
                   policy: Retries, timeout_s: float) -> Any:
@@ -186,8 +183,7 @@ class AgentWorkflowStep:
 
     async def _sleep(self, kind: str, name: str, wake: Callable[[int], int]) -> None:
         host = self._host
-        decision = await host.begin(kind, name)
-        try:
+        async with host.command(kind, name) as decision:
             match decision:
                 case Replayed():
                     return
@@ -202,8 +198,6 @@ class AgentWorkflowStep:
                     faults.hit("sleep.after_record")
             await host.idle_until(wake_at, duration)
             await host.append([(host.stream, SleepCompleted(self._seq()))])
-        finally:
-            host.end()
 
     # -- events --------------------------------------------------------------------------
 
@@ -214,12 +208,8 @@ class AgentWorkflowStep:
         check_step_name(name)
         check_event_type(type)
         timeout_s = parse_duration(timeout, what=f"timeout of wait {name!r}", allow_zero=False)
-        host = self._host
-        decision = await host.begin("wait", name)
-        try:
+        async with self._host.command("wait", name) as decision:
             return await self._wait(decision, name, type, timeout_s)
-        finally:
-            host.end()
 
     async def _wait(self, decision: Decision, name: str, event_type: str,
                     timeout_s: float) -> ReceivedEvent:
@@ -265,15 +255,12 @@ class AgentWorkflowStep:
 
     async def _value(self, kind: str, make: Callable[[], Any]) -> Any:
         host = self._host
-        decision = await host.begin(kind, None)
-        try:
+        async with host.command(kind, None) as decision:
             if isinstance(decision, Replayed):
                 return decision.value
             value = make()
             await host.append([(host.stream, StepSucceeded(self._seq(), kind, None, value))])
             return value
-        finally:
-            host.end()
 
     async def now(self) -> datetime:
         """The current time, logged on the first run and the same on every replay."""
@@ -291,13 +278,10 @@ class AgentWorkflowStep:
 
     async def _report(self, kind: str, value: Any, extra: list[tuple[str, Event]]) -> None:
         host = self._host
-        decision = await host.begin(kind, None)
-        try:
+        async with host.command(kind, None) as decision:
             if isinstance(decision, Execute):
                 await host.append(
                     [(host.stream, StepSucceeded(self._seq(), kind, None, value)), *extra])
-        finally:
-            host.end()
 
     def _callback(self, kind: str, value: Any) -> list[tuple[str, Event]]:
         host = self._host
@@ -333,14 +317,11 @@ class AgentWorkflowStep:
 
     async def _state(self, kind: str, action: str, value: Any) -> None:
         host = self._host
-        decision = await host.begin(kind, None)
-        try:
+        async with host.command(kind, None) as decision:
             if isinstance(decision, Execute):
                 items = host.agent_state_items(action, value)
                 await host.append([(host.stream, StepSucceeded(self._seq(), kind)), *items])
                 await host.agent_state_committed()
-        finally:
-            host.end()
 
     async def update_agent_state(self, state: Any) -> None:
         """Replace the agent's state and push it to its clients."""
