@@ -111,7 +111,7 @@ async def _serve(count: int, rate: float, seconds: float, processes: int,
                 for proc, chunks in procs:
                     assert proc.stdout is not None
                     while chunk := await proc.stdout.receive_some():
-                        chunks.append(chunk)
+                        chunks.append(bytes(chunk))
                     await proc.wait()
                     outputs.append(b"".join(chunks))
                 nursery.cancel_scope.cancel()
