@@ -1,5 +1,7 @@
 """The documentation's sources (docs/, mkdocs.yml), the LICENSE and the docs build step.
 
+Requirements DOC1-DOC7 (specs/_h19_docs.md, to be folded into the specs).
+
 Everything is read as text, so these tests need none of the docs tools; the site itself is
 built with warnings as errors by .ci/run (`mkdocs build --strict`). The API reference is
 generated from `::: eventwf.NAME` lines in docs/reference/, so a public name without one
@@ -45,11 +47,11 @@ def not_public(public: list[str], targets: list[str]) -> list[str]:
             or not t.startswith("eventwf.")]
 
 
-def test_every_public_name_is_in_the_api_reference() -> None:
+def test_every_public_name_is_in_the_api_reference() -> None:  # DOC4
     assert undocumented(list(eventwf.__all__), reference_targets()) == []
 
 
-def test_the_reference_documents_each_name_once_by_its_public_path() -> None:
+def test_the_reference_documents_each_name_once_by_its_public_path() -> None:  # DOC4
     targets = reference_targets()
     assert not_public(list(eventwf.__all__), targets) == []
     assert sorted(t for t in set(targets) if targets.count(t) > 1) == []
@@ -64,7 +66,7 @@ def test_the_check_names_what_the_reference_lacks() -> None:
         "eventwf._core.Core"]
 
 
-def test_the_pages_name_only_public_objects() -> None:
+def test_the_pages_name_only_public_objects() -> None:  # DOC4
     """Prose and examples refer to `eventwf.X` only for a public X (specs/ may say more)."""
     public = set(eventwf.__all__)
     wrong = [(page.relative_to(DOCS).as_posix(), name)
@@ -79,15 +81,15 @@ def _nav_pages() -> list[str]:
     return re.findall(r"^\s+- (?:[^:\n]+: )?([\w/.-]+\.md)$", nav, re.M)
 
 
-def test_every_page_is_in_the_navigation_and_every_entry_exists() -> None:
+def test_every_page_is_in_the_navigation_and_every_entry_exists() -> None:  # DOC6
     pages = sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md"))
     nav = _nav_pages()
     assert sorted(nav) == pages
     assert len(set(nav)) == len(nav)
 
 
-def test_every_spec_is_published_as_it_is() -> None:
-    for spec in sorted((ROOT / "specs").glob("*.md")):
+def test_every_spec_is_published_as_it_is() -> None:  # DOC6 (specs/_*.md are working notes)
+    for spec in sorted((ROOT / "specs").glob("[!_]*.md")):
         page = DOCS / "specs" / spec.name
         assert page.exists(), f"specs/{spec.name} has no page docs/specs/{spec.name}"
         assert page.read_text() == f'--8<-- "specs/{spec.name}"\n'
@@ -105,7 +107,7 @@ def _programs() -> list[tuple[str, dict[str, str]]]:
 
 @pytest.mark.parametrize(("page", "files"), _programs(), ids=[p for p, _ in _programs()])
 def test_the_complete_programs_of_a_page_run(page: str, files: dict[str, str],
-                                             tmp_path: Path) -> None:
+                                             tmp_path: Path) -> None:  # DOC5
     """Each titled block is written to its file: test_*.py runs under pytest (beside the
     page's conftest.py), every other module with a `trio.run(` runs as a script."""
     for name, code in files.items():
@@ -129,7 +131,7 @@ def test_the_getting_started_page_has_programs() -> None:
     assert "getting-started.md" in pages and "guides/testing.md" in pages
 
 
-def test_the_license_is_the_mit_license_that_pyproject_names() -> None:
+def test_the_license_is_the_mit_license_that_pyproject_names() -> None:  # DOC1
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["license"] == {"text": "MIT"}
     text = (ROOT / "LICENSE").read_text()
@@ -138,7 +140,7 @@ def test_the_license_is_the_mit_license_that_pyproject_names() -> None:
     assert 'THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND' in text
 
 
-def test_the_docs_tools_are_an_extra_and_ci_builds_the_site_strictly() -> None:
+def test_the_docs_tools_are_an_extra_and_ci_builds_the_site_strictly() -> None:  # DOC2
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     docs = project["optional-dependencies"]["docs"]
     assert any(d.startswith("mkdocstrings[python]") for d in docs)
@@ -152,5 +154,5 @@ def test_the_docs_tools_are_an_extra_and_ci_builds_the_site_strictly() -> None:
     assert "/site/" in (ROOT / ".gitignore").read_text().splitlines()
 
 
-def test_the_readme_links_to_the_docs() -> None:
+def test_the_readme_links_to_the_docs() -> None:  # DOC7
     assert "(docs/index.md)" in (ROOT / "README.md").read_text()
