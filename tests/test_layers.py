@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import eventwf
@@ -24,6 +25,7 @@ LAYERS = {
     "eventwf._agentfold": 4,
     "eventwf._replay": 5,
     "eventwf._store": 6,
+    "eventwf._store.pg_sql": 6,
     "eventwf._clock": 7,
     "eventwf._writer": 7,
     "eventwf._step": 8,
@@ -49,6 +51,7 @@ LAYERS = {
     "eventwf": 14,
 }
 FORBIDDEN = {"pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle"}
+PG_SQL = "eventwf._store.pg_sql"
 
 
 def _module_name(path: Path) -> str:
@@ -127,11 +130,21 @@ def test_sans_io_core_and_io_boundaries() -> None:
             assert not tops & {"trio", "sqlite3", "sqlite_utils"}, me
         if not me.startswith("eventwf._store"):  # D2
             assert not tops & {"sqlite3", "sqlite_utils"}, f"{me} touches SQLite"
+        if me != PG_SQL:  # D2a
+            assert "psycopg" not in tops, f"{me} touches PostgreSQL"
         if layer < 7:  # D3
             assert "trio" not in tops, f"{me} (layer {layer}) imports trio"
         if layer != 12:
             assert "trio_websocket" not in tops, f"{me} imports trio_websocket"
         assert not tops & FORBIDDEN, f"{me} imports {tops & FORBIDDEN}"  # D4
+
+
+def test_the_postgresql_statements_use_only_psycopg_and_the_standard_library() -> None:
+    """D2a: pg_sql stands alone (the PostgreSQL store is written against it later)."""
+    path = PACKAGE / "_store" / "pg_sql.py"
+    tops = _top_level(path) - {"__future__"}
+    assert "psycopg" in tops
+    assert tops - {"psycopg"} <= set(sys.stdlib_module_names), tops
 
 
 def test_tools_use_only_the_public_and_storage_layers() -> None:  # D5
