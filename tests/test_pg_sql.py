@@ -18,7 +18,8 @@ from eventwf._store.pg_sql import LogCursor, NewEvent, VersionConflict  # noqa: 
 
 GENESIS = bytes(16)
 INSERTS = [pytest.param(pg_sql.insert_by_copy, id="copy"),
-           pytest.param(pg_sql.insert_by_executemany, id="executemany")]
+           pytest.param(pg_sql.insert_by_executemany, id="executemany"),
+           pytest.param(pg_sql.insert_rows, id="default")]
 
 
 @pytest.fixture
@@ -90,7 +91,7 @@ def test_the_schema_is_made_once_whoever_makes_it(url: str,
 
 def test_a_newer_schema_is_refused_and_left_alone(conn: psycopg.Connection) -> None:
     conn.execute("UPDATE eventwf.meta SET value = '2' WHERE key = 'schema_version'")
-    with pytest.raises(pg_sql.SchemaVersionTooNew, match="version '2', newer than this"):
+    with pytest.raises(pg_sql.SchemaVersionTooNew, match="version '2', not one this eventwf"):
         pg_sql.create_schema(conn)
     assert conn.execute("SELECT value FROM eventwf.meta WHERE key = 'schema_version'"
                         ).fetchone() == ("2",)
@@ -247,6 +248,26 @@ def test_the_horizon_never_skips_a_row_committed_late(
     seen = pg_sql.read_horizon(reader, LogCursor())
     assert [(e.stream, e.position) for e in seen] == [("wf:slow", p1), ("wf:fast", p2)]
     assert seen[0].tx < seen[1].tx
+
+
+def test_the_horizon_orders_by_transaction_not_by_position(
+        connect: Callable[[], psycopg.Connection]) -> None:
+    """PG7: a transaction's id and its rows' positions are drawn at different instants, so
+    B (older id) can commit a later position while A (newer id, earlier position) is open.
+    B's row is then below the horizon; a position cursor there would pass A's row for
+    ever, the ``(tx, position)`` cursor does not."""
+    a, b, reader = connect(), connect(), connect()
+    b.execute("BEGIN")
+    b.execute("SELECT pg_current_xact_id()")  # B's id first...
+    with a.transaction(), a.cursor() as cur:
+        (p_a,) = pg_sql.insert_by_copy(cur, rows("wf:a", 0, 1))  # ...A's position first
+        (p_b,) = pg_sql.insert_by_copy(b.cursor(), rows("wf:b", 0, 1))
+        b.execute("COMMIT")
+        assert p_a < p_b
+        seen = pg_sql.read_horizon(reader, LogCursor())
+        assert [e.position for e in seen] == [p_b]  # B is below the horizon, A is not
+        cursor = LogCursor(seen[0].tx, seen[0].position)
+    assert [e.position for e in pg_sql.read_horizon(reader, cursor)] == [p_a]
 
 
 def test_the_horizon_pages_on_from_its_cursor(connect: Callable[[], psycopg.Connection]
