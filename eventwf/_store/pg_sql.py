@@ -220,9 +220,9 @@ def insert_by_executemany(cur: psycopg.Cursor[TupleRow], rows: Sequence[NewEvent
             return positions
 
 
-# Measured through trio.to_thread (tools/bench/pg.py, durable settings): executemany
-# commits 1.2-1.4x more single rows and 4-row batches per second than COPY, which does
-# 1.2x more 16-row and 1.5x more 64-row ones (2.2x at 256 rows).
+# Measured through trio.to_thread (durable settings, 4 runs): executemany commits 1.0-1.4x
+# more single rows per second than COPY, 1.0-1.3x more 4-row batches; COPY 1.1-1.2x more
+# 16-row ones, 1.5x more 64-row and 2.1-2.2x more 256-row ones (specs/postgres.md PG9b).
 COPY_MIN_ROWS = 16
 
 
