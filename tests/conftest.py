@@ -12,6 +12,9 @@ import pytest
 import trio
 import trio.testing
 
+# PostgreSQL fixtures (pg_server, postgres_url, fresh_postgres_url): tests/pg_cluster.py.
+pytest_plugins = ["tests.pg_cluster"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "realtime: run with trio's real clock (subprocesses)")

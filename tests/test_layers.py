@@ -9,6 +9,7 @@ another module's private names.
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import eventwf
@@ -39,7 +40,8 @@ RANKS = {
         "types": 1, "codec": 1, "commands": 1, "agent_fold": 1, "replay": 1,
         "failures": 2, "workflow_fold": 2,
     },
-    "eventwf.store": {"interface": 0, "sqlite": 1},
+    "eventwf.store": {"interface": 0, "sqlite": 1, "postgres": 1},
+    "eventwf.store.postgres": {"sql": 0},
     "eventwf.store.sqlite": {
         "transaction": 0, "anchor": 0, "columns": 0, "lock": 0,
         "schema": 1, "log": 1, "projections": 1,
@@ -162,11 +164,21 @@ def test_sans_io_model_and_io_boundaries() -> None:
                             "threading", "types", "sys"}, (me, tops)
         if not me.startswith("eventwf.store"):  # D2
             assert not tops & DATABASE_DRIVERS, f"{me} touches a database"
+        if not me.startswith("eventwf.store.postgres"):  # D2a
+            assert "psycopg" not in tops, f"{me} touches PostgreSQL"
         if layer < LAYERS["eventwf.runtime"]:  # D3
             assert "trio" not in tops, f"{me} (layer {layer}) imports trio"
         if not me.startswith(("eventwf.server", "eventwf.client")):
             assert "trio_websocket" not in tops, f"{me} imports trio_websocket"
         assert not tops & FORBIDDEN, f"{me} imports {tops & FORBIDDEN}"  # D4
+
+
+def test_the_postgresql_statements_use_only_psycopg_and_the_standard_library() -> None:
+    """D2a: the PostgreSQL statements stand alone (the store is written against them)."""
+    path = PACKAGE / "store" / "postgres" / "sql.py"
+    tops = _top_level(path) - {"__future__"}
+    assert "psycopg" in tops
+    assert tops - {"psycopg"} <= set(sys.stdlib_module_names), tops
 
 
 def test_tools_use_only_the_public_model_and_storage_layers() -> None:  # D5

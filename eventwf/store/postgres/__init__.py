@@ -1,0 +1,1 @@
+"""The PostgreSQL backend (issue 15), in progress: ``sql`` holds its statements."""
