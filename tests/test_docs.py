@@ -1,6 +1,6 @@
 """The documentation's sources (docs/, mkdocs.yml), the LICENSE and the docs build step.
 
-Requirements DOC1-DOC7 (specs/_h19_docs.md, to be folded into the specs).
+Requirements DOC1-DOC7 (specs/docs.md).
 
 Everything is read as text, so these tests need none of the docs tools; the site itself is
 built with warnings as errors by .ci/run (`mkdocs build --strict`). The API reference is
