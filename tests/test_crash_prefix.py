@@ -9,6 +9,7 @@ was logged within the prefix may run again.
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +104,8 @@ def _run(coro_fn: Any, *args: Any) -> Any:
 @given(plan_programs=st.lists(P.programs, min_size=1, max_size=3))
 def test_crash_at_every_prefix_gives_the_same_outcome(tmp_path: Path,
                                                       plan_programs: list[Any]) -> None:
-    case = tmp_path / f"case-{id(plan_programs)}"
-    case.mkdir()
+    # a directory of its own per example (id() of a freed list is reused: not a name)
+    case = Path(tempfile.mkdtemp(prefix="case-", dir=tmp_path))
     plan = [(f"w{i}", [list(c) for c in prog]) for i, prog in enumerate(plan_programs)]
     expected = {wid: ("complete", P.expected_output([tuple(c) for c in prog], PAYLOADS))
                 for wid, prog in plan}
