@@ -13,6 +13,7 @@ from eventwf.errors import CorruptLogError as CorruptLogError
 from eventwf.errors import DuplicateWorkflowError as DuplicateWorkflowError
 from eventwf.errors import EventwfError as EventwfError
 from eventwf.errors import LogLockedError as LogLockedError
+from eventwf.errors import MailboxFullError as MailboxFullError
 from eventwf.errors import NonDeterminismError as NonDeterminismError
 from eventwf.errors import NonRetryableError as NonRetryableError
 from eventwf.errors import PayloadTooLargeError as PayloadTooLargeError
@@ -34,6 +35,7 @@ from eventwf.model.types import WorkflowPage as WorkflowPage
 from eventwf.runtime.stephost import StepContext as StepContext
 from eventwf.runtime.stephost import step_context as step_context
 from eventwf.runtime.steps import AgentWorkflowStep as AgentWorkflowStep
+from eventwf.server.handshake import AgentRequest as AgentRequest
 from eventwf.server.websocket import Connection as Connection
 from eventwf.server.websocket import serve as serve
 from eventwf.workflow import AgentWorkflow as AgentWorkflow
@@ -43,6 +45,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Agent",
     "AgentConnection",
+    "AgentRequest",
     "AgentWorkflow",
     "AgentWorkflowStep",
     "Connection",
@@ -53,6 +56,7 @@ __all__ = [
     "EventwfError",
     "InstanceStatus",
     "LogLockedError",
+    "MailboxFullError",
     "NonDeterminismError",
     "NonRetryableError",
     "PayloadTooLargeError",

@@ -105,6 +105,7 @@ class Agent:
         await _ops.send_workflow_event(self._rt, workflow_name, workflow_id, event)
 
     async def get_workflow(self, workflow_id: str) -> WorkflowInfo | None:
+        """This agent's tracking record of ``workflow_id``, or None."""
         return _ops.get_workflow(self._rt, self._host, workflow_id)
 
     async def get_workflows(
@@ -155,12 +156,15 @@ class Agent:
                                        {"type": "approval", "payload": payload})
 
     async def terminate_workflow(self, workflow_id: str) -> None:
+        """Stop the workflow for good (``terminated``); a finished one raises (K2)."""
         await _ops.terminate_workflow(self._rt, self._host, workflow_id)
 
     async def pause_workflow(self, workflow_id: str) -> None:
+        """Pause at the next step boundary (``waitingForPause``, then ``paused``; K3)."""
         await _ops.pause_workflow(self._rt, self._host, workflow_id)
 
     async def resume_workflow(self, workflow_id: str) -> None:
+        """Resume a paused workflow (also one paused for non-determinism, after a fix; K4)."""
         await _ops.resume_workflow(self._rt, self._host, workflow_id)
 
     async def restart_workflow(self, workflow_id: str, *, reset_tracking: bool = True) -> None:
@@ -168,6 +172,7 @@ class Agent:
         await _ops.restart_workflow(self._rt, self._host, workflow_id, reset_tracking)
 
     async def get_workflow_status(self, workflow_name: str, workflow_id: str) -> InstanceStatus:
+        """The status, error and output of a workflow under a binding (K6)."""
         return _ops.get_workflow_status(self._rt, workflow_name, workflow_id)
 
     async def migrate_workflow_binding(self, old_name: str, new_name: str) -> int:

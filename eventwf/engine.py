@@ -50,13 +50,14 @@ class EngineStatistics(msgspec.Struct, frozen=True):
 
 
 class Engine:
-    """A running engine; get it from ``open_engine``."""
+    """A running engine; get it from ``open_engine`` (never construct it yourself)."""
 
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
 
     @property
     def path(self) -> str:
+        """Where the log lives (its home path for a file: symlinks resolved)."""
         return self._rt.store.path
 
     @property
@@ -101,6 +102,8 @@ class Engine:
                                    f"seconds (status {s.status if s else 'unknown'})")
 
     def statistics(self) -> EngineStatistics:
+        """Counters for monitoring: commits and events written, the log's head, runs and
+        agents live now, hibernations so far."""
         rt = self._rt
         return EngineStatistics(rt.writer.commits, rt.writer.events, rt.store.head,
                                 len(rt.runs), len(rt.agents), rt.hibernation.count)

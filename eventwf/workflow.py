@@ -46,13 +46,16 @@ class AgentWorkflow(Generic[AgentT]):
 
     @property
     def workflow_id(self) -> str:
+        """The id of the workflow this object runs."""
         return self._runner.workflow_id
 
     @property
     def workflow_name(self) -> str:
+        """The binding name the workflow was started under."""
         return self._runner.workflow_name
 
     async def run(self, event: WorkflowEvent, step: AgentWorkflowStep) -> Any:
+        """Override: the durable body. Its return value is the workflow's output."""
         raise NotImplementedError(f"{type(self).__name__} must define async def run(event, step)")
 
     async def report_progress(self, progress: Any) -> None:

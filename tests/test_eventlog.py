@@ -291,6 +291,8 @@ def test_v9_agent_state_now_and_as_of_any_position(log: str) -> None:
     assert [r["position"] for r in history[1:]] == [merged, set_]
     missing = cli(log, "agent", "TestAgent", "alice", "--at", "0")
     assert missing.code == 1 and "does not exist yet at position 0" in missing.out
+    text = cli(log, "agent", "TestAgent", "alice").out  # the state as indented JSON lines
+    assert '\n  "count": 5\n' in text and "\\n" not in text
 
 
 # -- V10: stats --------------------------------------------------------------------------------

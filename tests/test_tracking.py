@@ -495,3 +495,26 @@ async def test_delete_workflows_drops_many_records_a_batch_at_a_time(db: str) ->
         assert engine.statistics().commits - commits == 3  # 1,000 + 1,000 + 500
         assert (await agent.get_workflows()).total == 0
         assert event_types(db).count("tracking.deleted") == 2 * DELETE_BATCH + 500
+
+
+async def test_t6a_a_quarantined_workflow_keeps_its_record_and_blocks_no_deletion(
+        db: str, caplog: pytest.LogCaptureFixture) -> None:
+    from tests.eventlog_kit import flip_byte, position_of
+
+    async with _open(db) as engine:
+        agent = await engine.get_agent(TestAgent, "a")
+        for wid in ("bad", "ok1", "ok2"):
+            await agent.run_workflow("HOLD", id=wid)
+    flip_byte(db, position_of(db, "wf:bad", "step.succeeded"))
+    async with _open(db) as engine:
+        agent = await engine.get_agent(TestAgent, "a")
+        await agent.send_workflow_event("HOLD", "bad", {"type": "go"})  # it replays: damage
+        await trio.sleep(1)
+        bad = await agent.get_workflow("bad")
+        assert bad is not None and bad.status == "unknown"
+        for op in (agent.delete_workflow, agent.terminate_workflow, agent.restart_workflow):
+            with pytest.raises(eventwf.TransitionError, match="quarantined"):
+                await op("bad")
+        assert await agent.delete_workflows() == 2  # the others go; a warning counts it
+        assert "left 1 quarantined workflow(s)" in caplog.text
+        assert [w.workflow_id for w in (await agent.get_workflows()).workflows] == ["bad"]

@@ -27,7 +27,8 @@ BACKOFFS = ("constant", "linear", "exponential")
 class Retries(msgspec.Struct, frozen=True):
     """How ``step.do`` retries: ``limit`` retries (attempts = limit + 1) spaced by ``delay``.
 
-    The delay after attempt k is d (constant), d*k (linear) or d*2**(k-1) (exponential).
+    The delay after attempt k is d (constant), ``d * k`` (linear) or ``d * 2**(k-1)``
+    (exponential).
     Fields are checked when the object is built.
     """
 

@@ -245,11 +245,17 @@ def get_workflow_status(rt: Runtime, workflow_name: str, workflow_id: str) -> In
 
 
 async def delete_workflow(rt: Runtime, host: AgentHost, workflow_id: str) -> bool:
-    if _own(rt, host, workflow_id) is None:
+    """Drop a tracking record; False if there is none. A quarantined workflow's record
+    stays (nothing is appended to its stream, T6a): ``TransitionError`` says so."""
+    s = _own(rt, host, workflow_id)
+    if s is None:
         return False
     try:
         await rt.append([(workflow_stream(workflow_id), TrackingDeleted())])
     except TransitionError:
+        s = _own(rt, host, workflow_id)
+        if s is not None and s.status == "unknown":
+            raise
         return False  # deleted meanwhile
     return True
 
@@ -257,15 +263,25 @@ async def delete_workflow(rt: Runtime, host: AgentHost, workflow_id: str) -> boo
 async def delete_workflows(rt: Runtime, host: AgentHost, *, status: object, workflow_name: object,
                            metadata: object, created_before: object) -> int:
     """Drop the matching records a batch of ``DELETE_BATCH`` at a time (one append each, so
-    a million records never make one transaction); returns how many were dropped."""
+    a million records never make one transaction); returns how many were dropped.
+    Quarantined workflows' records stay (T6a); a warning counts them."""
     where = _filter(host, status, workflow_name, metadata, created_before)
     if where is None:
         return 0
     dropped = races = 0
+    kept: set[str] = set()  # quarantined: nothing is appended to their streams
     while True:
-        ids = [s.workflow_id for s in
-               rt.store.query_workflows(where, ascending=True, limit=DELETE_BATCH)]
+        ids = []
+        for s in rt.store.query_workflows(where, ascending=True, limit=DELETE_BATCH + len(kept)):
+            if s.status == "unknown":
+                kept.add(s.workflow_id)
+            else:
+                ids.append(s.workflow_id)
         if not ids:
+            if kept:
+                logger.warning("delete_workflows left %d quarantined workflow(s) of agent %s/%s "
+                               "tracked (%s): their logs must be repaired first", len(kept),
+                               host.agent_class, host.name, ", ".join(sorted(kept)[:5]))
             return dropped
         try:
             await rt.append([(workflow_stream(i), TrackingDeleted()) for i in ids])

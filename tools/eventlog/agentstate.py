@@ -117,7 +117,8 @@ def _text(result: AgentAt, out: Output, head: int, time_us: int | None, history:
             by = getattr(rec.event, "workflow_id", None)
             out.line(f"state     set at position {rec.position} by {event_type(rec.event)}"
                      + (f" (workflow {by})" if by else "") + f" · {iso(rec.time_us)}")
-            out.line(msgspec.json.format(to_json(s.state), indent=2).decode())
+            for text in msgspec.json.format(to_json(s.state), indent=2).decode().splitlines():
+                out.line(text)  # each line escaped on its own: the indentation stays
         pending = "pending" if s.callbacks_pending else "none pending"
         out.line(f"callbacks last scheduled at position {s.last_callback} · delivered through "
                  f"{s.delivered_through} · {pending}")
