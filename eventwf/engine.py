@@ -147,16 +147,18 @@ async def open_engine(
     agents: Sequence[type[Agent]] = (),
     workflows: Mapping[str, type[AgentWorkflow[Any]]] | Sequence[type[AgentWorkflow[Any]]] = (),
     synchronous: str = "FULL",
-    wall_clock: Callable[[], float] = time.time,
+    wall_clock: Callable[[], float] | None = None,
     hibernate_after: float | None = 60.0,
     max_live_workflows: int = 10_000,
 ) -> AsyncIterator[Engine]:
     """Open (or create) the log at ``path``, resume unfinished workflows, and serve.
 
-    Leaving the block stops every workflow cleanly; they resume on the next open.
+    Leaving the block stops every workflow cleanly; they resume on the next open. An
+    error raised inside the block comes out as itself (not wrapped in exception groups).
     ``synchronous="NORMAL"`` trades durability under power loss for speed (opt-in).
-    ``wall_clock`` (epoch seconds) is read once, to anchor trio's clock to wall time;
-    simulations pass one that follows their ``MockClock`` across reopens.
+    ``wall_clock`` (epoch seconds) is read once, to anchor trio's clock to wall time; by
+    default ``time.time``, and under a ``MockClock`` every engine of one ``trio.run`` shares
+    one anchor, so wall time follows the mock clock across reopens (``clock.py``).
     A workflow that waits at least ``hibernate_after`` seconds (or while more than
     ``max_live_workflows`` runs are in memory) drops its coroutine and is replayed from
     the log when its timer fires or its event arrives; ``None`` keeps every run in memory.
@@ -166,10 +168,34 @@ async def open_engine(
     if isinstance(max_live_workflows, bool) or not isinstance(max_live_workflows, int) or \
             max_live_workflows < 1:
         raise ValueError(f"invalid max_live_workflows {max_live_workflows!r}: must be an int >= 1")
-    async with _running(path, agents, workflows, synchronous, wall_clock,
-                        hibernate_after=hibernate_after,
-                        max_live_workflows=max_live_workflows) as rt:
-        yield Engine(rt)
+    body_error: BaseException | None = None
+    try:
+        async with _running(path, agents, workflows, synchronous, wall_clock,
+                            hibernate_after=hibernate_after,
+                            max_live_workflows=max_live_workflows) as rt:
+            try:
+                yield Engine(rt)
+            except BaseException as exc:
+                body_error = exc
+                raise
+    except BaseExceptionGroup as group:
+        if body_error is not None and _only(group, body_error):
+            raise body_error from body_error.__cause__  # as the block raised it
+        raise
+
+
+def _only(group: BaseExceptionGroup[BaseException], error: BaseException) -> bool:
+    """Whether ``group`` holds nothing but ``error`` (and the cancellations it caused)."""
+    for leaf in _leaves(group):
+        if leaf is not error and not isinstance(leaf, trio.Cancelled):
+            return False
+    return True
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
 
 
 @asynccontextmanager
@@ -178,7 +204,7 @@ async def _running(
     agents: Sequence[type[Agent]],
     workflows: Mapping[str, type[AgentWorkflow[Any]]] | Sequence[type[AgentWorkflow[Any]]],
     synchronous: str,
-    wall_clock: Callable[[], float],
+    wall_clock: Callable[[], float] | None,
     *,
     factory: RunFactory = WorkflowRunner,
     recovery: Callable[[Runtime], int] = recover,
