@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from eventwf.errors import EventwfError
 from eventwf.model.codec import json_value
@@ -22,6 +22,12 @@ from eventwf.runtime.runtime import Runtime
 __all__ = ["Agent", "callable"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+if TYPE_CHECKING:  # a default (PEP 696): a plain ``Agent`` subclass is an ``Agent[Any]``
+    from typing_extensions import TypeVar as _DefaultedTypeVar
+
+    StateT = _DefaultedTypeVar("StateT", default=Any)
+else:
+    StateT = TypeVar("StateT")
 logger = logging.getLogger("eventwf")
 
 
@@ -35,8 +41,12 @@ def is_callable(fn: object) -> bool:
     return getattr(fn, "__eventwf_callable__", False) is True
 
 
-class Agent:
-    """Subclass this; override the ``on_*`` hooks you need. Instances come from the engine."""
+class Agent(Generic[StateT]):
+    """Subclass this; override the ``on_*`` hooks you need. Instances come from the engine.
+
+    ``Agent[StateT]`` types ``state`` and ``set_state`` (``class Board(Agent[dict[str, Any]])``);
+    a plain ``Agent`` subclass has ``Any`` state.
+    """
 
     initial_state: Any = None
     _eventwf_host: AgentHost | None = None
@@ -67,7 +77,7 @@ class Agent:
         return self._host.name
 
     @property
-    def state(self) -> Any:
+    def state(self) -> StateT:
         """The current state (``initial_state`` until the first change), read-only.
 
         Its dicts and lists refuse changes (``TypeError``): build a new value, e.g.
@@ -75,9 +85,10 @@ class Agent:
         ``set_state``. Reads are free: one view per state change, shared (agents.md A2a).
         """
         host = self._host
-        return host.state_view(self._rt.agents.state(host))
+        view: StateT = host.state_view(self._rt.agents.state(host))
+        return view
 
-    async def set_state(self, state: Any) -> None:
+    async def set_state(self, state: StateT) -> None:
         """Log ``state`` as the new state, then call ``on_state_update(state, "server")``."""
         await _ops.set_state(self._rt, self._host, state)
         if self._host.state_update_hooked():
@@ -93,11 +104,17 @@ class Agent:
 
     # -- workflows -----------------------------------------------------------------------
 
-    async def run_workflow(self, workflow_name: str, params: Any = None, *, id: str | None = None,
-                           metadata: dict[str, Any] | None = None) -> str:
-        """Start a workflow and its tracking record in one append; returns its id."""
+    async def run_workflow(self, workflow_name: str | type[Any], params: Any = None, *,
+                           id: str | None = None, metadata: dict[str, Any] | None = None,
+                           if_exists: Literal["error", "return"] = "error") -> str:
+        """Start a workflow and its tracking record in one append; returns its id.
+
+        ``workflow_name`` is a binding name or the registered workflow class. An id this
+        agent already tracks raises ``DuplicateWorkflowError``, or with
+        ``if_exists="return"`` returns that id and starts nothing (an idempotent start).
+        """
         return await _ops.run_workflow(self._rt, self._host, workflow_name, params, id,
-                                       metadata)
+                                       metadata, if_exists)
 
     async def send_workflow_event(self, workflow_name: str, workflow_id: str,
                                   event: dict[str, Any]) -> None:

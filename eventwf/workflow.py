@@ -12,7 +12,7 @@ from eventwf.runtime.steps import AgentWorkflowStep
 
 __all__ = ["AgentWorkflow"]
 
-AgentT = TypeVar("AgentT", bound=Agent)
+AgentT = TypeVar("AgentT", bound=Agent[Any])
 
 
 class AgentWorkflow(Generic[AgentT]):

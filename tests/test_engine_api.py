@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import pytest
 import trio
 
 import eventwf
-from tests.wfkit import TestAgent
+from tests.wfkit import TestAgent, event_types
 
 
 class Napper(eventwf.AgentWorkflow[TestAgent]):
@@ -55,3 +56,29 @@ async def test_a_reopen_in_one_run_follows_the_mock_clock_with_no_argument(db: s
     assert info.status == "complete"
     assert 1799 <= waited <= 1801  # only what was left of the hour
     assert 3599 <= (status.output - started).total_seconds() <= 3601
+
+
+async def test_run_workflow_takes_the_class_and_an_idempotent_start(db: str) -> None:
+    async with _open(db) as engine:
+        agent = await engine.get_agent(TestAgent, "a")
+        other = await engine.get_agent(TestAgent, "b")
+        wid = await agent.run_workflow(Napper, id="nap-1")  # the class, not its name
+        assert (await agent.get_workflow(wid)).workflow_name == "Napper"  # type: ignore[union-attr]
+        assert await agent.run_workflow("Napper", id="nap-1", if_exists="return") == "nap-1"
+        with pytest.raises(eventwf.DuplicateWorkflowError, match="already being tracked"):
+            await agent.run_workflow("Napper", id="nap-1")
+        with pytest.raises(eventwf.DuplicateWorkflowError, match="agent TestAgent/a"):
+            await other.run_workflow("Napper", id="nap-1", if_exists="return")  # not its own
+        with pytest.raises(ValueError, match="if_exists"):
+            await agent.run_workflow("Napper", if_exists="maybe")  # type: ignore[arg-type]
+
+        class Unregistered(eventwf.AgentWorkflow[TestAgent]):
+            pass
+
+        with pytest.raises(eventwf.UnknownWorkflowError, match="Unregistered"):
+            await agent.run_workflow(Unregistered)
+        async with trio.open_nursery() as nursery:  # ten concurrent idempotent starts
+            for _ in range(10):
+                nursery.start_soon(functools.partial(agent.run_workflow, Napper, id="nap-2",
+                                                     if_exists="return"))
+        assert event_types(db, "wf:nap-2").count("workflow.started") == 1

@@ -90,10 +90,21 @@ def info(s: WorkflowSummary) -> WorkflowInfo:
 
 
 def _binding(rt: Runtime, workflow_name: object) -> str:
+    """The binding a name (or a registered workflow class) names."""
+    if isinstance(workflow_name, type):
+        names = [b for b, cls in rt.workflow_classes.items() if cls is workflow_name]
+        if len(names) == 1:
+            return names[0]
+        if names:
+            raise ValueError(f"workflow class {workflow_name.__qualname__} is registered under "
+                             f"{len(names)} bindings ({', '.join(sorted(names))}): pass the "
+                             "binding name")
     if not isinstance(workflow_name, str) or workflow_name not in rt.workflow_classes:
         known = ", ".join(sorted(rt.workflow_classes)) or "none"
+        shown = workflow_name.__qualname__ if isinstance(workflow_name, type) else \
+            shorten(workflow_name)
         raise UnknownWorkflowError(
-            f"Workflow binding {workflow_name!r} is not registered with this engine "
+            f"Workflow binding {shown} is not registered with this engine "
             f"(registered: {known})")
     return workflow_name
 
@@ -121,8 +132,14 @@ def tracked(rt: Runtime, host: AgentHost, workflow_id: object) -> WorkflowSummar
 # -- starting and events ---------------------------------------------------------------
 
 
-async def run_workflow(rt: Runtime, host: AgentHost, workflow_name: str, params: Any,
-                       workflow_id: str | None, metadata: dict[str, Any] | None) -> str:
+async def run_workflow(rt: Runtime, host: AgentHost, workflow_name: object, params: Any,
+                       workflow_id: str | None, metadata: dict[str, Any] | None,
+                       if_exists: str = "error") -> str:
+    """Start a workflow and its record in one append. With ``if_exists="return"`` a start
+    whose id this agent already tracks under this binding returns the id and starts
+    nothing (an idempotent start); any other clash raises ``DuplicateWorkflowError``."""
+    if if_exists not in ("error", "return"):
+        raise ValueError(f"invalid if_exists {shorten(if_exists)}: must be 'error' or 'return'")
     binding = _binding(rt, workflow_name)
     workflow_id = new_workflow_id() if workflow_id is None else check_workflow_id(workflow_id)
     metadata = check_metadata(metadata)
@@ -131,15 +148,34 @@ async def run_workflow(rt: Runtime, host: AgentHost, workflow_name: str, params:
     params = roundtrip_value(params, f"the params of workflow {workflow_id!r}")
     existing = rt.summaries.workflow(workflow_id)
     if existing is not None and (existing.tracked or not existing.finished):
-        raise DuplicateWorkflowError(f'Workflow with ID "{workflow_id}" is already being tracked'
-                                     if existing.tracked else
-                                     f'Workflow with ID "{workflow_id}" is still {existing.status}')
+        return _already(existing, host, binding, if_exists)
     event = WorkflowStarted(binding, host.agent_class, host.name, params, metadata)
     try:
         await rt.append([(workflow_stream(workflow_id), event)])
-    except TransitionError as exc:
+    except TransitionError as exc:  # started meanwhile (a concurrent start of this id)
+        existing = rt.summaries.workflow(workflow_id)
+        if existing is not None and if_exists == "return":
+            return _already(existing, host, binding, if_exists)
         raise DuplicateWorkflowError(str(exc)) from exc
     return workflow_id
+
+
+def _already(existing: WorkflowSummary, host: AgentHost, binding: str, if_exists: str) -> str:
+    """The id of a workflow already there, for an idempotent start; else the clash."""
+    workflow_id = existing.workflow_id
+    same = (existing.tracked and existing.workflow_name == binding
+            and (existing.agent_class, existing.agent_name) == (host.agent_class, host.name))
+    if if_exists == "return" and same:
+        return workflow_id
+    if not existing.tracked:
+        raise DuplicateWorkflowError(f'Workflow with ID "{workflow_id}" is still '
+                                     f'{existing.status}')
+    if if_exists == "return":
+        raise DuplicateWorkflowError(
+            f'Workflow with ID "{workflow_id}" is already being tracked as a '
+            f"{existing.workflow_name!r} workflow of agent {existing.agent_class}/"
+            f"{existing.agent_name}, not this start's")
+    raise DuplicateWorkflowError(f'Workflow with ID "{workflow_id}" is already being tracked')
 
 
 async def send_workflow_event(rt: Runtime, workflow_name: str, workflow_id: str,

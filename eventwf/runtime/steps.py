@@ -11,9 +11,9 @@ from __future__ import annotations
 import inspect
 import random
 import uuid
-from collections.abc import Callable
-from datetime import datetime
-from typing import Any
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, overload
 
 import trio
 
@@ -56,6 +56,8 @@ from eventwf.runtime.stephost import CURRENT_STEP, StepContext, StepHost
 
 __all__ = ["DEFAULT_RETRIES", "AgentWorkflowStep"]
 
+T = TypeVar("T")
+
 DEFAULT_RETRIES = Retries(limit=5, delay="10 seconds", backoff="exponential")
 DEFAULT_STEP_TIMEOUT = "10 minutes"
 DEFAULT_WAIT_TIMEOUT = "24 hours"
@@ -77,15 +79,27 @@ class AgentWorkflowStep:
 
     # -- step.do -------------------------------------------------------------------------
 
+    @overload
+    async def do(self, name: str, fn: Callable[[], Awaitable[T]], *,
+                 retries: Retries | None = None,
+                 timeout: float | str | timedelta | None = None) -> T: ...
+
+    @overload
+    async def do(self, name: str, fn: Callable[[], T], *, retries: Retries | None = None,
+                 timeout: float | str | timedelta | None = None) -> T: ...
+
     async def do(
         self,
         name: str,
         fn: Callable[[], Any],
         *,
         retries: Retries | None = None,
-        timeout: float | str | Any | None = None,
+        timeout: float | str | timedelta | None = None,
     ) -> Any:
-        """Run ``fn()`` durably: its result is logged once and returned on every replay."""
+        """Run ``fn()`` durably: its result is logged once and returned on every replay.
+
+        Typed as ``fn``'s result; the value is the one the log holds (round-tripped through
+        the codec on the first run too: a tuple comes back as a list every time)."""
         check_step_name(name)
         if not callable(fn):
             raise ValueError(f"step.do({name!r}): fn must be callable, got {fn!r}")
