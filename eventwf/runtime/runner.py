@@ -10,8 +10,7 @@ uses BaseException subclasses.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import trio
@@ -91,6 +90,22 @@ class RunHost(Protocol):
     def state_items(self, agent: Any, action: str, value: Any,
                     workflow_id: str) -> list[tuple[str, Event]]: ...
     async def state_committed(self, agent: Any) -> None: ...
+
+
+class _CommandScope:
+    """``async with runner.command(kind, name) as decision``: begin, then end whatever
+    happens (a class, not a generator: it runs once per durable step)."""
+
+    __slots__ = ("_kind", "_name", "_runner")
+
+    def __init__(self, runner: WorkflowRunner, kind: str, name: str | None) -> None:
+        self._runner, self._kind, self._name = runner, kind, name
+
+    async def __aenter__(self) -> Decision:
+        return await self._runner.begin(self._kind, self._name)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._runner.end()
 
 
 class WorkflowRunner:
@@ -175,15 +190,10 @@ class WorkflowRunner:
             self._stopping = True
             raise Stopped()
 
-    @asynccontextmanager
-    async def command(self, kind: str, name: str | None) -> AsyncIterator[Decision]:
+    def command(self, kind: str, name: str | None) -> _CommandScope:
         """One durable command, (kind, name): the block gets its replay decision; a
         second command while one runs is refused (S11)."""
-        decision = await self.begin(kind, name)
-        try:
-            yield decision
-        finally:
-            self.end()
+        return _CommandScope(self, kind, name)
 
     async def begin(self, kind: str, name: str | None) -> Decision:
         """Start durable command (kind, name): stop, diverge, or get the decision."""
