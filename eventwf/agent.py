@@ -16,6 +16,7 @@ from eventwf.errors import EventwfError
 from eventwf.model.codec import json_value
 from eventwf.model.types import InstanceStatus, WorkflowInfo, WorkflowPage
 from eventwf.runtime import operations as _ops
+from eventwf.runtime import tracking as _tracking
 from eventwf.runtime.agent_host import AgentHost
 from eventwf.runtime.runtime import Runtime
 
@@ -123,7 +124,7 @@ class Agent(Generic[StateT]):
 
     async def get_workflow(self, workflow_id: str) -> WorkflowInfo | None:
         """This agent's tracking record of ``workflow_id``, or None."""
-        return _ops.get_workflow(self._rt, self._host, workflow_id)
+        return _tracking.get_workflow(self._rt, self._host, workflow_id)
 
     async def get_workflows(
         self,
@@ -136,13 +137,13 @@ class Agent(Generic[StateT]):
         cursor: str | None = None,
     ) -> WorkflowPage:
         """This agent's tracked workflows, newest first unless ``order="asc"``."""
-        return _ops.get_workflows(self._rt, self._host, status=status,
+        return _tracking.get_workflows(self._rt, self._host, status=status,
                                   workflow_name=workflow_name, metadata=metadata, limit=limit,
                                   order=order, cursor=cursor)
 
     async def delete_workflow(self, workflow_id: str) -> bool:
         """Drop a tracking record (the workflow itself is untouched); False if there is none."""
-        return await _ops.delete_workflow(self._rt, self._host, workflow_id)
+        return await _tracking.delete_workflow(self._rt, self._host, workflow_id)
 
     async def delete_workflows(
         self,
@@ -153,21 +154,21 @@ class Agent(Generic[StateT]):
         created_before: datetime | float | None = None,
     ) -> int:
         """Drop every matching tracking record (all of them with no criteria)."""
-        return await _ops.delete_workflows(self._rt, self._host, status=status,
+        return await _tracking.delete_workflows(self._rt, self._host, status=status,
                                            workflow_name=workflow_name, metadata=metadata,
                                            created_before=created_before)
 
     async def approve_workflow(self, workflow_id: str, *, reason: str | None = None,
                                metadata: dict[str, Any] | None = None) -> None:
         """Answer a ``wait_for_approval`` with yes."""
-        s = _ops.tracked(self._rt, self._host, workflow_id)
+        s = _tracking.tracked(self._rt, self._host, workflow_id)
         payload = {"approved": True, "reason": reason, "metadata": metadata}
         await self.send_workflow_event(s.workflow_name, workflow_id,
                                        {"type": "approval", "payload": payload})
 
     async def reject_workflow(self, workflow_id: str, *, reason: str | None = None) -> None:
         """Answer a ``wait_for_approval`` with no: it raises ``WorkflowRejectedError``."""
-        s = _ops.tracked(self._rt, self._host, workflow_id)
+        s = _tracking.tracked(self._rt, self._host, workflow_id)
         payload = {"approved": False, "reason": reason}
         await self.send_workflow_event(s.workflow_name, workflow_id,
                                        {"type": "approval", "payload": payload})
@@ -190,7 +191,7 @@ class Agent(Generic[StateT]):
 
     async def get_workflow_status(self, workflow_name: str, workflow_id: str) -> InstanceStatus:
         """The status, error and output of a workflow under a binding (K6)."""
-        return _ops.get_workflow_status(self._rt, workflow_name, workflow_id)
+        return _tracking.get_workflow_status(self._rt, workflow_name, workflow_id)
 
     async def migrate_workflow_binding(self, old_name: str, new_name: str) -> int:
         """Re-point this agent's workflows from a renamed binding; resumes unfinished ones."""

@@ -23,7 +23,7 @@ from eventwf.errors import (
 from eventwf.model.codec import json_value
 from eventwf.model.types import WorkflowInfo
 from eventwf.model.values import check_agent_name, check_binding_name, parse_duration
-from eventwf.runtime import operations as _ops
+from eventwf.runtime import tracking as _tracking
 from eventwf.runtime.check import CheckRunners, ReplayCheck
 from eventwf.runtime.clock import Clock
 from eventwf.runtime.recovery import recover, recover_for_check
@@ -90,7 +90,7 @@ class Engine:
                 if s is None:
                     raise WorkflowNotFoundError(f"no workflow {workflow_id!r} in {self.path}")
                 if s.finished:
-                    return _ops.info(s)
+                    return _tracking.info(s)
                 if s.status == "unknown":
                     raise CorruptLogError(s.error_message or "corrupt log",
                                           position=s.corrupt_position)

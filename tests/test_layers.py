@@ -37,8 +37,8 @@ LAYERS = {
 RANKS = {
     "eventwf.model": {
         "values": 0, "readonly": 0, "status": 0, "events": 0,
-        "types": 1, "codec": 1, "commands": 1, "agent_fold": 1, "replay": 1,
-        "failures": 2, "workflow_fold": 2,
+        "types": 1, "json_data": 1, "codec": 2, "commands": 1, "agent_fold": 1, "replay": 1,
+        "failures": 3, "workflow_fold": 2,
     },
     "eventwf.store": {"interface": 0, "sqlite": 1, "postgres": 1},
     "eventwf.store.postgres": {"sql": 0},
@@ -51,7 +51,7 @@ RANKS = {
         "clock": 0, "summaries": 0, "agent_host": 0,
         "writer": 1, "timers": 1, "stephost": 1, "agents": 1,
         "steps": 2, "hibernation": 2, "runner": 3, "check": 4, "runs": 4,
-        "router": 5, "runtime": 6, "recovery": 7, "operations": 7,
+        "router": 5, "runtime": 6, "recovery": 7, "tracking": 7, "operations": 8,
     },
     "eventwf.server": {"handshake": 0, "outbox": 0, "inbound": 1, "websocket": 2},
     "eventwf.apps": {"example": 0, "demo": 0},

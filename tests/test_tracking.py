@@ -482,7 +482,7 @@ async def test_tracking_projection_has_its_query_indexes(db: str) -> None:
 
 async def test_delete_workflows_drops_many_records_a_batch_at_a_time(db: str) -> None:
     # T6: a million records never make one transaction; every match is dropped, once
-    from eventwf.runtime.operations import DELETE_BATCH
+    from eventwf.runtime.tracking import DELETE_BATCH
 
     async with _open(db) as engine:
         agent = await engine.get_agent(TestAgent, "a")

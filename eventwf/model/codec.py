@@ -13,7 +13,7 @@ import msgspec
 
 from eventwf.errors import CorruptLogError, PayloadTooLargeError
 from eventwf.model.events import EVENT_TYPES, AnyEvent, Event
-from eventwf.model.values import MAX_VALUE_DEPTH, check_json_data, nested_deeper
+from eventwf.model.json_data import MAX_VALUE_DEPTH, check_json_data, nested_deeper
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",

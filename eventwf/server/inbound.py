@@ -16,7 +16,8 @@ import msgspec
 
 from eventwf.agent import is_callable
 from eventwf.model.codec import json_value
-from eventwf.model.values import MAX_JSON_DEPTH, check_json_data, shorten
+from eventwf.model.json_data import MAX_JSON_DEPTH, check_json_data
+from eventwf.model.values import shorten
 from eventwf.server.handshake import close_reason
 
 __all__ = ["MAX_RPC_ERROR", "MAX_RPC_ID", "answer_rpc", "parse_frame"]
