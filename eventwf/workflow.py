@@ -59,12 +59,15 @@ class AgentWorkflow(Generic[AgentT]):
         raise NotImplementedError(f"{type(self).__name__} must define async def run(event, step)")
 
     async def report_progress(self, progress: Any) -> None:
-        """Call the agent's ``on_workflow_progress`` (not logged; may repeat on recovery)."""
+        """Call the agent's ``on_workflow_progress`` (not logged; not sent again while a
+        recovered run replays the history it already ran, so at most the progress of the
+        work in flight when the process stopped repeats)."""
         await self._runner.report_progress(progress)
 
     async def broadcast_to_clients(self, message: Any) -> None:
-        """Send a message to every client of the agent (not logged)."""
-        await self.agent.broadcast(message)
+        """Send a message to every client of the agent (not logged; not sent again while a
+        recovered run replays the history it already ran)."""
+        await self._runner.broadcast(message)
 
     async def wait_for_approval(
         self,

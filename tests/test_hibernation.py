@@ -49,7 +49,9 @@ async def test_a_long_sleep_drops_the_coroutine_and_replays_on_wake(db: str) -> 
     assert info.status == "complete"
     assert ran == ["before", "after"]  # logged steps never run again
     progress = [c for c in agent.callbacks if c[0] == "progress"]
-    assert len(progress) == 2  # non-durable code before the wait ran again on wake
+    # the code before the wait ran again on wake, but its progress report (history the run
+    # had already made) was not sent again (replay.md R13; it was sent twice before)
+    assert len(progress) == 1
 
 
 async def test_an_event_wakes_a_hibernated_waiter_at_once(db: str) -> None:
@@ -124,3 +126,31 @@ async def test_hibernation_can_be_switched_off(db: str) -> None:
         assert engine.statistics().live_workflows == 1
         await engine.wait_workflow(wid)
         assert engine.statistics().hibernations == 0
+
+
+class Broadcaster(TestAgent):
+    sent: list[Any] = []
+
+    async def broadcast(self, message: Any, exclude: Any = ()) -> None:
+        Broadcaster.sent.append(message)
+        await super().broadcast(message, exclude)
+
+
+class Announcer(eventwf.AgentWorkflow[Broadcaster]):
+    async def run(self, event: eventwf.WorkflowEvent, step: eventwf.AgentWorkflowStep) -> Any:
+        await self.broadcast_to_clients({"stage": "before"})
+        await step.sleep("nap", "1 hour")
+        await self.broadcast_to_clients({"stage": "after"})
+        return "done"
+
+
+async def test_r13_reports_of_history_already_run_are_not_sent_again(db: str) -> None:
+    Broadcaster.sent = []
+    async with eventwf.open_engine(db, agents=[Broadcaster], workflows=[Announcer],
+                                   wall_clock=virtual_wall) as engine:
+        agent = await engine.get_agent(Broadcaster, "a")
+        wid = await agent.run_workflow("Announcer")
+        await trio.sleep(60)
+        assert engine.statistics().hibernations == 1
+        assert (await engine.wait_workflow(wid)).status == "complete"  # replayed on wake
+    assert Broadcaster.sent == [{"stage": "before"}, {"stage": "after"}]  # each once

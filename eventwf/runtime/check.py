@@ -81,6 +81,9 @@ class CheckRunner(WorkflowRunner):
     async def agent_state_committed(self) -> None:
         return None
 
+    async def broadcast(self, message: Any) -> None:
+        return None
+
     def on_stalled(self, error: Exception) -> None:
         self._verdict("error", f"{type(error).__name__}: {error}")
 

@@ -240,9 +240,16 @@ class WorkflowRunner:
         await self.host.state_committed(self.agent)
 
     async def report_progress(self, progress: Any) -> None:
-        """``on_workflow_progress`` of the agent (not logged; not on a replay check)."""
-        await self.host.deliver_progress(self.agent, self.workflow_name, self.workflow_id,
-                                         progress)
+        """``on_workflow_progress`` of the agent (not logged): not while the run replays
+        history it already ran (R13), nor on a replay check."""
+        if not self.machine.replaying:
+            await self.host.deliver_progress(self.agent, self.workflow_name,
+                                             self.workflow_id, progress)
+
+    async def broadcast(self, message: Any) -> None:
+        """A message to every client of the agent (not logged), not while replaying (R13)."""
+        if not self.machine.replaying:
+            await self.agent.broadcast(message)
 
     # -- the run -------------------------------------------------------------------------
 
