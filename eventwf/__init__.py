@@ -9,6 +9,7 @@ from eventwf.engine import EngineStatistics as EngineStatistics
 from eventwf.engine import ReplayCheck as ReplayCheck
 from eventwf.engine import check_replay as check_replay
 from eventwf.engine import open_engine as open_engine
+from eventwf.errors import AgentUnavailableError as AgentUnavailableError
 from eventwf.errors import CorruptLogError as CorruptLogError
 from eventwf.errors import DuplicateWorkflowError as DuplicateWorkflowError
 from eventwf.errors import EventwfError as EventwfError
@@ -46,6 +47,7 @@ __all__ = [
     "Agent",
     "AgentConnection",
     "AgentRequest",
+    "AgentUnavailableError",
     "AgentWorkflow",
     "AgentWorkflowStep",
     "Connection",

@@ -16,9 +16,15 @@ from urllib.parse import quote
 
 import msgspec
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket_url,
+)
 
-from eventwf.errors import EventwfError, RpcError
+from eventwf.errors import AgentUnavailableError, EventwfError, RpcError
 
 __all__ = ["AgentConnection", "connect_agent"]
 
@@ -89,8 +95,11 @@ class AgentConnection:
                     done.set()
                     continue
                 if kind == "state" and isinstance(position := message.get("position"), int):
+                    first = self.position < 0
                     self.state, self.position = message.get("state"), position
                     self._first_state.set()
+                    if first:
+                        continue  # connect_agent returns with it in ``state``: not again
                 await self._send.send(message)
         except ConnectionClosed:
             pass  # iteration ends; pending calls are failed below
@@ -114,25 +123,34 @@ async def connect_agent(
 ) -> AsyncIterator[AgentConnection]:
     """Connect to ``{url}/agents/{cls_name}/{name}`` and wait for the first state.
 
-    Up to ``buffer`` messages wait for ``async for``; when that many are unread the reader
-    waits too (``state`` and RPC answers stop), so iterate a long-lived connection.
+    The first state is ``conn.state``; ``async for`` yields the messages after it. A refused
+    handshake raises ``AgentUnavailableError`` (with the HTTP ``status``). Up to ``buffer``
+    messages wait for ``async for``; when that many are unread the reader waits too
+    (``state`` and RPC answers stop), so iterate a long-lived connection.
     """
     target = f"{url.rstrip('/')}/agents/{quote(cls_name, safe='')}/{quote(name, safe='')}"
-    async with open_websocket_url(target, max_message_size=max_message_size,
-                                  extra_headers=extra_headers) as ws:
-        connection = AgentConnection(ws, buffer)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(connection._reader)
-                await connection._first_state.wait()
-                if connection.position < 0:
-                    raise EventwfError(f"{target} closed before sending the agent's state: "
-                                       f"{ws.closed}")
-                try:
-                    yield connection
-                finally:
-                    nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:  # raise the body's exception itself, not a group
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise
+    try:
+        async with open_websocket_url(target, max_message_size=max_message_size,
+                                      extra_headers=extra_headers) as ws:
+            connection = AgentConnection(ws, buffer)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(connection._reader)
+                    await connection._first_state.wait()
+                    if connection.position < 0:
+                        raise EventwfError(f"{target} closed before sending the agent's state: "
+                                           f"{ws.closed}")
+                    try:
+                        yield connection
+                    finally:
+                        nursery.cancel_scope.cancel()
+            except BaseExceptionGroup as group:  # the body's exception itself, not a group
+                if len(group.exceptions) == 1:
+                    raise group.exceptions[0] from None
+                raise
+    except ConnectionRejected as exc:  # the server refused the handshake (P3)
+        reason = (exc.body or b"").decode("utf-8", "replace").strip()[:300]
+        raise AgentUnavailableError(f"{target} refused the connection ({exc.status_code}): "
+                                    f"{reason or 'no reason given'}", exc.status_code) from None
+    except HandshakeError as exc:
+        raise AgentUnavailableError(f"{target}: the WebSocket handshake failed: {exc}") from exc

@@ -125,6 +125,17 @@ class StepFailedError(EventwfError):
         super().__init__(f"{error_type}: {message}")
 
 
+class AgentUnavailableError(EventwfError):
+    """``connect_agent`` was refused by the server: an unknown agent class or a bad name
+    (404/400), authentication refused (403), the connection cap reached (503), or the
+    agent could not be loaded (500). ``status`` is the HTTP status, the message the
+    server's reason."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class TransitionError(EventwfError):
     """An operation the workflow's (or agent's) current state does not allow.
 

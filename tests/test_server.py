@@ -203,6 +203,37 @@ async def test_unknown_paths_classes_and_names_are_refused(db: str) -> None:  # 
             assert conn.state == {"n": 0}  # and the server is still up
 
 
+async def test_connect_agent_raises_an_eventwf_error_for_a_refused_agent(db: str) -> None:
+    # P12, issue 16 item 8: not a raw trio_websocket ConnectionRejected
+    async with running(db) as (engine, url):
+        with pytest.raises(eventwf.AgentUnavailableError,
+                           match="unknown agent class 'Nobody'") as info:
+            async with eventwf.connect_agent(url, "Nobody", "x"):
+                pass
+        assert info.value.status == 404 and isinstance(info.value, eventwf.EventwfError)
+        with pytest.raises(eventwf.AgentUnavailableError, match="control characters") as info:
+            async with eventwf.connect_agent(url, "Counter", "bad\x00name"):
+                pass
+        assert info.value.status == 400
+    with pytest.raises(eventwf.AgentUnavailableError, match="handshake failed"):
+        async with eventwf.connect_agent(url, "Counter", "c"):  # the server is gone
+            pass
+
+
+async def test_the_first_state_is_not_delivered_twice(db: str) -> None:  # P12, issue 16 item 8
+    async with running(db) as (engine, url):
+        agent = await engine.get_agent(Counter, "c")
+        await agent.set_state({"n": 5})
+        async with eventwf.connect_agent(url, "Counter", "c") as conn:
+            assert conn.state == {"n": 5}
+            await agent.set_state({"n": 6})
+            with trio.fail_after(10):
+                async for message in conn:
+                    assert message["type"] == "state" and message["state"] == {"n": 6}
+                    assert message["position"] > 0 and conn.state == {"n": 6}
+                    break
+
+
 async def test_authenticate_hook_refuses_handshakes(db: str) -> None:  # P3
     seen: list[str] = []
 
@@ -286,7 +317,8 @@ async def test_200_clients_each_receive_every_state_in_order(db: str) -> None:  
 
     async def client(url: str, i: int, ready: trio.MemorySendChannel[None]) -> None:
         async with eventwf.connect_agent(url, "Counter", "crowd") as conn:
-            await ready.send(None)  # iteration yields the first state too
+            received[i].append((conn.state["n"], conn.position))  # the first state: not iterated
+            await ready.send(None)
             async for message in conn:
                 if message["type"] == "state":
                     received[i].append((message["state"]["n"], message["position"]))
@@ -340,8 +372,8 @@ async def test_a_stalled_client_blocks_nobody_and_catches_up_on_the_latest_state
                     await trio.sleep(0.001)  # a busy agent, not one flooding its clients
                     assert all(c.queued_bytes <= budget for c in agent._host.connections)
             with trio.fail_after(60):  # generous: only a hang should trip it (2 busy cores)
-                for conn in (a, b):
-                    assert await states_until(conn, updates) == list(range(updates + 1))
+                for conn in (a, b):  # the first state (n=0) came with connect, not iterated
+                    assert await states_until(conn, updates) == list(range(1, updates + 1))
             seen: list[tuple[int, int]] = []
             with trio.fail_after(60):  # now it reads: what was in flight, then the newest
                 while not seen or seen[-1][0] != updates:
