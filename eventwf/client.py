@@ -95,7 +95,9 @@ class AgentConnection:
                     done.set()
                     continue
                 if kind == "state" and isinstance(position := message.get("position"), int):
-                    first = self.position < 0
+                    first, stale = self.position < 0, position <= self.position
+                    if stale:  # a state already delivered (P4: positions only go up)
+                        continue
                     self.state, self.position = message.get("state"), position
                     self._first_state.set()
                     if first:
