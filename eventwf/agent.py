@@ -95,6 +95,14 @@ class Agent(Generic[StateT]):
         if self._host.state_update_hooked():
             await self.on_state_update(self.state, "server")
 
+    async def patch_state(self, patch: Any) -> None:
+        """Apply RFC 7396 JSON Merge Patch ``patch`` to the state as it is when the patch
+        commits (nested objects merge, ``None`` deletes a key, a non-object replaces), then
+        call ``on_state_update(state, "server")``. A ``None`` patch raises ``ValueError``."""
+        await _ops.patch_state(self._rt, self._host, patch)
+        if self._host.state_update_hooked():
+            await self.on_state_update(self.state, "server")
+
     async def broadcast(self, message: Any, exclude: Iterable[Any] = ()) -> None:
         """Send a message to every connected client (not logged).
 

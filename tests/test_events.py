@@ -74,6 +74,7 @@ FIELDS = {
     "agent.created": "agent_class:str name:str",
     "agent.state_set": "state:any= workflow_id:str|None=",
     "agent.state_merged": "partial:dict[str,any] workflow_id:str|None= initial:any=",
+    "agent.state_patched": "patch:any= workflow_id:str|None= initial:any=",
     "agent.state_reset": "state:any= workflow_id:str|None=",
     "callback.scheduled": "kind:str workflow_name:str workflow_id:str value:any=",
     "callback.delivered": "through:int",
@@ -155,9 +156,9 @@ def _decodes_or_corrupt(type_name: str, data: bytes, position: int = 42) -> None
 # -- E1/E2: the catalogue ----------------------------------------------------------------
 
 
-def test_e1_strategies_cover_exactly_the_29_classes_of_the_catalogue() -> None:
+def test_e1_strategies_cover_exactly_the_30_classes_of_the_catalogue() -> None:
     assert set(STRATEGIES) == set(EVENT_TYPES.values())
-    assert len(EVENT_TYPES) == len(get_args(AnyEvent)) == 29
+    assert len(EVENT_TYPES) == len(get_args(AnyEvent)) == 30
 
 
 @pytest.mark.parametrize("cls", get_args(AnyEvent), ids=lambda c: c.__name__)
@@ -169,7 +170,7 @@ def test_e1_every_event_is_a_frozen_tagged_struct(cls: type[Event]) -> None:
 
 def test_e2_tags_and_classes_are_exactly_the_spec_catalogue_table() -> None:
     rows = _spec_catalogue()
-    assert len(rows) == 29
+    assert len(rows) == 30
     assert {tag: name for tag, name, _ in rows} == {t: c.__name__ for t, c in EVENT_TYPES.items()}
 
 

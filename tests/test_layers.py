@@ -36,7 +36,7 @@ LAYERS = {
 # Inside a package, the rank of each module: a module imports only lower ranks.
 RANKS = {
     "eventwf.model": {
-        "values": 0, "readonly": 0, "status": 0, "events": 0,
+        "values": 0, "readonly": 0, "status": 0, "events": 0, "merge_patch": 0,
         "types": 1, "json_data": 1, "codec": 2, "commands": 1, "agent_fold": 1, "replay": 1,
         "failures": 3, "workflow_fold": 2,
     },

@@ -57,7 +57,7 @@ class TaskWorkflow(AgentWorkflow[TaskAgent]):
         await step.sleep("cool-down", "1 second")
         await self.report_progress({"step": "approval", "percent": 0.75})
         approval = await self.wait_for_approval(step, timeout="1 minute")
-        await step.merge_agent_state({"tasks": {self.workflow_id: "done"}})
+        await step.patch_agent_state({"tasks": {self.workflow_id: "done"}})  # RFC 7396
         await step.report_complete({"data": data, "approved_by": approval})
         return data
 

@@ -15,12 +15,14 @@ from eventwf.errors import TransitionError
 from eventwf.model.events import (
     AgentCreated,
     AgentStateMerged,
+    AgentStatePatched,
     AgentStateReset,
     AgentStateSet,
     CallbackScheduled,
     CallbacksDelivered,
     Recorded,
 )
+from eventwf.model.merge_patch import merge_patch
 
 __all__ = ["AgentSummary", "apply_agent", "quarantine_agent"]
 
@@ -84,6 +86,10 @@ def apply_agent(summary: AgentSummary | None, rec: Recorded) -> AgentSummary:
             )
         return _replace(summary, head=head, state={**base, **event.partial}, has_state=True,
                         state_position=rec.position)
+    if isinstance(event, AgentStatePatched):
+        base = summary.state if summary.has_state else event.initial
+        return _replace(summary, head=head, state=merge_patch(base, event.patch),
+                        has_state=True, state_position=rec.position)
     raise TransitionError(f"{type(event).__name__} does not belong on an agent stream")
 
 

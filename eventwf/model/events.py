@@ -19,6 +19,7 @@ import msgspec
 __all__ = [
     "AgentCreated",
     "AgentStateMerged",
+    "AgentStatePatched",
     "AgentStateReset",
     "AgentStateSet",
     "AnyEvent",
@@ -94,7 +95,8 @@ class StepSucceeded(Event, frozen=True, tag="step.succeeded"):
     """Durable command ``seq`` of the current run finished with ``value``.
 
     ``kind`` is ``do``, ``now``, ``random``, ``uuid4``, ``report_complete``,
-    ``report_error``, ``send_event``, ``update_state``, ``merge_state`` or ``reset_state``.
+    ``report_error``, ``send_event``, ``update_state``, ``merge_state``, ``patch_state``
+    or ``reset_state``.
     """
 
     seq: int
@@ -270,6 +272,18 @@ class AgentStateMerged(Event, frozen=True, tag="agent.state_merged"):
     initial: Any = None
 
 
+class AgentStatePatched(Event, frozen=True, tag="agent.state_patched"):
+    """RFC 7396 merge ``patch`` applied to the agent's state as of this event.
+
+    ``initial`` is the state patched when the agent has no logged state yet (as for a
+    merge), so concurrent first patches compose.
+    """
+
+    patch: Any = None
+    workflow_id: str | None = None
+    initial: Any = None
+
+
 class AgentStateReset(Event, frozen=True, tag="agent.state_reset"):
     """The agent's state went back to its initial state, logged as ``state``."""
 
@@ -319,6 +333,7 @@ AnyEvent = (
     | AgentCreated
     | AgentStateSet
     | AgentStateMerged
+    | AgentStatePatched
     | AgentStateReset
     | CallbackScheduled
     | CallbacksDelivered

@@ -21,6 +21,7 @@ from eventwf.model.agent_fold import AgentSummary
 from eventwf.model.codec import encode_value
 from eventwf.model.events import (
     AgentStateMerged,
+    AgentStatePatched,
     AgentStateReset,
     AgentStateSet,
     CallbackScheduled,
@@ -29,6 +30,7 @@ from eventwf.model.events import (
     Recorded,
     agent_stream,
 )
+from eventwf.model.merge_patch import merge_patch
 from eventwf.model.readonly import read_only
 
 __all__ = ["AgentHost", "Connection", "state_items"]
@@ -196,10 +198,11 @@ class AgentHost:
 
 def state_items(host: AgentHost, summary: AgentSummary | None, action: str, value: Any,
                 workflow_id: str | None) -> list[tuple[str, Event]]:
-    """The events for a ``set``/``reset``/``merge`` of the agent's state, checked first.
+    """The events for a ``set``/``reset``/``merge``/``patch`` of the agent's state, checked.
 
-    A merge needs a dict state; a merge carries the initial state it would start from, so
-    the fold never needs the class's ``initial_state`` and concurrent first merges compose.
+    A merge needs a dict state; a merge or patch carries the initial state it would start
+    from, so the fold never needs the class's ``initial_state`` and concurrent first
+    changes compose. The result as of now is encoded once, to refuse a state over 1 MiB.
     """
     stream = host.stream
     if action == "set":
@@ -208,9 +211,13 @@ def state_items(host: AgentHost, summary: AgentSummary | None, action: str, valu
         return [(stream, AgentStateReset(host.initial_state, workflow_id))]
     has_state = summary is not None and summary.has_state
     base = summary.state if summary is not None and has_state else host.initial_state
+    what = f"state of agent {host.agent_class}/{host.name}"
+    if action == "patch":
+        encode_value(merge_patch(base, value), what)
+        return [(stream, AgentStatePatched(value, workflow_id, initial=host.initial_state))]
     if not isinstance(base, dict):
         raise EventwfError(
             f"merge_agent_state needs a dict state, but agent {host.agent_class}/"
             f"{host.name} has a {type(base).__name__}; use update_agent_state instead")
-    encode_value({**base, **value}, f"state of agent {host.agent_class}/{host.name}")
+    encode_value({**base, **value}, what)
     return [(stream, AgentStateMerged(value, workflow_id, initial=host.initial_state))]

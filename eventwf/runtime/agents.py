@@ -21,6 +21,7 @@ from eventwf.model.codec import json_value
 from eventwf.model.events import (
     AgentCreated,
     AgentStateMerged,
+    AgentStatePatched,
     AgentStateReset,
     AgentStateSet,
     CallbackScheduled,
@@ -193,7 +194,8 @@ class Agents:
             if isinstance(event, CallbackScheduled) and agent_class in self.classes:
                 self._spawn(lambda: self.load(agent_class, name), f"load {rec.stream}")
             return before
-        if isinstance(event, AgentStateSet | AgentStateMerged | AgentStateReset):
+        if isinstance(event, AgentStateSet | AgentStateMerged | AgentStatePatched
+                                 | AgentStateReset):
             at_record = apply_agent(before, rec) if before is not None else None
             state = at_record.state if at_record is not None else self.state(host)
             host.push_state(state, rec.position)

@@ -193,3 +193,13 @@ async def set_state(rt: Runtime, host: AgentHost, state: Any) -> None:
     value = json_value(state, f"state of agent {host.agent_class}/{host.name}")
     await rt.append(rt.agents.state_items(host.agent, "set", value, None))
 
+
+async def patch_state(rt: Runtime, host: AgentHost, patch: Any) -> None:
+    """Log an RFC 7396 merge patch of the agent's state (applied as of its commit)."""
+    if patch is None:
+        raise ValueError(f"Agent.patch_state takes a merge patch, got None (it would delete "
+                         f"the whole state of agent {host.agent_class}/{host.name}; use "
+                         f"set_state)")
+    value = json_value(patch, f"state patch of agent {host.agent_class}/{host.name}")
+    await rt.append(rt.agents.state_items(host.agent, "patch", value, None))
+

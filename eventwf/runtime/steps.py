@@ -347,6 +347,16 @@ class AgentWorkflowStep:
             raise ValueError(f"merge_agent_state takes a dict, got {partial!r}")
         await self._state("merge_state", "merge", json_value(partial, "agent state"))
 
+    async def patch_agent_state(self, patch: Any) -> None:
+        """Apply RFC 7396 JSON Merge Patch ``patch`` to the agent's state as it is when the
+        patch commits: nested objects merge, ``None`` deletes a key, a non-object replaces,
+        so workflows patching different keys lose nothing. A ``None`` patch is refused."""
+        if patch is None:
+            raise ValueError("patch_agent_state takes a merge patch, got None (it would "
+                             "delete the whole state; use reset_agent_state or "
+                             "update_agent_state)")
+        await self._state("patch_state", "patch", json_value(patch, "agent state patch"))
+
     async def reset_agent_state(self) -> None:
         """Put the agent's state back to its ``initial_state``."""
         await self._state("reset_state", "reset", None)

@@ -16,6 +16,7 @@ from eventwf.model.agent_fold import AgentSummary, apply_agent
 from eventwf.model.codec import event_type
 from eventwf.model.events import (
     AgentStateMerged,
+    AgentStatePatched,
     AgentStateReset,
     AgentStateSet,
     Recorded,
@@ -27,7 +28,7 @@ from .source import LogSource, NotFound
 
 __all__ = ["AgentAt", "agent", "fold_agent"]
 
-_STATE_EVENTS = (AgentStateSet, AgentStateMerged, AgentStateReset)
+_STATE_EVENTS = (AgentStateSet, AgentStateMerged, AgentStatePatched, AgentStateReset)
 
 
 @dataclass
