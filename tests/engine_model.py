@@ -9,7 +9,11 @@ Workflows run small programs (``PROGRAMS`` in the test): a list of commands, eac
 - ``("flaky", fails, limit, delay)``: ``step.do`` whose first ``fails`` attempts raise,
   retried ``limit`` times ``delay`` seconds apart; the attempt that succeeded, or the run
   errors (``RuntimeError``);
-- ``("fail",)``: the run raises ``ValueError``.
+- ``("fail",)``: the run raises ``ValueError``;
+- ``("par", [branch, ...])``: each branch (a ``sleep`` or a ``flaky``) in its own task of
+  ``run`` at once (replay.md R14); the list of their values once the last one ends, or the
+  run errors when a branch fails (its siblings are cancelled). Every branch only waits on
+  durable timers, so the group is one block ending at its last branch's end.
 
 A run's output is the list of its commands' values. The model keeps time in integer
 microseconds of the engine's clock and predicts, at every quiet moment (every task of the
@@ -49,6 +53,7 @@ class ModelWorkflow:
     attempt: int = 1
     paused_at: int | None = None
     error_name: str | None = None
+    par: list[_Branch] | None = None  # the branches of a ``par`` command in progress
 
     @property
     def output(self) -> Any:
@@ -75,7 +80,27 @@ def program_seconds(program: list[tuple[Any, ...]]) -> list[float]:
             out.append(cmd[1])
         elif cmd[0] == "flaky":
             out.append(cmd[3])
+        elif cmd[0] == "par":
+            out.extend(program_seconds(cmd[1]))
     return out
+
+
+class _Branch:
+    """One branch of a ``par`` command: a sleep or a retried step, and where it is."""
+
+    def __init__(self, cmd: tuple[Any, ...]) -> None:
+        self.kind, self.params = cmd[0], cmd[1:]
+        self.deadline: int | None = None  # when it next does something
+        self.attempt, self.done, self.failed, self.value = 1, False, False, None
+
+    def attempt_now(self, now: int) -> None:
+        fails, limit, delay = self.params
+        if self.attempt > fails:
+            self.done, self.value, self.deadline = True, self.attempt, None
+        elif self.attempt > limit:
+            self.failed, self.deadline = True, None
+        else:
+            self.deadline, self.attempt = now + round(delay * US), self.attempt + 1
 
 
 class Model:
@@ -120,6 +145,9 @@ class Model:
         if wf.block is not None:  # time spent paused is added to the pending timer (R5)
             kind, deadline, extra = wf.block
             wf.block = (kind, deadline + self.now - wf.paused_at, extra)
+            for branch in wf.par or ():  # every timer of a concurrent run moves on
+                if not branch.done and branch.deadline is not None:
+                    branch.deadline += self.now - wf.paused_at
         wf.status, wf.paused_at = "running", None
         self._advance(wf)
 
@@ -127,7 +155,7 @@ class Model:
         wf = self.workflows[wid]
         if wf.status in TERMINAL:
             raise Refused("EventwfError")
-        wf.status, wf.block, wf.paused_at = "terminated", None, None
+        wf.status, wf.block, wf.paused_at, wf.par = "terminated", None, None, None
 
     def restart(self, wid: str) -> None:
         self.workflows[wid] = wf = ModelWorkflow(self.workflows[wid].program)
@@ -142,8 +170,13 @@ class Model:
 
     def deadlines(self) -> list[int]:
         """Pending deadlines (µs), paused ones included (they move on resume)."""
-        return [wf.block[1] for wf in self.workflows.values()
-                if wf.block is not None and wf.status in ("waiting", "paused")]
+        found = [wf.block[1] for wf in self.workflows.values()
+                 if wf.block is not None and wf.status in ("waiting", "paused")]
+        for wf in self.workflows.values():
+            if wf.status in ("waiting", "paused"):
+                found.extend(b.deadline for b in wf.par or () if b.deadline is not None
+                             and not b.done)
+        return found
 
     # -- running a program ---------------------------------------------------------------
 
@@ -174,6 +207,8 @@ class Model:
             return "slept"
         if kind == "flaky":
             return self._flaky(wf, *cmd[1:])
+        if kind == "par":
+            return self._par(wf, cmd[1])
         assert kind == "fail", cmd
         return self._error(wf, "ValueError")
 
@@ -201,6 +236,34 @@ class Model:
         if wf.attempt > limit:
             return self._error(wf, "RuntimeError")  # it failed, and no retry is left
         return self._block(wf, ("backoff", self.now + round(delay * US), wf.attempt + 1))
+
+    def _par(self, wf: ModelWorkflow, branches: list[Any]) -> Any:
+        """Each branch on its own: a sleep ends at its deadline; a retried step makes its
+        next attempt when the clock reaches it, and backs off from that attempt's time."""
+        if wf.par is None:
+            wf.par = [_Branch(b) for b in branches]
+            for branch in wf.par:
+                if branch.kind == "sleep":
+                    branch.deadline = self.now + round(branch.params[0] * US)
+                else:
+                    branch.attempt_now(self.now)
+        else:
+            for branch in wf.par:
+                if not branch.done and branch.deadline is not None \
+                        and branch.deadline <= self.now:
+                    if branch.kind == "sleep":
+                        branch.done, branch.value = True, "slept"
+                    else:
+                        branch.attempt_now(self.now)
+        if any(branch.failed for branch in wf.par):
+            wf.par = None
+            return self._error(wf, "RuntimeError")  # its siblings are cancelled
+        pending = [b.deadline for b in wf.par if not b.done and b.deadline is not None]
+        if pending:
+            return self._block(wf, ("par", min(pending), None))
+        values = [branch.value for branch in wf.par]
+        wf.par = None
+        return values
 
     @staticmethod
     def _block(wf: ModelWorkflow, block: tuple[str, int, Any]) -> Any:

@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 from typing import Any
 
+import trio
 from hypothesis import strategies as st
 
 import eventwf
@@ -29,33 +30,46 @@ class ProgramWorkflow(eventwf.AgentWorkflow[ProgramAgent]):
 
     async def run(self, event: eventwf.WorkflowEvent, step: eventwf.AgentWorkflowStep) -> Any:
         out: list[Any] = []
-        wid = self.workflow_id
         for index, command in enumerate(event.payload["program"]):
-            op, arg = command[0], command[1]
-            name = f"{op}-{index}"
-            if op == "do":
-                out.append(await step.do(name, _body(wid, name, arg)))
-            elif op == "flaky":
-                out.append(await step.do(name, _flaky(wid, name, arg), retries=Retries(
-                    limit=6, delay="1 second", backoff="constant")))
-            elif op == "fail":
-                try:
-                    await step.do(name, _failing(wid, name, arg), retries=Retries(limit=0))
-                except ValueError as exc:
-                    out.append(f"caught {exc}")
-            elif op == "sleep":
-                await step.sleep(name, arg)
-            elif op == "wait":
-                got = await step.wait_for_event(name, type=arg, timeout="2 days")
-                out.append(got.payload)
-            elif op == "state":
-                await step.merge_agent_state({f"{wid}-{index}": arg})
-            elif op == "progress":
-                await self.report_progress({"index": index})
-            elif op == "now":
-                await step.now()
+            await self._command(step, f"{command[0]}-{index}", command, out)
         await step.report_complete(len(out))
         return out
+
+    async def _command(self, step: eventwf.AgentWorkflowStep, name: str, command: list[Any],
+                       out: list[Any]) -> None:
+        op, arg, wid = command[0], command[1], self.workflow_id
+        if op == "do":
+            out.append(await step.do(name, _body(wid, name, arg)))
+        elif op == "flaky":
+            out.append(await step.do(name, _flaky(wid, name, arg), retries=Retries(
+                limit=6, delay="1 second", backoff="constant")))
+        elif op == "fail":
+            try:
+                await step.do(name, _failing(wid, name, arg), retries=Retries(limit=0))
+            except ValueError as exc:
+                out.append(f"caught {exc}")
+        elif op == "sleep":
+            await step.sleep(name, arg)
+        elif op == "wait":
+            got = await step.wait_for_event(name, type=arg, timeout="2 days")
+            out.append(got.payload)
+        elif op == "state":
+            await step.merge_agent_state({f"{wid}-{name}": arg})
+        elif op == "progress":
+            await self.report_progress({"step": name})
+        elif op == "now":
+            await step.now()
+        elif op == "par":  # branches run concurrently, each in its own task (replay.md R14)
+            results: list[list[Any]] = [[] for _ in arg]
+            async with trio.open_nursery() as nursery:
+                for b, branch in enumerate(arg):
+                    nursery.start_soon(self._branch, step, f"{name}.{b}", branch, results[b])
+            out.append(results)
+
+    async def _branch(self, step: eventwf.AgentWorkflowStep, name: str,
+                      branch: list[list[Any]], out: list[Any]) -> None:
+        for j, command in enumerate(branch):
+            await self._command(step, f"{name}.{j}", command, out)
 
 
 def _body(wid: str, name: str, value: int) -> Any:
@@ -92,7 +106,7 @@ def reset_ledger() -> None:
     _FAILS.clear()
 
 
-commands = st.one_of(
+simple_commands = st.one_of(
     st.tuples(st.just("do"), st.integers(0, 1000)),
     st.tuples(st.just("flaky"), st.integers(1, 2)),
     st.tuples(st.just("fail"), st.sampled_from(["bad input", "nope"])),
@@ -102,23 +116,49 @@ commands = st.one_of(
     st.tuples(st.just("progress"), st.just(0)),
     st.tuples(st.just("now"), st.just(0)),
 )
+# a concurrent group: two or three branches of simple commands, run in a nursery
+parallel = st.tuples(st.just("par"), st.lists(st.lists(simple_commands.map(list), min_size=1,
+                                                       max_size=3), min_size=2, max_size=3))
+commands = st.one_of(simple_commands, parallel)
 programs = st.lists(commands, min_size=2, max_size=7)
 
 
-def expected_output(program: list[tuple[str, Any]], payloads: dict[str, Any]) -> list[Any]:
+def expected_output(program: list[Any], payloads: dict[str, Any]) -> list[Any]:
     """The pure model: what ``run`` returns for a program (waits get ``payloads[type]``)."""
     out: list[Any] = []
     for index, (op, arg) in enumerate(program):
-        name = f"{op}-{index}"
-        if op == "do":
-            out.append(arg)
-        elif op == "flaky":
-            out.append(f"{name} ok")
-        elif op == "fail":
-            out.append(f"caught {arg}")
-        elif op == "wait":
-            out.append(payloads[arg])
+        _expect(f"{op}-{index}", op, arg, payloads, out)
     return out
+
+
+def waits(program: list[Any]) -> list[str]:
+    """The event types a program waits for, concurrent branches included."""
+    found: list[str] = []
+    for op, arg in program:
+        if op == "wait":
+            found.append(arg)
+        elif op == "par":
+            for branch in arg:
+                found.extend(waits(branch))
+    return found
+
+
+def _expect(name: str, op: str, arg: Any, payloads: dict[str, Any], out: list[Any]) -> None:
+    if op == "par":
+        results: list[list[Any]] = []
+        for b, branch in enumerate(arg):
+            results.append([])
+            for j, (sub_op, sub_arg) in enumerate(branch):
+                _expect(f"{name}.{b}.{j}", sub_op, sub_arg, payloads, results[-1])
+        out.append(results)
+    elif op == "do":
+        out.append(arg)
+    elif op == "flaky":
+        out.append(f"{name} ok")
+    elif op == "fail":
+        out.append(f"caught {arg}")
+    elif op == "wait":
+        out.append(payloads[arg])
 
 
 def copy_prefix(src: str, dst: str, k: int) -> None:

@@ -55,8 +55,13 @@ def _event(data: st.DataObject, summary: WorkflowSummary) -> Event:
     """An event of a random kind whose numbers are mostly what the run expects next (so
     histories get long) and sometimes not (so every refusal is tried)."""
     kind = data.draw(st.sampled_from(KINDS))
-    expected = summary.pending[1] if summary.pending else summary.commands
+    # a concurrent run (replay.md R14) has several pending commands, one per task
+    pending = data.draw(st.sampled_from(summary.pending)) if summary.pending else None
+    expected = pending[1] if pending else summary.commands
     seq = data.draw(st.sampled_from([expected, expected, summary.commands, 0, expected + 1]))
+    tasks = [pending[2]] if pending else []
+    task = data.draw(st.sampled_from([*tasks, *tasks, (), (0,), (1,), (0, 1)]))
+    concurrent = data.draw(st.booleans())
     name = data.draw(st.sampled_from(["x", "y"]))
     event_type = data.draw(st.sampled_from(["a", "b"]))
     if kind == "consumed":
@@ -64,15 +69,17 @@ def _event(data: st.DataObject, summary: WorkflowSummary) -> Event:
         received = data.draw(st.sampled_from([*held, *held, 0, summary.head]))
         if held and data.draw(st.booleans()):
             event_type = dict(summary.inbox).get(received, event_type)
-        return EventConsumed(seq, "w", event_type, received)
+        return EventConsumed(seq, "w", event_type, received, task=task)
     make = {
-        "succeeded": lambda: StepSucceeded(seq, "do", name, 1),
-        "failed": lambda: StepFailed(seq, "do", name, 1, ERR),
-        "attempt_failed": lambda: StepAttemptFailed(seq, name, 1, ERR, 10, 10),
+        "succeeded": lambda: StepSucceeded(seq, "do", name, 1, task=task),
+        "failed": lambda: StepFailed(seq, "do", name, 1, ERR, task=task),
+        "attempt_failed": lambda: StepAttemptFailed(seq, name, 1, ERR, 10, 10, task=task,
+                                                    concurrent=concurrent),
         "retrying": lambda: StepRetrying(seq, name, 2),
-        "sleep": lambda: SleepStarted(seq, "s", 10, 10),
+        "sleep": lambda: SleepStarted(seq, "s", 10, 10, task=task, concurrent=concurrent),
         "slept": lambda: SleepCompleted(seq),
-        "wait": lambda: WaitStarted(seq, "w", event_type, 10, 10),
+        "wait": lambda: WaitStarted(seq, "w", event_type, 10, 10, task=task,
+                                    concurrent=concurrent),
         "timed_out": lambda: WaitTimedOut(seq, "w", event_type),
         "received": lambda: EventReceived(event_type, 1),
         "waiting": lambda: WorkflowWaiting(seq),
@@ -175,7 +182,7 @@ def test_the_sample_alphabet_reaches_every_rule() -> None:
     for rec in _records(events):
         summary = apply_workflow(summary, rec)
         machine.feed(rec)
-    assert summary is not None and summary.commands == 4 and summary.pending is None
+    assert summary is not None and summary.commands == 4 and summary.pending == ()
     try:
         apply_workflow(summary, _records([*events, StepSucceeded(1, "do", "x", 1)])[-1])
     except TransitionError as exc:

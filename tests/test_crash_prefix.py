@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 import trio.testing
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import eventwf
@@ -55,13 +55,12 @@ async def _drive(db: str, plan: list[tuple[str, list[Any]]]) -> dict[str, Any]:
             if await agent.get_workflow(wid) is None:
                 await agent.run_workflow("PROG", {"program": program}, id=wid)
             have = _received(db, wid)
-            for op, arg in program:
-                if op == "wait":
-                    if have.get(arg, 0) > 0:
-                        have[arg] -= 1
-                    else:
-                        await agent.send_workflow_event(
-                            "PROG", wid, {"type": arg, "payload": PAYLOADS[arg]})
+            for arg in P.waits(program):
+                if have.get(arg, 0) > 0:
+                    have[arg] -= 1
+                else:
+                    await agent.send_workflow_event(
+                        "PROG", wid, {"type": arg, "payload": PAYLOADS[arg]})
         await trio.sleep(30 * 86400)
         for wid, _ in plan:
             info = await engine.wait_workflow(wid)
@@ -102,12 +101,16 @@ def _run(coro_fn: Any, *args: Any) -> Any:
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
 @given(plan_programs=st.lists(P.programs, min_size=1, max_size=3))
+# always one concurrent program (replay.md R14): steps, a wait, a sleep and retries in parallel
+@example(plan_programs=[[("do", 1), ("par", [[("do", 2), ("wait", "go")],
+                                            [("sleep", 60), ("flaky", 1)], [("state", 4)]]),
+                         ("do", 3)]])
 def test_crash_at_every_prefix_gives_the_same_outcome(tmp_path: Path,
                                                       plan_programs: list[Any]) -> None:
     # a directory of its own per example (id() of a freed list is reused: not a name)
     case = Path(tempfile.mkdtemp(prefix="case-", dir=tmp_path))
     plan = [(f"w{i}", [list(c) for c in prog]) for i, prog in enumerate(plan_programs)]
-    expected = {wid: ("complete", P.expected_output([tuple(c) for c in prog], PAYLOADS))
+    expected = {wid: ("complete", P.expected_output(prog, PAYLOADS))
                 for wid, prog in plan}
     full = str(case / "full.db")
     P.reset_ledger()

@@ -49,16 +49,19 @@ FIELDS = {
     "workflow.started": "workflow_name:str agent_class:str agent_name:str params:any= "
                         "metadata:dict[str,any]|None=",
     "workflow.running": "",
-    "step.succeeded": "seq:int kind:str name:str|None= value:any= attempt:int=",
+    "step.succeeded": "seq:int kind:str name:str|None= value:any= attempt:int="
+                      " task:tuple[int,...]=",
     "step.attempt_failed": "seq:int name:str attempt:int error:ErrorInfo retry_at_us:int "
-                           "delay_us:int",
+                           "delay_us:int task:tuple[int,...]= concurrent:bool=",
     "step.retrying": "seq:int name:str attempt:int",
-    "step.failed": "seq:int kind:str name:str attempt:int error:ErrorInfo",
-    "sleep.started": "seq:int name:str wake_at_us:int duration_us:int until:bool=",
+    "step.failed": "seq:int kind:str name:str attempt:int error:ErrorInfo task:tuple[int,...]=",
+    "sleep.started": "seq:int name:str wake_at_us:int duration_us:int until:bool="
+                     " task:tuple[int,...]= concurrent:bool=",
     "sleep.completed": "seq:int",
-    "wait.started": "seq:int name:str event_type:str timeout_at_us:int timeout_us:int",
+    "wait.started": "seq:int name:str event_type:str timeout_at_us:int timeout_us:int"
+                    " task:tuple[int,...]= concurrent:bool=",
     "event.received": "event_type:str payload:any=",
-    "event.consumed": "seq:int name:str event_type:str received:int",
+    "event.consumed": "seq:int name:str event_type:str received:int task:tuple[int,...]=",
     "wait.timed_out": "seq:int name:str event_type:str",
     "workflow.waiting": "seq:int",
     "workflow.completed": "output:any=",
@@ -102,6 +105,8 @@ def _type_name(t: mi.Type) -> str:
             return "|".join(_type_name(x) for x in types)
         case mi.DictType(key_type=key, value_type=value):
             return f"dict[{_type_name(key)},{_type_name(value)}]"
+        case mi.VarTupleType(item_type=item):
+            return f"tuple[{_type_name(item)},...]"
         case mi.StructType(cls=cls):
             return cls.__name__
     return {mi.AnyType: "any", mi.StrType: "str", mi.IntType: "int", mi.BoolType: "bool",
@@ -126,6 +131,8 @@ def _strategy(t: mi.Type) -> st.SearchStrategy[Any]:
             return st.dictionaries(_strategy(key), _strategy(value), max_size=3)
         case mi.ListType(item_type=item):
             return st.lists(_strategy(item), max_size=3)
+        case mi.VarTupleType(item_type=item):
+            return st.lists(_strategy(item), max_size=3).map(tuple)
         case mi.StructType(cls=cls, fields=fields):
             return st.builds(cls, **{f.name: _strategy(f.type) for f in fields})
     raise TypeError(f"no strategy for {t!r}")

@@ -55,7 +55,8 @@ class Program(eventwf.AgentWorkflow[ModelAgent]):
             out.append(await self._command(step, index, cmd))
         return out
 
-    async def _command(self, step: eventwf.AgentWorkflowStep, index: int, cmd: list[Any]) -> Any:
+    async def _command(self, step: eventwf.AgentWorkflowStep, index: int | str,
+                       cmd: list[Any]) -> Any:
         kind = cmd[0]
         if kind == "wait":
             try:
@@ -68,6 +69,16 @@ class Program(eventwf.AgentWorkflow[ModelAgent]):
         if kind == "sleep":
             await step.sleep(f"s{index}", cmd[1])
             return "slept"
+        if kind == "par":  # branches in a nursery of run, each its own task (R14)
+            results: list[Any] = [None] * len(cmd[1])
+
+            async def branch(b: int, sub: list[Any]) -> None:
+                results[b] = await self._command(step, f"{index}.{b}", sub)
+
+            async with trio.open_nursery() as nursery:
+                for b, sub in enumerate(cmd[1]):
+                    nursery.start_soon(branch, b, sub)
+            return results
         if kind == "flaky":
             fails, limit, delay = cmd[1:]
 
@@ -90,6 +101,12 @@ COMMAND = st.one_of(  # waits twice as likely: events and their races are the po
     st.tuples(st.just("sleep"), SECONDS),
     st.tuples(st.just("flaky"), st.integers(0, 3), st.integers(0, 2), SECONDS),
     st.tuples(st.just("fail")),
+    # concurrent sleeps and at most one retried step (two failing at one instant would
+    # fail the run with both errors; the model names one)
+    st.tuples(st.just("par"), st.tuples(
+        st.lists(st.tuples(st.just("sleep"), SECONDS), min_size=1, max_size=2),
+        st.lists(st.tuples(st.just("flaky"), st.integers(0, 3), st.integers(0, 2), SECONDS),
+                 max_size=1)).map(lambda parts: [*parts[0], *parts[1]])),
 )
 PROGRAMS = st.one_of(
     st.lists(COMMAND, min_size=1, max_size=4),

@@ -32,7 +32,7 @@ async def test_projections_of_an_older_version_are_rebuilt_on_open(db: str) -> N
         await agent.set_state({"n": 1})
     conn = sqlite3.connect(db, isolation_level=None)  # as the version before L16 left it
     conn.execute("DELETE FROM meta WHERE key = 'projection_version'")
-    for column in ("inbox", "commands", "pending_kind", "pending_seq", "row_check"):
+    for column in ("inbox", "commands", "pending", "row_check"):
         conn.execute(f"ALTER TABLE workflows DROP COLUMN {column}")
     conn.execute("UPDATE workflows SET status = 'complete'")  # stale rows are not trusted
     conn.close()

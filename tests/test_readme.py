@@ -24,6 +24,19 @@ def test_the_agent_and_workflow_example_runs(tmp_path: Path) -> None:
     assert re.search(r"\{'tasks': \{'wf_[A-Za-z0-9_-]{21}': 3\}\}", out.stdout)
 
 
+def test_the_fan_out_example_runs(tmp_path: Path) -> None:
+    section = README[README.index("## Steps in parallel"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    script = tmp_path / "fanout.py"
+    script.write_text(code.group(1).replace('"crawl.db"', repr(str(tmp_path / "crawl.db"))))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    expected = sum(len(f"<html>https://example.com/{i}</html>") for i in range(10))
+    assert out.stdout.strip() == f"complete {expected}"
+
+
 def test_the_quick_start_has_the_demo_and_the_test_command() -> None:
     quick = README[README.index("## Quick start"):README.index("## What you will see")]
     commands = re.findall(r"```sh\n(.*?)\n```", quick, re.S)

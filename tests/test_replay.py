@@ -178,16 +178,18 @@ def test_r5_time_spent_blocked_is_added_to_deadlines_in_progress() -> None:
 def test_commands_past_the_end_of_the_history_are_executed_in_order() -> None:
     m = machine(StepSucceeded(0, "do", "a", 1))
     assert m.next("do", "a") == Replayed(1)
-    assert [m.next("do", "b"), m.next("sleep", "c"), m.next("now", None)] == [
-        Execute(1), Execute(2), Execute(3)]
-    assert not m.replaying and m.position == 4
+    # a new command's number is given when its first event is queued (the runner), so
+    # concurrent tasks number theirs in log order (R14); the machine gives each its place
+    assert [m.issue("do", "b"), m.issue("sleep", "c"), m.issue("now", None)] == [
+        (Execute(), None, 1), (Execute(), None, 2), (Execute(), None, 3)]
+    assert not m.replaying and m.position == 4 and m.commands == 1
     m.finish()
 
 
 def test_a_fresh_run_executes_from_command_zero() -> None:
     m = machine()
     assert not m.replaying
-    assert m.next("do", "a") == Execute(0)
+    assert m.issue("do", "a") == (Execute(), None, 0)
 
 
 # -- R3/R4: divergence ----------------------------------------------------------------------------
@@ -293,7 +295,7 @@ def test_a_new_run_clears_history_mailbox_pauses_and_reports(event: Event) -> No
     h.feed(SleepStarted(0, "nap", 5_000, 4_000), at=1_000)
     h.feed(WorkflowResumed(), at=2_000)  # the old run's pause does not count
     assert m.next("sleep", "nap") == ResumeSleep(5_000, 4_000)
-    assert m.next("do", "a") == Execute(1)
+    assert m.issue("do", "a") == (Execute(), None, 1) and m.commands == 1
 
 
 def test_workflow_started_is_remembered_with_its_time() -> None:

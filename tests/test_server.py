@@ -369,7 +369,10 @@ async def test_a_stalled_client_blocks_nobody_and_catches_up_on_the_latest_state
             with trio.fail_after(60):  # `stalled` reads nothing while the states go out
                 for n in range(1, updates + 1):
                     await agent.set_state({"n": n, "blob": blob})
-                    await trio.sleep(0.001)  # a busy agent, not one flooding its clients
+                    # the readers get each state while `stalled` blocks (under MockClock a
+                    # fixed sleep is no time at all: the socket transfers need polls)
+                    while a.state["n"] != n or b.state["n"] != n:
+                        await trio.sleep(0.001)
                     assert all(c.queued_bytes <= budget for c in agent._host.connections)
             with trio.fail_after(60):  # generous: only a hang should trip it (2 busy cores)
                 for conn in (a, b):  # the first state (n=0) came with connect, not iterated

@@ -244,32 +244,44 @@ async def test_now_random_uuid_are_logged_and_replayed(db: str) -> None:  # S9
 
 
 class Concurrent(eventwf.AgentWorkflow[TestAgent]):
+    """Issue 17 replaced "one at a time" (S11): tasks of run may run steps concurrently
+    (tests/test_parallel.py); what stays refused is a step callable calling a step."""
+
     async def run(self, event: eventwf.WorkflowEvent, step: eventwf.AgentWorkflowStep) -> Any:
         errors: list[str] = []
 
-        async def second() -> None:
+        async def nested() -> int:
             try:
                 await step.do("b", lambda: 2)
             except eventwf.EventwfError as exc:
                 errors.append(str(exc))
-
-        async def slow() -> int:
-            await trio.sleep(1)
             return 1
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(step.do, "a", slow)
-            await trio.sleep(0.1)
-            nursery.start_soon(second)
+        async def spawns_inside() -> int:
+            async def inner() -> None:
+                try:
+                    await step.sleep("c", 1)
+                except eventwf.EventwfError as exc:
+                    errors.append(str(exc))
+
+            async with trio.open_nursery() as nursery:  # a nursery inside a step callable
+                nursery.start_soon(inner)
+            return 2
+
+        await step.do("a", nested)
+        await step.do("d", spawns_inside)
         return errors
 
 
-async def test_steps_run_one_at_a_time(db: str) -> None:  # S11
+async def test_a_step_callable_cannot_call_durable_steps(db: str) -> None:  # S11
     info = await _run(db, Concurrent)
     async with _engine(db, Concurrent) as engine:
         agent = await engine.get_agent(TestAgent, "a")
         out = (await agent.get_workflow_status("Concurrent", info.workflow_id)).output
-    assert len(out) == 1 and "one at a time" in out[0]
+    assert len(out) == 2, out
+    assert "while step.do('a') is still running in the same task" in out[0]
+    assert "a step callable cannot call durable steps" in out[0]
+    assert "from a task that is not part of its run" in out[1]
 
 
 class ReturnsTuple(eventwf.AgentWorkflow[TestAgent]):

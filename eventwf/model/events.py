@@ -104,6 +104,7 @@ class StepSucceeded(Event, frozen=True, tag="step.succeeded"):
     name: str | None = None
     value: Any = None
     attempt: int = 1
+    task: tuple[int, ...] = ()  # the run's task that issued it (replay.md R14)
 
 
 class StepAttemptFailed(Event, frozen=True, tag="step.attempt_failed"):
@@ -115,6 +116,8 @@ class StepAttemptFailed(Event, frozen=True, tag="step.attempt_failed"):
     error: ErrorInfo
     retry_at_us: int
     delay_us: int
+    task: tuple[int, ...] = ()  # the run's task that issued it (replay.md R14)
+    concurrent: bool = False  # other tasks of the run still run: the status stays
 
 
 class StepRetrying(Event, frozen=True, tag="step.retrying"):
@@ -133,6 +136,7 @@ class StepFailed(Event, frozen=True, tag="step.failed"):
     name: str
     attempt: int
     error: ErrorInfo
+    task: tuple[int, ...] = ()  # the run's task that issued it (replay.md R14)
 
 
 class SleepStarted(Event, frozen=True, tag="sleep.started"):
@@ -143,6 +147,8 @@ class SleepStarted(Event, frozen=True, tag="sleep.started"):
     wake_at_us: int
     duration_us: int
     until: bool = False
+    task: tuple[int, ...] = ()  # the run's task that issued it (replay.md R14)
+    concurrent: bool = False  # other tasks of the run still run: the status stays
 
 
 class SleepCompleted(Event, frozen=True, tag="sleep.completed"):
@@ -159,6 +165,8 @@ class WaitStarted(Event, frozen=True, tag="wait.started"):
     event_type: str
     timeout_at_us: int
     timeout_us: int
+    task: tuple[int, ...] = ()  # the run's task that issued it (replay.md R14)
+    concurrent: bool = False  # other tasks of the run still run: the status stays
 
 
 class EventReceived(Event, frozen=True, tag="event.received"):
@@ -175,6 +183,7 @@ class EventConsumed(Event, frozen=True, tag="event.consumed"):
     name: str
     event_type: str
     received: int
+    task: tuple[int, ...] = ()  # the run's task that issued it (replay.md R14)
 
 
 class WaitTimedOut(Event, frozen=True, tag="wait.timed_out"):

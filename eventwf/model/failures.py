@@ -10,6 +10,8 @@ import sys
 import traceback
 from typing import Any
 
+import msgspec
+
 from eventwf.errors import StepFailedError
 from eventwf.model.codec import roundtrip_value
 from eventwf.model.events import ErrorInfo
@@ -27,7 +29,30 @@ def _encodable(value: Any) -> Any:
 
 
 def error_info(exc: BaseException, *, with_traceback: bool = True) -> ErrorInfo:
-    """What is logged for ``exc``: class path, text, args and attributes when encodable."""
+    """What is logged for ``exc``: class path, text, args and attributes when encodable.
+
+    A group (concurrent tasks failed, e.g. in a nursery of ``run``) holding one error is
+    logged as that error; with several, its text names each one, not "Exceptions from
+    Trio nursery (2 sub-exceptions)"."""
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = _leaves(exc)
+        if len(leaves) == 1:
+            return error_info(leaves[0], with_traceback=with_traceback)
+        info = _error_info(exc, with_traceback)
+        text = "; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in leaves)
+        return msgspec.structs.replace(
+            info, message=f"{len(leaves)} errors in concurrent tasks: {text}")
+    return _error_info(exc, with_traceback)
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
+
+
+def _error_info(exc: BaseException, with_traceback: bool) -> ErrorInfo:
     cls = type(exc)
     args = _encodable(list(exc.args))
     attrs = {k: v for k, v in vars(exc).items() if not k.startswith("_")}

@@ -1,18 +1,22 @@
 """The sans-I/O replay core: decides, for each durable command ``run`` issues, what to do.
 
-Theory of operation: a run's history is the list of commands it logged, in order. Feed
-the machine the events of the current run (from the log, then live as they commit); then,
-each time the workflow code calls a durable step, ask :meth:`ReplayMachine.next`. The
+Theory of operation: a run's history is the list of commands it logged, numbered in the
+order they began; each names the run's task that issued it (``()`` is ``run`` itself,
+``(k,)`` the k-th task it started, ``(k, j)`` the j-th task that one started). Feed the
+machine the events of the current run (from the log, then live as they commit); then,
+each time a task of the workflow code calls a durable step, ask
+:meth:`ReplayMachine.next`. Commands are matched per task, in that task's order, so
+concurrent tasks may reach their logged commands in any interleaving (replay.md R14). The
 answer is a value, never an action: serve a logged outcome, resume a timer/back-off/wait
 that was in progress, or execute a new command. A command whose kind or name differs from
-the log at the same place raises :class:`NonDeterminismError` and nothing is executed.
-This module does no I/O: no trio, no sqlite, no clock.
+the log at the same place of its task raises :class:`NonDeterminismError` and nothing is
+executed. This module does no I/O: no trio, no sqlite, no clock.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Literal, assert_never
+from typing import Any, Final, Literal, assert_never
 
 import msgspec
 
@@ -48,6 +52,7 @@ __all__ = [
     "ResumeSleep",
     "ResumeWait",
     "describe_command",
+    "describe_task",
 ]
 
 
@@ -94,9 +99,11 @@ class ResumeWait(msgspec.Struct, frozen=True):
 
 
 class Execute(msgspec.Struct, frozen=True):
-    """Past the end of the history: run command ``seq`` for real."""
+    """Past the end of its task's history: run the command for real (its number is the
+    next one when its first event is logged)."""
 
-    seq: int
+
+EXECUTE: Final = Execute()
 
 
 Decision = Replayed | Raise | ResumeSleep | ResumeBackoff | ResumeAttempt | ResumeWait | Execute
@@ -109,6 +116,11 @@ def describe_command(kind: str, name: str | None) -> str:
     return f"step.{label}({name!r})" if name is not None else f"step.{label}()"
 
 
+def describe_task(task: tuple[int, ...]) -> str:
+    """``run`` for the root task, else ``task 0.2`` (the 3rd task the 1st one started)."""
+    return "run" if not task else "task " + ".".join(map(str, task))
+
+
 # How far a logged command got: done or failed (its outcome is logged), timed out (a wait),
 # or still in progress (a sleep, a back-off, an attempt, a wait).
 CommandState = Literal["done", "failed", "timed_out", "sleeping", "backoff", "attempting",
@@ -118,12 +130,16 @@ CommandState = Literal["done", "failed", "timed_out", "sleeping", "backoff", "at
 class _Command:
     """One command of the history and how far it got."""
 
-    __slots__ = ("deadline_us", "duration_us", "error", "event_type", "kind", "name",
-                 "started_us", "state", "value", "attempt")
+    __slots__ = ("attempt", "deadline_us", "duration_us", "error", "event_type", "index",
+                 "kind", "name", "seq", "started_us", "state", "task", "value")
 
-    def __init__(self, kind: str, name: str | None) -> None:
+    def __init__(self, kind: str, name: str | None, seq: int, task: tuple[int, ...],
+                 index: int) -> None:
         self.kind = kind
         self.name = name
+        self.seq = seq
+        self.task = task
+        self.index = index  # its place among its task's commands
         self.state: CommandState = "attempting"  # set at once by the event that logged it
         self.value: Any = None
         self.error: ErrorInfo | None = None
@@ -136,6 +152,8 @@ class _Command:
 
 # The states in which a command may take each kind of event (a new command takes any).
 _ATTEMPTING: frozenset[CommandState] = frozenset({"attempting"})
+_UNFINISHED: frozenset[CommandState] = frozenset({"attempting", "sleeping", "backoff",
+                                                  "waiting"})
 _WAITING: frozenset[CommandState] = frozenset({"waiting"})
 
 
@@ -152,9 +170,13 @@ class ReplayMachine:
     def _reset(self) -> None:
         self._through = -1  # the last stream position fed (-1: none yet)
         self._history: list[_Command] = []
-        self._cursor = 0
+        self._by_task: dict[tuple[int, ...], list[_Command]] = {}
+        self._cursors: dict[tuple[int, ...], int] = {}  # commands each task has issued
+        self._issued = 0  # commands issued by the code so far
+        self._unissued = 0  # logged commands the code has not issued yet
         self._mailbox: dict[int, tuple[str, Any, int]] = {}
         self._by_type: dict[str, deque[int]] = {}
+        self._reserved: set[int] = set()  # taken by a wait whose consumption is not fed yet
         self._pauses: list[tuple[int, int]] = []
         self._paused_at: int | None = None
         self.complete_reported = False
@@ -198,23 +220,38 @@ class ReplayMachine:
         self._through = rec.stream_position
 
     def _command(self, seq: int, kind: str, name: str | None, rec: Recorded,
-                 *, states: frozenset[CommandState] = frozenset()) -> _Command:
-        """Command ``seq`` of the run: a new one (the next number), or one in ``states``.
+                 *, states: frozenset[CommandState] = frozenset(),
+                 task: tuple[int, ...] = ()) -> _Command:
+        """Command ``seq`` of the run: a new one (the next number, in ``task``, whose
+        previous command has ended), or one in ``states``.
 
-        Anything else (a number skipped, a second outcome) is a log the engine never
-        writes: ``CorruptLogError``, exactly where the fold refuses it (R12). A command's
-        kind and name are those of its first event."""
-        if seq == len(self._history):
-            self._history.append(_Command(kind, name))
-            return self._history[seq]
-        if 0 <= seq < len(self._history):
-            cmd = self._history[seq]
+        Anything else (a number skipped, a second outcome, two pending in one task) is a
+        log the engine never writes: ``CorruptLogError``, exactly where the fold refuses
+        it (R12). A command's kind, name and task are those of its first event."""
+        history = self._history
+        if seq == len(history):
+            mine = self._by_task.get(task)
+            if mine and mine[-1].state in _UNFINISHED:
+                last = mine[-1]
+                problem = (f"command #{last.seq} ({describe_command(last.kind, last.name)}) "
+                           f"of {describe_task(task)} is still {last.state}")
+            else:
+                if mine is None:
+                    mine = self._by_task[task] = []
+                cmd = _Command(kind, name, seq, task, len(mine))
+                mine.append(cmd)
+                history.append(cmd)
+                if cmd.index >= self._cursors.get(task, 0):
+                    self._unissued += 1  # logged before this replay reached it
+                return cmd
+        elif 0 <= seq < len(history):
+            cmd = history[seq]
             if cmd.state in states:
                 return cmd
             problem = (f"command #{seq} is {describe_command(cmd.kind, cmd.name)} in state "
                        f"{cmd.state}")
         else:
-            problem = f"only {len(self._history)} commands precede it"
+            problem = f"only {len(history)} commands precede it"
         raise CorruptLogError(
             f"event at log position {rec.position} ({type(rec.event).__name__} of "
             f"{describe_command(kind, name)} as command #{seq} of {rec.stream!r}) does not "
@@ -224,17 +261,17 @@ class ReplayMachine:
         event = rec.event
         match event:
             case StepSucceeded(seq=seq, kind=kind, name=name, value=value, attempt=attempt):
-                cmd = self._command(seq, kind, name, rec, states=_ATTEMPTING)
+                cmd = self._command(seq, kind, name, rec, states=_ATTEMPTING, task=event.task)
                 cmd.state, cmd.value, cmd.attempt = "done", value, attempt
                 if kind == "report_complete":
                     self.complete_reported = True
                 elif kind == "report_error":
                     self.error_reported = True
             case StepFailed(seq=seq, kind=kind, name=name, error=error, attempt=attempt):
-                cmd = self._command(seq, kind, name, rec, states=_ATTEMPTING)
+                cmd = self._command(seq, kind, name, rec, states=_ATTEMPTING, task=event.task)
                 cmd.state, cmd.error, cmd.attempt = "failed", error, attempt
             case StepAttemptFailed(seq=seq, name=name, attempt=attempt):
-                cmd = self._command(seq, "do", name, rec, states=_ATTEMPTING)
+                cmd = self._command(seq, "do", name, rec, states=_ATTEMPTING, task=event.task)
                 cmd.state, cmd.attempt, cmd.error = "backoff", attempt, event.error
                 cmd.started_us, cmd.deadline_us = rec.time_us, event.retry_at_us
                 cmd.duration_us = event.delay_us
@@ -242,7 +279,8 @@ class ReplayMachine:
                 cmd = self._existing(seq, "do", name, "backoff", rec)
                 cmd.state, cmd.attempt = "attempting", attempt
             case SleepStarted(seq=seq, name=name):
-                cmd = self._command(seq, "sleep_until" if event.until else "sleep", name, rec)
+                cmd = self._command(seq, "sleep_until" if event.until else "sleep", name, rec,
+                                    task=event.task)
                 cmd.state, cmd.started_us = "sleeping", rec.time_us
                 cmd.deadline_us, cmd.duration_us = event.wake_at_us, event.duration_us
             case SleepCompleted(seq=seq):
@@ -260,7 +298,7 @@ class ReplayMachine:
         event = rec.event
         match event:
             case WaitStarted(seq=seq, name=name, event_type=event_type):
-                cmd = self._command(seq, "wait", name, rec)
+                cmd = self._command(seq, "wait", name, rec, task=event.task)
                 cmd.state, cmd.started_us, cmd.event_type = "waiting", rec.time_us, event_type
                 cmd.deadline_us, cmd.duration_us = event.timeout_at_us, event.timeout_us
             case EventConsumed(seq=seq, name=name, received=received):
@@ -270,9 +308,11 @@ class ReplayMachine:
                         f"event at log position {rec.position} consumes stream position "
                         f"{received} of {rec.stream!r} as a {event.event_type!r} event, but "
                         "the run holds no such unconsumed event", position=rec.position)
-                cmd = self._command(seq, "wait", name, rec, states=_WAITING)
+                cmd = self._command(seq, "wait", name, rec, states=_WAITING, task=event.task)
                 event_type, payload, time_us = self._mailbox.pop(received)
-                self._by_type[event_type].remove(received)
+                self._reserved.discard(received)
+                if received in self._by_type[event_type]:  # not when a wait reserved it
+                    self._by_type[event_type].remove(received)
                 cmd.state, cmd.value = "done", (event_type, payload, time_us)
             case WaitTimedOut(seq=seq, name=name):
                 self._existing(seq, "wait", name, "waiting", rec).state = "timed_out"
@@ -291,24 +331,44 @@ class ReplayMachine:
     @property
     def position(self) -> int:
         """How many commands the code has issued so far in this replay."""
-        return self._cursor
+        return self._issued
 
-    def next(self, kind: str, name: str | None) -> Decision:
-        """What command number ``position`` (``kind``, ``name``) must do."""
-        seq = self._cursor
-        if seq >= len(self._history):
-            self._cursor += 1
-            return Execute(seq)
-        cmd = self._history[seq]
+    @property
+    def commands(self) -> int:
+        """How many commands the current run has logged (the next one's number)."""
+        return len(self._history)
+
+    def next(self, kind: str, name: str | None, task: tuple[int, ...] = ()) -> Decision:
+        """What the next command of ``task`` (``kind``, ``name``) must do."""
+        return self.issue(kind, name, task)[0]
+
+    def issue(self, kind: str, name: str | None, task: tuple[int, ...] = ()
+              ) -> tuple[Decision, int | None, int]:
+        """The next command of ``task`` (``kind``, ``name``) is issued: the decision, the
+        logged command's number (None for a new one) and its place in the task."""
+        index = self._cursors.get(task, 0)
+        self._cursors[task] = index + 1
+        self._issued += 1
+        mine = self._by_task.get(task)
+        if mine is None or index >= len(mine):
+            return EXECUTE, None, index
+        cmd = mine[index]
         if cmd.kind != kind or cmd.name != name:
+            self._cursors[task] = index  # nothing was issued
+            self._issued -= 1
             raise NonDeterminismError(
                 f"workflow {self.workflow_id!r} ({self.workflow_name}) diverged from its log at "
-                f"command #{seq}: the log has {self._label(seq)} but the code asked for "
-                f"{describe_command(kind, name)}. Check that run() issues the same steps in the "
-                "same order on every run; fix the code and resume, or restart/terminate it."
+                f"command #{cmd.seq}: the log has {self._label(cmd)} but the code asked for "
+                f"{describe_command(kind, name)}{self._in(task)}. Check that run() issues the "
+                "same steps in the same order on every run (in each of its tasks); fix the "
+                "code and resume, or restart/terminate it."
             )
-        self._cursor += 1
-        return self._decide(cmd)
+        self._unissued -= 1
+        return self._decide(cmd), cmd.seq, index
+
+    @staticmethod
+    def _in(task: tuple[int, ...]) -> str:
+        return f" in {describe_task(task)}" if task else ""
 
     def _decide(self, cmd: _Command) -> Decision:
         offset = self._paused_since(cmd.started_us)  # timers in progress move on by pauses
@@ -333,26 +393,28 @@ class ReplayMachine:
     def _paused_since(self, started_us: int) -> int:
         return sum(resumed - paused for paused, resumed in self._pauses if paused >= started_us)
 
-    def _label(self, seq: int) -> str:
-        cmd = self._history[seq]
-        same = sum(1 for c in self._history[:seq] if (c.kind, c.name) == (cmd.kind, cmd.name))
+    def _label(self, cmd: _Command) -> str:
+        mine = self._by_task[cmd.task][:cmd.index]
+        same = sum(1 for c in mine if (c.kind, c.name) == (cmd.kind, cmd.name))
         label = describe_command(cmd.kind, cmd.name)
-        return f"{label} (occurrence {same + 1})" if same else label
+        label = f"{label} (occurrence {same + 1})" if same else label
+        return label + self._in(cmd.task)
 
     def finish(self) -> None:
         """``run`` returned: the log must not hold commands the code did not issue."""
-        if self._cursor < len(self._history):
+        if self._unissued:
+            cmd = next(c for c in self._history if c.index >= self._cursors.get(c.task, 0))
             raise NonDeterminismError(
                 f"workflow {self.workflow_id!r} ({self.workflow_name}) diverged from its log at "
-                f"command #{self._cursor}: run() returned, but the log has "
-                f"{self._label(self._cursor)} there. Check that run() is deterministic; fix the "
-                "code and resume, or restart/terminate it."
+                f"command #{cmd.seq}: run() returned, but the log has {self._label(cmd)} "
+                "there, which the code did not issue. Check that run() is deterministic; fix "
+                "the code and resume, or restart/terminate it."
             )
 
     @property
     def replaying(self) -> bool:
         """True while the code has not yet caught up with the logged history."""
-        return self._cursor < len(self._history)
+        return self._unissued > 0
 
     def buffered(self, event_type: str, received_by_us: int | None = None
                  ) -> tuple[int, Any, int] | None:
@@ -366,3 +428,21 @@ class ReplayMachine:
         if received_by_us is not None and time_us > received_by_us:
             return None
         return position, payload, time_us
+
+    def reserve(self, position: int) -> None:
+        """A wait is consuming the buffered event at ``position`` (its append is queued):
+        no other wait of a concurrent task may take it too."""
+        event_type = self._mailbox[position][0]
+        self._by_type[event_type].remove(position)
+        self._reserved.add(position)
+
+    def release(self, position: int) -> None:
+        """The consumption of ``position`` was not logged: the event is buffered again."""
+        if position in self._reserved and position in self._mailbox:
+            self._reserved.discard(position)
+            event_type = self._mailbox[position][0]
+            queue = self._by_type.setdefault(event_type, deque())
+            queue.append(position)
+            ordered = sorted(queue)
+            queue.clear()
+            queue.extend(ordered)

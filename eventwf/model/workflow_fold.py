@@ -16,7 +16,7 @@ import msgspec
 
 from eventwf.errors import TransitionError
 from eventwf.model.commands import CHANGES as COMMAND_CHANGES
-from eventwf.model.commands import CLEARED
+from eventwf.model.commands import CLEARED, Pending
 from eventwf.model.events import (
     BindingMigrated,
     Event,
@@ -60,8 +60,13 @@ _Target: TypeAlias = WorkflowStatus | Literal["="]
 _Table: TypeAlias = dict[WorkflowStatus, _Target]
 
 # (event type) -> {current status -> next status}. Anything missing is illegal.
-_RUN_STEP: _Table = {"running": "running", "waitingForPause": "waitingForPause"}
-_RUN_WAIT: _Table = {"running": "waiting", "waitingForPause": "waitingForPause"}
+# A concurrent run (replay.md R14) may log a step's outcome or begin a wait while the
+# status says ``waiting`` (a task resumed without a durable wake, e.g. on an agent call):
+# an outcome makes it ``running``; the command rules still refuse every malformed history.
+_RUN_STEP: _Table = {"running": "running", "waitingForPause": "waitingForPause",
+                     "waiting": "running"}
+_RUN_WAIT: _Table = {"running": "waiting", "waitingForPause": "waitingForPause",
+                     "waiting": "waiting"}
 _WAKE: _Table = {"waiting": "running", "running": "running",
                  "waitingForPause": "waitingForPause"}
 TRANSITIONS: Final[dict[type[Event], _Table]] = {
@@ -77,8 +82,12 @@ TRANSITIONS: Final[dict[type[Event], _Table]] = {
     EventConsumed: _WAKE,
     WaitTimedOut: _WAKE,
     EventReceived: {status: _SAME for status in ACTIVE},
-    WorkflowCompleted: {"running": "complete", "waitingForPause": "complete"},
-    WorkflowErrored: {"running": "errored", "waitingForPause": "errored"},
+    # ``waiting``: a concurrent run whose last tasks were cancelled while others waited
+    # (a sibling failed, or a cancel scope of ``run`` ended) unwinds from there (R14)
+    WorkflowCompleted: {"running": "complete", "waitingForPause": "complete",
+                        "waiting": "complete"},
+    WorkflowErrored: {"running": "errored", "waitingForPause": "errored",
+                      "waiting": "errored"},
     PauseRequested: {"running": "waitingForPause"},
     WorkflowPaused: {"queued": "paused", "waiting": "paused", "waitingForPause": "paused"},
     WorkflowResumed: {"paused": "queued", "waitingForPause": "running"},
@@ -118,8 +127,8 @@ class WorkflowSummary(msgspec.Struct, frozen=True, gc=False):
     wait_type: str | None = None  # the event type a pending wait consumes
     paused_us: int | None = None  # when the current pause began
     commands: int = 0  # how many durable commands the current run has begun
-    # the command pending now: ("sleep" | "backoff" | "wait" | "attempt", its number)
-    pending: tuple[str, int] | None = None
+    # the commands pending now: ("sleep" | "backoff" | "wait" | "attempt", number, task)
+    pending: tuple[Pending, ...] = ()
 
     @property
     def finished(self) -> bool:

@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+import trio
 
 from eventwf.errors import NonDeterminismError
 from eventwf.model.events import Event, Recorded
-from eventwf.model.replay import Decision, Raise, Replayed
+from eventwf.model.replay import Raise, Replayed
 from eventwf.model.workflow_fold import WorkflowSummary
-from eventwf.runtime.runner import RunHost, WorkflowRunner
+from eventwf.runtime.runner import Command, RunHost, Stopped, WorkflowRunner
 
 __all__ = ["CheckRunner", "CheckRunners", "ReplayCheck"]
 
@@ -37,7 +38,7 @@ class ReplayCheck(msgspec.Struct, frozen=True):
     message: str | None = None
 
 
-class _ReachedEnd(BaseException):
+class _ReachedEnd(Stopped):
     """The replay caught up with the log; nothing past it is run."""
 
 
@@ -45,6 +46,7 @@ class CheckRunner(WorkflowRunner):
     """A runner that serves the log and stops where live execution would begin."""
 
     result: ReplayCheck | None = None
+    _parked = 0  # tasks that reached the end of their logged commands before the others
 
     def _verdict(self, verdict: str, message: str | None = None) -> None:
         if self.result is None:
@@ -55,16 +57,31 @@ class CheckRunner(WorkflowRunner):
     async def write(self, items: Sequence[tuple[str, Event]]) -> list[Recorded]:
         return []  # a check never writes
 
+    def submit(self, items: Sequence[tuple[str, Event]]) -> None:
+        return None  # a check never writes
+
     async def step_boundary(self) -> None:
         return None
 
-    async def begin(self, kind: str, name: str | None) -> Decision:
-        decision = await super().begin(kind, name)
-        if not isinstance(decision, Replayed | Raise):
-            self.end()
-            self._verdict("ok")
-            raise _ReachedEnd()
-        return decision
+    async def begin(self, kind: str, name: str | None) -> Command:
+        """Serve the log; where a task reaches the end of its logged commands, stop there:
+        the check is over (ok) once every logged command was reached, and until then the
+        task waits while the run's other tasks replay theirs (replay.md R14)."""
+        cmd = await super().begin(kind, name)
+        if isinstance(cmd.decision, Replayed | Raise):
+            return cmd
+        self.end(cmd)
+        if self.machine.replaying:
+            self._parked += 1
+            await trio.sleep_forever()
+        self._verdict("ok")
+        raise _ReachedEnd()
+
+    def end(self, cmd: Command) -> None:
+        super().end(cmd)
+        if self._parked and not self.machine.replaying:
+            self._verdict("ok")  # the last logged command was reached: nothing can diverge
+            self.cancel_scope.cancel()
 
     async def main(self) -> None:
         try:

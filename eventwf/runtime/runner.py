@@ -31,15 +31,17 @@ from eventwf.model.events import (
     workflow_stream,
 )
 from eventwf.model.failures import error_info
-from eventwf.model.replay import Decision, ReplayMachine, describe_command
+from eventwf.model.replay import Decision, Execute, ReplayMachine, describe_command
 from eventwf.model.status import RUNNABLE
 from eventwf.model.types import WorkflowEvent
 from eventwf.model.values import utc_from_us
 from eventwf.model.workflow_fold import WorkflowSummary
 from eventwf.runtime.clock import Clock
 from eventwf.runtime.steps import AgentWorkflowStep
+from eventwf.runtime.tasks import RunTask, TaskTree
 
-__all__ = ["Diverged", "Hibernate", "RunHost", "Stopped", "StorageFault", "WorkflowRunner"]
+__all__ = ["Command", "Diverged", "Hibernate", "RunHost", "Stopped", "StorageFault",
+           "WorkflowRunner"]
 
 logger = logging.getLogger("eventwf")
 
@@ -76,6 +78,7 @@ class RunHost(Protocol):
     def clock(self) -> Clock: ...
     async def append(self, items: Sequence[tuple[str, Event]], *,
                      fence: tuple[str, int]) -> list[Recorded]: ...
+    def submit(self, items: Sequence[tuple[str, Event]], *, fence: tuple[str, int]) -> None: ...
     def summary(self, workflow_id: str) -> WorkflowSummary | None: ...
     def epoch(self, workflow_id: str) -> int: ...
     def workflow_class(self, binding: str) -> type[Any] | None: ...
@@ -92,20 +95,66 @@ class RunHost(Protocol):
     async def state_committed(self, agent: Any) -> None: ...
 
 
+class Command:
+    """One durable command a task of the run issued: its replay decision, its number (a
+    new command gets the next one when its first event is queued: ``seq`` then, and only
+    then, so numbers follow log order across concurrent tasks), its task and place there."""
+
+    __slots__ = ("_runner", "_seq", "decision", "index", "kind", "name", "node")
+
+    def __init__(self, runner: WorkflowRunner, node: RunTask, kind: str, name: str | None,
+                 decision: Decision, seq: int | None, index: int) -> None:
+        self._runner, self.node, self.kind, self.name = runner, node, kind, name
+        self.decision, self._seq, self.index = decision, seq, index
+
+    @property
+    def seq(self) -> int:
+        """The command's number; read it only to build the event appended at once."""
+        seq = self._seq
+        if seq is None:
+            seq = self._seq = self._runner.allocate()
+        return seq
+
+    @property
+    def task(self) -> tuple[int, ...]:
+        return self.node.path
+
+    @property
+    def concurrent(self) -> bool:
+        """Another task of the run is busy: a wait begun now leaves the status running."""
+        return self._runner.others_busy(self.node)
+
+
 class _CommandScope:
-    """``async with runner.command(kind, name) as decision``: begin, then end whatever
+    """``async with runner.command(kind, name) as cmd``: begin, then end whatever
     happens (a class, not a generator: it runs once per durable step)."""
 
-    __slots__ = ("_kind", "_name", "_runner")
+    __slots__ = ("_cmd", "_kind", "_name", "_runner")
 
     def __init__(self, runner: WorkflowRunner, kind: str, name: str | None) -> None:
         self._runner, self._kind, self._name = runner, kind, name
+        self._cmd: Command | None = None
 
-    async def __aenter__(self) -> Decision:
-        return await self._runner.begin(self._kind, self._name)
+    async def __aenter__(self) -> Command:
+        self._cmd = await self._runner.begin(self._kind, self._name)
+        return self._cmd
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._runner.end()
+        if self._cmd is not None:
+            self._runner.end(self._cmd)
+
+
+def _signal(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The engine's own stop signal inside ``group`` (raised by one of the run's tasks),
+    the most binding first; None when it holds only the workflow's own errors."""
+    for kind in (StorageFault, Stopped, Diverged, Hibernate):
+        match, _ = group.split(kind)
+        if match is not None:
+            first = match.exceptions[0]
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            return first
+    return None
 
 
 class WorkflowRunner:
@@ -123,7 +172,8 @@ class WorkflowRunner:
             self.machine.feed(rec)
         self.cancel_scope = trio.CancelScope()
         self._mail = trio.Event()
-        self._busy: str | None = None
+        self.tasks = TaskTree(self._tasks_changed)
+        self._next_seq = self.machine.commands
         self._stopping = False
         self.finishing = False  # it appended its own final event and is about to return
         self.agent: Any = None
@@ -191,45 +241,119 @@ class WorkflowRunner:
             raise Stopped()
 
     def command(self, kind: str, name: str | None) -> _CommandScope:
-        """One durable command, (kind, name): the block gets its replay decision; a
-        second command while one runs is refused (S11)."""
+        """One durable command, (kind, name): the block gets it with its replay decision;
+        each task of the run issues one at a time (S11)."""
         return _CommandScope(self, kind, name)
 
-    async def begin(self, kind: str, name: str | None) -> Decision:
-        """Start durable command (kind, name): stop, diverge, or get the decision."""
-        if self._busy is not None:
+    async def begin(self, kind: str, name: str | None) -> Command:
+        """Start durable command (kind, name) in the calling task: stop, diverge, or get
+        the decision."""
+        node = self.tasks.current()
+        if node is None:
+            raise EventwfError(
+                f"workflow {self.workflow_id!r} called {describe_command(kind, name)} from a "
+                "task that is not part of its run: call durable steps from run() or from "
+                "tasks it starts in its own nurseries, not from a step callable")
+        if node.command is not None:
             raise EventwfError(
                 f"workflow {self.workflow_id!r} called {describe_command(kind, name)} while "
-                f"{self._busy} is still running; await durable steps one at a time"
-            )
+                f"{node.command} is still running in the same task: a step callable cannot "
+                "call durable steps; to run steps concurrently, start them as tasks in a "
+                "nursery inside run()")
         await self.step_boundary()
         try:
-            decision = self.machine.next(kind, name)
+            decision, seq, index = self.machine.issue(kind, name, node.path)
         except NonDeterminismError as exc:
             self._stopping = True
             raise Diverged(exc) from None
-        self._busy = describe_command(kind, name)
-        return decision
+        node.command = describe_command(kind, name)
+        if decision.__class__ is Execute:  # a cancelled task begins no new work (R14)
+            try:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            except BaseException:
+                node.command = None
+                raise
+        return Command(self, node, kind, name, decision, seq, index)
 
-    def end(self) -> None:
-        self._busy = None
+    def end(self, cmd: Command) -> None:
+        cmd.node.command = None
+        if self.tasks.live > 1:
+            self._settle()
 
-    async def wait_for_mail(self, until_us: int) -> None:
+    def allocate(self) -> int:
+        """The next command number, for a new command whose first event is queued now."""
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        return seq
+
+    def others_busy(self, node: RunTask) -> bool:
+        tasks = self.tasks
+        return tasks.live > 1 and any(n.busy for n in tasks.members if n is not node)
+
+    def _tasks_changed(self) -> None:
+        """A task of the run exited (from trio's instrument, outside any task)."""
+        if self.tasks.live > 0:
+            self._settle()
+
+    def _settle(self) -> None:
+        """If every task of a concurrent run now only waits, log ``WorkflowWaiting`` (queued
+        at once, so it takes its place in log order before any wake that follows)."""
+        if self._stopping or not self.tasks.quiet():
+            return
+        summary = self.host.summary(self.workflow_id)
+        seq = self.tasks.idle_seq()
+        if summary is None or summary.status != "running" or seq is None:
+            return
+        self.submit([(self.stream, WorkflowWaiting(seq))])
+
+    def submit(self, items: Sequence[tuple[str, Event]]) -> None:
+        self.host.submit(items, fence=(self.workflow_id, self.epoch))
+
+    def _hibernatable(self, waits: bool) -> bool:
+        """One task, one pending timer or wait in the summary: it can be woken from there."""
+        if self.tasks.live != 1:
+            return False
+        summary = self.host.summary(self.workflow_id)
+        if summary is None or len(summary.pending) != 1:
+            return False
+        return summary.wait_type is not None if waits else summary.wake_at_us is not None
+
+    async def wait_for_mail(self, until_us: int, seq: int) -> None:
         """Wait for an event to arrive (or hibernate until one does, or ``until_us``)."""
-        if self.host.should_hibernate(until_us):
-            raise Hibernate()
-        await self._mail.wait()
+        node = self._idle(seq)
+        try:
+            if self.host.should_hibernate(until_us) and self._hibernatable(waits=True):
+                raise Hibernate()
+            await self._mail.wait()
+        finally:
+            if node is not None:
+                node.idle = None
 
-    async def idle_until(self, wall_us: int, at_most_us: int) -> None:
+    async def idle_until(self, wall_us: int, at_most_us: int, seq: int) -> None:
         """A durable timer: sleep, or hibernate and be replayed when it fires."""
-        until = min(wall_us, self.clock.now_us() + max(at_most_us, 0))
-        if self.host.should_hibernate(until):
-            raise Hibernate()
-        await self.clock.sleep_until_wall(wall_us, at_most_us=at_most_us)
+        node = self._idle(seq)
+        try:
+            until = min(wall_us, self.clock.now_us() + max(at_most_us, 0))
+            if self.host.should_hibernate(until) and self._hibernatable(waits=False):
+                raise Hibernate()
+            await self.clock.sleep_until_wall(wall_us, at_most_us=at_most_us)
+        finally:
+            if node is not None:
+                node.idle = None
+
+    def _idle(self, seq: int) -> RunTask | None:
+        """The calling task waits durably on command ``seq`` now."""
+        node = self.tasks.current()
+        if node is not None:
+            node.idle = seq
+            if self.tasks.live > 1:
+                self._settle()
+        return node
 
     async def waiting_again(self, seq: int) -> None:
-        """A timer or wait resumes after a resume: the status goes back to ``waiting``."""
-        if self.summary.status == "running":
+        """A timer or wait resumes after a resume: the status goes back to ``waiting``
+        (in a concurrent run, once every task waits: ``_settle``)."""
+        if self.tasks.live == 1 and self.summary.status == "running":
             await self.append([(self.stream, WorkflowWaiting(seq))])
 
     def agent_state_items(self, action: str, value: Any) -> list[tuple[str, Event]]:
@@ -292,14 +416,8 @@ class WorkflowRunner:
             raise StorageFault(exc) from exc
         event = WorkflowEvent(payload=start.params, instance_id=self.workflow_id,
                               timestamp=utc_from_us(self.machine.start_time_us))
-        step = AgentWorkflowStep(self)
         try:
-            instance = cls()
-            instance._eventwf_bind(self)
-            output = await instance.run(event, step)
-            if self._stopping:
-                raise Stopped()
-            self.machine.finish()
+            output = await self._run_code(cls, event)
         except Diverged as diverged:
             await self.on_diverged(diverged.error)
             return
@@ -313,6 +431,27 @@ class WorkflowRunner:
             return
         await self.on_completed(output)
 
+    async def _run_code(self, cls: type[Any], event: WorkflowEvent) -> Any:
+        """``run`` itself, in this task (the run's root task, R14); a group raised from a
+        nursery of its tasks that holds an engine signal becomes that signal."""
+        self.tasks.enter()
+        try:
+            instance = cls()
+            instance._eventwf_bind(self)
+            try:
+                output = await instance.run(event, AgentWorkflowStep(self))
+            except BaseExceptionGroup as group:
+                signal = _signal(group)
+                if signal is None:
+                    raise
+                raise signal from group
+            if self._stopping:
+                raise Stopped()
+            self.machine.finish()
+            return output
+        finally:
+            self.tasks.leave()
+
     async def on_diverged(self, error: NonDeterminismError) -> None:
         logger.warning("%s; the workflow is paused until resumed", error)
         self._stopping = True
@@ -321,10 +460,11 @@ class WorkflowRunner:
 
     async def on_errored(self, exc: Exception) -> None:
         logger.debug("workflow %s errored", self.workflow_id, exc_info=exc)
-        items: list[tuple[str, Event]] = [(self.stream, WorkflowErrored(error_info(exc)))]
+        info = error_info(exc)  # a group from run's nursery: its errors' own messages (R14)
+        items: list[tuple[str, Event]] = [(self.stream, WorkflowErrored(info))]
         if not self.machine.error_reported:
             items.append((self.agent_stream, CallbackScheduled(
-                "error", self.workflow_name, self.workflow_id, str(exc))))
+                "error", self.workflow_name, self.workflow_id, info.message)))
         self.finishing = True
         await self.write(items)
 

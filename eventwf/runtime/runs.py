@@ -193,6 +193,9 @@ class RunServices:
                      fence: tuple[str, int]) -> list[Recorded]:
         return await self._writer.append(items, fence=fence)
 
+    def submit(self, items: Sequence[tuple[str, Event]], *, fence: tuple[str, int]) -> None:
+        self._writer.submit(items, fence=fence)
+
     def summary(self, workflow_id: str) -> WorkflowSummary | None:
         return self._summaries.workflow(workflow_id)
 

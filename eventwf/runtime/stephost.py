@@ -15,23 +15,30 @@ from eventwf.model.events import Event, Recorded
 from eventwf.model.replay import Decision, ReplayMachine
 from eventwf.runtime.clock import Clock
 
-__all__ = ["CURRENT_STEP", "StepContext", "StepHost", "step_context"]
+__all__ = ["CURRENT_STEP", "CommandInfo", "StepContext", "StepHost", "step_context"]
 
 
 class StepContext(msgspec.Struct, frozen=True):
-    """Where a ``step.do`` callable is running: read it with ``eventwf.step_context()``."""
+    """Where a ``step.do`` callable is running: read it with ``eventwf.step_context()``.
+
+    ``seq`` is the step's place among the durable commands of its task (for a run that
+    starts no tasks, its command number); ``task`` names the run's task that called it:
+    ``()`` for ``run`` itself, ``(k,)`` for the k-th task ``run`` started (replay.md R14).
+    """
 
     workflow_id: str
     run: int
     seq: int
     name: str
     attempt: int
+    task: tuple[int, ...] = ()
 
     @property
     def idempotency_key(self) -> str:
         """The same on every attempt and every replay of this step, and different for
         every other step: pass it to external services to make effects happen once."""
-        return f"{self.workflow_id}/{self.run}/{self.seq}/{self.name}"
+        where = f"{'.'.join(map(str, self.task))}:{self.seq}" if self.task else str(self.seq)
+        return f"{self.workflow_id}/{self.run}/{where}/{self.name}"
 
 
 CURRENT_STEP: ContextVar[StepContext | None] = ContextVar("eventwf_step", default=None)
@@ -43,6 +50,22 @@ def step_context() -> StepContext:
     if current is None:
         raise EventwfError("step_context() is only available inside a step.do callable")
     return current
+
+
+class CommandInfo(Protocol):
+    """One durable command in progress (``runner.Command``)."""
+
+    decision: Decision
+    index: int
+
+    @property
+    def seq(self) -> int:
+        """Its number: a new command gets the next one on first read, so read it only to
+        build the event appended at once."""
+    @property
+    def task(self) -> tuple[int, ...]: ...
+    @property
+    def concurrent(self) -> bool: ...
 
 
 class StepHost(Protocol):
@@ -59,11 +82,12 @@ class StepHost(Protocol):
     def workflow_name(self) -> str: ...
     @property
     def run(self) -> int: ...
-    def command(self, kind: str, name: str | None) -> AbstractAsyncContextManager[Decision]:
-        """One durable command: its replay decision for the block, which is the command."""
+    def command(self, kind: str, name: str | None
+                ) -> AbstractAsyncContextManager[CommandInfo]:
+        """One durable command: the block gets it with its replay decision."""
     async def append(self, items: Sequence[tuple[str, Event]]) -> list[Recorded]: ...
-    async def wait_for_mail(self, until_us: int) -> None: ...
-    async def idle_until(self, wall_us: int, at_most_us: int) -> None: ...
+    async def wait_for_mail(self, until_us: int, seq: int) -> None: ...
+    async def idle_until(self, wall_us: int, at_most_us: int, seq: int) -> None: ...
     async def waiting_again(self, seq: int) -> None: ...
     def agent_state_items(self, action: str, value: Any) -> list[tuple[str, Event]]: ...
     async def agent_state_committed(self) -> None: ...

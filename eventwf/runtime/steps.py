@@ -35,7 +35,6 @@ from eventwf.model.events import (
 )
 from eventwf.model.failures import error_info, rebuild_exception
 from eventwf.model.replay import (
-    Decision,
     Execute,
     Raise,
     Replayed,
@@ -52,7 +51,7 @@ from eventwf.model.values import (
     parse_instant,
     utc_from_us,
 )
-from eventwf.runtime.stephost import CURRENT_STEP, StepContext, StepHost
+from eventwf.runtime.stephost import CURRENT_STEP, CommandInfo, StepContext, StepHost
 
 __all__ = ["DEFAULT_RETRIES", "AgentWorkflowStep"]
 
@@ -73,9 +72,6 @@ class AgentWorkflowStep:
 
     def __init__(self, host: StepHost) -> None:
         self._host = host
-
-    def _seq(self) -> int:
-        return self._host.machine.position - 1
 
     # -- step.do -------------------------------------------------------------------------
 
@@ -108,13 +104,13 @@ class AgentWorkflowStep:
             raise ValueError(f"step.do({name!r}): retries must be eventwf.Retries, got {policy!r}")
         timeout_s = _DEFAULT_TIMEOUT_S if timeout is None else parse_duration(
             timeout, what=f"timeout of step {name!r}", allow_zero=False)
-        async with self._host.command("do", name) as decision:
-            return await self._do(decision, name, fn, policy, timeout_s)
+        async with self._host.command("do", name) as cmd:
+            return await self._do(cmd, name, fn, policy, timeout_s)
 
-    async def _do(self, decision: Decision, name: str, fn: Callable[[], Any],
+    async def _do(self, cmd: CommandInfo, name: str, fn: Callable[[], Any],
                   policy: Retries, timeout_s: float) -> Any:
-        host, seq = self._host, self._seq()
-        match decision:
+        host = self._host
+        match cmd.decision:
             case Replayed(value=value):
                 return value
             case Raise(error=error) if error is not None:
@@ -122,46 +118,52 @@ class AgentWorkflowStep:
             case ResumeAttempt(attempt=attempt):
                 pass
             case ResumeBackoff(failed_attempt=failed, retry_at_us=retry_at, delay_us=delay):
-                await host.waiting_again(seq)
-                await host.idle_until(retry_at, delay)
+                await host.waiting_again(cmd.seq)
+                await host.idle_until(retry_at, delay, cmd.seq)
                 attempt = failed + 1
-                await host.append([(host.stream, StepRetrying(seq, name, attempt))])
+                await host.append([(host.stream, StepRetrying(cmd.seq, name, attempt))])
             case _:
                 attempt = 1
         while True:
             try:
-                context = StepContext(host.workflow_id, host.run, seq, name, attempt)
+                context = StepContext(host.workflow_id, host.run, cmd.index, name, attempt,
+                                      cmd.task)
                 token = CURRENT_STEP.set(context)
                 try:
                     value = await self._attempt(name, fn, timeout_s, attempt)
                 finally:
                     CURRENT_STEP.reset(token)
             except NonRetryableError as exc:
-                await self._fail(seq, name, attempt, exc)
+                await self._fail(cmd, name, attempt, exc)
                 raise
             except Exception as exc:
                 if attempt > policy.limit:
-                    await self._fail(seq, name, attempt, exc)
+                    await self._fail(cmd, name, attempt, exc)
                     raise
                 delay_us = _us(policy.delay_after(attempt))
                 retry_at = host.clock.now_us() + delay_us
+                info = error_info(exc)
                 await host.append([(host.stream, StepAttemptFailed(
-                    seq, name, attempt, error_info(exc), retry_at, delay_us))])
-                await host.idle_until(retry_at, delay_us)
+                    cmd.seq, name, attempt, info, retry_at, delay_us, task=cmd.task,
+                    concurrent=cmd.concurrent))])
+                await host.idle_until(retry_at, delay_us, cmd.seq)
                 attempt += 1
-                await host.append([(host.stream, StepRetrying(seq, name, attempt))])
+                await host.append([(host.stream, StepRetrying(cmd.seq, name, attempt))])
                 continue
             try:  # a result that cannot be logged fails the step at once: retrying won't help
                 value = roundtrip_value(value, f"the result of step {name!r}")
             except ValueError as exc:
-                await self._fail(seq, name, attempt, exc)
+                await self._fail(cmd, name, attempt, exc)
                 raise
-            await host.append([(host.stream, StepSucceeded(seq, "do", name, value, attempt))])
+            await host.append([(host.stream, StepSucceeded(
+                cmd.seq, "do", name, value, attempt, task=cmd.task))])
             return value
 
-    async def _fail(self, seq: int, name: str, attempt: int, exc: BaseException) -> None:
-        await self._host.append(
-            [(self._host.stream, StepFailed(seq, "do", name, attempt, error_info(exc)))])
+    async def _fail(self, cmd: CommandInfo, name: str, attempt: int,
+                    exc: BaseException) -> None:
+        info = error_info(exc)
+        await self._host.append([(self._host.stream, StepFailed(
+            cmd.seq, "do", name, attempt, info, task=cmd.task))])
 
     async def _attempt(self, name: str, fn: Callable[[], Any], timeout_s: float,
                        attempt: int) -> Any:
@@ -197,21 +199,22 @@ class AgentWorkflowStep:
 
     async def _sleep(self, kind: str, name: str, wake: Callable[[int], int]) -> None:
         host = self._host
-        async with host.command(kind, name) as decision:
-            match decision:
+        async with host.command(kind, name) as cmd:
+            match cmd.decision:
                 case Replayed():
                     return
                 case ResumeSleep(wake_at_us=wake_at, duration_us=duration):
-                    await host.waiting_again(self._seq())
+                    await host.waiting_again(cmd.seq)
                 case _:
                     now = host.clock.now_us()
                     wake_at = max(wake(now), now)
                     duration = wake_at - now
                     await host.append([(host.stream, SleepStarted(
-                        self._seq(), name, wake_at, duration, until=kind == "sleep_until"))])
+                        cmd.seq, name, wake_at, duration, until=kind == "sleep_until",
+                        task=cmd.task, concurrent=cmd.concurrent))])
                     faults.hit("sleep.after_record")
-            await host.idle_until(wake_at, duration)
-            await host.append([(host.stream, SleepCompleted(self._seq()))])
+            await host.idle_until(wake_at, duration, cmd.seq)
+            await host.append([(host.stream, SleepCompleted(cmd.seq))])
 
     # -- events --------------------------------------------------------------------------
 
@@ -222,41 +225,48 @@ class AgentWorkflowStep:
         check_step_name(name)
         check_event_type(type)
         timeout_s = parse_duration(timeout, what=f"timeout of wait {name!r}", allow_zero=False)
-        async with self._host.command("wait", name) as decision:
-            return await self._wait(decision, name, type, timeout_s)
+        async with self._host.command("wait", name) as cmd:
+            return await self._wait(cmd, name, type, timeout_s)
 
-    async def _wait(self, decision: Decision, name: str, event_type: str,
+    async def _wait(self, cmd: CommandInfo, name: str, event_type: str,
                     timeout_s: float) -> ReceivedEvent:
-        host, seq = self._host, self._seq()
-        match decision:
+        host = self._host
+        match cmd.decision:
             case Replayed(value=(logged_type, payload, time_us)):
                 return ReceivedEvent(logged_type, payload, utc_from_us(time_us))
             case Raise(timeout=True):
                 raise self._timeout(name, event_type, timeout_s)
             case ResumeWait(timeout_at_us=deadline, timeout_us=timeout_us):
-                await host.waiting_again(seq)
+                await host.waiting_again(cmd.seq)
             case _:
                 if (buffered := host.machine.buffered(event_type)) is not None:
-                    return await self._consume(seq, name, event_type, buffered)
+                    return await self._consume(cmd, name, event_type, buffered)
                 timeout_us = _us(timeout_s)
                 deadline = host.clock.now_us() + timeout_us
                 await host.append([(host.stream, WaitStarted(
-                    seq, name, event_type, deadline, timeout_us))])
+                    cmd.seq, name, event_type, deadline, timeout_us, task=cmd.task,
+                    concurrent=cmd.concurrent))])
         limit = min(deadline, host.clock.now_us() + timeout_us)
         with trio.move_on_at(host.clock.trio_time(limit)):
             while (buffered := host.machine.buffered(event_type, deadline)) is None:
-                await host.wait_for_mail(limit)
-            return await self._consume(seq, name, event_type, buffered)
+                await host.wait_for_mail(limit, cmd.seq)
+            return await self._consume(cmd, name, event_type, buffered)
         if (buffered := host.machine.buffered(event_type, deadline)) is not None:
-            return await self._consume(seq, name, event_type, buffered)
-        await host.append([(host.stream, WaitTimedOut(seq, name, event_type))])
+            return await self._consume(cmd, name, event_type, buffered)
+        await host.append([(host.stream, WaitTimedOut(cmd.seq, name, event_type))])
         raise self._timeout(name, event_type, timeout_us / 1_000_000)
 
-    async def _consume(self, seq: int, name: str, event_type: str,
+    async def _consume(self, cmd: CommandInfo, name: str, event_type: str,
                        buffered: tuple[int, Any, int]) -> ReceivedEvent:
         position, payload, time_us = buffered
-        await self._host.append(
-            [(self._host.stream, EventConsumed(seq, name, event_type, position))])
+        machine = self._host.machine
+        machine.reserve(position)  # a concurrent wait of this run cannot take it too
+        try:
+            await self._host.append([(self._host.stream, EventConsumed(
+                cmd.seq, name, event_type, position, task=cmd.task))])
+        except BaseException:
+            machine.release(position)  # buffered again unless the consumption was logged
+            raise
         faults.hit("event.after_consume")
         return ReceivedEvent(event_type, payload, utc_from_us(time_us))
 
@@ -269,11 +279,13 @@ class AgentWorkflowStep:
 
     async def _value(self, kind: str, make: Callable[[], Any]) -> Any:
         host = self._host
-        async with host.command(kind, None) as decision:
+        async with host.command(kind, None) as cmd:
+            decision = cmd.decision
             if isinstance(decision, Replayed):
                 return decision.value
             value = make()
-            await host.append([(host.stream, StepSucceeded(self._seq(), kind, None, value))])
+            await host.append([(host.stream, StepSucceeded(
+                cmd.seq, kind, None, value, task=cmd.task))])
             return value
 
     async def now(self) -> datetime:
@@ -292,10 +304,10 @@ class AgentWorkflowStep:
 
     async def _report(self, kind: str, value: Any, extra: list[tuple[str, Event]]) -> None:
         host = self._host
-        async with host.command(kind, None) as decision:
-            if isinstance(decision, Execute):
-                await host.append(
-                    [(host.stream, StepSucceeded(self._seq(), kind, None, value)), *extra])
+        async with host.command(kind, None) as cmd:
+            if isinstance(cmd.decision, Execute):
+                await host.append([(host.stream, StepSucceeded(
+                    cmd.seq, kind, None, value, task=cmd.task)), *extra])
 
     def _callback(self, kind: str, value: Any) -> list[tuple[str, Event]]:
         host = self._host
@@ -331,10 +343,11 @@ class AgentWorkflowStep:
 
     async def _state(self, kind: str, action: str, value: Any) -> None:
         host = self._host
-        async with host.command(kind, None) as decision:
-            if isinstance(decision, Execute):
+        async with host.command(kind, None) as cmd:
+            if isinstance(cmd.decision, Execute):
                 items = host.agent_state_items(action, value)
-                await host.append([(host.stream, StepSucceeded(self._seq(), kind)), *items])
+                await host.append([(host.stream, StepSucceeded(
+                    cmd.seq, kind, task=cmd.task)), *items])
                 await host.agent_state_committed()
 
     async def update_agent_state(self, state: Any) -> None:

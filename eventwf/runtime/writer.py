@@ -10,6 +10,7 @@ callers (ack after commit). No fixed sleep: the batch is whatever arrived meanwh
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -26,6 +27,8 @@ from eventwf.runtime.clock import Clock
 from eventwf.store.interface import LogStore, PendingRow
 
 __all__ = ["Append", "Registry", "Writer"]
+
+logger = logging.getLogger("eventwf")
 
 MAX_BATCH_REQUESTS = 4096
 MAX_BATCH_BYTES = 16 * 1024 * 1024
@@ -46,11 +49,13 @@ class Registry(Protocol):
 class Append:
     """One atomic append request and, once committed, its records."""
 
-    __slots__ = ("done", "error", "fence", "items", "records")
+    __slots__ = ("done", "error", "fence", "items", "records", "watched")
 
-    def __init__(self, items: Sequence[tuple[str, Event]], fence: tuple[str, int] | None) -> None:
+    def __init__(self, items: Sequence[tuple[str, Event]], fence: tuple[str, int] | None,
+                 watched: bool = True) -> None:
         self.items = items
         self.fence = fence
+        self.watched = watched  # a caller waits for the answer (else a refusal is logged)
         self.done = trio.Event()
         self.error: BaseException | None = None
         self.records: list[Recorded] = []
@@ -188,6 +193,17 @@ class Writer:
             raise request.error
         return request.records
 
+    def submit(self, items: Sequence[tuple[str, Event]], *,
+               fence: tuple[str, int] | None = None) -> None:
+        """Queue ``items`` without waiting: a status note a run logs when one of its tasks
+        exits (no task of the run is left to wait). Queued in call order like ``append``;
+        a refusal (the run was replaced meanwhile) is logged at debug level, not raised."""
+        if self._closed:
+            logger.debug("not logged, the engine is closed: %r", items)
+            return
+        self._queue.append(Append(items, fence, watched=False))
+        self._wake.set()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         try:
@@ -230,6 +246,8 @@ class Writer:
             except Exception as exc:  # refused (TransitionError, ValueError...): caller learns
                 request.error = exc
                 request.done.set()
+                if not request.watched:
+                    logger.debug("a status note was not logged: %s", exc)
             else:
                 accepted.append(request)
         self._queue[:0] = deferred
@@ -242,6 +260,8 @@ class Writer:
             for request in accepted:
                 request.error = exc
                 request.done.set()
+                if not request.watched:
+                    logger.debug("a status note was not logged: %s", exc)
             if exc.fatal:
                 raise  # memory may no longer match the log: stop; reopening replays it
             return

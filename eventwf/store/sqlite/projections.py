@@ -50,8 +50,7 @@ WORKFLOW_COLUMNS = (
     "workflow_id", "workflow_name", "agent_class", "agent_name", "status", "metadata",
     "error_name", "error_message", "created_us", "updated_us", "completed_us", "tracked",
     "run", "started_at", "run_start", "mailbox", "output", "corrupt_position", "wake_at_us",
-    "wake_span_us", "wait_type", "paused_us", "inbox", "commands", "pending_kind",
-    "pending_seq", "row_check",
+    "wake_span_us", "wait_type", "paused_us", "inbox", "commands", "pending", "row_check",
 )
 AGENT_COLUMNS = (
     "agent_class", "agent_name", "state", "has_state", "delivered_through", "last_callback",
@@ -64,6 +63,8 @@ _METADATA_JSON = json.JSONEncoder(separators=(",", ":")).encode
 # ``mailbox`` column beside it is its length, for queries.
 _INBOX_JSON = msgspec.json.Encoder().encode
 _INBOX_DECODE = msgspec.json.Decoder(tuple[tuple[int, str], ...]).decode
+# The pending column: JSON ``[[kind, command number, [task path]], ...]`` (NULL when none).
+_PENDING_DECODE = msgspec.json.Decoder(tuple[tuple[str, int, tuple[int, ...]], ...]).decode
 JSON_TEXT_OPERATOR = sqlite3.sqlite_version_info >= (3, 38, 0)  # ``->``: a value's JSON text
 _WF_SELECT = "SELECT " + ", ".join(WORKFLOW_COLUMNS) + " FROM workflows"
 _AG_SELECT = "SELECT " + ", ".join(AGENT_COLUMNS) + " FROM agents"
@@ -100,8 +101,7 @@ def workflow_row(s: WorkflowSummary) -> tuple[Any, ...]:
         None if s.output is None else encode_value(s.output, "output", limit=1 << 62),
         s.corrupt_position, s.wake_at_us, s.wake_span_us, s.wait_type, s.paused_us,
         _INBOX_JSON(s.inbox) if s.inbox else None,
-        s.commands, None if s.pending is None else s.pending[0],
-        None if s.pending is None else s.pending[1],
+        s.commands, _INBOX_JSON(s.pending) if s.pending else None,
     )
     return (*row, row_check(row))
 
@@ -131,11 +131,12 @@ def summary_from_row(row: Sequence[Any], head: int) -> WorkflowSummary:
     (workflow_id, workflow_name, agent_class, agent_name, status, metadata, error_name,
      error_message, created_us, updated_us, completed_us, tracked, run, started_at,
      run_start, _mailbox, output, corrupt_position, wake_at_us, wake_span_us, wait_type,
-     paused_us, inbox, commands, pending_kind, pending_seq) = _checked("workflows", row)
+     paused_us, inbox, commands, pending) = _checked("workflows", row)
     try:
         decoded_metadata = None if metadata is None else json.loads(metadata)
         decoded_output = None if output is None else decode_value(output)
         decoded_inbox = () if inbox is None else _INBOX_DECODE(inbox)
+        decoded_pending = () if pending is None else _PENDING_DECODE(pending)
     except (ValueError, TypeError, msgspec.DecodeError) as exc:
         raise CorruptLogError(f"the workflows row of workflow {str(workflow_id)[:100]!r} "
                               f"holds a value that does not decode: {exc}") from exc
@@ -149,7 +150,7 @@ def summary_from_row(row: Sequence[Any], head: int) -> WorkflowSummary:
         wake_span_us=wake_span_us, wait_type=wait_type, paused_us=paused_us,
         inbox=decoded_inbox,
         commands=commands,
-        pending=None if pending_kind is None else (pending_kind, pending_seq),
+        pending=decoded_pending,
     )
 
 

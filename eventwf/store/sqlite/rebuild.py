@@ -159,7 +159,7 @@ class _Lane:
         self.follow(summary)
 
     def follow(self, summary: WorkflowSummary) -> None:
-        self.fast = summary.status in _STEP_STATUSES and summary.pending is None
+        self.fast = summary.status in _STEP_STATUSES and not summary.pending
         self.commands, self.head = summary.commands, summary.head
 
     def summary(self, workflows: dict[str, WorkflowSummary]) -> WorkflowSummary:

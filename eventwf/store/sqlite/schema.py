@@ -37,10 +37,11 @@ __all__ = [
 logger = logging.getLogger("eventwf")
 
 SCHEMA_VERSION = 1
-# The shape of the projection tables (3: inbox and command columns, row check values). They
+# The shape of the projection tables (3: inbox and command columns, row check values; 4: the
+# pending commands of a concurrent run in one column, replay.md R14). They
 # are a cache of the log: a log whose projections have another version gets them dropped,
 # made anew and rebuilt on open (log.md L16).
-PROJECTION_VERSION = 3
+PROJECTION_VERSION = 4
 APPLICATION_ID = 0x65776631  # "ewf1"
 
 _TRIGGERS = (
@@ -151,7 +152,7 @@ _WORKFLOWS = {
     "started_at": int, "run_start": int, "mailbox": int, "output": bytes,
     "corrupt_position": int, "wake_at_us": int, "wake_span_us": int, "wait_type": str,
     "paused_us": int, "inbox": str, "commands": int,
-    "pending_kind": str, "pending_seq": int, "row_check": int,
+    "pending": str, "row_check": int,
 }
 _WORKFLOWS_NOT_NULL = {"workflow_name", "agent_class", "agent_name", "status", "created_us",
                        "updated_us", "tracked", "run", "started_at", "run_start", "mailbox",
