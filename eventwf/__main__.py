@@ -24,8 +24,9 @@ PROG = "eventwf"
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser. ``log`` is listed here for ``--help``; :func:`main` hands its
     arguments to the log tool's own parser before this one sees them."""
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="eventwf: durable workflows and live agents for trio. Run the "
+        "demo or the example, or inspect a log with `eventwf log PATH COMMAND`.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser(
         "demo", help="serve the live task board (workflows with progress and an approval gate)")

@@ -34,7 +34,7 @@ def backup(path: str, target: str, out: Output) -> int:
         raise ToolError(str(exc)) from exc
     except OSError as exc:
         raise ToolError(f"cannot write the backup {target}: {exc}") from exc
-    except StorageError as exc:  # the copy fails SQLite's quick_check: the log is damaged
+    except StorageError as exc:  # SQLite failed: a damaged log (or a full disk)
         raise Damaged(f"{exc}; run `verify` on {path} for a diagnosis") from exc
     seconds = time.monotonic() - started
     if out.json:

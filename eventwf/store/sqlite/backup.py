@@ -79,7 +79,9 @@ def backup(source: str, target: str) -> BackupReport:
     """Copy the (possibly live) log at ``source`` to the new SQLite file ``target``.
 
     Raises ``FileExistsError`` when ``target`` (or a ``-wal``/``-shm``/``-journal`` file of
-    it) exists, and leaves nothing behind when the copy fails.
+    it) exists, another ``OSError`` when its directory cannot be written, and
+    ``StorageError`` when SQLite fails (a damaged source, a full disk); a failed copy
+    leaves nothing behind.
     """
     _refuse_existing(target)
     directory = os.path.dirname(os.path.abspath(target))
@@ -88,7 +90,12 @@ def backup(source: str, target: str) -> BackupReport:
         if os.path.lexists(temporary + suffix):  # left by a crashed backup of this pid
             os.unlink(temporary + suffix)
     try:
-        head = _copy(source, temporary)
+        # made here first, so a missing or unwritable directory is an OSError naming it
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        try:
+            head = _copy(source, temporary)
+        except sqlite3.Error as exc:
+            raise StorageError(f"backing up {source} to {target} failed: {exc}") from exc
         _fsync(temporary)
         os.link(temporary, target)  # fails, rather than overwrites, if target appeared
     finally:
