@@ -159,6 +159,18 @@ def test_v19_backup_errors_say_what_is_wrong(log: str, tmp_path: Path) -> None:
     assert not (tmp_path / "out.db").exists()
 
 
+def test_v19_a_log_sqlite_cannot_read_is_damaged_and_leaves_no_copy(log: str,
+                                                                     tmp_path: Path) -> None:
+    data = Path(log).read_bytes()
+    cut = tmp_path / "cut.db"
+    cut.write_bytes(data[: len(data) // 2])  # a truncated file: pages are missing
+    copy = tmp_path / "copy" / "out.db"
+    copy.parent.mkdir()
+    refused = cli(str(cut), "backup", str(copy))
+    assert refused.code == 1 and "run `verify`" in refused.err, refused
+    assert list(copy.parent.iterdir()) == []
+
+
 def test_v19_a_copy_of_the_file_alone_loses_what_the_wal_holds_and_backup_does_not(
         tmp_path: Path) -> None:
     """The README's warning, shown: an open engine's commits sit in its -wal."""

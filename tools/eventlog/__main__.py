@@ -6,9 +6,11 @@ are the installed command's (specs/tools.md).
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from eventwf.logtool.cli import main
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     sys.exit(main(prog="python -m tools.eventlog"))
