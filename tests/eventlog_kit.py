@@ -15,9 +15,9 @@ from typing import Any, NamedTuple
 import trio
 import trio.testing
 
+from eventwf.logtool.cli import main
 from eventwf.store.sqlite.log import chain_hash
 from tests.eventlog_factory import write_log
-from tools.eventlog.__main__ import main
 
 
 class Result(NamedTuple):
@@ -34,7 +34,7 @@ class Result(NamedTuple):
 
 
 def cli(*argv: str) -> Result:
-    """``python -m tools.eventlog *argv`` in-process."""
+    """``eventwf log *argv`` in-process."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stderr(err):
         code = main(list(argv), stdout=out)

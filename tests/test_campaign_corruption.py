@@ -23,6 +23,7 @@ import trio
 import trio.testing
 
 import eventwf
+from eventwf.logtool.cli import main as eventlog
 from eventwf.model.codec import encode_event
 from eventwf.model.events import EventReceived, WorkflowRunning
 from eventwf.store.sqlite.schema import SCHEMA_VERSION
@@ -34,7 +35,6 @@ from tests.campaign.programs import BINDING, CampaignAgent, CampaignWorkflow, Pl
 from tests.campaign.service import Service
 from tests.campaign.workload import Config, session
 from tests.wfkit import virtual_wall
-from tools.eventlog.__main__ import main as eventlog
 
 
 class Base(NamedTuple):

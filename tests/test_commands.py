@@ -16,6 +16,7 @@ from hypothesis import given, settings
 
 import eventwf
 from eventwf.errors import TransitionError
+from eventwf.logtool.verify import verify
 from eventwf.model.events import (
     ErrorInfo,
     Event,
@@ -39,7 +40,6 @@ from eventwf.model.replay import ReplayMachine
 from eventwf.model.workflow_fold import WorkflowSummary, apply_workflow
 from tests.test_waits import Expiring, ThreePings, append_raw
 from tests.wfkit import TestAgent, virtual_wall
-from tools.eventlog.verify import verify
 
 ERR = ErrorInfo("builtins.ValueError", "boom")
 KINDS = ["succeeded", "failed", "attempt_failed", "retrying", "sleep", "slept", "wait",

@@ -15,6 +15,10 @@ import pytest
 import trio
 
 import eventwf
+from eventwf.logtool import listing
+from eventwf.logtool.cli import COMMANDS, build_parser
+from eventwf.logtool.render import Output
+from eventwf.logtool.source import LogSource
 from eventwf.model.codec import decode_event, decode_value
 from tests import golden
 from tests.eventlog_factory import GO_PAYLOAD, Job
@@ -30,10 +34,6 @@ from tests.eventlog_kit import (
     raw,
 )
 from tests.wfkit import TestAgent, virtual_wall
-from tools.eventlog import listing
-from tools.eventlog.__main__ import COMMANDS, build_parser
-from tools.eventlog.render import Output
-from tools.eventlog.source import LogSource
 
 ROOT = Path(__file__).resolve().parent.parent
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -64,7 +64,7 @@ def test_v1_every_command_has_help(command: str, log: str,
         cli(log, command, "--help")
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    assert f"usage: python -m tools.eventlog PATH {command}" in out
+    assert f"usage: eventwf log PATH {command}" in out
     assert "exit status" in out
 
 
@@ -73,7 +73,7 @@ def test_v1_the_guide_shows_every_command_with_an_example() -> None:
     commands = _subcommands()
     assert sorted(commands) == sorted(COMMANDS)
     missing = [c for c in commands
-               if not re.search(rf"python -m tools\.eventlog \S+ {re.escape(c)}(\s|$)", guide)]
+               if not re.search(rf"eventwf log \S+ {re.escape(c)}(\s|$)", guide)]
     assert missing == [], f"add an example of each to docs/guides/inspecting-a-log.md: {missing}"
 
 

@@ -15,6 +15,8 @@ import pytest
 import trio
 
 import eventwf
+from eventwf.logtool.source import LogSource
+from eventwf.logtool.verify import Checker, Report, verify
 from eventwf.model.codec import encode_event
 from eventwf.model.events import AgentStateSet, StepSucceeded
 from eventwf.store.sqlite.log import LogRow
@@ -35,9 +37,7 @@ from tests.eventlog_kit import (
     rechain,
 )
 from tests.wfkit import TestAgent
-from tools.eventlog.source import LogSource
 from tools.eventlog.synth import synthesize
-from tools.eventlog.verify import Checker, Report, verify
 
 
 @pytest.fixture(scope="module")

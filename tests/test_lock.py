@@ -182,7 +182,7 @@ async def test_inspecting_a_log_in_the_process_that_writes_it_keeps_its_locks(db
     # SQLite's included (a plain open()/close() of the log here did): the log tool's own
     # reads keep such descriptors open until the engine lets the file go
     import eventwf
-    from tools.eventlog.source import LogSource, read_header
+    from eventwf.logtool.source import LogSource, read_header
 
     async with eventwf.open_engine(db) as engine:
         before = _posix_locks(db)

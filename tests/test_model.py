@@ -35,11 +35,11 @@ from hypothesis.stateful import (
 )
 
 import eventwf
+from eventwf.logtool.verify import verify
 from eventwf.model.codec import decode_event
 from tests.engine_model import TERMINAL, US, Model, Refused
 from tests.trio_thread import TrioThread
 from tests.wfkit import virtual_wall
-from tools.eventlog.verify import verify
 
 
 class ModelAgent(eventwf.Agent):

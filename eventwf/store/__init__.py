@@ -15,12 +15,15 @@ from eventwf.store.interface import OpenReport as OpenReport
 from eventwf.store.interface import PendingRow as PendingRow
 from eventwf.store.interface import TrackingQuery as TrackingQuery
 
-__all__ = ["LogStore", "OpenReport", "PendingRow", "TrackingQuery", "copy_log", "open_store"]
+__all__ = [
+    "LogStore", "OpenReport", "PendingRow", "TrackingQuery", "copy_log", "is_url", "open_store",
+]
 
 _URL_SCHEMES = ("postgresql://", "postgres://")
 
 
-def _is_url(location: str) -> bool:
+def is_url(location: str) -> bool:
+    """Whether ``location`` names a PostgreSQL database rather than a SQLite file."""
     return location.startswith(_URL_SCHEMES)
 
 
@@ -28,7 +31,7 @@ def open_store(location: str | os.PathLike[str], *, readonly: bool = False,
                synchronous: str = "FULL") -> LogStore:
     """The log at ``location``, opened for writing (one writer per log) or reading."""
     where = os.fspath(location)
-    if _is_url(where):
+    if is_url(where):
         raise StorageError(f"{where.split('@')[-1]}: this eventwf has no PostgreSQL backend yet; "
                            "use a SQLite file path")
     from eventwf.store.sqlite import SQLiteStore
@@ -39,7 +42,7 @@ def open_store(location: str | os.PathLike[str], *, readonly: bool = False,
 def copy_log(source: str | os.PathLike[str], target: str) -> None:
     """A consistent copy of a (possibly live) log into the SQLite file ``target``."""
     where = os.fspath(source)
-    if _is_url(where):
+    if is_url(where):
         raise StorageError("copying a PostgreSQL log is not supported yet")
     from eventwf.store.sqlite import backup
 

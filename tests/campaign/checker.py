@@ -32,6 +32,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventwf.logtool.verify import verify
 from eventwf.model.events import (
     AgentStateSet,
     EventConsumed,
@@ -47,7 +48,6 @@ from eventwf.model.events import (
     WorkflowStarted,
     WorkflowTerminated,
 )
-from tools.eventlog.verify import verify
 
 from .history import Op, read_history
 from .ledger import Ledger

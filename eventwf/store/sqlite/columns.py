@@ -158,7 +158,7 @@ def row_problem(conn: sqlite3.Connection, position: int) -> str:
     return rows[0][5].problem if rows else "its columns hold their storage classes"
 
 
-# The columns of a row for readers that show every row as it is (tools/eventlog): each
+# The columns of a row for readers that show every row as it is (eventwf.logtool): each
 # value cast to its class, then whether every column held its class; see shown_row.
 SHOWN_COLUMNS = f"{cast_row()}, {typed()}"
 

@@ -41,26 +41,13 @@ from eventwf.store.sqlite.schema import (
 )
 from eventwf.store.sqlite.transaction import transaction
 
-__all__ = ["SQLiteStore", "backup"]
+__all__ = ["SQLiteStore"]
 
 logger = logging.getLogger("eventwf")
 
 
 _INSERT = ("INSERT INTO events(position, stream, stream_position, time_us, type, data, hash) "
            "VALUES (?, ?, ?, ?, ?, ?, ?)")
-
-
-def backup(src: str, dst: str) -> None:
-    """A consistent copy of a live log (SQLite's online backup; the source is only read)."""
-    source = connect(log_home(src), readonly=True)
-    try:
-        target = sqlite3.connect(dst)
-        try:
-            source.backup(target)
-        finally:
-            target.close()
-    finally:
-        source.close()
 
 
 _SQLITE_IOERR = 10

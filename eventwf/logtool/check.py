@@ -2,8 +2,10 @@
 
 ``FACTORY`` names, in an importable module, a dict or a callable (sync or async) that
 returns a dict of ``open_engine`` keyword arguments with at least ``agents`` and
-``workflows``. The log is handed to ``eventwf.check_replay``, which copies it and replays
-the copy without running a step; the log itself is only read.
+``workflows``; ``MODULE`` is imported from ``sys.path`` and, failing that, from the
+current directory (so ``eventwf log app.db check myapp:options`` works from the
+project). The log is handed to ``eventwf.check_replay``, which copies it and replays the
+copy without running a step; the log itself is only read.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-import eventwf
+from eventwf.engine import check_replay
 
 from .render import Output
 from .source import ToolError
@@ -37,7 +39,9 @@ def _import(module_name: str) -> Any:
         here = os.getcwd()
         if exc.name != module_name.split(".")[0] or here in sys.path:
             raise ToolError(f"cannot import {module_name!r}: {exc}") from exc
-        sys.path.insert(0, here)  # `python -m` from the project root, as documented
+        # the module is looked for in the current directory too, as `python -m` does: an
+        # installed `eventwf` command starts with its own bin directory on sys.path
+        sys.path.insert(0, here)
         return _import(module_name)
     except Exception as exc:
         raise ToolError(f"importing {module_name!r} raised {type(exc).__name__}: "
@@ -86,7 +90,7 @@ async def check(path: str, spec: str, out: Output, *, timeout: float = 60.0,
     options = await load_factory(spec)
     try:
         with _quiet_engine():
-            verdicts = await eventwf.check_replay(path, timeout=timeout, **options)
+            verdicts = await check_replay(path, timeout=timeout, **options)
     except (ValueError, TypeError) as exc:
         raise ToolError(f"{spec}: {exc}") from exc
     counts = {verdict: 0 for verdict in _VERDICT_ORDER}
