@@ -30,6 +30,7 @@ LAYERS = {
     "eventwf.server": 7,
     "eventwf.client": 7,
     "eventwf.apps": 8,
+    "eventwf.testing": 8,
     "eventwf.__main__": 8,
     "eventwf": 9,
 }
@@ -45,7 +46,7 @@ RANKS = {
     "eventwf.store.sqlite": {
         "transaction": 0, "anchor": 0, "columns": 0, "lock": 0,
         "schema": 1, "log": 1, "projections": 1,
-        "chaincheck": 2, "opening": 2, "rebuild": 3, "store": 4,
+        "chaincheck": 2, "opening": 2, "rebuild": 3, "store": 4, "prefix": 5,
     },
     "eventwf.runtime": {
         "clock": 0, "summaries": 0, "agent_host": 0,
@@ -55,6 +56,8 @@ RANKS = {
     },
     "eventwf.server": {"handshake": 0, "outbox": 0, "inbound": 1, "websocket": 2},
     "eventwf.apps": {"example": 0, "demo": 0},
+    "eventwf.testing": {"ledger": 0, "harness": 0, "session": 1, "determinism": 1, "crashes": 2,
+                        "plugin": 3},
     "eventwf.apps.demo": {"board": 0, "boards": 0, "site": 1, "run": 2},
 }
 FORBIDDEN = {"pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle"}
