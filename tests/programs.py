@@ -1,22 +1,18 @@
 """Seeded random workflow programs, their interpreter and a pure model of their results.
 
-A program is a list of commands; :class:`ProgramWorkflow` runs one and records every step
-execution in :data:`LEDGER`, so crash tests can tell which bodies ran again.
+A program is a list of commands; :class:`ProgramWorkflow` runs one. The crash tests run
+them through ``eventwf.testing.CrashReplay``, which counts the step bodies that run.
 """
 
 from __future__ import annotations
 
-import shutil
-import sqlite3
 from typing import Any
 
 from hypothesis import strategies as st
 
 import eventwf
 from eventwf import Retries
-from eventwf.store.sqlite import SQLiteStore
 
-LEDGER: list[tuple[str, str]] = []  # (workflow id, step name) per execution of a body
 _FAILS: dict[tuple[str, str], int] = {}
 
 
@@ -34,13 +30,13 @@ class ProgramWorkflow(eventwf.AgentWorkflow[ProgramAgent]):
             op, arg = command[0], command[1]
             name = f"{op}-{index}"
             if op == "do":
-                out.append(await step.do(name, _body(wid, name, arg)))
+                out.append(await step.do(name, _body(arg)))
             elif op == "flaky":
                 out.append(await step.do(name, _flaky(wid, name, arg), retries=Retries(
                     limit=6, delay="1 second", backoff="constant")))
             elif op == "fail":
                 try:
-                    await step.do(name, _failing(wid, name, arg), retries=Retries(limit=0))
+                    await step.do(name, _failing(arg), retries=Retries(limit=0))
                 except ValueError as exc:
                     out.append(f"caught {exc}")
             elif op == "sleep":
@@ -58,9 +54,8 @@ class ProgramWorkflow(eventwf.AgentWorkflow[ProgramAgent]):
         return out
 
 
-def _body(wid: str, name: str, value: int) -> Any:
+def _body(value: int) -> Any:
     def body() -> int:
-        LEDGER.append((wid, name))
         return value
 
     return body
@@ -68,7 +63,6 @@ def _body(wid: str, name: str, value: int) -> Any:
 
 def _flaky(wid: str, name: str, fails: int) -> Any:
     async def body() -> str:
-        LEDGER.append((wid, name))
         seen = _FAILS.get((wid, name), 0)
         if seen < fails:
             _FAILS[wid, name] = seen + 1
@@ -79,16 +73,15 @@ def _flaky(wid: str, name: str, fails: int) -> Any:
     return body
 
 
-def _failing(wid: str, name: str, message: str) -> Any:
+def _failing(message: str) -> Any:
     def body() -> None:
-        LEDGER.append((wid, name))
         raise ValueError(message)
 
     return body
 
 
-def reset_ledger() -> None:
-    LEDGER.clear()
+def reset() -> None:
+    """Forget the failures the flaky bodies counted (before every run of a log)."""
     _FAILS.clear()
 
 
@@ -119,22 +112,3 @@ def expected_output(program: list[tuple[str, Any]], payloads: dict[str, Any]) ->
         elif op == "wait":
             out.append(payloads[arg])
     return out
-
-
-def copy_prefix(src: str, dst: str, k: int) -> None:
-    """A new log holding the first ``k`` events of ``src`` (its projections to be rebuilt)."""
-    SQLiteStore(dst).close()
-    with sqlite3.connect(dst) as conn:
-        conn.execute("ATTACH DATABASE ? AS src", (src,))
-        conn.execute("UPDATE meta SET value = (SELECT value FROM src.meta WHERE key = 'genesis')"
-                     " WHERE key = 'genesis'")
-        conn.execute("INSERT INTO events SELECT * FROM src.events WHERE position <= ?", (k,))
-        conn.execute("UPDATE meta SET value = '0' WHERE key = 'projected_through'")
-    conn.close()
-
-
-def copy_log(src: str, dst: str) -> None:
-    with sqlite3.connect(src) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-    shutil.copyfile(src, dst)

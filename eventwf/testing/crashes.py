@@ -80,6 +80,7 @@ class CrashReplay:
         self._own_directory = directory is None
         self.directory = (tempfile.mkdtemp(prefix="eventwf-crashes-") if directory is None
                           else os.fspath(directory))
+        os.makedirs(self.directory, exist_ok=True)
         self.failed = False
         self._outcomes: dict[str, Outcome] | None = None
         self._events = 0
