@@ -1,4 +1,4 @@
-"""The testing kit, eventwf.testing (specs/testing.md T1-T8)."""
+"""The testing kit, eventwf.testing (specs/testing.md TK1-TK8)."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def _reset() -> None:
 
 # -- the engine, a restart, a status -------------------------------------------------------
 
-async def test_a_restart_mid_sleep_waits_only_what_is_left(tmp_path: Path) -> None:  # T1, T2
+async def test_a_restart_mid_sleep_waits_only_what_is_left(tmp_path: Path) -> None:  # TK1, TK2
     _reset()
     async with open_test_engine(tmp_path / "t.db", **OPTIONS) as tester:
         agent = await tester.get_agent(TestAgent, "a")
@@ -89,7 +89,7 @@ async def test_a_restart_mid_sleep_waits_only_what_is_left(tmp_path: Path) -> No
     assert RAN == ["label"]  # logged before the restart: not run again
 
 
-async def test_wait_for_status_names_the_status_it_saw_instead(tmp_path: Path) -> None:  # T3
+async def test_wait_for_status_names_the_status_it_saw_instead(tmp_path: Path) -> None:  # TK3
     async with open_test_engine(tmp_path / "t.db", **OPTIONS) as tester:
         agent = await tester.get_agent(TestAgent, "a")
         wid = await agent.run_workflow("Broken")
@@ -108,7 +108,7 @@ async def test_wait_for_status_names_the_status_it_saw_instead(tmp_path: Path) -
             await wait_for_status(agent, other, "complete", timeout="1 day")
 
 
-async def test_the_fixture_engine_opens_around_the_test(eventwf_engine: TestEngine) -> None:
+async def test_the_fixture_engine_opens_around_the_test(eventwf_engine: TestEngine) -> None:  # TK4
     assert eventwf_engine.opens == 1  # the plugin opened it (no agents: nothing registered)
     with pytest.raises(ValueError, match="not registered"):
         await eventwf_engine.get_agent(TestAgent, "a")
@@ -120,7 +120,7 @@ async def test_the_fixture_engine_opens_around_the_test(eventwf_engine: TestEngi
 
 # -- crashes ---------------------------------------------------------------------------------
 
-def test_a_crash_after_every_event_recovers_the_same_outcome(tmp_path: Path) -> None:  # T4
+def test_a_crash_after_every_event_recovers_the_same_outcome(tmp_path: Path) -> None:  # TK5
     start = Start("Order", {"n": 3}, id="o-1", events=[approval({"by": "cy"})])
     with CrashReplay(TestAgent, [Order], [start], directory=tmp_path, before_run=_reset) as r:
         assert r.reference() == {"o-1": Outcome("complete", {
@@ -130,7 +130,7 @@ def test_a_crash_after_every_event_recovers_the_same_outcome(tmp_path: Path) -> 
         assert not list(tmp_path.glob("crash-*"))  # passed positions leave no file
 
 
-def test_check_crashes_takes_a_module_and_an_error_outcome() -> None:  # T4
+def test_check_crashes_takes_a_module_and_an_error_outcome() -> None:  # TK5
     outcome = check_crashes(sys.modules[__name__], TestAgent, binding="Broken")
     assert outcome == {"wf-1": Outcome("errored", None, "no stock")}
 
@@ -141,11 +141,11 @@ REPLAY = CrashReplay(TestAgent, [Order], [Start("Order", {"n": 4}, events=[appro
 
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_hypothesis_chooses_the_crash_positions(data: st.DataObject) -> None:  # T5
+def test_hypothesis_chooses_the_crash_positions(data: st.DataObject) -> None:  # TK6
     REPLAY.crash_at(data.draw(REPLAY.positions()))
 
 
-def test_a_step_body_run_again_after_its_outcome_was_logged_fails(  # T6
+def test_a_step_body_run_again_after_its_outcome_was_logged_fails(  # TK5
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     start = Start("Order", {"n": 5}, id="o-5", events=[approval()])
     replay = CrashReplay(TestAgent, [Order], [start], directory=tmp_path, before_run=_reset)
@@ -185,7 +185,7 @@ class Renames(eventwf.AgentWorkflow[TestAgent]):
         await step.sleep("nap", "1 hour")
 
 
-def test_another_outcome_or_a_divergence_after_a_crash_fails(tmp_path: Path) -> None:  # T4
+def test_another_outcome_or_a_divergence_after_a_crash_fails(tmp_path: Path) -> None:  # TK5
     with pytest.raises(ReplayCheckError, match=r"workflow 'wf-1' ended Outcome\(status='complete"
                        r"', output=1.*instead of Outcome\(status='complete', output=2"):
         check_crashes(Counts, TestAgent, before_run=COUNTER.clear, directory=tmp_path / "a")
@@ -202,7 +202,7 @@ class Order2(eventwf.AgentWorkflow[TestAgent]):
         await step.do("price", lambda: 10)
 
 
-async def test_check_determinism_replays_finished_and_unfinished_workflows(  # T7
+async def test_check_determinism_replays_finished_and_unfinished_workflows(  # TK7
         tmp_path: Path) -> None:
     _reset()
     db = tmp_path / "t.db"
@@ -258,7 +258,7 @@ async def test_not_ours():
 '''
 
 
-def test_the_plugin_runs_only_the_tests_that_ask_for_it(tmp_path: Path) -> None:  # T8
+def test_the_plugin_runs_only_the_tests_that_ask_for_it(tmp_path: Path) -> None:  # TK4, TK8
     (tmp_path / "test_user.py").write_text(USER_TEST)
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                           "test_user.py"], capture_output=True, text=True, cwd=tmp_path,
