@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,14 +136,20 @@ def test_check_crashes_takes_a_module_and_an_error_outcome() -> None:  # TK5
     assert outcome == {"wf-1": Outcome("errored", None, "no stock")}
 
 
-REPLAY = CrashReplay(TestAgent, [Order], [Start("Order", {"n": 4}, events=[approval()])],
-                     before_run=_reset)
+@pytest.fixture(scope="module")
+def replay() -> Iterator[CrashReplay]:
+    with CrashReplay(TestAgent, [Order], [Start("Order", {"n": 4}, events=[approval()])],
+                     before_run=_reset) as shared:
+        yield shared
+    assert not Path(shared.directory).exists()  # removed: every check passed
 
 
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_hypothesis_chooses_the_crash_positions(data: st.DataObject) -> None:  # TK6
-    REPLAY.crash_at(data.draw(REPLAY.positions()))
+def test_hypothesis_chooses_the_crash_positions(replay: CrashReplay,
+                                                data: st.DataObject) -> None:  # TK6
+    position = data.draw(replay.positions())
+    assert replay.crash_at(position) == replay.reference()
 
 
 def test_a_step_body_run_again_after_its_outcome_was_logged_fails(  # TK5

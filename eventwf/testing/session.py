@@ -13,6 +13,7 @@ import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, NamedTuple
 
 from eventwf.agent import Agent
@@ -115,8 +116,7 @@ def bindings(workflows: Any) -> dict[str, type[AgentWorkflow[Any]]]:
     subclasses), a list of classes (each under its name) or a mapping."""
     if isinstance(workflows, type):
         workflows = [workflows]
-    elif hasattr(workflows, "__dict__") and hasattr(workflows, "__name__") and \
-            not isinstance(workflows, Mapping):  # a module
+    elif isinstance(workflows, ModuleType):
         module = workflows.__name__
         workflows = [value for value in vars(workflows).values()
                      if isinstance(value, type) and issubclass(value, AgentWorkflow)
