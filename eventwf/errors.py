@@ -15,11 +15,13 @@ __all__ = [
     "NonDeterminismError",
     "NonRetryableError",
     "PayloadTooLargeError",
+    "ReplayCheckError",
     "RpcError",
     "SchemaVersionError",
     "StepFailedError",
     "StorageError",
     "TransitionError",
+    "UnexpectedStatusError",
     "UnknownWorkflowError",
     "WorkflowNotFoundError",
     "WorkflowRejectedError",
@@ -149,3 +151,24 @@ class MailboxFullError(TransitionError):
     Raised by ``send_workflow_event`` (and approve/reject) when the append is decided, so
     concurrent senders never pass the limit together; nothing is logged.
     """
+
+
+class UnexpectedStatusError(EventwfError, AssertionError):
+    """``eventwf.testing.wait_for_status`` saw the workflow settle in another status: a
+    terminal one (``complete``, ``errored``, ``terminated``), a quarantine (``unknown``) or
+    a pause on a divergence, none of which will turn into the awaited status by itself.
+
+    An ``AssertionError`` too, so a test reports it as a failed expectation. ``seen`` is
+    the status reached, ``expected`` the one awaited.
+    """
+
+    def __init__(self, message: str, *, workflow_id: str, expected: str, seen: str) -> None:
+        super().__init__(message)
+        self.workflow_id, self.expected, self.seen = workflow_id, expected, seen
+
+
+class ReplayCheckError(EventwfError, AssertionError):
+    """A check of ``eventwf.testing`` found a workflow that does not survive a crash or a
+    replay: another outcome after a crash, a logged step body run again, a diverged or
+    failed replay. The message names the workflow, the log position and, for a crash, the
+    log file kept for inspection (``eventwf log PATH show``)."""

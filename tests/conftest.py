@@ -1,16 +1,16 @@
-"""Async tests run under trio with MockClock(autojump_threshold=0) unless marked realtime."""
+"""Async tests run under trio with MockClock(autojump_threshold=0) unless marked realtime
+(the runner of the testing kit's pytest plugin, which also gives the eventwf_* fixtures)."""
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
-import trio.testing
+
+from eventwf.testing.plugin import run_async_test
 
 # PostgreSQL fixtures (pg_server, postgres_url, fresh_postgres_url): tests/pg_cluster.py.
 pytest_plugins = ["tests.pg_cluster"]
@@ -22,14 +22,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Every async test, through the testing kit's runner (eventwf.testing.plugin)."""
     fn = pyfuncitem.obj
     if not inspect.iscoroutinefunction(fn):
         return None
-    kwargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-    clock = None
-    if pyfuncitem.get_closest_marker("realtime") is None:
-        clock = trio.testing.MockClock(autojump_threshold=0)
-    trio.run(functools.partial(fn, **kwargs), clock=clock)
+    clock: Any = pyfuncitem.funcargs.get("eventwf_clock")
+    run_async_test(fn, pyfuncitem.funcargs, clock=clock,
+                   mock_clock=pyfuncitem.get_closest_marker("realtime") is None)
     return True
 
 

@@ -1,13 +1,11 @@
 """Seeded random workflow programs, their interpreter and a pure model of their results.
 
-A program is a list of commands; :class:`ProgramWorkflow` runs one and records every step
-execution in :data:`LEDGER`, so crash tests can tell which bodies ran again.
+A program is a list of commands; :class:`ProgramWorkflow` runs one. The crash tests run
+them through ``eventwf.testing.CrashReplay``, which counts the step bodies that run.
 """
 
 from __future__ import annotations
 
-import shutil
-import sqlite3
 from typing import Any
 
 import trio
@@ -15,9 +13,7 @@ from hypothesis import strategies as st
 
 import eventwf
 from eventwf import Retries
-from eventwf.store.sqlite import SQLiteStore
 
-LEDGER: list[tuple[str, str]] = []  # (workflow id, step name) per execution of a body
 _FAILS: dict[tuple[str, str], int] = {}
 
 
@@ -39,13 +35,13 @@ class ProgramWorkflow(eventwf.AgentWorkflow[ProgramAgent]):
                        out: list[Any]) -> None:
         op, arg, wid = command[0], command[1], self.workflow_id
         if op == "do":
-            out.append(await step.do(name, _body(wid, name, arg)))
+            out.append(await step.do(name, _body(arg)))
         elif op == "flaky":
             out.append(await step.do(name, _flaky(wid, name, arg), retries=Retries(
                 limit=6, delay="1 second", backoff="constant")))
         elif op == "fail":
             try:
-                await step.do(name, _failing(wid, name, arg), retries=Retries(limit=0))
+                await step.do(name, _failing(arg), retries=Retries(limit=0))
             except ValueError as exc:
                 out.append(f"caught {exc}")
         elif op == "sleep":
@@ -72,9 +68,8 @@ class ProgramWorkflow(eventwf.AgentWorkflow[ProgramAgent]):
             await self._command(step, f"{name}.{j}", command, out)
 
 
-def _body(wid: str, name: str, value: int) -> Any:
+def _body(value: int) -> Any:
     def body() -> int:
-        LEDGER.append((wid, name))
         return value
 
     return body
@@ -82,7 +77,6 @@ def _body(wid: str, name: str, value: int) -> Any:
 
 def _flaky(wid: str, name: str, fails: int) -> Any:
     async def body() -> str:
-        LEDGER.append((wid, name))
         seen = _FAILS.get((wid, name), 0)
         if seen < fails:
             _FAILS[wid, name] = seen + 1
@@ -93,16 +87,15 @@ def _flaky(wid: str, name: str, fails: int) -> Any:
     return body
 
 
-def _failing(wid: str, name: str, message: str) -> Any:
+def _failing(message: str) -> Any:
     def body() -> None:
-        LEDGER.append((wid, name))
         raise ValueError(message)
 
     return body
 
 
-def reset_ledger() -> None:
-    LEDGER.clear()
+def reset() -> None:
+    """Forget the failures the flaky bodies counted (before every run of a log)."""
     _FAILS.clear()
 
 
@@ -159,22 +152,3 @@ def _expect(name: str, op: str, arg: Any, payloads: dict[str, Any], out: list[An
         out.append(f"caught {arg}")
     elif op == "wait":
         out.append(payloads[arg])
-
-
-def copy_prefix(src: str, dst: str, k: int) -> None:
-    """A new log holding the first ``k`` events of ``src`` (its projections to be rebuilt)."""
-    SQLiteStore(dst).close()
-    with sqlite3.connect(dst) as conn:
-        conn.execute("ATTACH DATABASE ? AS src", (src,))
-        conn.execute("UPDATE meta SET value = (SELECT value FROM src.meta WHERE key = 'genesis')"
-                     " WHERE key = 'genesis'")
-        conn.execute("INSERT INTO events SELECT * FROM src.events WHERE position <= ?", (k,))
-        conn.execute("UPDATE meta SET value = '0' WHERE key = 'projected_through'")
-    conn.close()
-
-
-def copy_log(src: str, dst: str) -> None:
-    with sqlite3.connect(src) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-    shutil.copyfile(src, dst)

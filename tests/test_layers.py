@@ -31,6 +31,7 @@ LAYERS = {
     "eventwf.client": 7,
     "eventwf.apps": 8,
     "eventwf.logtool": 8,
+    "eventwf.testing": 8,
     "eventwf.__main__": 8,
     "eventwf": 9,
 }
@@ -46,7 +47,7 @@ RANKS = {
     "eventwf.store.sqlite": {
         "transaction": 0, "anchor": 0, "columns": 0, "lock": 0,
         "schema": 1, "log": 1, "projections": 1,
-        "chaincheck": 2, "opening": 2, "backup": 2, "rebuild": 3, "store": 4,
+        "chaincheck": 2, "opening": 2, "backup": 2, "rebuild": 3, "store": 4, "prefix": 5,
     },
     "eventwf.runtime": {
         "clock": 0, "summaries": 0, "agent_host": 0, "tasks": 0,
@@ -64,6 +65,8 @@ RANKS = {
         "timeline_view": 3, "verify_view": 3, "export": 3,
         "cli": 4,
     },
+    "eventwf.testing": {"ledger": 0, "harness": 0, "session": 1, "determinism": 1, "crashes": 2,
+                        "plugin": 3},
     "eventwf.apps.demo": {"board": 0, "boards": 0, "site": 1, "run": 2},
 }
 FORBIDDEN = {"pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle"}

@@ -17,7 +17,7 @@ import eventwf
 from eventwf import Retries
 from eventwf.model.codec import decode_event
 from eventwf.model.events import StepSucceeded
-from tests import programs as P
+from eventwf.store import copy_log_prefix
 from tests.wfkit import TestAgent, virtual_wall
 
 RAN: list[str] = []  # step bodies, in the order they ran
@@ -98,7 +98,7 @@ async def test_a_crash_between_them_resumes_only_the_unfinished(tmp_path: Path) 
         positions = [p for (p,) in conn.execute(
             "SELECT position FROM events WHERE type = 'step.succeeded' ORDER BY position")]
     conn.close()
-    P.copy_prefix(full, cut, positions[3])
+    copy_log_prefix(full, cut, positions[3])
     RAN.clear()
     async with _engine(cut, FanOut) as engine:
         agent = await engine.get_agent(TestAgent, "a")

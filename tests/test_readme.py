@@ -37,6 +37,18 @@ def test_the_fan_out_example_runs(tmp_path: Path) -> None:
     assert out.stdout.strip() == f"complete {expected}"
 
 
+def test_the_testing_example_passes_under_the_plugin(tmp_path: Path) -> None:
+    section = README[README.index("## Testing your workflows"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    (tmp_path / "test_shop.py").write_text(code.group(1))
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "test_shop.py"], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "2 passed" in out.stdout
+
+
 def test_the_quick_start_has_the_demo_and_the_test_command() -> None:
     quick = README[README.index("## Quick start"):README.index("## What you will see")]
     commands = re.findall(r"```sh\n(.*?)\n```", quick, re.S)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-import trio
-
 import eventwf
+from eventwf.testing import virtual_wall as virtual_wall  # the kit's; tests import it here
 
 
 class TestAgent(eventwf.Agent):
@@ -34,11 +33,6 @@ class TestAgent(eventwf.Agent):
 
     async def on_state_update(self, state: Any, source: str) -> None:
         self.states.append((state, source))
-
-
-def virtual_wall() -> float:
-    """Wall time that follows the MockClock, so it runs on across engine reopens."""
-    return 1_800_000_000.0 + trio.current_time()
 
 
 def event_types(path: str, stream: str | None = None) -> list[str]:

@@ -16,7 +16,8 @@ from eventwf.store.interface import PendingRow as PendingRow
 from eventwf.store.interface import TrackingQuery as TrackingQuery
 
 __all__ = [
-    "LogStore", "OpenReport", "PendingRow", "TrackingQuery", "copy_log", "is_url", "open_store",
+    "LogStore", "OpenReport", "PendingRow", "TrackingQuery", "copy_log", "copy_log_prefix",
+    "is_url", "open_store",
 ]
 
 _URL_SCHEMES = ("postgresql://", "postgres://")
@@ -47,3 +48,14 @@ def copy_log(source: str | os.PathLike[str], target: str) -> None:
     from eventwf.store.sqlite import backup
 
     backup(where, target)
+
+
+def copy_log_prefix(source: str | os.PathLike[str], target: str, through: int) -> int:
+    """A new log ``target`` holding the first ``through`` events of the SQLite log
+    ``source``, as a crash after that event leaves it; returns that event's time (µs)."""
+    where = os.fspath(source)
+    if is_url(where):
+        raise StorageError("cutting a PostgreSQL log is not supported yet")
+    from eventwf.store.sqlite.prefix import copy_prefix
+
+    return copy_prefix(where, target, through)
