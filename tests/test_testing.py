@@ -20,6 +20,7 @@ from eventwf.testing import (
     CrashReplay,
     Outcome,
     Start,
+    StepKey,
     TestEngine,
     approval,
     check_crashes,
@@ -126,7 +127,7 @@ def test_a_crash_after_every_event_recovers_the_same_outcome(tmp_path: Path) -> 
     with CrashReplay(TestAgent, [Order], [start], directory=tmp_path, before_run=_reset) as r:
         assert r.reference() == {"o-1": Outcome("complete", {
             "label": "L-1", "fetched": "fetched", "by": {"by": "cy"}, "n": 3}, None)}
-        assert r.ledger.counts()[("o-1", "label", 1)] == 1
+        assert r.ledger.counts()[StepKey("o-1", "label", 1)] == 1
         assert r.crash_everywhere() == r.events > 10
         assert not list(tmp_path.glob("crash-*"))  # passed positions leave no file
 

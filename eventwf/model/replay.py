@@ -51,6 +51,8 @@ __all__ = [
     "ResumeBackoff",
     "ResumeSleep",
     "ResumeWait",
+    "NOT_PATCHED",
+    "PATCHED",
     "describe_command",
     "describe_task",
 ]
@@ -104,6 +106,11 @@ class Execute(msgspec.Struct, frozen=True):
 
 
 EXECUTE: Final = Execute()
+
+# ``step.patched(id)`` (R15): a logged marker command of this kind, named by the patch id;
+# where the log was recorded before the patch, the call is answered False and issues nothing.
+PATCHED: Final = "patched"
+NOT_PATCHED: Final = Replayed(False)
 
 
 Decision = Replayed | Raise | ResumeSleep | ResumeBackoff | ResumeAttempt | ResumeWait | Execute
@@ -345,24 +352,38 @@ class ReplayMachine:
     def issue(self, kind: str, name: str | None, task: tuple[int, ...] = ()
               ) -> tuple[Decision, int | None, int]:
         """The next command of ``task`` (``kind``, ``name``) is issued: the decision, the
-        logged command's number (None for a new one) and its place in the task."""
+        logged command's number (None for a new one) and its place in the task.
+
+        A patch marker (``patched``, R15) the log holds where the code asks for something
+        else is skipped (the call was removed after every old run ended); ``patched`` where
+        the log holds something else is ``NOT_PATCHED`` and issues nothing (the history was
+        recorded before the patch)."""
         index = self._cursors.get(task, 0)
-        self._cursors[task] = index + 1
-        self._issued += 1
-        mine = self._by_task.get(task)
-        if mine is None or index >= len(mine):
+        mine = self._by_task.get(task, ())
+        if kind != PATCHED:
+            while index < len(mine) and mine[index].kind == PATCHED:
+                index += 1
+                self._unissued -= 1
+        if index >= len(mine):
+            self._cursors[task] = index + 1
+            self._issued += 1
             return EXECUTE, None, index
         cmd = mine[index]
+        if kind == PATCHED and (cmd.kind, cmd.name) != (kind, name):
+            self._cursors[task] = index
+            return NOT_PATCHED, None, index
         if cmd.kind != kind or cmd.name != name:
-            self._cursors[task] = index  # nothing was issued
-            self._issued -= 1
+            self._cursors[task] = index
             raise NonDeterminismError(
                 f"workflow {self.workflow_id!r} ({self.workflow_name}) diverged from its log at "
                 f"command #{cmd.seq}: the log has {self._label(cmd)} but the code asked for "
                 f"{describe_command(kind, name)}{self._in(task)}. Check that run() issues the "
-                "same steps in the same order on every run (in each of its tasks); fix the "
-                "code and resume, or restart/terminate it."
+                "same steps in the same order on every run (in each of its tasks), or put "
+                "changed code behind step.patched(); fix the code and resume, or "
+                "restart/terminate it."
             )
+        self._cursors[task] = index + 1
+        self._issued += 1
         self._unissued -= 1
         return self._decide(cmd), cmd.seq, index
 
@@ -402,8 +423,10 @@ class ReplayMachine:
 
     def finish(self) -> None:
         """``run`` returned: the log must not hold commands the code did not issue."""
-        if self._unissued:
-            cmd = next(c for c in self._history if c.index >= self._cursors.get(c.task, 0))
+        left = [c for c in self._history
+                if c.index >= self._cursors.get(c.task, 0) and c.kind != PATCHED]
+        if left:
+            cmd = left[0]
             raise NonDeterminismError(
                 f"workflow {self.workflow_id!r} ({self.workflow_name}) diverged from its log at "
                 f"command #{cmd.seq}: run() returned, but the log has {self._label(cmd)} "

@@ -131,6 +131,11 @@ def check_step_name(name: object) -> str:
     return _check_name(name, "step name")
 
 
+def check_patch_id(patch_id: object) -> str:
+    """Patch ids (``step.patched``) follow the step-name rules."""
+    return _check_name(patch_id, "patch id")
+
+
 def check_event_type(event_type: object) -> str:
     """Event types follow the step-name rules (matched exactly, FIFO per type)."""
     return _check_name(event_type, "event type")

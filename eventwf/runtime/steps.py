@@ -35,6 +35,7 @@ from eventwf.model.events import (
 )
 from eventwf.model.failures import error_info, rebuild_exception
 from eventwf.model.replay import (
+    PATCHED,
     Execute,
     Raise,
     Replayed,
@@ -46,6 +47,7 @@ from eventwf.model.replay import (
 from eventwf.model.types import ReceivedEvent, Retries
 from eventwf.model.values import (
     check_event_type,
+    check_patch_id,
     check_step_name,
     parse_duration,
     parse_instant,
@@ -287,6 +289,19 @@ class AgentWorkflowStep:
             await host.append([(host.stream, StepSucceeded(
                 cmd.seq, kind, None, value, task=cmd.task))])
             return value
+
+    async def patched(self, patch_id: str) -> bool:
+        """Workflow versioning (replay.md R15, Temporal's rule): True, and logged, when the
+        run reaches this call as new progress; False while it replays a history that passed
+        this point before the patch existed. Keep the old code path under ``False``."""
+        check_patch_id(patch_id)
+        host = self._host
+        async with host.command(PATCHED, patch_id) as cmd:
+            if isinstance(cmd.decision, Replayed):
+                return bool(cmd.decision.value)
+            await host.append([(host.stream, StepSucceeded(
+                cmd.seq, PATCHED, patch_id, True, task=cmd.task))])
+            return True
 
     async def now(self) -> datetime:
         """The current time, logged on the first run and the same on every replay."""

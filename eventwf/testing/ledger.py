@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, cast
 import trio
 
 from eventwf.model.types import WorkflowEvent
-from eventwf.runtime.stephost import step_context
+from eventwf.runtime.stephost import CURRENT_STEP
 from eventwf.runtime.steps import AgentWorkflowStep
 from eventwf.workflow import AgentWorkflow
 
@@ -73,10 +73,17 @@ class CountingStep:
         occurrence, workflow_id, ledger = self._occurrences[caller], self._workflow_id, self._ledger
 
         def body() -> Any:
-            ledger.record(StepKey(workflow_id, name, occurrence, step_context().task))
+            ledger.record(StepKey(workflow_id, name, occurrence, _task()))
             return fn()  # an async fn returns its awaitable; the engine awaits it
 
         return await self._step.do(name, body, **options)
+
+
+def _task() -> tuple[int, ...]:
+    """The run task whose step body runs now (``()`` when the body is called outside a
+    step, as a broken engine might)."""
+    current = CURRENT_STEP.get()
+    return current.task if current is not None else ()
 
 
 def counting(cls: type[AgentWorkflow[Any]], ledger: StepLedger) -> type[AgentWorkflow[Any]]:
