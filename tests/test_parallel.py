@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 import eventwf
@@ -267,3 +268,84 @@ async def test_a_race_cancels_the_loser_and_replays_after_a_restart(db: str) -> 
         output = (await agent.get_workflow_status(Race, wid)).output
     assert info.status == "complete", info
     assert output == [["yes"], 5]
+
+
+class Mixed(eventwf.AgentWorkflow[TestAgent]):
+    """Three tasks: a long step, a retried step and a sleep, then one more step."""
+
+    async def run(self, event: eventwf.WorkflowEvent, step: eventwf.AgentWorkflowStep) -> Any:
+        attempts = {"n": 0}
+
+        def flaky() -> str:
+            attempts["n"] += 1
+            RAN.append("flaky")
+            if attempts["n"] < 2:
+                raise ConnectionError("once")
+            return "flaky ok"
+
+        out: dict[str, Any] = {}
+
+        async def long() -> None:
+            out["long"] = await step.do("long", _fetch("long"))
+
+        async def retried() -> None:
+            out["retried"] = await step.do("retried", flaky, retries=Retries(
+                limit=3, delay="1 minute", backoff="constant"))
+
+        async def nap() -> None:
+            await step.sleep("nap", "1 hour")
+            out["nap"] = "slept"
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(long)
+            nursery.start_soon(retried)
+            nursery.start_soon(nap)
+        out["after"] = await step.do("after", _fetch("after"))
+        return out
+
+
+EXPECTED = {"long": "long fetched", "retried": "flaky ok", "nap": "slept",
+            "after": "after fetched"}
+
+
+async def test_pause_and_resume_in_the_middle_of_a_fan_out(db: str) -> None:
+    RAN.clear()
+    DELAYS.clear()
+    DELAYS["long"] = 30
+    async with _engine(db, Mixed) as engine:
+        agent = await engine.get_agent(TestAgent, "a")
+        wid = await agent.run_workflow(Mixed)
+        await trio.sleep(5)  # long runs, retried backs off, nap sleeps
+        await agent.pause_workflow(wid)
+        await trio.sleep(3600 * 3)  # paused: nothing moves on
+        info = await agent.get_workflow(wid)
+        assert info is not None and info.status == "paused", info
+        await agent.resume_workflow(wid)
+        info = await engine.wait_workflow(wid)
+        output = (await agent.get_workflow_status(Mixed, wid)).output
+    assert info.status == "complete", info
+    assert output == EXPECTED
+    assert RAN.count("after") == 1
+
+
+@pytest.mark.parametrize("action", ["terminate", "restart"])
+async def test_terminate_and_restart_in_the_middle_of_a_fan_out(db: str, action: str) -> None:
+    RAN.clear()
+    DELAYS.clear()
+    DELAYS["long"] = 30
+    async with _engine(db, Mixed) as engine:
+        agent = await engine.get_agent(TestAgent, "a")
+        wid = await agent.run_workflow(Mixed)
+        await trio.sleep(5)
+        if action == "terminate":
+            await agent.terminate_workflow(wid)
+            await trio.sleep(3600 * 3)
+            info = await agent.get_workflow(wid)
+            assert info is not None and info.status == "terminated", info
+            assert "after" not in RAN
+            return
+        await agent.restart_workflow(wid)
+        info = await engine.wait_workflow(wid)
+        output = (await agent.get_workflow_status(Mixed, wid)).output
+    assert info.status == "complete", info
+    assert output == EXPECTED
