@@ -30,6 +30,13 @@ def _engine(db: str, *workflows: type[eventwf.AgentWorkflow[Any]]) -> Any:
                                wall_clock=virtual_wall)
 
 
+def _fresh(delays: dict[str, float]) -> None:
+    """A new test: no body has run; each fetch named in ``delays`` takes that long."""
+    RAN.clear()
+    DELAYS.clear()
+    DELAYS.update(delays)
+
+
 def _fetch(name: str) -> Any:
     async def body() -> str:
         RAN.append(name)
@@ -64,9 +71,7 @@ def _steps(db: str, wid: str) -> list[StepSucceeded]:
 
 
 async def test_ten_fetches_run_at_once_and_are_logged_once_each(db: str) -> None:
-    RAN.clear()
-    DELAYS.clear()
-    DELAYS.update({f"fetch-{i}": 10 - i for i in range(10)})  # they finish in reverse order
+    _fresh({f"fetch-{i}": 10 - i for i in range(10)})  # they finish in reverse order
     async with _engine(db, FanOut) as engine:
         agent = await engine.get_agent(TestAgent, "a")
         start = trio.current_time()
@@ -88,9 +93,7 @@ async def test_ten_fetches_run_at_once_and_are_logged_once_each(db: str) -> None
 
 async def test_a_crash_between_them_resumes_only_the_unfinished(tmp_path: Path) -> None:
     full, cut = str(tmp_path / "full.db"), str(tmp_path / "cut.db")
-    RAN.clear()
-    DELAYS.clear()
-    DELAYS.update({f"fetch-{i}": 1 + i for i in range(10)})
+    _fresh({f"fetch-{i}": 1 + i for i in range(10)})
     async with _engine(full, FanOut) as engine:
         agent = await engine.get_agent(TestAgent, "a")
         wid = await agent.run_workflow(FanOut, id="fan")
@@ -125,9 +128,7 @@ class Racing(eventwf.AgentWorkflow[TestAgent]):
 
 
 async def test_a_failing_branch_cancels_the_others_and_keeps_its_message(db: str) -> None:
-    RAN.clear()
-    DELAYS.clear()
-    DELAYS["slow"] = 100
+    _fresh({"slow": 100})
     async with _engine(db, Racing) as engine:
         agent = await engine.get_agent(TestAgent, "a")
         wid = await agent.run_workflow(Racing)
@@ -158,9 +159,7 @@ class TwoWaiters(eventwf.AgentWorkflow[TestAgent]):
 
 
 async def test_concurrent_waits_of_one_type_each_take_one_event(db: str) -> None:
-    RAN.clear()
-    DELAYS.clear()
-    DELAYS["work"] = 60
+    _fresh({"work": 60})
     async with _engine(db, TwoWaiters) as engine:
         agent = await engine.get_agent(TestAgent, "a")
         wid = await agent.run_workflow(TwoWaiters)
@@ -215,9 +214,7 @@ class FanOutChanged(eventwf.AgentWorkflow[TestAgent]):
 
 
 async def test_check_replay_takes_any_order_and_finds_a_changed_set(db: str) -> None:
-    RAN.clear()
-    DELAYS.clear()
-    DELAYS.update({f"fetch-{i}": 10 - i for i in range(10)})
+    _fresh({f"fetch-{i}": 10 - i for i in range(10)})
     async with _engine(db, FanOut) as engine:
         agent = await engine.get_agent(TestAgent, "a")
         wid = await agent.run_workflow(FanOut)
@@ -309,9 +306,7 @@ EXPECTED = {"long": "long fetched", "retried": "flaky ok", "nap": "slept",
 
 
 async def test_pause_and_resume_in_the_middle_of_a_fan_out(db: str) -> None:
-    RAN.clear()
-    DELAYS.clear()
-    DELAYS["long"] = 30
+    _fresh({"long": 30})
     async with _engine(db, Mixed) as engine:
         agent = await engine.get_agent(TestAgent, "a")
         wid = await agent.run_workflow(Mixed)
@@ -330,9 +325,7 @@ async def test_pause_and_resume_in_the_middle_of_a_fan_out(db: str) -> None:
 
 @pytest.mark.parametrize("action", ["terminate", "restart"])
 async def test_terminate_and_restart_in_the_middle_of_a_fan_out(db: str, action: str) -> None:
-    RAN.clear()
-    DELAYS.clear()
-    DELAYS["long"] = 30
+    _fresh({"long": 30})
     async with _engine(db, Mixed) as engine:
         agent = await engine.get_agent(TestAgent, "a")
         wid = await agent.run_workflow(Mixed)
