@@ -7,9 +7,8 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import msgspec
 import trio
 
 from eventwf import faults
@@ -30,23 +29,17 @@ from eventwf.runtime.recovery import recover, recover_for_check
 from eventwf.runtime.runner import WorkflowRunner
 from eventwf.runtime.runs import RunFactory
 from eventwf.runtime.runtime import Runtime
+from eventwf.runtime.telemetry import NULL_TELEMETRY, EngineStatistics, Telemetry, open_telemetry
 from eventwf.store import copy_log, open_store
 from eventwf.workflow import AgentWorkflow
 
 __all__ = ["Engine", "EngineStatistics", "ReplayCheck", "check_replay", "open_engine"]
 
+if TYPE_CHECKING:  # only for the annotations: opentelemetry is imported when it is used
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
 A = TypeVar("A", bound=Agent)
-
-
-class EngineStatistics(msgspec.Struct, frozen=True):
-    """Counters for monitoring and benchmarks."""
-
-    commits: int
-    events: int
-    head: int
-    live_workflows: int
-    live_agents: int
-    hibernations: int
 
 
 class Engine:
@@ -102,11 +95,12 @@ class Engine:
                                    f"seconds (status {s.status if s else 'unknown'})")
 
     def statistics(self) -> EngineStatistics:
-        """Counters for monitoring: commits and events written, the log's head, runs and
-        agents live now, hibernations so far."""
-        rt = self._rt
-        return EngineStatistics(rt.writer.commits, rt.writer.events, rt.store.head,
-                                len(rt.runs), len(rt.agents), rt.hibernation.count)
+        """The engine's figures now, for monitoring without OpenTelemetry: counts since
+        open (commits, events, steps completed and failed, failed attempts, hibernations)
+        and what is live now (workflows, hibernated workflows, pending timers, the writer's
+        queue, agents, WebSocket clients). The OpenTelemetry metrics report the same
+        figures (docs/guides/observability.md)."""
+        return self._rt.statistics()
 
 
 def _agent_classes(agents: Sequence[type[Agent]]) -> dict[str, type[Any]]:
@@ -150,6 +144,9 @@ async def open_engine(
     wall_clock: Callable[[], float] | None = None,
     hibernate_after: float | None = 60.0,
     max_live_workflows: int = 10_000,
+    telemetry: bool | None = None,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
 ) -> AsyncIterator[Engine]:
     """Open (or create) the log at ``path``, resume unfinished workflows, and serve.
 
@@ -162,17 +159,23 @@ async def open_engine(
     A workflow that waits at least ``hibernate_after`` seconds (or while more than
     ``max_live_workflows`` runs are in memory) drops its coroutine and is replayed from
     the log when its timer fires or its event arrives; ``None`` keeps every run in memory.
+    ``telemetry`` chooses OpenTelemetry spans and metrics once, here: ``True`` (or a
+    ``tracer_provider``/``meter_provider`` given) turns them on, ``False`` off, and the
+    default ``None`` on only if the program already set a global OpenTelemetry SDK
+    provider; off, nothing of ``opentelemetry`` is imported
+    (docs/guides/observability.md).
     """
     if hibernate_after is not None:
         parse_duration(hibernate_after, what="hibernate_after")
     if isinstance(max_live_workflows, bool) or not isinstance(max_live_workflows, int) or \
             max_live_workflows < 1:
         raise ValueError(f"invalid max_live_workflows {max_live_workflows!r}: must be an int >= 1")
+    hooks = open_telemetry(telemetry, tracer_provider, meter_provider)
     body_error: BaseException | None = None
     try:
         async with _running(path, agents, workflows, synchronous, wall_clock,
                             hibernate_after=hibernate_after,
-                            max_live_workflows=max_live_workflows) as rt:
+                            max_live_workflows=max_live_workflows, telemetry=hooks) as rt:
             try:
                 yield Engine(rt)
             except BaseException as exc:
@@ -210,6 +213,7 @@ async def _running(
     recovery: Callable[[Runtime], int] = recover,
     hibernate_after: float | None = 60.0,
     max_live_workflows: int = 10_000,
+    telemetry: Telemetry = NULL_TELEMETRY,
 ) -> AsyncIterator[Runtime]:
     agent_classes = _agent_classes(agents)
     workflow_classes = _workflow_classes(workflows)
@@ -219,7 +223,7 @@ async def _running(
             async with trio.open_nursery() as nursery:
                 rt = Runtime(store, Clock(wall_clock), nursery, agent_classes, workflow_classes,
                              factory=factory, hibernate_after=hibernate_after,
-                             max_live_workflows=max_live_workflows)
+                             max_live_workflows=max_live_workflows, telemetry=telemetry)
                 await outer.start(rt.writer.run)
                 recovery(rt)
                 faults.hit("open.after_recover")

@@ -20,6 +20,7 @@ __all__ = [
     "SchemaVersionError",
     "StepFailedError",
     "StorageError",
+    "TelemetryUnavailableError",
     "TransitionError",
     "UnexpectedStatusError",
     "UnknownWorkflowError",
@@ -172,3 +173,9 @@ class ReplayCheckError(EventwfError, AssertionError):
     replay: another outcome after a crash, a logged step body run again, a diverged or
     failed replay. The message names the workflow, the log position and, for a crash, the
     log file kept for inspection (``eventwf log PATH show``)."""
+
+
+class TelemetryUnavailableError(EventwfError, ImportError):
+    """Raised by ``open_engine`` when telemetry is asked for (``telemetry=True`` or a
+    provider given) but ``opentelemetry-api`` cannot be imported: install the ``otel``
+    extra, or pass ``telemetry=False``."""

@@ -50,8 +50,8 @@ RANKS = {
         "chaincheck": 2, "opening": 2, "backup": 2, "rebuild": 3, "store": 4, "prefix": 5,
     },
     "eventwf.runtime": {
-        "clock": 0, "summaries": 0, "agent_host": 0, "tasks": 0,
-        "writer": 1, "timers": 1, "stephost": 1, "agents": 1,
+        "clock": 0, "summaries": 0, "agent_host": 0, "tasks": 0, "telemetry": 0,
+        "writer": 1, "timers": 1, "stephost": 1, "agents": 1, "otel": 1,
         "steps": 2, "hibernation": 2, "runner": 3, "check": 4, "runs": 4,
         "router": 5, "runtime": 6, "recovery": 7, "tracking": 7, "operations": 8,
     },
@@ -185,6 +185,30 @@ def test_sans_io_model_and_io_boundaries() -> None:
         if not me.startswith(("eventwf.server", "eventwf.client")):
             assert "trio_websocket" not in tops, f"{me} imports trio_websocket"
         assert not tops & FORBIDDEN, f"{me} imports {tops & FORBIDDEN}"  # D4
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """Top-level modules ``path`` imports when it runs (not under ``if TYPE_CHECKING``)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    typing_only = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+                   for inner in ast.walk(node)}
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_only_the_otel_module_imports_opentelemetry() -> None:
+    """D8: OpenTelemetry is optional; one module imports it, and only when it is on."""
+    importers = [_module_name(p) for p in _package_modules()
+                 if "opentelemetry" in _runtime_imports(p)]
+    assert importers == ["eventwf.runtime.otel"]
 
 
 def test_the_postgresql_statements_use_only_psycopg_and_the_standard_library() -> None:

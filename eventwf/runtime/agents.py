@@ -67,6 +67,10 @@ class Agents:
     def __len__(self) -> int:
         return len(self._hosts)
 
+    def clients(self) -> int:
+        """How many clients are connected to the live agents."""
+        return sum(len(host.connections) for host in self._hosts.values())
+
     # -- live objects --------------------------------------------------------------------
 
     async def object(self, agent_class: str, name: str) -> Any:

@@ -113,8 +113,9 @@ class CheckRunner(WorkflowRunner):
     async def on_errored(self, exc: Exception) -> None:
         self._verdict("ok", f"replay ends with run() raising {type(exc).__name__}: {exc}")
 
-    async def on_completed(self, output: Any) -> None:
+    async def on_completed(self, output: Any) -> str:
         self._verdict("ok", "replay ends with run() returning")
+        return "complete"
 
 
 class CheckRunners:

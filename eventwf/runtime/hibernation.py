@@ -30,6 +30,7 @@ class Hibernation:
         self._max_live = max_live
         self.wakeups = Wakeups(clock, self._due)
         self.count = 0  # hibernations so far
+        self._asleep: set[str] = set()  # hibernated ids (a hint: see ``asleep``)
 
     @property
     def enabled(self) -> bool:
@@ -49,7 +50,17 @@ class Hibernation:
         if summary is not None:
             self.schedule_wake(summary)
 
+    def asleep(self, is_live: Callable[[str], bool]) -> int:
+        """How many workflows are hibernated now: waiting, with no run (entries of
+        workflows that were woken, resumed or stopped meanwhile are dropped here)."""
+        self._asleep = {
+            workflow_id for workflow_id in self._asleep
+            if (s := self._summaries.cached_workflow(workflow_id)) is not None
+            and s.status == "waiting" and not is_live(workflow_id)}
+        return len(self._asleep)
+
     def schedule_wake(self, summary: WorkflowSummary) -> None:
+        self._asleep.add(summary.workflow_id)
         if summary.wake_at_us is not None:  # never later than the timer's own length
             fire = min(summary.wake_at_us, self._clock.now_us() + summary.wake_span_us)
             self.wakeups.schedule(summary.workflow_id, fire)
@@ -59,9 +70,11 @@ class Hibernation:
         summary = self._summaries.cached_workflow(workflow_id)
         if summary is not None and summary.status == "waiting" and \
                 summary.wait_type == event_type:
+            self._asleep.discard(workflow_id)
             self._wake(summary)
 
     def _due(self, workflow_id: str) -> None:
+        self._asleep.discard(workflow_id)
         summary = self._summaries.workflow(workflow_id)
         if summary is not None and summary.status == "waiting":
             self._wake(summary)

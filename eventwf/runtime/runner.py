@@ -39,6 +39,7 @@ from eventwf.model.workflow_fold import WorkflowSummary
 from eventwf.runtime.clock import Clock
 from eventwf.runtime.steps import AgentWorkflowStep
 from eventwf.runtime.tasks import RunTask, TaskTree
+from eventwf.runtime.telemetry import NULL_RUN_TRACE, RunTrace, StepCounters, Telemetry
 
 __all__ = ["Command", "Diverged", "Hibernate", "RunHost", "Stopped", "StorageFault",
            "WorkflowRunner"]
@@ -76,6 +77,10 @@ class RunHost(Protocol):
 
     @property
     def clock(self) -> Clock: ...
+    @property
+    def telemetry(self) -> Telemetry: ...
+    @property
+    def counters(self) -> StepCounters: ...
     async def append(self, items: Sequence[tuple[str, Event]], *,
                      fence: tuple[str, int]) -> list[Recorded]: ...
     def submit(self, items: Sequence[tuple[str, Event]], *, fence: tuple[str, int]) -> None: ...
@@ -170,6 +175,8 @@ class WorkflowRunner:
         self.machine = ReplayMachine(summary.workflow_id, summary.workflow_name)
         for rec in history:
             self.machine.feed(rec)
+        self.replayed_commands = self.machine.commands  # logged before this execution
+        self.trace: RunTrace = NULL_RUN_TRACE  # this execution's spans (runtime/telemetry.py)
         self.cancel_scope = trio.CancelScope()
         self._mail = trio.Event()
         self.tasks = TaskTree(self._tasks_changed)
@@ -195,6 +202,10 @@ class WorkflowRunner:
     @property
     def run(self) -> int:
         return self.summary.run
+
+    @property
+    def counters(self) -> StepCounters:
+        return self.host.counters
 
     # -- feeding from the engine ---------------------------------------------------------
 
@@ -378,19 +389,27 @@ class WorkflowRunner:
     # -- the run -------------------------------------------------------------------------
 
     async def main(self) -> None:
+        """This execution of the run: its outcome (``complete``, ``errored``,
+        ``diverged``, ``stopped``, ``hibernated``, ``stalled`` or ``crashed``) ends its span."""
+        self.trace = self.host.telemetry.run(self)
+        outcome = "stopped"  # paused at a boundary, replaced, or the engine closed
         try:
             with self.cancel_scope:
                 try:
-                    await self._main()
+                    outcome = await self._main()
                 except Stopped:
                     pass  # paused at a boundary or replaced: the log already says so
                 except StorageFault as fault:
+                    outcome = "stalled"
                     self.on_stalled(fault.error)
                 except Hibernate:
+                    outcome = "hibernated"
                     self.host.hibernated(self)
                 except Exception as exc:  # the engine's own failure, not the workflow's
+                    outcome = "crashed"
                     self.on_crashed(exc)
         finally:
+            self.trace.end(outcome)
             self.host.finished(self)
 
     def on_stalled(self, error: Exception) -> None:
@@ -401,7 +420,7 @@ class WorkflowRunner:
         """The run failed in the engine's own code: the engine quarantines it."""
         self.host.crashed(self, error)
 
-    async def _main(self) -> None:
+    async def _main(self) -> str:
         summary = self.summary
         if summary.status == "queued":
             await self.write([(self.stream, WorkflowRunning())])
@@ -420,16 +439,16 @@ class WorkflowRunner:
             output = await self._run_code(cls, event)
         except Diverged as diverged:
             await self.on_diverged(diverged.error)
-            return
+            return "diverged"
         except NonDeterminismError as exc:
             await self.on_diverged(exc)
-            return
+            return "diverged"
         except Exception as exc:  # the workflow failed: log it, report it once
             if self._stopping:
                 raise Stopped() from exc
             await self.on_errored(exc)
-            return
-        await self.on_completed(output)
+            return "errored"
+        return await self.on_completed(output)
 
     async def _run_code(self, cls: type[Any], event: WorkflowEvent) -> Any:
         """``run`` itself, in this task (the run's root task, R14); a group raised from a
@@ -468,15 +487,18 @@ class WorkflowRunner:
         self.finishing = True
         await self.write(items)
 
-    async def on_completed(self, output: Any) -> None:
+    async def on_completed(self, output: Any) -> str:
+        """Log the workflow's end; ``complete``, or ``errored`` for an output that cannot
+        be logged."""
         try:
             encode_value(output, f"the return value of workflow {self.workflow_id!r}")
         except ValueError as exc:  # includes PayloadTooLargeError
             await self.on_errored(exc)
-            return
+            return "errored"
         items: list[tuple[str, Event]] = [(self.stream, WorkflowCompleted(output))]
         if not self.machine.complete_reported:
             items.append((self.agent_stream, CallbackScheduled(
                 "complete", self.workflow_name, self.workflow_id, output)))
         self.finishing = True
         await self.write(items)
+        return "complete"

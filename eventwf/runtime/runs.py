@@ -30,6 +30,7 @@ from eventwf.runtime.clock import Clock
 from eventwf.runtime.hibernation import Hibernation
 from eventwf.runtime.runner import RunHost, WorkflowRunner
 from eventwf.runtime.summaries import Summaries
+from eventwf.runtime.telemetry import NULL_TELEMETRY, StepCounters, Telemetry
 from eventwf.runtime.writer import Writer
 from eventwf.store.interface import LogStore
 
@@ -65,6 +66,9 @@ class Runs:
 
     def epoch(self, workflow_id: str) -> int:
         return self._epochs.get(workflow_id, 0)
+
+    def is_live(self, workflow_id: str) -> bool:
+        return workflow_id in self._live
 
     def agent_streams(self) -> set[str]:
         """The agent streams whose workflows have a live run."""
@@ -180,8 +184,12 @@ class RunServices:
 
     def __init__(self, clock: Clock, writer: Writer, summaries: Summaries, runs: Runs,
                  agents: Agents, hibernation: Hibernation,
-                 workflow_classes: Mapping[str, type[Any]]) -> None:
+                 workflow_classes: Mapping[str, type[Any]], *,
+                 telemetry: Telemetry = NULL_TELEMETRY,
+                 counters: StepCounters | None = None) -> None:
         self.clock = clock
+        self.telemetry = telemetry
+        self.counters = StepCounters() if counters is None else counters
         self._writer = writer
         self._summaries = summaries
         self._runs = runs

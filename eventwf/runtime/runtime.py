@@ -24,6 +24,7 @@ from eventwf.runtime.router import Router
 from eventwf.runtime.runner import WorkflowRunner
 from eventwf.runtime.runs import RunFactory, Runs, RunServices
 from eventwf.runtime.summaries import Summaries
+from eventwf.runtime.telemetry import NULL_TELEMETRY, EngineStatistics, StepCounters, Telemetry
 from eventwf.runtime.writer import Writer
 from eventwf.store.interface import LogStore
 
@@ -44,6 +45,7 @@ class Runtime:
         factory: RunFactory = WorkflowRunner,
         hibernate_after: float | None = 60.0,
         max_live_workflows: int = 10_000,
+        telemetry: Telemetry = NULL_TELEMETRY,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -60,9 +62,13 @@ class Runtime:
         self.agents = Agents(self._bind, agent_classes, self.summaries, store, self.append,
                              self.spawn)
         self.router = Router(self.summaries, self.runs, self.agents, self.hibernation)
-        self.writer = Writer(store, clock, self.router)
+        self.writer = Writer(store, clock, self.router, telemetry)
+        self.counters = StepCounters()
+        self.telemetry = telemetry
         self.runs.host = RunServices(clock, self.writer, self.summaries, self.runs,
-                                     self.agents, self.hibernation, workflow_classes)
+                                     self.agents, self.hibernation, workflow_classes,
+                                     telemetry=telemetry, counters=self.counters)
+        telemetry.watch(self.statistics, store.path)
 
     def _bind(self, agent: Any, host: AgentHost) -> None:
         agent._eventwf_bind(host, self)  # the attach point of eventwf.Agent
@@ -84,6 +90,20 @@ class Runtime:
         except Exception:
             logger.exception("engine task %r failed; the engine goes on", name)
 
+    def statistics(self) -> EngineStatistics:
+        """The engine's figures now (``Engine.statistics``; the metrics read them too)."""
+        counters, writer, hibernation = self.counters, self.writer, self.hibernation
+        return EngineStatistics(
+            commits=writer.commits, events=writer.events, head=self.store.head,
+            live_workflows=len(self.runs), live_agents=len(self.agents),
+            hibernations=hibernation.count, steps_completed=counters.steps_completed,
+            steps_failed=counters.steps_failed, attempts_failed=counters.attempts_failed,
+            hibernated_workflows=hibernation.asleep(self.runs.is_live),
+            pending_timers=len(hibernation.wakeups), writer_queue_depth=writer.queue_depth,
+            websocket_clients=self.agents.clients())
+
     def close(self) -> None:
-        """No new task or run from now on (the engine is closing)."""
+        """No new task or run from now on (the engine is closing); its figures are no
+        longer reported."""
         self.closing = self.runs.closing = True
+        self.telemetry.close()

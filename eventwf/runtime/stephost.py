@@ -14,6 +14,7 @@ from eventwf.errors import EventwfError
 from eventwf.model.events import Event, Recorded
 from eventwf.model.replay import Decision, ReplayMachine
 from eventwf.runtime.clock import Clock
+from eventwf.runtime.telemetry import RunTrace, StepCounters
 
 __all__ = ["CURRENT_STEP", "CommandInfo", "StepContext", "StepHost", "step_context"]
 
@@ -75,9 +76,12 @@ class StepHost(Protocol):
     stream: str
     agent_stream: str
     machine: ReplayMachine
+    trace: RunTrace  # this run execution's spans (a no-op without telemetry)
 
     @property
     def clock(self) -> Clock: ...
+    @property
+    def counters(self) -> StepCounters: ...
     @property
     def workflow_name(self) -> str: ...
     @property

@@ -132,7 +132,8 @@ class AgentWorkflowStep:
                                       cmd.task)
                 token = CURRENT_STEP.set(context)
                 try:
-                    value = await self._attempt(name, fn, timeout_s, attempt)
+                    with host.trace.attempt(name, attempt):
+                        value = await self._attempt(name, fn, timeout_s, attempt)
                 finally:
                     CURRENT_STEP.reset(token)
             except NonRetryableError as exc:
@@ -148,6 +149,7 @@ class AgentWorkflowStep:
                 await host.append([(host.stream, StepAttemptFailed(
                     cmd.seq, name, attempt, info, retry_at, delay_us, task=cmd.task,
                     concurrent=cmd.concurrent))])
+                host.counters.attempts_failed += 1
                 await host.idle_until(retry_at, delay_us, cmd.seq)
                 attempt += 1
                 await host.append([(host.stream, StepRetrying(cmd.seq, name, attempt))])
@@ -159,6 +161,7 @@ class AgentWorkflowStep:
                 raise
             await host.append([(host.stream, StepSucceeded(
                 cmd.seq, "do", name, value, attempt, task=cmd.task))])
+            host.counters.steps_completed += 1
             return value
 
     async def _fail(self, cmd: CommandInfo, name: str, attempt: int,
@@ -166,6 +169,7 @@ class AgentWorkflowStep:
         info = error_info(exc)
         await self._host.append([(self._host.stream, StepFailed(
             cmd.seq, "do", name, attempt, info, task=cmd.task))])
+        self._host.counters.steps_failed += 1
 
     async def _attempt(self, name: str, fn: Callable[[], Any], timeout_s: float,
                        attempt: int) -> Any:

@@ -24,6 +24,7 @@ from eventwf.model.commands import MAILBOX_LIMIT
 from eventwf.model.events import Event, EventReceived, Recorded, parse_stream
 from eventwf.model.workflow_fold import WorkflowSummary, apply_workflow
 from eventwf.runtime.clock import Clock
+from eventwf.runtime.telemetry import NULL_TELEMETRY, Telemetry
 from eventwf.store.interface import LogStore, PendingRow
 
 __all__ = ["Append", "Registry", "Writer"]
@@ -159,8 +160,10 @@ class _Fenced(TransitionError):
 
 
 class Writer:
-    def __init__(self, store: LogStore, clock: Clock, registry: Registry) -> None:
+    def __init__(self, store: LogStore, clock: Clock, registry: Registry,
+                 telemetry: Telemetry = NULL_TELEMETRY) -> None:
         self._store = store
+        self._telemetry = telemetry
         self._clock = clock
         self._registry = registry
         self._queue: list[Append] = []
@@ -168,6 +171,11 @@ class Writer:
         self._closed = False
         self.commits = 0
         self.events = 0
+
+    @property
+    def queue_depth(self) -> int:
+        """Appends queued for the next commit."""
+        return len(self._queue)
 
     async def append(
         self, items: Sequence[tuple[str, Event]], *, fence: tuple[str, int] | None = None
@@ -267,6 +275,7 @@ class Writer:
             return
         self.commits += 1
         self.events += len(batch.rows)
+        self._telemetry.committed(len(batch.rows))
         try:
             self._registry.install(batch.workflows, batch.agents)
             self._registry.published(batch.records)
