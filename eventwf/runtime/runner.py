@@ -31,12 +31,14 @@ from eventwf.model.events import (
     workflow_stream,
 )
 from eventwf.model.failures import error_info
-from eventwf.model.replay import Decision, Execute, ReplayMachine, describe_command
+from eventwf.model.replay import Execute, ReplayMachine, describe_command
 from eventwf.model.status import RUNNABLE
 from eventwf.model.types import WorkflowEvent
 from eventwf.model.values import utc_from_us
 from eventwf.model.workflow_fold import WorkflowSummary
 from eventwf.runtime.clock import Clock
+from eventwf.runtime.command import Command, CommandScope
+from eventwf.runtime.signals import Diverged, Hibernate, Stopped, StorageFault, signal_in
 from eventwf.runtime.steps import AgentWorkflowStep
 from eventwf.runtime.tasks import RunTask, TaskTree
 from eventwf.runtime.telemetry import NULL_RUN_TRACE, RunTrace, StepCounters, Telemetry
@@ -45,31 +47,6 @@ __all__ = ["Command", "Diverged", "Hibernate", "RunHost", "Stopped", "StorageFau
            "WorkflowRunner"]
 
 logger = logging.getLogger("eventwf")
-
-
-class Stopped(BaseException):
-    """The run must stop here (paused at a step boundary, or replaced)."""
-
-
-class Hibernate(BaseException):
-    """The run waits long enough to drop its coroutine; the engine replays it on wake."""
-
-
-class Diverged(BaseException):
-    """Replay contradicted the log; carries the ``NonDeterminismError`` to record."""
-
-    def __init__(self, error: NonDeterminismError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-class StorageFault(BaseException):
-    """The run cannot go on for now (an append failed in storage, its agent could not be
-    loaded): it stops and is retried later, backing off."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 class RunHost(Protocol):
@@ -98,68 +75,6 @@ class RunHost(Protocol):
     def state_items(self, agent: Any, action: str, value: Any,
                     workflow_id: str) -> list[tuple[str, Event]]: ...
     async def state_committed(self, agent: Any) -> None: ...
-
-
-class Command:
-    """One durable command a task of the run issued: its replay decision, its number (a
-    new command gets the next one when its first event is queued: ``seq`` then, and only
-    then, so numbers follow log order across concurrent tasks), its task and place there."""
-
-    __slots__ = ("_runner", "_seq", "decision", "index", "kind", "name", "node")
-
-    def __init__(self, runner: WorkflowRunner, node: RunTask, kind: str, name: str | None,
-                 decision: Decision, seq: int | None, index: int) -> None:
-        self._runner, self.node, self.kind, self.name = runner, node, kind, name
-        self.decision, self._seq, self.index = decision, seq, index
-
-    @property
-    def seq(self) -> int:
-        """The command's number; read it only to build the event appended at once."""
-        seq = self._seq
-        if seq is None:
-            seq = self._seq = self._runner.allocate()
-        return seq
-
-    @property
-    def task(self) -> tuple[int, ...]:
-        return self.node.path
-
-    @property
-    def concurrent(self) -> bool:
-        """Another task of the run is busy: a wait begun now leaves the status running."""
-        return self._runner.others_busy(self.node)
-
-
-class _CommandScope:
-    """``async with runner.command(kind, name) as cmd``: begin, then end whatever
-    happens (a class, not a generator: it runs once per durable step)."""
-
-    __slots__ = ("_cmd", "_kind", "_name", "_runner")
-
-    def __init__(self, runner: WorkflowRunner, kind: str, name: str | None) -> None:
-        self._runner, self._kind, self._name = runner, kind, name
-        self._cmd: Command | None = None
-
-    async def __aenter__(self) -> Command:
-        self._cmd = await self._runner.begin(self._kind, self._name)
-        return self._cmd
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._cmd is not None:
-            self._runner.end(self._cmd)
-
-
-def _signal(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The engine's own stop signal inside ``group`` (raised by one of the run's tasks),
-    the most binding first; None when it holds only the workflow's own errors."""
-    for kind in (StorageFault, Stopped, Diverged, Hibernate):
-        match, _ = group.split(kind)
-        if match is not None:
-            first = match.exceptions[0]
-            while isinstance(first, BaseExceptionGroup):
-                first = first.exceptions[0]
-            return first
-    return None
 
 
 class WorkflowRunner:
@@ -251,10 +166,10 @@ class WorkflowRunner:
             self._stopping = True
             raise Stopped()
 
-    def command(self, kind: str, name: str | None) -> _CommandScope:
+    def command(self, kind: str, name: str | None) -> CommandScope:
         """One durable command, (kind, name): the block gets it with its replay decision;
         each task of the run issues one at a time (S11)."""
-        return _CommandScope(self, kind, name)
+        return CommandScope(self, kind, name)
 
     async def begin(self, kind: str, name: str | None) -> Command:
         """Start durable command (kind, name) in the calling task: stop, diverge, or get
@@ -460,7 +375,7 @@ class WorkflowRunner:
             try:
                 output = await instance.run(event, AgentWorkflowStep(self))
             except BaseExceptionGroup as group:
-                signal = _signal(group)
+                signal = signal_in(group)
                 if signal is None:
                     raise
                 raise signal from group
