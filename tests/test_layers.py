@@ -50,7 +50,7 @@ RANKS = {
         "chaincheck": 2, "opening": 2, "backup": 2, "rebuild": 3, "store": 4, "prefix": 5,
     },
     "eventwf.runtime": {
-        "clock": 0, "summaries": 0, "agent_host": 0, "tasks": 0,
+        "clock": 0, "summaries": 0, "agent_host": 0, "tasks": 0, "fingerprint": 0,
         "writer": 1, "timers": 1, "stephost": 1, "agents": 1,
         "steps": 2, "hibernation": 2, "runner": 3, "check": 4, "runs": 4,
         "router": 5, "runtime": 6, "recovery": 7, "tracking": 7, "operations": 8,

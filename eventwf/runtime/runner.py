@@ -37,6 +37,7 @@ from eventwf.model.types import WorkflowEvent
 from eventwf.model.values import utc_from_us
 from eventwf.model.workflow_fold import WorkflowSummary
 from eventwf.runtime.clock import Clock
+from eventwf.runtime.fingerprint import code_fingerprint, stamped
 from eventwf.runtime.steps import AgentWorkflowStep
 from eventwf.runtime.tasks import RunTask, TaskTree
 
@@ -168,6 +169,8 @@ class WorkflowRunner:
         self.stream = workflow_stream(summary.workflow_id)
         self.agent_stream = agent_stream(summary.agent_class, summary.agent_name)
         self.machine = ReplayMachine(summary.workflow_id, summary.workflow_name)
+        cls = host.workflow_class(summary.workflow_name)
+        self.code = "" if cls is None else code_fingerprint(cls)  # stamped on waits (R15)
         for rec in history:
             self.machine.feed(rec)
         self.cancel_scope = trio.CancelScope()
@@ -220,7 +223,8 @@ class WorkflowRunner:
     async def write(self, items: Sequence[tuple[str, Event]]) -> list[Recorded]:
         """Append as this incarnation; refused because it was replaced or stopped: stop."""
         try:
-            return await self.host.append(items, fence=(self.workflow_id, self.epoch))
+            return await self.host.append(stamped(items, self.code),
+                                          fence=(self.workflow_id, self.epoch))
         except StorageError as exc:
             self._stopping = True
             raise StorageFault(exc) from exc
@@ -307,7 +311,7 @@ class WorkflowRunner:
         self.submit([(self.stream, WorkflowWaiting(seq))])
 
     def submit(self, items: Sequence[tuple[str, Event]]) -> None:
-        self.host.submit(items, fence=(self.workflow_id, self.epoch))
+        self.host.submit(stamped(items, self.code), fence=(self.workflow_id, self.epoch))
 
     def _hibernatable(self, waits: bool) -> bool:
         """One task, one pending timer or wait in the summary: it can be woken from there."""
@@ -453,10 +457,16 @@ class WorkflowRunner:
             self.tasks.leave()
 
     async def on_diverged(self, error: NonDeterminismError) -> None:
+        """Pause the workflow and tell its agent (``on_workflow_error``), once per
+        divergence: the callback is scheduled in the same append as ``WorkflowBlocked``."""
         logger.warning("%s; the workflow is paused until resumed", error)
         self._stopping = True
-        await self.write([(self.stream, WorkflowBlocked(self.machine.position,
-                                           error_info(error, with_traceback=False)))])
+        info = error_info(error, with_traceback=False)
+        await self.write([
+            (self.stream, WorkflowBlocked(self.machine.position, info)),
+            (self.agent_stream, CallbackScheduled(
+                "error", self.workflow_name, self.workflow_id, info.message)),
+        ])
 
     async def on_errored(self, exc: Exception) -> None:
         logger.debug("workflow %s errored", self.workflow_id, exc_info=exc)
