@@ -10,9 +10,9 @@ import pytest
 import trio
 
 import eventwf
-from eventwf.model.events import SleepStarted
-from eventwf.runtime.fingerprint import code_fingerprint, matches
-from tests.wfkit import TestAgent, virtual_wall
+from eventwf.model.events import EventReceived, SleepStarted
+from eventwf.runtime.fingerprint import code_fingerprint, matches, restamp
+from tests.wfkit import TestAgent, event_types, virtual_wall
 
 WEEK = 7 * 24 * 3600
 runs: list[str] = []
@@ -121,8 +121,12 @@ async def test_r15_changed_code_that_agrees_with_the_log_goes_back_to_sleep(db: 
         assert engine.statistics().live_workflows == 0  # hibernated again
         agent = await engine.get_agent(TestAgent, "a")
         assert (await agent.get_workflow(wid)).status == "waiting"  # type: ignore[union-attr]
+    async with _open(db, SleeperNewTail) as engine:  # checked against this code already
+        await trio.sleep(1)
+        assert runs == ["v1", "v3"]
         assert (await engine.wait_workflow(wid)).status == "complete"
     assert runs == ["v1", "v3", "v3"]
+    assert event_types(db, "wf:" + wid).count("workflow.waiting") == 1  # the restamp
 
 
 def test_r15_the_fingerprint_names_the_code_not_the_class() -> None:
@@ -151,6 +155,29 @@ def test_r15_an_unstamped_wait_matches_no_code() -> None:
     code = code_fingerprint(Sleeper)
     assert matches(SleepStarted(1, "nap", 0, 0, code=code), code)
     assert not matches(SleepStarted(1, "nap", 0, 0), code)  # a log from before R15
+    assert restamp(SleepStarted(1, "nap", 0, 0), code)
+    assert not restamp(SleepStarted(1, "nap", 0, 0, code=code), code)
+    assert not restamp(EventReceived("wake"), code)  # an event's wake takes it, no restamp
+
+
+class Waiter(eventwf.AgentWorkflow[TestAgent]):
+    async def run(self, event: eventwf.WorkflowEvent, step: eventwf.AgentWorkflowStep) -> Any:
+        got = await step.wait_for_event("wake", type="wake", timeout="1 week")
+        return got.payload
+
+
+async def test_r15_a_woken_waiter_logs_no_extra_wait(db: str) -> None:
+    async with eventwf.open_engine(db, agents=[TestAgent], workflows=[Waiter],
+                                   wall_clock=virtual_wall) as engine:
+        agent = await engine.get_agent(TestAgent, "a")
+        wid = await agent.run_workflow("Waiter")
+        await trio.sleep(120)
+        assert engine.statistics().hibernations == 1
+        await agent.send_workflow_event("Waiter", wid, {"type": "wake", "payload": 7})
+        assert (await engine.wait_workflow(wid)).status == "complete"
+    assert event_types(db, "wf:" + wid) == [
+        "workflow.started", "workflow.running", "wait.started", "event.received",
+        "event.consumed", "workflow.completed"]
 
 
 _PROBE = """

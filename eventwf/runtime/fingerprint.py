@@ -31,7 +31,7 @@ from eventwf.model.events import (
     WorkflowWaiting,
 )
 
-__all__ = ["code_fingerprint", "matches", "stamped"]
+__all__ = ["code_fingerprint", "matches", "restamp", "stamped"]
 
 # The events that begin a wait a run may hibernate in: each carries the code's fingerprint.
 _STAMPED = (SleepStarted, WaitStarted, StepAttemptFailed, WorkflowWaiting)
@@ -49,6 +49,12 @@ def stamped(items: Sequence[tuple[str, Event]], code: str) -> Sequence[tuple[str
 def matches(event: Event, code: str) -> bool:
     """Whether ``event`` (a sleeper's last) was logged by the code ``code`` names."""
     return isinstance(event, _STAMPED) and event.code == code
+
+
+def restamp(event: Event, code: str) -> bool:
+    """Whether ``event`` (a run's last) began a wait under other code than ``code``: the
+    run, replayed to that wait, logs that it waits again under this code."""
+    return isinstance(event, _STAMPED) and event.code != code
 
 
 def code_fingerprint(cls: type[Any]) -> str:

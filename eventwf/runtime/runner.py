@@ -37,7 +37,7 @@ from eventwf.model.types import WorkflowEvent
 from eventwf.model.values import utc_from_us
 from eventwf.model.workflow_fold import WorkflowSummary
 from eventwf.runtime.clock import Clock
-from eventwf.runtime.fingerprint import code_fingerprint, stamped
+from eventwf.runtime.fingerprint import code_fingerprint, restamp, stamped
 from eventwf.runtime.steps import AgentWorkflowStep
 from eventwf.runtime.tasks import RunTask, TaskTree
 
@@ -171,6 +171,8 @@ class WorkflowRunner:
         self.machine = ReplayMachine(summary.workflow_id, summary.workflow_name)
         cls = host.workflow_class(summary.workflow_name)
         self.code = "" if cls is None else code_fingerprint(cls)  # stamped on waits (R15)
+        # its last event was logged by other code: a wait it reaches again is restamped
+        self._restamp = bool(history) and restamp(history[-1].event, self.code)
         for rec in history:
             self.machine.feed(rec)
         self.cancel_scope = trio.CancelScope()
@@ -356,8 +358,11 @@ class WorkflowRunner:
 
     async def waiting_again(self, seq: int) -> None:
         """A timer or wait resumes after a resume: the status goes back to ``waiting``
-        (in a concurrent run, once every task waits: ``_settle``)."""
-        if self.tasks.live == 1 and self.summary.status == "running":
+        (in a concurrent run, once every task waits: ``_settle``). A sleeper replayed
+        because its code changed logs that it waits again under this code (R15)."""
+        status = self.summary.status
+        if self.tasks.live == 1 and (status == "running" or self._restamp):
+            self._restamp = False
             await self.append([(self.stream, WorkflowWaiting(seq))])
 
     def agent_state_items(self, action: str, value: Any) -> list[tuple[str, Event]]:
