@@ -7,8 +7,9 @@ the log is opened, not when the timer fires), and one whose stamp matches is lef
 
 The fingerprint hashes the bytecode of every function the class defines or inherits from
 a base outside ``eventwf`` (``run`` and its helper methods): their instructions, constants
-(nested functions and lambdas included) and the names they use. Comments, blank lines
-and line numbers do not count; a new Python version changes it (a harmless extra check).
+(nested functions and lambdas included, docstrings too) and the names they use. Comments,
+blank lines and line numbers do not count; a new Python version changes it (a harmless
+extra check).
 Code the class reaches outside itself (a module-level helper) is not covered: a change
 there is found when the workflow wakes, as before.
 """
