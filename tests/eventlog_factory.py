@@ -93,7 +93,8 @@ async def write_log(path: str) -> None:
 
     job-1 retries twice, sleeps, times out a wait, takes 'go', merges state, completes;
     job-fail errors; job-ctl is paused, resumed, restarted and terminated; job-live is
-    left asleep, then a reopen with JobChanged blocks it on a divergence when it wakes.
+    left asleep, then a reopen with JobChanged blocks it on a divergence as the log is
+    opened (replay.md R16), and alice's on_workflow_error is called for it.
     Run it under ``MockClock(autojump_threshold=0)``.
     """
     FAILURES.clear()
@@ -115,4 +116,4 @@ async def write_log(path: str) -> None:
         await alice.set_state({"count": 5})
     async with eventwf.open_engine(path, agents=[TestAgent], workflows={"Job": JobChanged},
                                    wall_clock=virtual_wall):
-        await trio.sleep(3600)  # job-live wakes, replays, diverges and is blocked
+        await trio.sleep(3600)  # job-live replays on open, diverges, is blocked, reported

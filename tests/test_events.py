@@ -52,18 +52,18 @@ FIELDS = {
     "step.succeeded": "seq:int kind:str name:str|None= value:any= attempt:int="
                       " task:tuple[int,...]=",
     "step.attempt_failed": "seq:int name:str attempt:int error:ErrorInfo retry_at_us:int "
-                           "delay_us:int task:tuple[int,...]= concurrent:bool=",
+                           "delay_us:int task:tuple[int,...]= concurrent:bool= code:str=",
     "step.retrying": "seq:int name:str attempt:int",
     "step.failed": "seq:int kind:str name:str attempt:int error:ErrorInfo task:tuple[int,...]=",
     "sleep.started": "seq:int name:str wake_at_us:int duration_us:int until:bool="
-                     " task:tuple[int,...]= concurrent:bool=",
+                     " task:tuple[int,...]= concurrent:bool= code:str=",
     "sleep.completed": "seq:int",
     "wait.started": "seq:int name:str event_type:str timeout_at_us:int timeout_us:int"
-                    " task:tuple[int,...]= concurrent:bool=",
+                    " task:tuple[int,...]= concurrent:bool= code:str=",
     "event.received": "event_type:str payload:any=",
     "event.consumed": "seq:int name:str event_type:str received:int task:tuple[int,...]=",
     "wait.timed_out": "seq:int name:str event_type:str",
-    "workflow.waiting": "seq:int",
+    "workflow.waiting": "seq:int code:str=",
     "workflow.completed": "output:any=",
     "workflow.errored": "error:ErrorInfo",
     "workflow.pause_requested": "",

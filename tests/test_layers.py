@@ -39,8 +39,8 @@ LAYERS = {
 RANKS = {
     "eventwf.model": {
         "values": 0, "readonly": 0, "status": 0, "events": 0, "merge_patch": 0,
-        "types": 1, "json_data": 1, "codec": 2, "commands": 1, "agent_fold": 1, "decisions": 1, "replay": 2,
-        "failures": 3, "workflow_fold": 2,
+        "types": 1, "json_data": 1, "codec": 2, "commands": 1, "agent_fold": 1, "decisions": 1,
+        "replay": 2, "failures": 3, "workflow_fold": 2,
     },
     "eventwf.store": {"interface": 0, "sqlite": 1, "postgres": 1},
     "eventwf.store.postgres": {"sql": 0},
@@ -51,7 +51,8 @@ RANKS = {
     },
     "eventwf.runtime": {
         "clock": 0, "summaries": 0, "agent_host": 0, "tasks": 0, "telemetry": 0,
-        "writer": 1, "timers": 1, "stephost": 1, "agents": 1, "signals": 0, "command": 1, "otel": 1,
+        "fingerprint": 0, "signals": 0,
+        "writer": 1, "timers": 1, "stephost": 1, "agents": 1, "command": 1, "otel": 1,
         "steps": 2, "hibernation": 2, "runner": 3, "check": 4, "runs": 4,
         "router": 5, "runtime": 6, "recovery": 7, "tracking": 7, "operations": 8,
     },

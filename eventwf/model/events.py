@@ -118,6 +118,7 @@ class StepAttemptFailed(Event, frozen=True, tag="step.attempt_failed"):
     delay_us: int
     task: tuple[int, ...] = ()  # the run's task that issued it (replay.md R14)
     concurrent: bool = False  # other tasks of the run still run: the status stays
+    code: str = ""  # fingerprint of the code that logged it (replay.md R16)
 
 
 class StepRetrying(Event, frozen=True, tag="step.retrying"):
@@ -149,6 +150,7 @@ class SleepStarted(Event, frozen=True, tag="sleep.started"):
     until: bool = False
     task: tuple[int, ...] = ()  # the run's task that issued it (replay.md R14)
     concurrent: bool = False  # other tasks of the run still run: the status stays
+    code: str = ""  # fingerprint of the code that logged it (replay.md R16)
 
 
 class SleepCompleted(Event, frozen=True, tag="sleep.completed"):
@@ -167,6 +169,7 @@ class WaitStarted(Event, frozen=True, tag="wait.started"):
     timeout_us: int
     task: tuple[int, ...] = ()  # the run's task that issued it (replay.md R14)
     concurrent: bool = False  # other tasks of the run still run: the status stays
+    code: str = ""  # fingerprint of the code that logged it (replay.md R16)
 
 
 class EventReceived(Event, frozen=True, tag="event.received"):
@@ -198,6 +201,7 @@ class WorkflowWaiting(Event, frozen=True, tag="workflow.waiting"):
     """A replayed run went back to the timer or wait of command ``seq`` (status ``waiting``)."""
 
     seq: int
+    code: str = ""  # fingerprint of the code that logged it (replay.md R16)
 
 
 class WorkflowCompleted(Event, frozen=True, tag="workflow.completed"):

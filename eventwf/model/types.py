@@ -28,13 +28,19 @@ class Retries(msgspec.Struct, frozen=True):
     """How ``step.do`` retries: ``limit`` retries (attempts = limit + 1) spaced by ``delay``.
 
     The delay after attempt k is d (constant), ``d * k`` (linear) or ``d * 2**(k-1)``
-    (exponential).
+    (exponential), at most ``max_delay`` (None: no cap). ``jitter`` (0 to 1) shortens
+    each delay by a random fraction of at most ``jitter`` of it, so retries of many
+    workflows that failed together spread out; it never lengthens one. The random part is
+    drawn once, when the failed attempt is logged with the time of the next one, so a
+    replay waits for the logged time (replay.md S2a).
     Fields are checked when the object is built.
     """
 
     limit: int = 5
     delay: float | str | timedelta = "10 seconds"
     backoff: str = "exponential"
+    max_delay: float | str | timedelta | None = None
+    jitter: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 0:
@@ -44,15 +50,28 @@ class Retries(msgspec.Struct, frozen=True):
             raise ValueError(
                 f"invalid Retries.backoff {self.backoff!r}: must be one of {', '.join(BACKOFFS)}"
             )
+        if self.max_delay is not None:
+            parse_duration(self.max_delay, what="Retries.max_delay", allow_zero=False)
+        jitter = self.jitter
+        if (isinstance(jitter, bool) or not isinstance(jitter, int | float)
+                or not 0 <= jitter <= 1):  # NaN fails the range too
+            raise ValueError(
+                f"invalid Retries.jitter {jitter!r}: must be a number from 0 to 1 (the largest "
+                "fraction of a delay taken off at random)")
 
-    def delay_after(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+    def delay_after(self, attempt: int, draw: float = 0.0) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based); ``draw`` (0 to
+        1, drawn by the caller) picks how much of the jitter is taken off."""
         base = parse_duration(self.delay, what="Retries.delay")
         if self.backoff == "linear":
-            return base * attempt
-        if self.backoff == "exponential":
-            return base * 2.0 ** (attempt - 1)
-        return base
+            delay = base * attempt
+        elif self.backoff == "exponential":
+            delay = base * 2.0 ** min(attempt - 1, 1000)
+        else:
+            delay = base
+        if self.max_delay is not None:
+            delay = min(delay, parse_duration(self.max_delay, what="Retries.max_delay"))
+        return delay * (1.0 - self.jitter * draw)
 
 
 class WorkflowInfo(msgspec.Struct, frozen=True):

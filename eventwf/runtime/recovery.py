@@ -9,9 +9,10 @@ import functools
 import logging
 
 from eventwf.errors import CorruptLogError
-from eventwf.model.events import parse_stream
+from eventwf.model.events import parse_stream, workflow_stream
 from eventwf.model.status import RUNNABLE, WorkflowStatus
 from eventwf.model.workflow_fold import WorkflowSummary
+from eventwf.runtime.fingerprint import code_fingerprint, matches
 from eventwf.runtime.runtime import Runtime
 from eventwf.store.interface import OpenReport
 
@@ -40,7 +41,7 @@ def _resume(rt: Runtime, runnable: frozenset[WorkflowStatus], *, hibernate: bool
     started = 0
     for summary in rt.store.unfinished_workflows():
         rt.summaries.remember(summary)
-        if hibernate and _asleep(rt, summary):
+        if hibernate and _asleep(rt, summary) and _same_code(rt, summary):
             rt.hibernation.schedule_wake(summary)
         elif summary.status in runnable:
             started += rt.runs.start(summary)
@@ -52,6 +53,18 @@ def _asleep(rt: Runtime, summary: WorkflowSummary) -> bool:
     return (summary.status == "waiting" and summary.wake_at_us is not None
             and summary.mailbox == 0 and summary.workflow_name in rt.workflow_classes
             and summary.agent_class in rt.agent_classes)
+
+
+def _same_code(rt: Runtime, summary: WorkflowSummary) -> bool:
+    """Whether a sleeper's last event (the wait it sleeps in) was logged by the code now
+    registered for its binding (R16): one read of one event. When not, the caller replays
+    it at once, so a divergence pauses it now rather than when its timer fires."""
+    code = code_fingerprint(rt.workflow_classes[summary.workflow_name])
+    try:
+        last = rt.store.read_stream(workflow_stream(summary.workflow_id), summary.head)
+    except CorruptLogError:  # not silent: replaying it reads it again and quarantines it
+        return False
+    return len(last) == 1 and matches(last[0].event, code)
 
 
 def _load_agents_with_callbacks(rt: Runtime) -> None:

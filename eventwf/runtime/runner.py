@@ -38,6 +38,7 @@ from eventwf.model.values import utc_from_us
 from eventwf.model.workflow_fold import WorkflowSummary
 from eventwf.runtime.clock import Clock
 from eventwf.runtime.command import Command, CommandScope
+from eventwf.runtime.fingerprint import code_fingerprint, restamp, stamped
 from eventwf.runtime.signals import Diverged, Hibernate, Stopped, StorageFault, signal_in
 from eventwf.runtime.steps import AgentWorkflowStep
 from eventwf.runtime.tasks import RunTask, TaskTree
@@ -88,6 +89,10 @@ class WorkflowRunner:
         self.stream = workflow_stream(summary.workflow_id)
         self.agent_stream = agent_stream(summary.agent_class, summary.agent_name)
         self.machine = ReplayMachine(summary.workflow_id, summary.workflow_name)
+        cls = host.workflow_class(summary.workflow_name)
+        self.code = "" if cls is None else code_fingerprint(cls)  # stamped on waits (R16)
+        # its last event was logged by other code: a wait it reaches again is restamped
+        self._restamp = bool(history) and restamp(history[-1].event, self.code)
         for rec in history:
             self.machine.feed(rec)
         self.replayed_commands = self.machine.commands  # logged before this execution
@@ -146,7 +151,8 @@ class WorkflowRunner:
     async def write(self, items: Sequence[tuple[str, Event]]) -> list[Recorded]:
         """Append as this incarnation; refused because it was replaced or stopped: stop."""
         try:
-            return await self.host.append(items, fence=(self.workflow_id, self.epoch))
+            return await self.host.append(stamped(items, self.code),
+                                          fence=(self.workflow_id, self.epoch))
         except StorageError as exc:
             self._stopping = True
             raise StorageFault(exc) from exc
@@ -233,7 +239,7 @@ class WorkflowRunner:
         self.submit([(self.stream, WorkflowWaiting(seq))])
 
     def submit(self, items: Sequence[tuple[str, Event]]) -> None:
-        self.host.submit(items, fence=(self.workflow_id, self.epoch))
+        self.host.submit(stamped(items, self.code), fence=(self.workflow_id, self.epoch))
 
     def _hibernatable(self, waits: bool) -> bool:
         """One task, one pending timer or wait in the summary: it can be woken from there."""
@@ -278,8 +284,11 @@ class WorkflowRunner:
 
     async def waiting_again(self, seq: int) -> None:
         """A timer or wait resumes after a resume: the status goes back to ``waiting``
-        (in a concurrent run, once every task waits: ``_settle``)."""
-        if self.tasks.live == 1 and self.summary.status == "running":
+        (in a concurrent run, once every task waits: ``_settle``). A sleeper replayed
+        because its code changed logs that it waits again under this code (R16)."""
+        status = self.summary.status
+        if self.tasks.live == 1 and (status == "running" or self._restamp):
+            self._restamp = False
             await self.append([(self.stream, WorkflowWaiting(seq))])
 
     def agent_state_items(self, action: str, value: Any) -> list[tuple[str, Event]]:
@@ -387,10 +396,16 @@ class WorkflowRunner:
             self.tasks.leave()
 
     async def on_diverged(self, error: NonDeterminismError) -> None:
+        """Pause the workflow and tell its agent (``on_workflow_error``), once per
+        divergence: the callback is scheduled in the same append as ``WorkflowBlocked``."""
         logger.warning("%s; the workflow is paused until resumed", error)
         self._stopping = True
-        await self.write([(self.stream, WorkflowBlocked(self.machine.position,
-                                           error_info(error, with_traceback=False)))])
+        info = error_info(error, with_traceback=False)
+        await self.write([
+            (self.stream, WorkflowBlocked(self.machine.position, info)),
+            (self.agent_stream, CallbackScheduled(
+                "error", self.workflow_name, self.workflow_id, info.message)),
+        ])
 
     async def on_errored(self, exc: Exception) -> None:
         logger.debug("workflow %s errored", self.workflow_id, exc_info=exc)

@@ -9,7 +9,9 @@ awaitable is awaited); put blocking work in ``trio.to_thread.run_sync`` inside t
 from __future__ import annotations
 
 import inspect
+import logging
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -58,6 +60,8 @@ from eventwf.runtime.stephost import CURRENT_STEP, CommandInfo, StepContext, Ste
 __all__ = ["DEFAULT_RETRIES", "AgentWorkflowStep"]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("eventwf")
 
 DEFAULT_RETRIES = Retries(limit=5, delay="10 seconds", backoff="exponential")
 DEFAULT_STEP_TIMEOUT = "10 minutes"
@@ -143,7 +147,9 @@ class AgentWorkflowStep:
                 if attempt > policy.limit:
                     await self._fail(cmd, name, attempt, exc)
                     raise
-                delay_us = _us(policy.delay_after(attempt))
+                # the jitter is drawn once, here: replays wait for the logged retry time
+                draw = random.random() if policy.jitter else 0.0
+                delay_us = _us(policy.delay_after(attempt, draw))
                 retry_at = host.clock.now_us() + delay_us
                 info = error_info(exc)
                 await host.append([(host.stream, StepAttemptFailed(
@@ -175,7 +181,11 @@ class AgentWorkflowStep:
                        attempt: int) -> Any:
         if faults.hit("step.before_call"):
             raise faults.FaultError(f"injected failure before step {name!r}")
-        result = fn()  # a sync callable runs here, on the loop; it cannot be interrupted
+        started = time.perf_counter()  # real time: trio's clock stands still meanwhile
+        try:
+            result = fn()  # a sync callable runs here, on the loop; it cannot be interrupted
+        finally:
+            _warn_if_blocked(name, time.perf_counter() - started, timeout_s)
         if inspect.isawaitable(result):
             with trio.move_on_after(timeout_s):
                 result = await result
@@ -393,3 +403,13 @@ class AgentWorkflowStep:
         """Put the agent's state back to its ``initial_state``."""
         await self._state("reset_state", "reset", None)
 
+
+def _warn_if_blocked(name: str, seconds: float, timeout_s: float) -> None:
+    """A step callable held the event loop longer than its step's timeout (S12): the
+    timeout could not stop it, and nothing else ran meanwhile. Warn, naming the cure."""
+    if seconds > timeout_s:
+        logger.warning(
+            "step %r blocked the event loop for %.3g seconds, longer than its timeout of "
+            "%.3g seconds (a sync callable cannot be interrupted, and no other workflow "
+            "runs meanwhile): do blocking work in trio.to_thread.run_sync inside it",
+            name, seconds, timeout_s)
