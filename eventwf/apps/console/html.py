@@ -82,7 +82,8 @@ def overview_page(data: Mapping[str, Any]) -> bytes:
                    "workflows") if rows else "<p>No workflows match.</p>"
     more = ""
     if data["next_cursor"]:
-        query = {k: v for k, v in flt.items() if v} | {"cursor": data["next_cursor"]}
+        query = {k: v for k, v in flt.items() if v} | {"cursor": data["next_cursor"],
+                                                        "limit": str(data["limit"])}
         more = f'<p><a class="next" href="{link("", query=query)}">Older workflows →</a></p>'
     body = (f'<p class="counts">{counts or "No workflows yet."}</p>{form}{table}{more}'
             f'<p class="head">log head: position {data["head"]:,}</p>')

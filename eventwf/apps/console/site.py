@@ -63,7 +63,7 @@ def _page(path: str, query: dict[str, str], log: LogSource, api: bool) -> Any:
     parts = [unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
     match parts:
         case []:
-            data: Any = views.overview(log, query)
+            data: Any = views.overview(log, query, _int(query, "limit", views.PAGE) or 0)
             return data if api else html.overview_page(data)
         case ["workflows", workflow_id]:
             records = views.workflow(log, workflow_id)

@@ -42,16 +42,17 @@ def parse_filter(query: Mapping[str, str]) -> listing_workflows.WorkflowFilter:
         agent_class=agent_class or None, agent_name=agent_name or None)
 
 
-def overview(log: LogSource, query: Mapping[str, str]) -> dict[str, Any]:
-    """Counts per status and one page of the filtered listing (C3, C4)."""
-    found = listing_workflows.page(log, parse_filter(query), limit=PAGE,
+def overview(log: LogSource, query: Mapping[str, str], limit: int = PAGE) -> dict[str, Any]:
+    """Counts per status and one page of ``limit`` workflows of the filtered listing
+    (C3, C4); ``ValueError`` for a bad cursor or limit."""
+    found = listing_workflows.page(log, parse_filter(query), limit=limit,
                                    cursor=query.get("cursor") or None)
     return {
         "record": "overview", "head": log.head(),
         "counts": listing_workflows.status_counts(log),
         "filter": {k: query.get(k, "") for k in ("status", "name", "agent")},
         "workflows": [json.loads(to_json(row)) for row in found.rows],
-        "next_cursor": found.next_cursor,
+        "next_cursor": found.next_cursor, "limit": limit,
     }
 
 
