@@ -47,7 +47,7 @@ def layout(title: str, body: str, *, live: bool = False) -> bytes:
            '<a href="/log/verify">Verify</a></nav>')
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<title>{esc(title)} · eventwf console</title>'
-            f'<link rel="stylesheet" href="/static/console.css">'
+            f'<link rel="icon" href="data:,"><link rel="stylesheet" href="/static/console.css">'
             f'<script src="/static/console.js" defer></script></head>'
             f'<body>{nav}<main{" data-live" if live else ""}><h1>{esc(title)}</h1>{body}'
             f'</main></body></html>')

@@ -35,7 +35,7 @@ _HEADERS = [
     (b"cache-control", b"no-store"), (b"connection", b"close"),
     (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
     (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; "
-     b"connect-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+     b"connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
      b"form-action 'self'"),
 ]
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
