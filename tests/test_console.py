@@ -1,4 +1,4 @@
-"""The read-only web console over HTTP (specs/console.md C1-C10).
+"""The read-only web console over HTTP (specs/console.md CN1-CN10).
 
 The console runs in trio on port 0 against logs written by the real engine (the log
 tool's reference log, tests/eventlog_factory.py, and a small hostile one made here);
@@ -96,7 +96,7 @@ async def api(url: str) -> Any:
 
 
 async def test_listing_counts_and_filters_by_status_name_and_agent(reference: str) -> None:
-    """C3: counts per status, newest first, filtered by the query parameters."""
+    """CN3: counts per status, newest first, filtered by the query parameters."""
     async with console(reference) as base:
         data = await api(base + "/api/")
         assert data["counts"]["complete"] == 1 and data["counts"]["errored"] == 1
@@ -113,7 +113,7 @@ async def test_listing_counts_and_filters_by_status_name_and_agent(reference: st
 
 
 async def test_cursor_pages_are_bounded_and_continue_where_the_last_ended(hostile: str) -> None:
-    """C4: a page holds at most ``limit`` rows; its cursor gives the next, older ones."""
+    """CN4: a page holds at most ``limit`` rows; its cursor gives the next, older ones."""
     async with console(hostile) as base:
         first = await api(base + "/api/?limit=3")
         assert len(first["workflows"]) == 3 and first["next_cursor"]
@@ -128,7 +128,7 @@ async def test_cursor_pages_are_bounded_and_continue_where_the_last_ended(hostil
 
 
 async def test_workflow_page_shows_params_output_and_the_step_timeline(reference: str) -> None:
-    """C5: attempts with their errors and retry times, durations, sleeps and waits."""
+    """CN5: attempts with their errors and retry times, durations, sleeps and waits."""
     async with console(reference) as base:
         records = await api(base + "/api/workflows/job-1")
         assert records[0]["params"] == {"n": 1} and records[0]["summary"]["status"] == "complete"
@@ -145,7 +145,7 @@ async def test_workflow_page_shows_params_output_and_the_step_timeline(reference
 
 
 async def test_agent_time_travel_shows_the_state_as_of_a_position(reference: str) -> None:
-    """C6: the agent's state now, and before its last change."""
+    """CN6: the agent's state now, and before its last change."""
     async with console(reference) as base:
         now = await api(base + "/api/agents/TestAgent/alice")
         assert now[0]["state"] == {"count": 5}
@@ -159,7 +159,7 @@ async def test_agent_time_travel_shows_the_state_as_of_a_position(reference: str
 
 
 async def test_tail_and_verify_verdict(reference: str) -> None:
-    """C7: the last N events, newest first, and verify's verdict."""
+    """CN7: the last N events, newest first, and verify's verdict."""
     async with console(reference) as base:
         tail = await api(base + "/api/log?n=5")
         head = (await api(base + "/api/"))["head"]
@@ -173,7 +173,7 @@ async def test_tail_and_verify_verdict(reference: str) -> None:
 
 
 async def test_every_logged_value_is_escaped_in_html(hostile: str) -> None:
-    """C8: a hostile workflow name, agent name, param and state appear as text, never
+    """CN8: a hostile workflow name, agent name, param and state appear as text, never
     as markup; the agent's link quotes its slash and leads to its page."""
     agent_path = "/agents/TestAgent/" + urllib.parse.quote(HOSTILE_AGENT, safe="")
     async with console(hostile) as base:
@@ -201,7 +201,7 @@ async def test_unknown_workflow_agent_or_page_is_a_404_naming_it(reference: str)
 
 async def test_the_console_is_read_only_beside_a_running_engine(reference: str,
                                                                 tmp_path: Path) -> None:
-    """C1: the file's bytes do not change, and an engine holds the writer lock meanwhile."""
+    """CN1: the file's bytes do not change, and an engine holds the writer lock meanwhile."""
     path = str(tmp_path / "live.db")
     Path(path).write_bytes(Path(reference).read_bytes())
     before = digest(path)
@@ -228,7 +228,7 @@ async def test_post_is_refused(reference: str) -> None:
 
 def test_postgresql_urls_and_missing_files_are_refused_with_status_2(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """C10: this step serves SQLite files only."""
+    """CN10: this step serves SQLite files only."""
     assert eventwf_main(["console", "postgresql://localhost/x"]) == 2
     assert "postgresql:// logs are not supported" in capsys.readouterr().err
     assert eventwf_main(["console", str(tmp_path / "none.db")]) == 2

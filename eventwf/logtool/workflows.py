@@ -1,6 +1,6 @@
 """Workflows by status, name and agent, newest first, a bounded page at a time.
 
-The web console's listing (specs/console.md C3, C4). It reads the ``workflows``
+The web console's listing (specs/console.md CN3, CN4). It reads the ``workflows``
 projection table (one short read transaction per page), never the events: a page is at
 most :data:`MAX_PAGE` rows however large the log. Pages follow a keyset cursor over
 ``(created_us, workflow_id)`` in descending order, so a page is the same whatever was

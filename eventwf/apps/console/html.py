@@ -2,7 +2,7 @@
 
 Every value that came from the log (ids, names, params, outputs, errors, states) passes
 through :func:`esc` or :func:`value` on its way into the page, and every link is built
-with :func:`link` from quoted parts (specs/console.md C8). The page loads one script
+with :func:`link` from quoted parts (specs/console.md CN8). The page loads one script
 and one stylesheet from ``/static/`` and nothing inline, so the Content-Security-Policy
 can forbid inline script altogether.
 """
@@ -42,7 +42,7 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[str]], cls: str = "")
 
 
 def layout(title: str, body: str, *, live: bool = False) -> bytes:
-    """A whole page; ``live`` pages are refreshed by console.js every 2 seconds (C9)."""
+    """A whole page; ``live`` pages are refreshed by console.js every 2 seconds (CN9)."""
     nav = ('<nav><a href="/">Workflows</a> <a href="/log">Log</a> '
            '<a href="/log/verify">Verify</a></nav>')
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'

@@ -25,7 +25,7 @@ async def serve_console(db: str, host: str = "127.0.0.1", port: int = 8081, *,
                         task_status: trio.TaskStatus[ConsoleServer] = trio.TASK_STATUS_IGNORED,
                         ) -> None:
     """Serve the read-only console of the log file ``db`` until cancelled (``port=0``: a
-    free port). The file is opened read-only per request (specs/console.md C1)."""
+    free port). The file is opened read-only per request (specs/console.md CN1)."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     try:
         console = Console(db)
@@ -50,7 +50,7 @@ async def _run(db: str, host: str, port: int) -> None:
 
 
 def main(db: str, host: str, port: int) -> int:
-    """``eventwf console PATH``: 0 after Ctrl-C, 2 for a log it cannot serve (C10)."""
+    """``eventwf console PATH``: 0 after Ctrl-C, 2 for a log it cannot serve (CN10)."""
     if "://" in db:
         print(f"eventwf console: {db.split('://', 1)[0]}:// logs are not supported yet; "
               "give the path of a SQLite log file", file=sys.stderr)

@@ -1,10 +1,10 @@
 """HTTP for the console: one GET request per connection, parsed with h11.
 
-Routes (specs/console.md C3-C7): ``/`` the listing, ``/workflows/<id>``,
+Routes (specs/console.md CN3-CN7): ``/`` the listing, ``/workflows/<id>``,
 ``/agents/<Class>/<name>[?at=N]``, ``/log[?n=N]``, ``/log/verify``, the same data as
 JSON under ``/api/...``, and the two files of ``/static/``. Each request opens the log
 read-only in a worker thread, reads what it needs through the views and closes it again
-(C1): nothing is held open between requests, so a running engine is never blocked. An
+(CN1): nothing is held open between requests, so a running engine is never blocked. An
 unknown workflow or agent is a 404, a bad parameter a 400, each naming the value.
 """
 
