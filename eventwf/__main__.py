@@ -1,9 +1,10 @@
-"""The eventwf command line: ``eventwf demo``, ``eventwf example`` and ``eventwf log``.
+"""The eventwf command line: ``eventwf demo``, ``example``, ``log`` and ``console``.
 
 Installed as the ``eventwf`` console command (pyproject ``[project.scripts]``) and also
 reachable as ``python -m eventwf``. ``eventwf log PATH COMMAND ...`` is the log tool
 (``eventwf.logtool``): everything after ``log`` is its own command line, with its own
 ``--help`` and exit statuses (0 all well, 1 a problem found, 2 a usage error).
+``eventwf console PATH`` serves the read-only web console of a log file.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import logging
 import sys
 
+from eventwf.apps import console as _console
 from eventwf.apps import demo as _demo
 from eventwf.apps import example as _example
 from eventwf.logtool import cli as _logtool
@@ -38,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the durable sleep after each step of a task")
     example = commands.add_parser("example", help="run a small workflow end to end on a file")
     example.add_argument("--db", default="eventwf-example.db", help="the SQLite log file")
+    console = commands.add_parser(
+        "console", help="serve the read-only web console of a log: workflows, agents, the log")
+    console.add_argument("db", metavar="PATH_OR_URL", help="the log: a SQLite file")
+    console.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    console.add_argument("--port", type=int, default=8081, help="the port (0 picks a free one)")
     commands.add_parser(
         "log", add_help=False,
         help="inspect, verify, check or back up a log: eventwf log PATH COMMAND ... "
@@ -54,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(args_in)
     if args.command == "demo":
         return _demo.main(args.db, args.host, args.port, args.step_seconds)
+    if args.command == "console":
+        return _console.main(args.db, args.host, args.port)
     if args.command == "example":
         _example.main(args.db)
         return 0

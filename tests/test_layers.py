@@ -57,18 +57,19 @@ RANKS = {
         "router": 5, "runtime": 6, "recovery": 7, "tracking": 7, "operations": 8,
     },
     "eventwf.server": {"handshake": 0, "outbox": 0, "inbound": 1, "websocket": 2},
-    "eventwf.apps": {"example": 0, "demo": 0},
+    "eventwf.apps": {"example": 0, "demo": 0, "console": 0},
     "eventwf.logtool": {
         "source": 0, "verify_report": 0,
         "render": 1,
         "listing": 2, "timeline": 2, "agentstate": 2, "stats": 2, "check": 2, "verify": 2,
-        "backup": 2,
+        "backup": 2, "workflows": 2,
         "timeline_view": 3, "verify_view": 3, "export": 3,
         "cli": 4,
     },
     "eventwf.testing": {"ledger": 0, "harness": 0, "session": 1, "determinism": 1, "crashes": 2,
                         "plugin": 3},
     "eventwf.apps.demo": {"board": 0, "boards": 0, "site": 1, "run": 2},
+    "eventwf.apps.console": {"views": 0, "html": 1, "site": 2, "run": 3},
 }
 FORBIDDEN = {"pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle"}
 DATABASE_DRIVERS = {"sqlite3", "sqlite_utils", "psycopg"}

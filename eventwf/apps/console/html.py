@@ -1,0 +1,199 @@
+"""The console's pages as HTML, rendered on the server from the views' records.
+
+Every value that came from the log (ids, names, params, outputs, errors, states) passes
+through :func:`esc` or :func:`value` on its way into the page, and every link is built
+with :func:`link` from quoted parts (specs/console.md CN8). The page loads one script
+and one stylesheet from ``/static/`` and nothing inline, so the Content-Security-Policy
+can forbid inline script altogether.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from eventwf.logtool.render import compact, duration, iso
+
+__all__ = ["agent_page", "error_page", "layout", "log_page", "overview_page", "verify_page",
+           "workflow_page"]
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def value(data: Any, limit: int | None = 400) -> str:
+    """A logged value as compact JSON, escaped, in a ``<code>``."""
+    return f"<code>{esc(compact(data, limit))}</code>"
+
+
+def link(*parts: str, query: Mapping[str, str] | None = None) -> str:
+    path = "/" + "/".join(quote(p, safe="") for p in parts)
+    return esc(path + ("?" + urlencode(query) if query else ""))
+
+
+def _table(headers: Iterable[str], rows: Iterable[Iterable[str]], cls: str = "") -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>"
+                   for row in rows)
+    return f'<table class="{esc(cls)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def layout(title: str, body: str, *, live: bool = False) -> bytes:
+    """A whole page; ``live`` pages are refreshed by console.js every 2 seconds (CN9)."""
+    nav = ('<nav><a href="/">Workflows</a> <a href="/log">Log</a> '
+           '<a href="/log/verify">Verify</a></nav>')
+    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<title>{esc(title)} · eventwf console</title>'
+            f'<link rel="icon" href="data:,"><link rel="stylesheet" href="/static/console.css">'
+            f'<script src="/static/console.js" defer></script></head>'
+            f'<body>{nav}<main{" data-live" if live else ""}><h1>{esc(title)}</h1>{body}'
+            f'</main></body></html>')
+    return page.encode()
+
+
+def error_page(status: int, message: str) -> bytes:
+    return layout(f"{status}", f'<p class="problem">{esc(message)}</p>')
+
+
+def overview_page(data: Mapping[str, Any]) -> bytes:
+    flt = data["filter"]
+    counts = "".join(
+        f'<a class="count status-{esc(s)}" href="{link("", query={"status": s})}">'
+        f'{esc(s)} <b>{n:,}</b></a>' for s, n in data["counts"].items() if n)
+    options = "".join(f'<option value="{esc(s)}"{" selected" if s == flt["status"] else ""}>'
+                      f'{esc(s)}</option>' for s in ["", *data["counts"]])
+    form = (f'<form class="filter" method="get" action="/">'
+            f'<label>status <select name="status">{options}</select></label> '
+            f'<label>name <input name="name" value="{esc(flt["name"])}"></label> '
+            f'<label>agent <input name="agent" placeholder="Class or Class/name" '
+            f'value="{esc(flt["agent"])}"></label> <button>Filter</button></form>')
+    rows = [[f'<a class="wf" href="{link("workflows", w["workflow_id"])}">'
+             f'{esc(w["workflow_id"])}</a>', esc(w["workflow_name"]),
+             f'<a href="{link("agents", w["agent_class"], w["agent_name"])}">'
+             f'{esc(w["agent_class"])}/{esc(w["agent_name"])}</a>',
+             f'<span class="status status-{esc(w["status"])}">{esc(w["status"])}</span>',
+             esc(iso(w["created_us"])), esc(iso(w["updated_us"])),
+             esc(f'{w["error_name"]}: {w["error_message"]}' if w["error_name"] else "")]
+            for w in data["workflows"]]
+    table = _table(["ID", "NAME", "AGENT", "STATUS", "CREATED", "UPDATED", "ERROR"], rows,
+                   "workflows") if rows else "<p>No workflows match.</p>"
+    more = ""
+    if data["next_cursor"]:
+        query = {k: v for k, v in flt.items() if v} | {"cursor": data["next_cursor"],
+                                                        "limit": str(data["limit"])}
+        more = f'<p><a class="next" href="{link("", query=query)}">Older workflows →</a></p>'
+    body = (f'<p class="counts">{counts or "No workflows yet."}</p>{form}{table}{more}'
+            f'<p class="head">log head: position {data["head"]:,}</p>')
+    return layout("Workflows", body, live=True)
+
+
+def _step_rows(steps: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for s in steps:
+        attempts = []
+        for a in s["attempts"]:
+            text = f'#{a["attempt"]}'
+            if a.get("error"):
+                text += f': {a["error"]["type"]}: {a["error"]["message"]}'
+            if a.get("retry_at_us"):
+                text += f' (retry at {iso(a["retry_at_us"])})'
+            attempts.append(f"<li>{esc(text)}</li>")
+        detail = ""
+        if "value" in s:
+            detail = value(s["value"])
+        elif "error" in s:
+            detail = esc(f'{s["error"]["type"]}: {s["error"]["message"]}')
+        if s.get("wake_at"):
+            detail += esc(f' wakes {s["wake_at"]}')
+        if s.get("event_type"):
+            detail += esc(f' waits for {s["event_type"]!r}')
+        rows.append([esc(s["run"]), esc(s["seq"]), esc(s["kind"]), esc(s["name"] or ""),
+                     f'<span class="outcome">{esc(s["outcome"])}</span>',
+                     esc(s["started"]), esc(duration(s["duration_us"])),
+                     f'<ul class="attempts">{"".join(attempts)}</ul>', detail])
+    return rows
+
+
+def workflow_page(records: list[dict[str, Any]]) -> bytes:
+    head = records[0]
+    summary = head["summary"] or {}
+    steps = [r for r in records if r["record"] == "step"]
+    changes = [r for r in records if r["record"] == "status"]
+    outcome = ""
+    if summary.get("error_name"):
+        outcome = (f'<p class="problem">error: {esc(summary["error_name"])}: '
+                   f'{esc(summary.get("error_message") or "")}</p>')
+    elif summary.get("status") == "complete":
+        outcome = f'<p>output: {value(summary.get("output"), None)}</p>'
+    agent = (f'<a href="{link("agents", summary["agent_class"], summary["agent_name"])}">'
+             f'{esc(summary["agent_class"])}/{esc(summary["agent_name"])}</a>'
+             if summary else "")
+    body = (f'<p>name <b>{esc(summary.get("workflow_name", ""))}</b> · agent {agent} · '
+            f'status <span class="status status-{esc(summary.get("status", ""))}">'
+            f'{esc(summary.get("status", "?"))}</span> · {head["events"]:,} events</p>'
+            f'<p>params: {value(head["params"], None)}</p>{outcome}'
+            f'<h2>Steps</h2>'
+            + (_table(["RUN", "SEQ", "KIND", "NAME", "OUTCOME", "STARTED", "DURATION",
+                       "ATTEMPTS", "DETAIL"], _step_rows(steps), "timeline")
+               if steps else "<p>No steps yet.</p>")
+            + "<h2>Status changes</h2>"
+            + _table(["RUN", "POSITION", "TIME", "EVENT", "STATUS", "DETAIL"],
+                     [[esc(c["run"]), esc(c["position"]), esc(c["time"]), esc(c["type"]),
+                       esc(c["status"]), esc(c["detail"])] for c in changes], "changes"))
+    for problem in (r for r in records if r["record"] == "problem"):
+        body += (f'<p class="problem">stopped at log position {esc(problem["position"])}: '
+                 f'{esc(problem["problem"])}</p>')
+    return layout(f"Workflow {head['workflow_id']}", body, live=True)
+
+
+def agent_page(records: list[dict[str, Any]]) -> bytes:
+    a = records[0]
+    who = f'{a["agent_class"]}/{a["name"]}'
+    low = a["created_position"] or 0
+    slider = (f'<form class="travel" method="get"><label>state as of log position '
+              f'<input type="range" name="at" min="{esc(low)}" max="{esc(a["head"])}" '
+              f'value="{esc(a["at"])}"> <output>{esc(a["at"])}</output></label> '
+              f'<button>Show</button> <a href="?">now</a></form>')
+    state = value(a["state"], None) if a["has_state"] else "<i>initial state</i>"
+    changes = [[esc(c["position"]), esc(c["time"]), esc(c["type"]),
+                esc(c["workflow_id"] or "-"), value(c["state"], 200)]
+               for c in records[1:] if c["record"] == "change"]
+    body = (f'{slider}<p>as of position <b class="at">{esc(a["at"])}</b> '
+            f'({esc(a["at_time"])}) of {esc(a["head"])}</p>'
+            f'<p class="state">state: {state}</p>'
+            f'<p>callbacks: last {esc(a["last_callback"])}, delivered through '
+            f'{esc(a["delivered_through"])}</p><h2>State changes</h2>'
+            + _table(["POSITION", "TIME", "EVENT", "WORKFLOW", "STATE"], changes, "changes"))
+    if a["problem"]:
+        body += (f'<p class="problem">stopped at log position {esc(a["problem"]["position"])}'
+                 f': {esc(a["problem"]["problem"])}</p>')
+    return layout(f"Agent {who}", body, live=a["at"] == a["head"])
+
+
+def log_page(records: list[dict[str, Any]], count: int) -> bytes:
+    rows = [[esc(r["position"]), esc(r["stream"]), esc(r["time"]), esc(r["type"]),
+             esc(r.get("problem", "")) if "problem" in r else value(r.get("event"), 200)]
+            for r in reversed(records)]
+    body = (f'<p>The last {count} events, newest first. '
+            f'<a class="verify" href="/log/verify">Verify the whole log</a></p>'
+            + _table(["POSITION", "STREAM", "TIME", "TYPE", "EVENT"], rows, "tail"))
+    return layout("Log", body, live=True)
+
+
+def verify_page(records: list[dict[str, Any]]) -> bytes:
+    verdict = records[-1]
+    problems = [[esc(p["position"]), esc(p["kind"]), esc(p["stream"] or "-"),
+                 esc(p["message"])] for p in records[:-1]]
+    text = ("INTACT" if verdict["intact"] else
+            f'DAMAGED: {verdict["verdict"]} at position {verdict["position"]}: '
+            f'{verdict["message"]}')
+    body = (f'<p class="verdict {"intact" if verdict["intact"] else "damaged"}">'
+            f'{esc(text)}</p><p>{verdict["events"]:,} events in {verdict["streams"]:,} '
+            f'streams; {verdict["workflows"]:,} workflows, {verdict["agents"]:,} agents.</p>'
+            + "".join(f'<p class="warning">{esc(w)}</p>' for w in verdict["warnings"])
+            + (_table(["POSITION", "KIND", "STREAM", "PROBLEM"], problems) if problems
+               else ""))
+    return layout("Verify", body)

@@ -1,0 +1,89 @@
+"""The console in a real browser: Debian's Chromium driven by Playwright (specs/console.md).
+
+``eventwf console`` runs in a subprocess on the log tool's reference log (Playwright's
+sync API cannot run inside trio). The test opens the listing, clicks into a workflow and
+sees its step timeline; the screenshots go to ``docs/`` (the README shows one). Skipped,
+saying why, when ``/usr/bin/chromium`` or the ``playwright`` package is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.eventlog_kit import build
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # pragma: no cover - the skip below says so
+    sync_playwright = None
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--no-first-run", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.skipif(sync_playwright is None,
+                       reason="playwright is not installed (pip install -e '.[dev]')"),
+    pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                       reason=f"{CHROMIUM} is missing (apt-get install chromium)"),
+]
+
+
+@pytest.fixture
+def console_url(tmp_path: Path) -> Iterator[str]:
+    """``python -m eventwf console`` on the reference log and a free port."""
+    log = build(tmp_path / "ref.db")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eventwf", "console", log, "--port", "0"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        assert ready, "the console printed nothing within 20 s"
+        match = re.search(r"(http://\S+/)", proc.stdout.readline())
+        assert match is not None
+        yield match.group(1)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_list_then_a_workflow_timeline_in_chromium(console_url: str) -> None:
+    assert sync_playwright is not None
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(console_url)
+            expect(page.locator("a.wf")).to_have_count(4)
+            expect(page.locator(".counts")).to_contain_text("complete 1")
+            page.screenshot(path=str(DOCS / "console-list.png"), animations="disabled")
+            page.click("a.wf >> text=job-1")
+            expect(page.locator("h1")).to_have_text("Workflow job-1")
+            timeline = page.locator("table.timeline")
+            expect(timeline).to_contain_text("fetch")
+            expect(timeline).to_contain_text("upstream timed out (attempt 2)")
+            expect(timeline.locator("tbody tr")).to_have_count(5)
+            page.screenshot(path=str(DOCS / "console.png"), full_page=True,
+                            animations="disabled")
+            assert errors == []  # no CSP refusal, no script error
+        finally:
+            browser.close()
