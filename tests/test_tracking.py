@@ -21,6 +21,12 @@ from hypothesis import strategies as st
 import eventwf
 from tests.wfkit import TestAgent, event_types, virtual_wall
 
+
+@pytest.fixture
+def db(any_db: str) -> str:
+    """These engine tests run on both backends (conftest ``any_db``, specs/postgres.md)."""
+    return any_db
+
 ran: list[str] = []
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+import pytest
 import trio
 
 import eventwf
@@ -13,6 +14,12 @@ from eventwf.model.codec import decode_event, encode_event, event_type
 from eventwf.model.events import Event, EventConsumed, EventReceived
 from tests.eventlog_kit import append_forged, query
 from tests.wfkit import TestAgent, event_types, virtual_wall
+
+
+@pytest.fixture
+def db(any_db: str) -> str:
+    """These engine tests run on both backends (conftest ``any_db``, specs/postgres.md)."""
+    return any_db
 
 
 class ThreePings(eventwf.AgentWorkflow[TestAgent]):

@@ -6,6 +6,7 @@ import sqlite3
 from typing import Any
 
 import eventwf
+from eventwf.store import is_url
 from eventwf.testing import virtual_wall as virtual_wall  # the kit's; tests import it here
 
 
@@ -35,8 +36,19 @@ class TestAgent(eventwf.Agent):
         self.states.append((state, source))
 
 
+def _pg_rows(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
 def event_types(path: str, stream: str | None = None) -> list[str]:
-    """The type column of every event (of one stream), in log order."""
+    """The type column of every event (of one stream), in log order (either backend)."""
+    if is_url(path):
+        where, params = ("", ()) if stream is None else (" WHERE stream = %s", (stream,))
+        return [r[0] for r in _pg_rows(path, "SELECT type FROM eventwf.events" + where
+                                       + " ORDER BY position", params)]
     with sqlite3.connect(path) as conn:
         if stream is None:
             rows = conn.execute("SELECT type FROM events ORDER BY position").fetchall()
@@ -48,5 +60,7 @@ def event_types(path: str, stream: str | None = None) -> list[str]:
 
 
 def count_events(path: str) -> int:
+    if is_url(path):
+        return int(_pg_rows(path, "SELECT count(*) FROM eventwf.events")[0][0])
     with sqlite3.connect(path) as conn:
         return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
