@@ -35,7 +35,7 @@ _HOLDER = (
 
 def application_name() -> str:
     """How this engine's sessions name themselves to the server (host and pid)."""
-    return f"eventwf {socket.gethostname()}:{os.getpid()}"[:63]
+    return f"eventwf on {socket.gethostname()[:30]} pid {os.getpid()}"
 
 
 def acquire(conn: Conn, where: str) -> None:

@@ -26,7 +26,7 @@ _WORKFLOWS = (
     " completed_us bigint, tracked bigint NOT NULL, run bigint NOT NULL,"
     " started_at bigint NOT NULL, run_start bigint NOT NULL, mailbox bigint NOT NULL,"
     " output bytea, corrupt_position bigint, wake_at_us bigint, wake_span_us bigint NOT NULL,"
-    " wait_type text, paused_us bigint, inbox text, commands bigint NOT NULL, pending text,"
+    " wait_type text, paused_us bigint, inbox bytea, commands bigint NOT NULL, pending bytea,"
     " row_check bigint NOT NULL)"
 )
 _AGENTS = (
