@@ -4,13 +4,16 @@ The rows and their checks are the SQLite ones (``eventwf.store.rows``); only the
 differs. Every value is a bound parameter; the only text built here is column names (the
 constants of ``rows``) and a metadata key's JSON path, which travels as a ``text[]``
 parameter. Metadata is stored as the same JSON text as on SQLite (the row check covers
-it) and compared as ``jsonb``: a number equals a number of the same value (``1`` and
-``1.0``), never a string (``"1"``), as on SQLite.
+it) and read as ``json``, not ``jsonb``, which keeps each value's text: whether a number
+was written as a float, and strings with U+0000, which ``jsonb`` cannot hold. Filters
+match as on SQLite: a number equals a number of the same value (``1`` and ``1.0``),
+never a string (``"1"``) or a boolean.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -109,14 +112,44 @@ def _where(query: TrackingQuery) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
+_AT = "(metadata::json #> %s::text[])"  # the value's JSON text as stored (json, not jsonb)
+_REAL = "(metadata::json #> %s::text[])::text ~ '[.eE]'"  # written as a float
+
+
 def _metadata_clause(path: str | None, value: Any) -> tuple[str, list[Any]]:
-    """Typed equality on one JSON path (``$."a"."b"``, from ``values.metadata_key_path``)."""
+    """Typed equality on one JSON path (``$."a"."b"``, from ``values.metadata_key_path``),
+    as Python compares: the stored JSON text is Python's (``ensure_ascii``), so a string,
+    a boolean or null equals the value's own JSON text; a number stored as a float compares
+    as a double, one stored as an integer exactly (``1 == 1.0``, ``2**64 == 2.0**64``,
+    ``2**64 - 1 != 2.0**64``), and never a string or a boolean."""
     if path is None or not isinstance(value, str | int | float | bool | None):
         return "false", []
     keys = _SEGMENT.findall(path)
-    if value is None:
-        return "jsonb_typeof(metadata::jsonb #> %s::text[]) = 'null'", [keys]
-    return "(metadata::jsonb #> %s::text[]) = %s::jsonb", [keys, json.dumps(value)]
+    if value is None or isinstance(value, bool | str):
+        return f"json_typeof({_AT}) = %s AND {_AT}::text = %s", [
+            keys, "null" if value is None else "boolean" if isinstance(value, bool)
+            else "string", keys, json.dumps(value)]
+    return _number_clause(keys, value)
+
+
+def _number_clause(keys: list[str], value: int | float) -> tuple[str, list[Any]]:
+    integer = value if isinstance(value, int) else int(value) if value.is_integer() else None
+    try:
+        real: float | None = float(value)
+    except OverflowError:
+        real = None
+    clauses: list[str] = []
+    params: list[Any] = []
+    if real is not None and real == value and math.isfinite(real):
+        clauses.append(f"{_REAL} AND {_AT}::text::float8 = %s")
+        params += [keys, keys, real]
+    if integer is not None:
+        clauses.append(f"NOT {_REAL} AND {_AT}::text::numeric = %s::numeric")
+        params += [keys, keys, str(integer)]
+    if not clauses:
+        return "false", []
+    return f"json_typeof({_AT}) = 'number' AND ((" + ") OR (".join(clauses) + "))", [
+        keys, *params]
 
 
 def count_workflows(conn: Conn, query: TrackingQuery) -> int:
