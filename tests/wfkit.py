@@ -85,15 +85,17 @@ def flip_last_byte(path: str, stream: str, type_name: str) -> tuple[int, bytes]:
     if is_url(path):
         import psycopg
 
-        with psycopg.connect(path) as conn:  # one transaction: the trigger is off only in it
-            conn.execute("ALTER TABLE eventwf.events DISABLE TRIGGER events_append_only")
-            position, data = conn.execute(
+        with psycopg.connect(path) as pg:  # one transaction: the trigger is off only in it
+            pg.execute("ALTER TABLE eventwf.events DISABLE TRIGGER events_append_only")
+            found = pg.execute(
                 "SELECT position, data FROM eventwf.events WHERE stream = %s AND type = %s "
-                "ORDER BY position LIMIT 1", (stream, type_name)).fetchone() or (0, b"")
+                "ORDER BY position LIMIT 1", (stream, type_name)).fetchone()
+            assert found is not None, (stream, type_name)
+            position, data = found
             damaged = bytes(data[:-1]) + bytes([data[-1] ^ 0x01])
-            conn.execute("UPDATE eventwf.events SET data = %s WHERE position = %s",
-                         (damaged, position))
-            conn.execute("ALTER TABLE eventwf.events ENABLE TRIGGER events_append_only")
+            pg.execute("UPDATE eventwf.events SET data = %s WHERE position = %s",
+                       (damaged, position))
+            pg.execute("ALTER TABLE eventwf.events ENABLE TRIGGER events_append_only")
         return int(position), damaged
     with sqlite3.connect(path) as conn:
         conn.execute("DROP TRIGGER events_no_update")
