@@ -21,6 +21,7 @@ import eventwf  # noqa: E402
 from eventwf.errors import LogLockedError, StorageError  # noqa: E402
 from eventwf.model.codec import encode_event, event_type  # noqa: E402
 from eventwf.model.events import AgentCreated  # noqa: E402
+from eventwf.model.workflow_fold import WorkflowSummary  # noqa: E402
 from eventwf.store import PendingRow, open_store  # noqa: E402
 from eventwf.store.postgres import PostgresStore  # noqa: E402
 from eventwf.store.postgres.sql import stream_hash  # noqa: E402
@@ -91,6 +92,12 @@ def test_a_failed_commit_commits_nothing_and_the_positions_stay_gap_free(
             store.commit([PendingRow("agent:T/b", 0, 2, "agent.created", data),
                           PendingRow("agent:T/c\x00", 0, 2, "agent.created", data)])
         assert not err.value.fatal and "could not commit 2 event(s)" in str(err.value)
+        beyond = WorkflowSummary(workflow_id="w", workflow_name="N", agent_class="T",
+                                 agent_name="b", status="queued", created_us=2**63,
+                                 updated_us=0)
+        with pytest.raises(StorageError) as err:  # refused by the server, after the insert
+            store.commit([PendingRow("agent:T/b", 0, 2, "agent.created", data)], [beyond])
+        assert not err.value.fatal and "out of range" in str(err.value)
         assert store.commit([PendingRow("agent:T/b", 0, 3, "agent.created", data)]) == 2
     finally:
         store.close()

@@ -1,4 +1,5 @@
-"""Projection tables: summaries to rows and back, and the tracking queries.
+"""Projection tables on SQLite: writing and reading rows, and the tracking queries (the row
+values themselves, shared with PostgreSQL, are ``eventwf.store.rows``).
 
 Rows hold every summary field except ``head`` (the stream version, read from the log), so
 a step that changes no tracking field writes no projection row. Query values are always
