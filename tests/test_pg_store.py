@@ -195,3 +195,25 @@ def test_a_url_that_reaches_no_server_is_a_storage_error_without_its_password() 
     with pytest.raises(StorageError, match="cannot be opened") as err:
         open_store(url)
     assert "s3cret" not in str(err.value) and "someone:***@127.0.0.1:1" in str(err.value)
+
+
+def test_a_lost_session_is_fatal_and_lets_the_database_go(fresh_postgres_url: str) -> None:
+    """PG21, PG22: the server ends the writer's session (an admin, a restart, a network
+    drop): the next commit's outcome cannot be known, so it is fatal, reads say so too,
+    and the lock went with the session, so another engine may open the database."""
+    store = _store_with_one_event(fresh_postgres_url)
+    try:
+        pid = store.conn.info.backend_pid
+        _rows(fresh_postgres_url, "SELECT pg_terminate_backend(%s, 5000)", pid)
+        data = encode_event(AgentCreated(agent_class="T", name="b"))
+        with pytest.raises(StorageError, match="connection was lost") as err:
+            store.commit([PendingRow("agent:T/b", 0, 2, "agent.created", data)])
+        assert err.value.fatal
+        with pytest.raises(StorageError, match="connection was lost") as err:
+            store.read_stream("agent:T/a")
+        assert err.value.fatal
+        other = open_store(fresh_postgres_url)
+        assert other.head == 1
+        other.close()
+    finally:
+        store.close()

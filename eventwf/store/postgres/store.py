@@ -20,8 +20,10 @@ replays what the log holds.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -41,6 +43,24 @@ from eventwf.store.rows import agent_row, summary_from_row, workflow_row
 __all__ = ["PostgresStore", "shown_url"]
 
 logger = logging.getLogger("eventwf")
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _translated(method: Callable[Concatenate[PostgresStore, _P], _T]
+                ) -> Callable[Concatenate[PostgresStore, _P], _T]:
+    """Driver errors of a store call as ``StorageError`` (fatal once the session is lost:
+    the writer lock went with it, so this store writes nothing more)."""
+
+    def call(self: PostgresStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return method(self, *args, **kwargs)
+        except psycopg.Error as exc:
+            raise self.failed_call(exc, method.__name__) from exc
+
+    functools.update_wrapper(call, method)
+    return call
 
 
 def shown_url(url: str) -> str:
@@ -102,7 +122,7 @@ class PostgresStore:
             if not self.readonly and self._uncertain is None and not self.conn.closed:
                 try:
                     self.mark_verified()
-                except psycopg.Error as exc:
+                except (psycopg.Error, StorageError) as exc:
                     logger.error("%s: could not record that the log is verified through "
                                  "position %d (%s); the next open verifies it again",
                                  self.path, self.head, exc)
@@ -148,6 +168,15 @@ class PostgresStore:
             raise StorageError(self._uncertain, fatal=True) from exc
         raise StorageError(f"could not commit {count} event(s) to {self.path}: {exc}") from exc
 
+    def failed_call(self, exc: psycopg.Error, what: str) -> StorageError:
+        """The ``StorageError`` for a call other than ``commit`` that the driver failed."""
+        if self.conn.closed or self.conn.broken:
+            self._uncertain = self._uncertain or (
+                f"{self.path}: the connection was lost ({exc}); reopen the engine")
+            return StorageError(self._uncertain, fatal=True)
+        return StorageError(f"{self.path}: {what} failed: {exc}")
+
+    @_translated
     def write_projections(self, workflows: Sequence[WorkflowSummary] = (),
                           agents: Sequence[AgentSummary] = ()) -> None:
         """Projection rows that no event changes (a quarantine found while reading)."""
@@ -157,6 +186,7 @@ class PostgresStore:
 
     # -- opening -------------------------------------------------------------------------
 
+    @_translated
     def open_checks(self, *, quiet: bool = False) -> OpenReport:
         """Rebuild projections of another shape or that fail their row checks, then verify
         the rows written since the last verification (each against its stream's chain)."""
@@ -176,6 +206,7 @@ class PostgresStore:
         self.mark_verified()
         return OpenReport(problems, None)
 
+    @_translated
     def check_projections(self) -> bool:
         """Check every projection row; rebuild the tables from the log if one fails."""
         count, named = proj.damaged_rows(self.conn)
@@ -194,28 +225,34 @@ class PostgresStore:
 
     # -- reading -------------------------------------------------------------------------
 
+    @_translated
     def read_stream(self, stream: str, from_stream_position: int = 0, *,
                     after_position: int = 0) -> list[Recorded]:
         return log.read_stream(self.conn, self.genesis, stream, from_stream_position,
                                after_position=after_position)
 
+    @_translated
     def stream_head(self, stream: str) -> int:
         return log.stream_head(self.conn, stream)
 
+    @_translated
     def load_workflow(self, workflow_id: str) -> WorkflowSummary | None:
         summary = proj.load_workflow(self.conn, workflow_id, -1)
         if summary is None:
             return None
         return msgspec.structs.replace(summary, head=self.stream_head("wf:" + workflow_id))
 
+    @_translated
     def unfinished_workflows(self) -> list[WorkflowSummary]:
         return [summary_from_row(row, self.stream_head("wf:" + row[0]))
                 for row in proj.unfinished_rows(self.conn)]
 
+    @_translated
     def load_agent(self, agent_class: str, name: str) -> AgentSummary | None:
         head = self.stream_head(f"agent:{agent_class}/{name}")
         return proj.load_agent(self.conn, agent_class, name, head)
 
+    @_translated
     def agents_with_pending_callbacks(self) -> list[tuple[str, str]]:
         rows = self.conn.execute(
             "SELECT agent_class, agent_name FROM eventwf.agents WHERE last_callback > "
@@ -223,6 +260,7 @@ class PostgresStore:
             "ORDER BY agent_class COLLATE \"C\", agent_name COLLATE \"C\"").fetchall()
         return [(str(a), str(b)) for a, b in rows]
 
+    @_translated
     def binding_counts(self) -> list[tuple[str, int, int]]:
         """(binding, active, finished) for every binding with workflows in the log."""
         rows = self.conn.execute(
@@ -233,14 +271,17 @@ class PostgresStore:
             "ORDER BY workflow_name COLLATE \"C\"").fetchall()
         return [(str(name), int(active), int(finished)) for name, active, finished in rows]
 
+    @_translated
     def query_workflows(self, query: TrackingQuery, *, ascending: bool, limit: int | None,
                         after: tuple[int, str] | None = None) -> list[WorkflowSummary]:
         return proj.query_workflows(self.conn, query, ascending=ascending, limit=limit,
                                     after=after)
 
+    @_translated
     def count_workflows(self, query: TrackingQuery) -> int:
         return proj.count_workflows(self.conn, query)
 
+    @_translated
     def workflow_ids(self, agent_class: str, agent_name: str, binding: str) -> list[str]:
         rows = self.conn.execute(
             "SELECT workflow_id FROM eventwf.workflows WHERE agent_class = %s AND "
