@@ -18,6 +18,18 @@ pytest_plugins = ["tests.pg_cluster"]
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "realtime: run with trio's real clock (subprocesses)")
+    config.addinivalue_line("markers", "sqlite_only: an any_db test that reads the SQLite "
+                            "file itself (runs on SQLite alone)")
+
+
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that uses ``any_db`` runs once per backend (SQLite alone if ``sqlite_only``)."""
+    if "any_db" in metafunc.fixturenames:
+        only = metafunc.definition.get_closest_marker("sqlite_only") is not None
+        metafunc.parametrize("any_db", BACKENDS[:1] if only else BACKENDS, indirect=True)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -35,6 +47,16 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 @pytest.fixture
 def db(tmp_path: Path) -> str:
     return str(tmp_path / "eventwf.db")
+
+
+@pytest.fixture
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where an engine test's log lives, per backend: a SQLite file, or a fresh PostgreSQL
+    database (``fresh_postgres_url``: skipped, saying why, without a server; CI requires
+    one). A module runs its engine tests on both by defining ``db`` as this fixture."""
+    if request.param == "sqlite":
+        return str(tmp_path / "eventwf.db")
+    return str(request.getfixturevalue("fresh_postgres_url"))
 
 
 @pytest.fixture(scope="session")

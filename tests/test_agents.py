@@ -11,6 +11,12 @@ import eventwf
 from tests.wfkit import event_types, virtual_wall
 
 
+@pytest.fixture
+def db(any_db: str) -> str:
+    """These engine tests run on both backends (conftest ``any_db``, specs/postgres.md)."""
+    return any_db
+
+
 class Counter(eventwf.Agent):
     initial_state = {"n": 0, "tags": []}
     starts = 0

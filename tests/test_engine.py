@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from typing import Any
 
 import pytest
@@ -11,7 +10,13 @@ import trio
 
 import eventwf
 from eventwf.model.codec import decode_event
-from tests.wfkit import TestAgent, event_types, virtual_wall
+from tests.wfkit import TestAgent, event_data, event_types, flip_last_byte, virtual_wall
+
+
+@pytest.fixture
+def db(any_db: str) -> str:
+    """These engine tests run on both backends (conftest ``any_db``, specs/postgres.md)."""
+    return any_db
 
 executed: list[str] = []
 
@@ -104,10 +109,7 @@ async def test_divergence_pauses_with_error_and_resumes_after_fix(db: str) -> No
         assert wid in message and "command #1" in message
         assert "step.sleep('cool-down')" in message and "step.do('not-a-sleep')" in message
         assert executed == ["fetch"]  # nothing of the diverging code ran
-        with sqlite3.connect(db) as conn:
-            (data,) = conn.execute("SELECT data FROM events WHERE type = 'workflow.blocked'"
-                                   ).fetchone()
-        conn.close()
+        ((_, data),) = event_data(db, "workflow.blocked")
         assert decode_event("workflow.blocked", data).seq == 1  # type: ignore[attr-defined]
     async with _open(db) as engine:  # the code is fixed: resume replays it
         agent = await engine.get_agent(TestAgent, "a")
@@ -142,13 +144,8 @@ async def test_corrupt_event_quarantines_only_its_workflow(db: str) -> None:  # 
         bad = await agent.run_workflow("PIPE", {"n": 1}, id="bad")
         good = await agent.run_workflow("PIPE", {"n": 2}, id="good")
         await trio.sleep(10)
-    with sqlite3.connect(db) as conn:  # flip a byte in 'bad''s first step result
-        conn.execute("DROP TRIGGER events_no_update")
-        position, data = conn.execute(
-            "SELECT position, data FROM events WHERE stream = 'wf:bad' "
-            "AND type = 'step.succeeded'").fetchone()
-        damaged = bytes(data[:-1]) + bytes([data[-1] ^ 0x01])
-        conn.execute("UPDATE events SET data = ? WHERE position = ?", (damaged, position))
+    # flip a byte in 'bad''s first step result
+    position, damaged = flip_last_byte(db, "wf:bad", "step.succeeded")
     async with _open(db) as engine:
         agent = await engine.get_agent(TestAgent, "a")
         with pytest.raises(eventwf.CorruptLogError) as err:
@@ -162,9 +159,8 @@ async def test_corrupt_event_quarantines_only_its_workflow(db: str) -> None:  # 
         assert (await engine.wait_workflow(good)).status == "complete"
         with pytest.raises(eventwf.EventwfError):
             await agent.send_workflow_event("PIPE", bad, {"type": "go"})
-    with sqlite3.connect(db) as conn:  # the bad bytes were never rewritten
-        assert conn.execute("SELECT data FROM events WHERE position = ?",
-                            (position,)).fetchone()[0] == damaged
+    # the bad bytes were never rewritten
+    assert (position, damaged) in event_data(db, "step.succeeded")
 
 
 async def test_orphans_are_left_alone_and_reported(db: str, caplog: pytest.LogCaptureFixture

@@ -13,6 +13,12 @@ import eventwf
 from eventwf import Retries
 from tests.wfkit import TestAgent, event_types, virtual_wall
 
+
+@pytest.fixture
+def db(any_db: str) -> str:
+    """These engine tests run on both backends (conftest ``any_db``, specs/postgres.md)."""
+    return any_db
+
 calls: list[str] = []
 
 

@@ -3,16 +3,22 @@ hibernated waiter, an event racing a wait that expired while the engine was clos
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
+import pytest
 import trio
 
 import eventwf
 from eventwf.model.codec import decode_event, encode_event, event_type
 from eventwf.model.events import Event, EventConsumed, EventReceived
 from tests.eventlog_kit import append_forged, query
-from tests.wfkit import TestAgent, event_types, virtual_wall
+from tests.wfkit import TestAgent, event_data, event_types, virtual_wall
+
+
+@pytest.fixture
+def db(any_db: str) -> str:
+    """These engine tests run on both backends (conftest ``any_db``, specs/postgres.md)."""
+    return any_db
 
 
 class ThreePings(eventwf.AgentWorkflow[TestAgent]):
@@ -57,8 +63,8 @@ async def test_two_events_sent_at_once_to_a_hibernated_waiter_are_each_taken_onc
     assert info.status == "complete", status
     # FIFO: the waits took the events in the order the log received them (the two sent
     # at once in either order), each exactly once
-    received = [decode_event("event.received", data).payload for (data,) in sqlite3.connect(
-        db).execute("SELECT data FROM events WHERE type = 'event.received' ORDER BY position")]
+    received = [decode_event("event.received", data).payload
+                for _, data in event_data(db, "event.received")]
     assert status.output == received and sorted(received[:2]) == [1, 2] and received[2] == 3
 
 

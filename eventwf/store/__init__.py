@@ -1,7 +1,8 @@
 """Storage: the only code that touches a database (specs/design.md, rule D2).
 
 ``open_store`` picks the backend from the location: a file path (or ``":memory:"``) is a
-SQLite log; every backend implements ``interface.LogStore``, which is all the runtime and
+SQLite log, a ``postgresql://`` (or ``postgres://``) URL a PostgreSQL database; every
+backend implements ``interface.LogStore``, which is all the runtime and
 the engine see.
 """
 
@@ -33,8 +34,9 @@ def open_store(location: str | os.PathLike[str], *, readonly: bool = False,
     """The log at ``location``, opened for writing (one writer per log) or reading."""
     where = os.fspath(location)
     if is_url(where):
-        raise StorageError(f"{where.split('@')[-1]}: this eventwf has no PostgreSQL backend yet; "
-                           "use a SQLite file path")
+        from eventwf.store.postgres import PostgresStore
+
+        return PostgresStore(where, readonly=readonly)  # ``synchronous``: the server's own
     from eventwf.store.sqlite import SQLiteStore
 
     return SQLiteStore(where, readonly=readonly, synchronous=synchronous)

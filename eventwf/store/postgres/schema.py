@@ -1,0 +1,79 @@
+"""The PostgreSQL schema of one engine's log: the event tables of ``sql`` plus the projections.
+
+``sql.create_schema`` makes the schema ``eventwf`` (events, meta, leases; safe from many
+engines at once). This module adds the projection tables, ``workflows`` and ``agents``,
+with the columns of ``eventwf.store.rows`` (the same values and check as on SQLite), and
+the meta values of one engine's log. The projections are a cache of the log: tables of
+another shape (``projection_version``) are dropped and made anew, and the open that
+follows rebuilds them (as on SQLite, log.md L16).
+"""
+
+from __future__ import annotations
+
+from eventwf.errors import SchemaVersionError, StorageError
+from eventwf.store.postgres import sql
+from eventwf.store.postgres.sql import Conn, SchemaInfo
+
+__all__ = ["PROJECTION_VERSION", "create", "get_meta", "set_meta"]
+
+PROJECTION_VERSION = 4  # the SQLite projections' version: the same columns
+
+_WORKFLOWS = (
+    "CREATE TABLE IF NOT EXISTS eventwf.workflows ("
+    " workflow_id text PRIMARY KEY, workflow_name text NOT NULL, agent_class text NOT NULL,"
+    " agent_name text NOT NULL, status text NOT NULL, metadata text, error_name text,"
+    " error_message text, created_us bigint NOT NULL, updated_us bigint NOT NULL,"
+    " completed_us bigint, tracked bigint NOT NULL, run bigint NOT NULL,"
+    " started_at bigint NOT NULL, run_start bigint NOT NULL, mailbox bigint NOT NULL,"
+    " output bytea, corrupt_position bigint, wake_at_us bigint, wake_span_us bigint NOT NULL,"
+    " wait_type text, paused_us bigint, inbox bytea, commands bigint NOT NULL, pending bytea,"
+    " row_check bigint NOT NULL)"
+)
+_AGENTS = (
+    "CREATE TABLE IF NOT EXISTS eventwf.agents ("
+    " agent_class text NOT NULL, agent_name text NOT NULL, state bytea,"
+    " has_state bigint NOT NULL, delivered_through bigint NOT NULL,"
+    " last_callback bigint NOT NULL, corrupt_position bigint, state_position bigint NOT NULL,"
+    " row_check bigint NOT NULL, PRIMARY KEY (agent_class, agent_name))"
+)
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS workflows_tracking ON eventwf.workflows "
+    "(agent_class, agent_name, tracked, created_us, workflow_id)",
+    "CREATE INDEX IF NOT EXISTS workflows_status ON eventwf.workflows (status)",
+    "CREATE INDEX IF NOT EXISTS workflows_binding ON eventwf.workflows (workflow_name)",
+)
+
+
+def get_meta(conn: Conn, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM eventwf.meta WHERE key = %s", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def set_meta(conn: Conn, key: str, value: str) -> None:
+    conn.execute("INSERT INTO eventwf.meta (key, value) VALUES (%s, %s) "
+                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+
+def create(conn: Conn, where: str) -> tuple[SchemaInfo, bool]:
+    """Make or check the schema; (its genesis and shard count, whether the projection
+    tables are new and must be rebuilt from the log). ``where`` names the database in
+    messages. Refuses a newer schema (``SchemaVersionError``) and a server without
+    ``pg_current_xact_id`` (PostgreSQL < 13 and look-alikes: ``StorageError``)."""
+    if conn.execute("SELECT to_regproc('pg_current_xact_id')").fetchone() == (None,):
+        raise StorageError(f"{where}: the server has no pg_current_xact_id() (PostgreSQL 13 or "
+                           "newer is needed; CockroachDB and YugabyteDB are not supported)")
+    try:
+        info = sql.create_schema(conn)
+    except sql.SchemaVersionTooNew as exc:
+        raise SchemaVersionError(f"{where}: {exc}") from exc
+    with conn.transaction():
+        found = get_meta(conn, "projection_version")
+        rebuild = found != str(PROJECTION_VERSION)
+        if rebuild:
+            conn.execute("DROP TABLE IF EXISTS eventwf.workflows, eventwf.agents")
+        conn.execute(_WORKFLOWS)
+        conn.execute(_AGENTS)
+        for statement in _INDEXES:
+            conn.execute(statement)
+        set_meta(conn, "projection_version", str(PROJECTION_VERSION))
+    return info, rebuild

@@ -1,0 +1,219 @@
+"""The PostgreSQL store for one engine per database (eventwf/store/postgres/store.py):
+specs/postgres.md "One engine per database" (PG20-PG25). The engine behaviour itself is
+tested on both backends by the engine suites (``any_db``); these are what only
+PostgreSQL has. Each test has a fresh database."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+import trio
+
+psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e "
+                              "'.[dev]' (PostgreSQL tests)")
+
+import eventwf  # noqa: E402
+from eventwf.errors import LogLockedError, StorageError  # noqa: E402
+from eventwf.model.codec import encode_event, event_type  # noqa: E402
+from eventwf.model.events import AgentCreated  # noqa: E402
+from eventwf.model.workflow_fold import WorkflowSummary  # noqa: E402
+from eventwf.store import PendingRow, open_store  # noqa: E402
+from eventwf.store.postgres import PostgresStore  # noqa: E402
+from eventwf.store.postgres.sql import stream_hash  # noqa: E402
+from tests.wfkit import TestAgent, virtual_wall  # noqa: E402
+
+
+def _rows(url: str, sql: str, *params: object) -> list[tuple[object, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return list(conn.execute(sql, params).fetchall())
+
+
+async def _sleepy(event: eventwf.WorkflowEvent, step: eventwf.AgentWorkflowStep) -> object:
+    first = await step.do("one", lambda: 1)
+    await step.sleep("nap", "1 hour")
+    return first + await step.do("two", lambda: 2)
+
+
+class Nap(eventwf.AgentWorkflow[TestAgent]):
+    async def run(self, event: eventwf.WorkflowEvent, step: eventwf.AgentWorkflowStep
+                  ) -> object:
+        return await _sleepy(event, step)
+
+
+def _open(url: str) -> Any:
+    return eventwf.open_engine(url, agents=[TestAgent], workflows={"NAP": Nap},
+                               wall_clock=virtual_wall)
+
+
+async def test_rows_are_chained_per_stream_at_the_positions_the_engine_gave(
+        fresh_postgres_url: str) -> None:  # PG5, PG20
+    async with _open(fresh_postgres_url) as engine:
+        agent = await engine.get_agent(TestAgent, "a")
+        ids = [await agent.run_workflow("NAP", id=f"w{i}") for i in range(2)]
+        await trio.sleep(7200)
+        for wid in ids:
+            assert (await engine.wait_workflow(wid)).status == "complete"
+        records = engine.runtime.store.read_stream("wf:w1")
+    rows = _rows(fresh_postgres_url, "SELECT position, stream, stream_position, time_us, type, "
+                 "data, hash FROM eventwf.events ORDER BY position")
+    assert [r[0] for r in rows] == list(range(1, len(rows) + 1))  # gap-free, as on SQLite
+    (genesis,) = _rows(fresh_postgres_url,
+                       "SELECT value FROM eventwf.meta WHERE key = 'genesis'")[0]
+    heads: dict[str, bytes] = {}
+    for _, stream, version, time_us, type_name, data, digest in rows:
+        prev = heads.get(str(stream), bytes.fromhex(str(genesis)))
+        assert stream_hash(prev, str(stream), int(str(version)),
+                           int(str(time_us)), str(type_name), bytes(data)) == bytes(digest)  # type: ignore[call-overload]
+        heads[str(stream)] = bytes(digest)  # type: ignore[call-overload]
+    w1 = [(r[0], r[2]) for r in rows if r[1] == "wf:w1"]
+    assert [(rec.position, rec.stream_position) for rec in records] == w1
+
+
+def _store_with_one_event(url: str) -> PostgresStore:
+    store = open_store(url)
+    assert isinstance(store, PostgresStore)
+    store.open_checks()
+    data = encode_event(AgentCreated(agent_class="T", name="a"))
+    assert store.commit([PendingRow("agent:T/a", 0, 1, "agent.created", data)]) == 1
+    return store
+
+
+def test_a_failed_commit_commits_nothing_and_the_positions_stay_gap_free(
+        fresh_postgres_url: str) -> None:  # PG21
+    store = _store_with_one_event(fresh_postgres_url)
+    try:
+        data = encode_event(AgentCreated(agent_class="T", name="a"))
+        with pytest.raises(StorageError) as err:  # text PostgreSQL cannot hold: refused
+            store.commit([PendingRow("agent:T/b", 0, 2, "agent.created", data),
+                          PendingRow("agent:T/c\x00", 0, 2, "agent.created", data)])
+        assert not err.value.fatal and "could not commit 2 event(s)" in str(err.value)
+        beyond = WorkflowSummary(workflow_id="w", workflow_name="N", agent_class="T",
+                                 agent_name="b", status="queued", created_us=2**63,
+                                 updated_us=0)
+        with pytest.raises(StorageError) as err:  # refused by the server, after the insert
+            store.commit([PendingRow("agent:T/b", 0, 2, "agent.created", data)], [beyond])
+        assert not err.value.fatal and "out of range" in str(err.value)
+        assert store.commit([PendingRow("agent:T/b", 0, 3, "agent.created", data)]) == 2
+    finally:
+        store.close()
+    assert _rows(fresh_postgres_url, "SELECT position, stream FROM eventwf.events "
+                 "ORDER BY position") == [(1, "agent:T/a"), (2, "agent:T/b")]
+
+
+def test_a_commit_that_contradicts_the_log_is_fatal_and_commits_nothing(
+        fresh_postgres_url: str) -> None:  # PG21
+    store = _store_with_one_event(fresh_postgres_url)
+    try:
+        data = encode_event(AgentCreated(agent_class="T", name="a"))
+        with pytest.raises(StorageError) as err:  # version 0 of agent:T/a is taken
+            store.commit([PendingRow("agent:T/x", 0, 2, "agent.created", data),
+                          PendingRow("agent:T/a", 0, 2, "agent.created", data)])
+        assert err.value.fatal and "disagrees with this engine" in str(err.value)
+        with pytest.raises(StorageError, match="disagrees"):  # and nothing more is written
+            store.commit([PendingRow("agent:T/y", 0, 3, "agent.created", data)])
+    finally:
+        store.close()
+    assert _rows(fresh_postgres_url, "SELECT count(*) FROM eventwf.events") == [(1,)]
+
+
+_HOLDER = """
+import sys, time
+from eventwf.store import open_store
+store = open_store(sys.argv[1])
+print("open", flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_writer_lock_names_its_holder_and_dies_with_it(fresh_postgres_url: str) -> None:
+    """PG22: a second engine is refused naming the holder's host and pid; once the holder
+    is SIGKILLed its session ends and the database opens at once."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, fresh_postgres_url],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        with pytest.raises(LogLockedError, match=f"pid {holder.pid} "):
+            open_store(fresh_postgres_url)
+    finally:
+        holder.kill()
+        holder.wait()
+    deadline = time.monotonic() + 30  # the server sees the closed socket within ms
+    while _rows(fresh_postgres_url, "SELECT pid FROM pg_stat_activity WHERE "
+                "application_name = %s", f"eventwf on {_host()} pid {holder.pid}"):
+        assert time.monotonic() < deadline, "the killed engine's session never ended"
+        time.sleep(0.01)
+    open_store(fresh_postgres_url).close()
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()[:30]
+
+
+async def test_a_projection_row_changed_by_hand_is_rebuilt_from_the_log(
+        fresh_postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:  # PG23
+    async with _open(fresh_postgres_url) as engine:
+        agent = await engine.get_agent(TestAgent, "a")
+        await agent.run_workflow("NAP", id="w")
+        await trio.sleep(1)
+    with psycopg.connect(fresh_postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE eventwf.workflows SET status = 'complete'")
+    with caplog.at_level(logging.WARNING, logger="eventwf"):
+        async with _open(fresh_postgres_url) as engine:
+            assert "do not match their check value" in caplog.text
+            agent = await engine.get_agent(TestAgent, "a")
+            info = await agent.get_workflow("w")
+            assert info is not None and info.status == "waiting"
+            await trio.sleep(7200)
+            assert (await engine.wait_workflow("w")).status == "complete"
+            assert (await agent.get_workflow_status("NAP", "w")).output == 3
+
+
+def test_a_read_only_store_reads_without_the_writer_lock(fresh_postgres_url: str) -> None:
+    writer = _store_with_one_event(fresh_postgres_url)  # PG24
+    try:
+        reader = open_store(fresh_postgres_url, readonly=True)
+        try:
+            records = reader.read_stream("agent:T/a")
+            assert [event_type(r.event) for r in records] == ["agent.created"]
+            with pytest.raises(StorageError):
+                reader.commit([PendingRow("agent:T/b", 0, 2, "agent.created", b"")])
+        finally:
+            reader.close()
+    finally:
+        writer.close()
+
+
+def test_a_url_that_reaches_no_server_is_a_storage_error_without_its_password() -> None:
+    url = "postgresql://someone:s3cret@127.0.0.1:1/nothing"  # PG25
+    with pytest.raises(StorageError, match="cannot be opened") as err:
+        open_store(url)
+    assert "s3cret" not in str(err.value) and "someone:***@127.0.0.1:1" in str(err.value)
+
+
+def test_a_lost_session_is_fatal_and_lets_the_database_go(fresh_postgres_url: str) -> None:
+    """PG21, PG22: the server ends the writer's session (an admin, a restart, a network
+    drop): the next commit's outcome cannot be known, so it is fatal, reads say so too,
+    and the lock went with the session, so another engine may open the database."""
+    store = _store_with_one_event(fresh_postgres_url)
+    try:
+        pid = store.conn.info.backend_pid
+        _rows(fresh_postgres_url, "SELECT pg_terminate_backend(%s, 5000)", pid)
+        data = encode_event(AgentCreated(agent_class="T", name="b"))
+        with pytest.raises(StorageError, match="connection was lost") as err:
+            store.commit([PendingRow("agent:T/b", 0, 2, "agent.created", data)])
+        assert err.value.fatal
+        with pytest.raises(StorageError, match="connection was lost") as err:
+            store.read_stream("agent:T/a")
+        assert err.value.fatal
+        other = open_store(fresh_postgres_url)
+        assert other.head == 1
+        other.close()
+    finally:
+        store.close()
