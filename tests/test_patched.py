@@ -75,6 +75,13 @@ class Unpatched(eventwf.AgentWorkflow[TestAgent]):
         return await V3.run(self, event, step)  # type: ignore[arg-type]
 
 
+
+@pytest.fixture
+def db(any_db: str) -> str:
+    """These engine tests run on both backends (conftest ``any_db``, specs/postgres.md)."""
+    return any_db
+
+
 def _open(db: str, code: type[eventwf.AgentWorkflow[Any]]) -> Any:
     return eventwf.open_engine(db, agents=[TestAgent], workflows={"Flow": code},
                                wall_clock=virtual_wall)
