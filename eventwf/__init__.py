@@ -2,6 +2,7 @@
 
 from eventwf.agent import Agent as Agent
 from eventwf.agent import callable as callable
+from eventwf.apps.serving import serve as serve
 from eventwf.client import AgentConnection as AgentConnection
 from eventwf.client import connect_agent as connect_agent
 from eventwf.engine import Engine as Engine
@@ -38,7 +39,6 @@ from eventwf.runtime.stephost import step_context as step_context
 from eventwf.runtime.steps import AgentWorkflowStep as AgentWorkflowStep
 from eventwf.server.handshake import AgentRequest as AgentRequest
 from eventwf.server.websocket import Connection as Connection
-from eventwf.server.websocket import serve as serve
 from eventwf.workflow import AgentWorkflow as AgentWorkflow
 
 __version__ = "0.1.0"

@@ -57,8 +57,8 @@ RANKS = {
         "steps": 2, "hibernation": 2, "runner": 3, "check": 4, "runs": 4,
         "router": 5, "runtime": 6, "recovery": 7, "tracking": 7, "operations": 8,
     },
-    "eventwf.server": {"handshake": 0, "outbox": 0, "inbound": 1, "websocket": 2},
-    "eventwf.apps": {"example": 0, "demo": 0, "console": 0},
+    "eventwf.server": {"handshake": 0, "outbox": 0, "front": 0, "inbound": 1, "websocket": 2},
+    "eventwf.apps": {"example": 0, "demo": 0, "console": 0, "serving": 1},
     "eventwf.logtool": {
         "source": 0, "verify_report": 0,
         "render": 1,
@@ -70,7 +70,8 @@ RANKS = {
     "eventwf.testing": {"ledger": 0, "harness": 0, "session": 1, "determinism": 1, "crashes": 2,
                         "plugin": 3},
     "eventwf.apps.demo": {"board": 0, "boards": 0, "site": 1, "run": 2},
-    "eventwf.apps.console": {"views": 0, "html": 1, "site": 2, "run": 3},
+    "eventwf.apps.console": {"views": 0, "html": 1, "site": 2, "controls": 3, "run": 3,
+                             "mount": 4},
 }
 FORBIDDEN = {"pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle"}
 DATABASE_DRIVERS = {"sqlite3", "sqlite_utils", "psycopg"}

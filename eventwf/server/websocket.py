@@ -36,12 +36,13 @@ from eventwf.errors import EventwfError
 from eventwf.model.codec import json_value
 from eventwf.model.values import shorten
 from eventwf.runtime.agents import host_of
+from eventwf.server.front import HttpHandler, HttpRequest, serve_front
 from eventwf.server.handshake import AgentRequest, decide
 from eventwf.server.handshake import close_reason as _reason
 from eventwf.server.inbound import answer_rpc, parse_frame
 from eventwf.server.outbox import Outbox
 
-__all__ = ["AgentRequest", "Connection", "SocketHandler", "serve"]
+__all__ = ["AgentRequest", "Authenticate", "Connection", "SocketHandler", "serve"]
 
 logger = logging.getLogger("eventwf")
 _JSON = msgspec.json.Encoder()
@@ -56,7 +57,9 @@ CLOSE_INTERNAL = (1011, "internal server error")
 # can follow it); a client that reads nothing at all is then cut off at the TCP level.
 SLOW_GRACE = 10.0
 
-Authenticate = Callable[["AgentRequest"], bool | Awaitable[bool]]
+# A hook sees an ``AgentRequest`` for a handshake, an ``HttpRequest`` for plain HTTP (the
+# console of ``eventwf.serve(..., console=True)``).
+Authenticate = Callable[[AgentRequest | HttpRequest], bool | Awaitable[bool]]
 
 
 class _Texts:
@@ -375,6 +378,7 @@ async def serve(
     max_message_size: int = 1_048_576,
     allowed_origins: Collection[str] | None = None,
     max_connections: int = 1000,
+    http: HttpHandler | None = None,
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``/agents/{AgentClass}/{name}`` until cancelled.
@@ -385,9 +389,19 @@ async def serve(
     ``allowed_origins`` (exact ``scheme://host:port`` strings) refuses other browser
     origins (a request without an ``Origin`` header is not from a browser and is not
     checked); frames over ``max_message_size`` close that connection with 1009.
+    ``http(stream, conn, request)``, if given, answers every request on the port that is
+    not a WebSocket upgrade (``eventwf.serve(..., console=True)`` passes the console);
+    without it such a request is refused as before.
     """
     handler = SocketHandler(engine, authenticate=authenticate, allowed_origins=allowed_origins,
                             max_connections=max_connections)
-    await serve_websocket(handler, host, port, ssl_context=None,
-                          max_message_size=max_message_size, connect_timeout=10,
-                          disconnect_timeout=5, task_status=task_status)
+    if http is None:
+        await serve_websocket(handler, host, port, ssl_context=None,
+                              max_message_size=max_message_size, connect_timeout=10,
+                              disconnect_timeout=5, task_status=task_status)
+        return
+
+    async def sockets(stream: trio.abc.Stream) -> None:
+        await handler.handle_stream(stream, max_message_size=max_message_size)
+
+    await serve_front(sockets, http, host, port, task_status=task_status)

@@ -117,7 +117,23 @@ def _step_rows(steps: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
-def workflow_page(records: list[dict[str, Any]]) -> bytes:
+ACTIONS = ("approve", "reject", "pause", "resume", "terminate", "restart")
+
+
+def controls_form(workflow_id: str) -> str:
+    """The control buttons of a workflow (CN13): console.js posts each to
+    ``/api/workflows/<id>/<action>`` and shows the answer in the ``<output>``."""
+    buttons = "".join(f'<button type="button" data-action="{a}">{a}</button> '
+                      for a in ACTIONS)
+    return (f'<form class="controls" data-workflow="{esc(workflow_id)}"><h2>Controls</h2>'
+            f'<p>{buttons}<label>reason <input name="reason"></label></p>'
+            f'<p><label>event type <input name="event_type"></label> '
+            f'<label>payload (JSON) <input name="payload" value="null"></label> '
+            f'<button type="button" data-action="event">send event</button></p>'
+            f'<p><output class="control-result"></output></p></form>')
+
+
+def workflow_page(records: list[dict[str, Any]], *, controls: bool = False) -> bytes:
     head = records[0]
     summary = head["summary"] or {}
     steps = [r for r in records if r["record"] == "step"]
@@ -135,7 +151,8 @@ def workflow_page(records: list[dict[str, Any]]) -> bytes:
             f'status <span class="status status-{esc(summary.get("status", ""))}">'
             f'{esc(summary.get("status", "?"))}</span> · {head["events"]:,} events</p>'
             f'<p>params: {value(head["params"], None)}</p>{outcome}'
-            f'<h2>Steps</h2>'
+            + (controls_form(head["workflow_id"]) if controls else "")
+            + '<h2>Steps</h2>'
             + (_table(["RUN", "SEQ", "KIND", "NAME", "OUTCOME", "STARTED", "DURATION",
                        "ATTEMPTS", "DETAIL"], _step_rows(steps), "timeline")
                if steps else "<p>No steps yet.</p>")

@@ -23,7 +23,7 @@ from eventwf.apps.console import html, views
 from eventwf.logtool.render import to_json
 from eventwf.logtool.source import LogSource, NotFound, ToolError
 
-__all__ = ["Console", "Response", "route"]
+__all__ = ["Console", "Response", "error", "route", "send_response"]
 
 logger = logging.getLogger("eventwf")
 MAX_HEAD = 16_384
@@ -38,8 +38,9 @@ _HEADERS = [
      b"connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
      b"form-action 'self'"),
 ]
-_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
-            500: b"Internal Server Error"}
+_REASONS = {200: b"OK", 400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found",
+            405: b"Method Not Allowed", 409: b"Conflict", 413: b"Content Too Large",
+            415: b"Unsupported Media Type", 500: b"Internal Server Error"}
 
 Response = tuple[int, bytes, bytes]  # status, content type, body
 
@@ -58,7 +59,7 @@ def _int(query: dict[str, str], name: str, default: int | None) -> int | None:
         raise BadRequest(f"{name}={raw!r} is not a whole number") from None
 
 
-def _page(path: str, query: dict[str, str], log: LogSource, api: bool) -> Any:
+def _page(path: str, query: dict[str, str], log: LogSource, api: bool, controls: bool) -> Any:
     """The records (``api``) or the HTML page for one path; NotFound if it names nothing."""
     parts = [unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
     match parts:
@@ -67,7 +68,7 @@ def _page(path: str, query: dict[str, str], log: LogSource, api: bool) -> Any:
             return data if api else html.overview_page(data)
         case ["workflows", workflow_id]:
             records = views.workflow(log, workflow_id)
-            return records if api else html.workflow_page(records)
+            return records if api else html.workflow_page(records, controls=controls)
         case ["agents", agent_class, name]:
             records = views.agent(log, agent_class, name, _int(query, "at", None))
             return records if api else html.agent_page(records)
@@ -81,8 +82,9 @@ def _page(path: str, query: dict[str, str], log: LogSource, api: bool) -> Any:
     raise NotFound(f"no page {path!r}")
 
 
-def route(db: str, target: str) -> Response:
-    """The whole response to ``GET target`` (blocking: run it in a worker thread)."""
+def route(db: str, target: str, *, controls: bool = False) -> Response:
+    """The whole response to ``GET target`` (blocking: run it in a worker thread);
+    ``controls``: workflow pages show the control buttons (CN13)."""
     split = urlsplit(target)
     path, query = split.path, dict(parse_qsl(split.query))
     api = path == "/api" or path.startswith("/api/")
@@ -91,24 +93,25 @@ def route(db: str, target: str) -> Response:
     elif path.startswith("/static/"):
         name = path[len("/static/"):]
         if name not in _STATIC:
-            return _error(404, f"no file {name!r}", api)
+            return error(404, f"no file {name!r}", api)
         body = resources.files("eventwf").joinpath(f"apps/console/page/{name}").read_bytes()
         return 200, _STATIC[name], body
     try:
         with LogSource(db) as log:
-            result = _page(path, query, log, api)
+            result = _page(path, query, log, api, controls)
     except NotFound as exc:
-        return _error(404, str(exc), api)
+        return error(404, str(exc), api)
     except (BadRequest, ValueError) as exc:
-        return _error(400, str(exc), api)
+        return error(400, str(exc), api)
     except ToolError as exc:
-        return _error(500, str(exc), api)
+        return error(500, str(exc), api)
     if api:
         return 200, _JSON, to_json(result)
     return 200, _HTML, result
 
 
-def _error(status: int, message: str, api: bool) -> Response:
+def error(status: int, message: str, api: bool) -> Response:
+    """A 4xx/5xx response naming the problem, as JSON (``api``) or an HTML page."""
     if api:
         return status, _JSON, to_json({"error": message})
     return status, _HTML, html.error_page(status, message)
@@ -132,7 +135,7 @@ class Console:
                 else:
                     response = await trio.to_thread.run_sync(
                         self.answer, self.db, target, limiter=self.limiter)
-                await _send(stream, conn, request, response)
+                await send_response(stream, conn, request, response)
         except (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # a client that went away or spoke bad HTTP: only its connection ends
         except Exception:  # one failed request must not stop the console
@@ -152,8 +155,9 @@ async def _read_request(stream: trio.abc.Stream) -> tuple[h11.Connection, h11.Re
         conn.receive_data(bytes(await stream.receive_some(MAX_HEAD)))
 
 
-async def _send(stream: trio.abc.Stream, conn: h11.Connection, request: h11.Request,
-                response: Response) -> None:
+async def send_response(stream: trio.abc.Stream, conn: h11.Connection, request: h11.Request,
+                        response: Response) -> None:
+    """One whole response (no body for HEAD); the connection closes after it."""
     status, kind, body = response
     headers = [(b"content-type", kind), (b"content-length", b"%d" % len(body)), *_HEADERS]
     if status == 405:
