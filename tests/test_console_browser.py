@@ -2,7 +2,9 @@
 
 ``eventwf console`` runs in a subprocess on the log tool's reference log (Playwright's
 sync API cannot run inside trio). The test opens the listing, clicks into a workflow and
-sees its step timeline; the screenshots go to ``docs/`` (the README shows one). Skipped,
+sees its step timeline; the screenshots go to ``docs/`` (the README shows one). A second
+test drives an application with the console mounted and its controls enabled
+(``tests/console_app.py``): it approves a waiting workflow by clicking. Skipped,
 saying why, when ``/usr/bin/chromium`` or the ``playwright`` package is missing.
 """
 
@@ -40,13 +42,10 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def console_url(tmp_path: Path) -> Iterator[str]:
-    """``python -m eventwf console`` on the reference log and a free port."""
-    log = build(tmp_path / "ref.db")
+def _serving(command: list[str]) -> Iterator[str]:
+    """Run ``command`` (it prints its URL first), yield the URL, stop it with SIGINT."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "eventwf", "console", log, "--port", "0"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stdout is not None
     try:
@@ -62,6 +61,19 @@ def console_url(tmp_path: Path) -> Iterator[str]:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def console_url(tmp_path: Path) -> Iterator[str]:
+    """``python -m eventwf console`` on the reference log and a free port."""
+    log = build(tmp_path / "ref.db")
+    yield from _serving([sys.executable, "-m", "eventwf", "console", log, "--port", "0"])
+
+
+@pytest.fixture
+def app_url(tmp_path: Path) -> Iterator[str]:
+    """A live engine serving its console with controls (``wf-approve`` waits)."""
+    yield from _serving([sys.executable, "-m", "tests.console_app", str(tmp_path / "app.db")])
 
 
 def test_list_then_a_workflow_timeline_in_chromium(console_url: str) -> None:
@@ -85,5 +97,30 @@ def test_list_then_a_workflow_timeline_in_chromium(console_url: str) -> None:
             page.screenshot(path=str(DOCS / "console.png"), full_page=True,
                             animations="disabled")
             assert errors == []  # no CSP refusal, no script error
+        finally:
+            browser.close()
+
+
+def test_approve_a_waiting_workflow_by_clicking(app_url: str) -> None:
+    """CN13: the approve button acts on the live engine; the page shows it complete."""
+    assert sync_playwright is not None
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(app_url + "workflows/wf-approve")
+            status = page.locator("main > p span.status")
+            expect(status).to_have_text("waiting")
+            page.fill("form.controls input[name=reason]", "looks right")
+            page.click("form.controls button[data-action=approve]")
+            expect(page.locator("output.control-result")).to_contain_text("approve: accepted")
+            expect(status).to_have_text("complete")
+            page.screenshot(path=str(DOCS / "console-controls.png"), full_page=True,
+                            animations="disabled")
+            page.click("form.controls button[data-action=approve]")
+            expect(page.locator("output.control-result")).to_contain_text("refused (409)")
+            assert all("409" in e for e in errors), errors  # only the refused approve
         finally:
             browser.close()
