@@ -17,12 +17,12 @@ import h11
 import trio
 
 from eventwf.apps.demo.boards import Boards
+from eventwf.server.front import ReplayStream, is_upgrade, read_head
 from eventwf.server.websocket import SocketHandler
 
 __all__ = ["Site", "page"]
 
 logger = logging.getLogger("eventwf")
-MAX_HEAD = 16_384  # bytes of request head an HTTP client may send
 BOARD_PATH = b"/agents/DemoAgent/"
 BOARD_NAME = re.compile(rb"[A-Za-z0-9_-]{1,64}\Z")  # as is: one spelling per board
 _TEXT = b"text/plain; charset=utf-8"
@@ -35,52 +35,6 @@ _HEADERS = [
 ]
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
             503: b"Service Unavailable"}
-
-
-class ReplayStream(trio.abc.Stream):
-    """A stream that yields ``head`` (bytes already read from ``stream``) first."""
-
-    def __init__(self, stream: trio.abc.Stream, head: bytes) -> None:
-        self._stream = stream
-        self._head = head
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._head:
-            await trio.lowlevel.checkpoint()
-            size = len(self._head) if max_bytes is None else max_bytes
-            data, self._head = self._head[:size], self._head[size:]
-            return data
-        return await self._stream.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
-async def _read_head(stream: trio.abc.Stream) -> tuple[h11.Connection, h11.Request, bytes]:
-    """The first request on a connection, with every byte read so far."""
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
-    head = bytearray()
-    while True:
-        event = conn.next_event()
-        if isinstance(event, h11.Request):
-            return conn, event, bytes(head)
-        if event is not h11.NEED_DATA:
-            raise h11.RemoteProtocolError("the connection closed before a request")
-        data = bytes(await stream.receive_some(MAX_HEAD))
-        head += data
-        conn.receive_data(data)
-
-
-def _is_upgrade(request: h11.Request) -> bool:
-    headers = {name: value.lower() for name, value in request.headers}
-    return headers.get(b"upgrade") == b"websocket" and b"upgrade" in headers.get(
-        b"connection", b"")
 
 
 def board_of(target: bytes) -> tuple[int, bytes] | str:
@@ -110,11 +64,11 @@ class Site:
         try:
             first = None
             with trio.move_on_after(10):
-                first = await _read_head(stream)
+                first = await read_head(stream)
             if first is None:
                 return  # no request within 10 seconds
             conn, request, head = first
-            if _is_upgrade(request):
+            if is_upgrade(request):
                 await self._upgrade(stream, conn, request, head)
             else:
                 await self._respond(stream, conn, request)
