@@ -63,7 +63,7 @@ RANKS = {
         "lookups": 0, "source": 1, "verify_report": 0, "pgsource": 2,
         "render": 2,
         "listing": 3, "timeline": 3, "agentstate": 3, "stats": 3, "check": 3, "verify": 3,
-        "backup": 3, "workflows": 3, "pgverify": 3,
+        "backup": 3, "workflows": 3, "pgverify": 4,
         "timeline_view": 4, "verify_view": 4, "export": 4,
         "cli": 5,
     },
