@@ -42,7 +42,10 @@ class StreamChains:
     """Each stream's last version and hash, to check the next row of that stream."""
 
     def __init__(self, pg: PostgresReader) -> None:
+        from eventwf.store.postgres.reader import chained  # psycopg only with a URL
+
         self.pg = pg
+        self.chained = chained
         self.heads: dict[str, tuple[int, bytes]] = {}
 
     def check(self, row: LogRow) -> tuple[str, str] | None:
@@ -51,13 +54,11 @@ class StreamChains:
         last, prev = self.heads.get(row.stream) or self.pg.chained_from(
             row.stream, row.stream_position)
         self.heads[row.stream] = (row.stream_position, row.hash)
-        from eventwf.store.postgres.reader import chained  # psycopg only with a URL
-
         if row.stream_position != last + 1:
             return "stream gap", (f"stream {row.stream!r} jumps from version {last} to "
                                   f"{row.stream_position} at position {row.position}: an "
                                   "event of that stream is missing")
-        if not chained(prev, row):
+        if not self.chained(prev, row):
             return "broken chain", (f"event at position {row.position} (stream "
                                     f"{row.stream!r}, {row.type}) fails its checksum: the row "
                                     "was changed, damaged or moved within its stream")
