@@ -99,17 +99,25 @@ def test_v0_python_m_eventwf_and_the_tools_shim_are_the_same_tool(log: str) -> N
     assert shim.stdout.startswith("usage: python -m tools.eventlog ")
 
 
-# -- V1: a PostgreSQL URL ---------------------------------------------------------------------
+# -- V1, V20: a PostgreSQL URL ---------------------------------------------------------------
 
 
-def test_v1_a_postgresql_url_is_a_usage_error_that_keeps_the_password(tmp_path: Path) -> None:
+def test_v20_commands_for_sqlite_files_refuse_a_url_and_keep_the_password(tmp_path: Path
+                                                                          ) -> None:
     url = "postgresql://app:s3cret@db.example:5432/app"
     copy = cli(url, "backup", str(tmp_path / "out.db"))
     assert copy.code == 2 and "pg_dump" in copy.err and "SQLite" in copy.err
-    shown = cli(url, "stats")
-    assert shown.code == 2 and "PostgreSQL" in shown.err
-    assert "s3cret" not in copy.err + shown.err
+    check = cli(url, "check", "tests.eventlog_factory:jobs")
+    assert check.code == 2 and "PostgreSQL" in check.err and "copy" in check.err
+    assert "s3cret" not in copy.err + check.err
     assert not (tmp_path / "out.db").exists()
+
+
+def test_v20_a_server_that_cannot_be_reached_is_exit_1_without_the_password() -> None:
+    pytest.importorskip("psycopg")
+    shown = cli("postgresql://app:s3cret@127.0.0.1:1/app", "stats")
+    assert shown.code == 1 and "app:***@127.0.0.1:1" in shown.err
+    assert "s3cret" not in shown.err
 
 
 # -- V19: backup ------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ Installed as ``eventwf log PATH COMMAND`` (and ``python -m tools.eventlog PATH C
 from a clone); every command has ``--help``. Requirements: specs/tools.md (V1-V19).
 Modules, one job each:
 
-- ``source``: opening a log read-only and reading rows in short, bounded batches
+- ``lookups`` / ``source``: opening a log read-only and reading rows in short, bounded
+  batches, and the small lookups the commands make
+- ``pgsource`` / ``pgverify``: the same reads, and ``verify``, on a PostgreSQL log
 - ``render``: times, durations, values, tables and JSON lines
 - ``listing``: ``streams``, ``show``, ``tail [--follow]``
 - ``timeline`` / ``timeline_view``: ``workflow ID``
@@ -18,5 +20,6 @@ Modules, one job each:
 
 It reads the SQLite file itself (specs/design.md D2b), read-only, so that it can name the
 damage the store would refuse to open; the one command that writes the log,
-``rebuild-projections``, goes through the store.
+``rebuild-projections``, goes through the store. A PostgreSQL log (a URL) is read through
+the store's read-only reader (specs/tools.md V20).
 """

@@ -48,12 +48,11 @@ class AgentAt:
 def fold_agent(log: LogSource, agent_class: str, name: str, at: int) -> AgentAt:
     stream = agent_stream(agent_class, name)
     result = AgentAt(agent_class, name, at)
-    first = log.conn.execute("SELECT position FROM events WHERE stream = ? AND "
-                             "stream_position = 0", (stream,)).fetchone()
+    first = log.first_position(stream)
     if first is None:
         raise NotFound(f"no agent {agent_class}/{name} in {log.path} (no stream {stream!r}); "
                         "`streams --kind agent` lists them")
-    result.first_position = int(first[0])
+    result.first_position = first
     for item in log.stream_views(stream, until=at):
         rec = item.recorded()
         if item.problem is not None or rec is None:
@@ -72,9 +71,7 @@ def fold_agent(log: LogSource, agent_class: str, name: str, at: int) -> AgentAt:
 
 
 def _time_at(log: LogSource, position: int) -> int | None:
-    row = log.conn.execute("SELECT time_us FROM events WHERE position <= ? ORDER BY position "
-                           "DESC LIMIT 1", (position,)).fetchone()
-    return None if row is None else int(row[0])
+    return log.time_at(position)
 
 
 def agent(log: LogSource, out: Output, agent_class: str, name: str, *, at: int | None = None,

@@ -18,6 +18,7 @@ from typing import TextIO
 
 import trio
 
+from eventwf.errors import StorageError
 from eventwf.store import is_url
 
 from . import (
@@ -26,12 +27,14 @@ from . import (
     check,
     export,
     listing,
+    pgverify,
     stats,
     timeline,
     timeline_view,
     verify,
     verify_view,
 )
+from .pgsource import PgLogSource
 from .render import Output, printable
 from .source import LogSource, ToolError
 
@@ -43,19 +46,24 @@ _EPILOG = ("exit status: 0 when all is well; 1 when the log (or the replay check
            "Requirements: specs/tools.md")
 
 
+def _open(path: str) -> LogSource:
+    """The log at ``path``: an SQLite file, or a PostgreSQL database by its URL."""
+    return PgLogSource(path) if is_url(path) else LogSource(path)
+
+
 def _streams(args: argparse.Namespace, out: Output) -> int:
-    with LogSource(args.path) as log:
+    with _open(args.path) as log:
         return listing.streams(log, out, kind=args.kind)
 
 
 def _show(args: argparse.Namespace, out: Output) -> int:
-    with LogSource(args.path) as log:
+    with _open(args.path) as log:
         return listing.show(log, out, args.stream, full=args.full,
                             from_version=args.from_version)
 
 
 def _tail(args: argparse.Namespace, out: Output) -> int:
-    with LogSource(args.path) as log:
+    with _open(args.path) as log:
         stream = None if args.stream is None else listing.resolve_stream(log, args.stream)
         status, head, printer = listing.tail(log, out, count=args.lines, full=args.full,
                                              stream=stream)
@@ -70,22 +78,24 @@ def _tail(args: argparse.Namespace, out: Output) -> int:
 
 
 def _workflow(args: argparse.Namespace, out: Output) -> int:
-    with LogSource(args.path) as log:
+    with _open(args.path) as log:
         return timeline_view.render(timeline.build(log, args.workflow_id), out, full=args.full)
 
 
 def _agent(args: argparse.Namespace, out: Output) -> int:
-    with LogSource(args.path) as log:
+    with _open(args.path) as log:
         return agentstate.agent(log, out, args.agent_class, args.name, at=args.at,
                                 history=args.history)
 
 
 def _stats(args: argparse.Namespace, out: Output) -> int:
-    with LogSource(args.path) as log:
+    with _open(args.path) as log:
         return stats.stats(log, out)
 
 
 def _verify(args: argparse.Namespace, out: Output) -> int:
+    if is_url(args.path):
+        return verify_view.render(pgverify.verify(args.path, keep=args.max_problems), out)
     if not os.path.isfile(args.path):
         raise ToolError(f"{args.path}: no such file")
     return verify_view.render(verify.verify(args.path, keep=args.max_problems), out)
@@ -98,7 +108,7 @@ def _check(args: argparse.Namespace, out: Output) -> int:
 
 
 def _export(args: argparse.Namespace, out: Output) -> int:
-    with LogSource(args.path) as log:
+    with _open(args.path) as log:
         stream = None if args.stream is None else listing.resolve_stream(log, args.stream)
         if args.output is None:
             return export.export(log, Output(True, out.stream), fmt=args.format, stream=stream,
@@ -223,17 +233,28 @@ def build_parser(prog: str = "eventwf log") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      epilog=_EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("path", metavar="PATH", help="the eventwf log (its SQLite file)")
+    parser.add_argument("path", metavar="PATH",
+                        help="the eventwf log: its SQLite file, or a postgresql:// URL")
     parser.add_argument("--json", action="store_true", help="print JSON lines, not tables")
     _add_commands(parser)
     return parser
 
 
+_SQLITE_ONLY = {  # command -> why it refuses a PostgreSQL URL (specs/tools.md V20)
+    "check": "it replays on a copy of an SQLite log file; on PostgreSQL replay a copy of the "
+             "database (createdb -T, or pg_dump and restore) with the engine instead",
+    "rebuild-projections": "on PostgreSQL the engine writes the projections in the "
+                           "transaction of their events and rebuilds them itself when it "
+                           "opens the database",
+}
+
+
 def _refuse_url(path: str, command: str) -> None:
-    """The tool reads SQLite files; a PostgreSQL URL is said so (``backup`` says more)."""
-    if is_url(path) and command != "backup":
-        raise ToolError(f"{command} reads SQLite log files; {path.split('@')[-1]} is a "
-                        "PostgreSQL database, which this version of the log tool cannot read")
+    """The commands that read only SQLite files say so for a URL (``backup`` says more);
+    the password of the URL is never printed (only what follows its ``@``)."""
+    if is_url(path) and command in _SQLITE_ONLY:
+        raise ToolError(f"{command} is for SQLite log files; {path.split('@')[-1]} is a "
+                        f"PostgreSQL database: {_SQLITE_ONLY[command]}")
 
 
 def main(argv: list[str] | None = None, stdout: TextIO | None = None, *,
@@ -249,6 +270,10 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, *,
         out.flush()
         print(printable(f"eventlog: {exc}"), file=sys.stderr)
         return exc.exit_code
+    except StorageError as exc:  # a PostgreSQL log failed to answer (its path hides the password)
+        out.flush()
+        print(printable(f"eventlog: {exc}"), file=sys.stderr)
+        return 1
     except sqlite3.DatabaseError as exc:
         out.flush()
         print(printable(f"eventlog: {args.path} cannot be read: {exc}; run `verify` for a "

@@ -15,7 +15,7 @@ from eventwf.store.sqlite import SQLiteStore
 from eventwf.store.sqlite.anchor import read_anchor
 
 from .render import Output, row_record
-from .source import ChainedReader, LogSource, RowView, ToolError
+from .source import LogSource, RowView, ToolError
 from .verify import anchor_problem
 
 __all__ = ["FORMATS", "export", "rebuild_projections"]
@@ -43,7 +43,7 @@ def export(log: LogSource, out: Output, *, fmt: str = "jsonl", stream: str | Non
     """
     damaged = 0
     if stream is None:
-        items = ChainedReader(log, after).read(until)
+        items = log.reader(after).read(until)
     else:
         items = (item for item in log.stream_views(stream, until=until)
                  if item.row.position > after)

@@ -14,15 +14,10 @@ import trio
 from eventwf.model.events import parse_stream
 
 from .render import Output, compact_text, event_details, iso, row_record
-from .source import ChainedReader, LogSource, NotFound, RowView
+from .source import LogSource, NotFound, RowView
 
 __all__ = ["RowPrinter", "follow", "print_row", "resolve_stream", "show", "streams", "tail"]
 
-_STREAMS_SQL = (
-    "SELECT stream, count(*), min(position), max(position), min(time_us), max(time_us), "
-    "max(stream_position) FROM events WHERE stream > ? AND stream >= ? AND stream < ? "
-    "GROUP BY stream ORDER BY stream LIMIT ?"
-)
 _KIND_RANGES = {None: ("", "\U0010ffff"), "wf": ("wf:", "wf;"), "agent": ("agent:", "agent;")}
 
 
@@ -31,7 +26,7 @@ def _stream_chunks(log: LogSource, kind: str | None, batch: int = 500
     low, high = _KIND_RANGES[kind]
     last = ""
     while True:
-        rows = log.conn.execute(_STREAMS_SQL, (last, low, high, batch)).fetchall()
+        rows = log.stream_summaries(last, low, high, batch)
         if rows:
             yield rows
         if len(rows) < batch:
@@ -41,12 +36,7 @@ def _stream_chunks(log: LogSource, kind: str | None, batch: int = 500
 
 def _statuses(log: LogSource, rows: Sequence[tuple[Any, ...]]) -> dict[str, tuple[str, str]]:
     ids = [row[0][3:] for row in rows if row[0].startswith("wf:")]
-    if not ids:
-        return {}
-    marks = ", ".join("?" for _ in ids)
-    found = log.conn.execute(
-        f"SELECT workflow_id, status, workflow_name FROM workflows "  # noqa: S608 - marks only
-        f"WHERE workflow_id IN ({marks})", ids).fetchall()
+    found = log.workflow_statuses(ids)
     return {str(wid): (str(status), str(name)) for wid, status, name in found}
 
 
@@ -176,7 +166,7 @@ def tail(log: LogSource, out: Output, *, count: int = 20, full: bool = False,
     head = log.head()
     printer = RowPrinter(out, full=full, with_stream=stream is None, head=head)
     if stream is None:
-        for item in ChainedReader(log, max(head - count, 0)).read(until=head):
+        for item in log.reader(max(head - count, 0)).read(until=head):
             printer(item)
     else:
         top = log.stream_head(stream)
@@ -197,7 +187,7 @@ async def follow(log: LogSource, out: Output, after: int, *, stream: str | None 
     """
     if printer is None:
         printer = RowPrinter(out, full=full, with_stream=stream is None, head=log.head())
-    reader = ChainedReader(log, after)
+    reader = log.reader(after)
     while True:
         for item in reader.read():
             if stream is None or item.row.stream == stream:

@@ -29,6 +29,8 @@ from eventwf.store.sqlite.lock import log_home, read_start
 from eventwf.store.sqlite.log import LogRow, chain_hash
 from eventwf.store.sqlite.schema import connect, get_meta
 
+from .lookups import SqliteLookups
+
 __all__ = [
     "BATCH",
     "ChainedReader",
@@ -191,8 +193,8 @@ def stream_view(row: LogRow, prev: bytes | None, expected_version: int | None) -
     return item
 
 
-class LogSource:
-    """A log opened read-only: meta values, batched rows, and short snapshots."""
+class LogSource(SqliteLookups):
+    """A log opened read-only: meta values, batched rows, lookups, and short snapshots."""
 
     def __init__(self, path: str) -> None:
         if not os.path.isfile(path):
@@ -274,6 +276,10 @@ class LogSource:
                 self.conn.execute("COMMIT")
 
     # -- rows ----------------------------------------------------------------------------
+
+    def reader(self, after: int) -> ChainedReader:
+        """The rows after position ``after``, each checked, read again at every poll."""
+        return ChainedReader(self, after)
 
     def rows(self, after: int = 0, until: int | None = None, *,
              batch: int = BATCH) -> Iterator[LogRow]:

@@ -7,7 +7,6 @@ the size of the log.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,13 +15,6 @@ from .source import LogSource
 
 __all__ = ["Stats", "collect", "stats"]
 
-_CHUNK_SQL = (
-    "SELECT type, CASE WHEN substr(stream, 1, 3) = 'wf:' THEN 'wf' "
-    "WHEN substr(stream, 1, 6) = 'agent:' THEN 'agent' ELSE 'other' END, "
-    "count(*), sum(length(data)), max(length(data)), sum(stream_position = 0), "
-    "min(time_us), max(time_us), sum(time_us >= ?), sum(time_us >= ?), sum(time_us >= ?) "
-    "FROM events WHERE position > ? AND position <= ? GROUP BY 1, 2"
-)
 WINDOWS = (("day", 86_400), ("hour", 3_600), ("minute", 60))
 
 
@@ -71,12 +63,10 @@ def _add(tally: Tally, count: int, data: int, largest: int, streams: int) -> Non
 
 
 def _scan(log: LogSource, result: Stats, chunk: int) -> None:
-    last = log.conn.execute("SELECT time_us FROM events WHERE position = ?",
-                            (result.head,)).fetchone()
-    last_us = int(last[0]) if last is not None else 0
+    last_us = log.time_at(result.head) or 0
     bounds = [last_us - seconds * 1_000_000 for _, seconds in WINDOWS]
     for low in range(0, result.head, chunk):
-        rows = log.conn.execute(_CHUNK_SQL, (*bounds, low, low + chunk)).fetchall()
+        rows = log.tally(bounds, low, low + chunk)
         for type_name, kind, count, data, largest, streams, first, latest, *recent in rows:
             _add(result.by_type.setdefault(type_name, Tally()), count, data or 0,
                  largest or 0, streams)
@@ -91,21 +81,11 @@ def _scan(log: LogSource, result: Stats, chunk: int) -> None:
 
 
 def _files(log: LogSource, result: Stats) -> None:
-    for suffix, label in (("", "database"), ("-wal", "wal"), ("-shm", "shm")):
-        path = log.home + suffix
-        if os.path.exists(path):
-            result.files[label] = os.path.getsize(path)
-    for pragma in ("page_size", "page_count", "freelist_count"):
-        result.pages[pragma] = int(log.conn.execute(f"PRAGMA {pragma}").fetchone()[0])
+    result.files, result.pages = log.storage()
 
 
 def _projections(log: LogSource, result: Stats) -> None:
-    conn = log.conn
-    result.workflows = {str(status): int(n) for status, n in conn.execute(
-        "SELECT status, count(*) FROM workflows GROUP BY status ORDER BY status")}
-    result.agents = int(conn.execute("SELECT count(*) FROM agents").fetchone()[0])
-    result.callbacks_pending = int(conn.execute(
-        "SELECT count(*) FROM agents WHERE last_callback > delivered_through").fetchone()[0])
+    result.workflows, result.agents, result.callbacks_pending = log.projection_counts()
     result.projected_through = log.meta("projected_through")
     result.schema_version = log.meta("schema_version")
 
@@ -169,9 +149,12 @@ def _text(path: str, s: Stats, out: Output) -> None:
     out.line(f"append rate  {_per_second(s.rate())} over the span · {recent} "
              "(windows end at the last event)")
     files = ", ".join(f"{label} {size(n)}" for label, n in s.files.items())
-    out.line(f"file         {size(sum(s.files.values()))}: {files} · "
-             f"{s.pages.get('page_count', 0):,} pages of {s.pages.get('page_size', 0):,} bytes "
-             f"({s.pages.get('freelist_count', 0):,} free)")
+    if s.pages:
+        out.line(f"file         {size(sum(s.files.values()))}: {files} · "
+                 f"{s.pages.get('page_count', 0):,} pages of {s.pages.get('page_size', 0):,} "
+                 f"bytes ({s.pages.get('freelist_count', 0):,} free)")
+    else:  # PostgreSQL: the sizes of its tables
+        out.line(f"tables       {size(sum(s.files.values()))}: {files}")
     average = s.data_bytes / s.events if s.events else 0
     out.line(f"event data   {size(s.data_bytes)} (average {average:,.0f} B per event)")
     statuses = " · ".join(f"{status} {n:,}" for status, n in s.workflows.items())

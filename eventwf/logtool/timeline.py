@@ -283,9 +283,7 @@ def build(log: LogSource, workflow_id: str) -> Timeline:
     if timeline.events == 0:
         raise NotFound(f"no workflow {workflow_id!r} in {log.path} (no stream "
                         f"{timeline.stream!r}); `streams --kind wf` lists them")
-    stored = log.conn.execute("SELECT status FROM workflows WHERE workflow_id = ?",
-                              (workflow_id,)).fetchone()
-    timeline.stored_status = None if stored is None else str(stored[0])
+    timeline.stored_status = log.workflow_status(workflow_id)
     return timeline
 
 

@@ -39,7 +39,7 @@ from .render import compact, compact_text
 from .source import BATCH, Damaged, LogSource, NotALog, ToolError, Unreadable
 from .verify_report import KINDS, Problem, Report
 
-__all__ = ["KINDS", "Checker", "Problem", "Report", "anchor_problem", "verify"]
+__all__ = ["KINDS", "Checker", "Problem", "Report", "anchor_problem", "difference", "verify"]
 
 def _where(row: LogRow) -> str:
     return f"event at position {row.position} (stream {row.stream!r}, {row.type})"
@@ -159,8 +159,10 @@ def _shown(value: Any) -> str:
     return compact(value, 60)
 
 
-def _difference(columns: tuple[str, ...], stored: tuple[Any, ...],
+def difference(columns: tuple[str, ...], stored: tuple[Any, ...],
                 expected: tuple[Any, ...]) -> str | None:
+    """The first column where a stored projection row differs from its fold, or None
+    (a value encoded differently but equal decoded is no difference)."""
     for column, have, want in zip(columns, stored, expected, strict=False):
         if have == want:
             continue
@@ -213,7 +215,7 @@ def _compare(conn: sqlite3.Connection, checker: Checker, table: _Table,
             if summary is None:
                 message = f"{table.name(key)} has a projection row but no events"
             else:
-                diff = _difference(table.columns, tuple(stored), table.row(summary))
+                diff = difference(table.columns, tuple(stored), table.row(summary))
                 if diff is None:
                     continue
                 message = f"{table.name(key)}: {diff}"

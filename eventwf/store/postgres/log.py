@@ -26,8 +26,8 @@ from eventwf.model.events import Recorded
 from eventwf.store.interface import PendingRow
 from eventwf.store.postgres.sql import COPY_MIN_ROWS, Conn, stream_hash, stream_heads
 
-__all__ = ["CheckedRow", "Heads", "checked_rows", "insert_events", "read_stream",
-           "stream_head"]
+__all__ = ["CheckedRow", "Heads", "before", "checked_rows", "insert_events", "read_stream",
+           "row_problem", "stream_head"]
 
 _COLUMNS = "position, stream, stream_position, time_us, type, data, hash"
 _INSERT = (f"INSERT INTO eventwf.events ({_COLUMNS}) OVERRIDING SYSTEM VALUE "
@@ -119,7 +119,7 @@ def read_stream(conn: Conn, genesis: bytes, stream: str, from_stream_position: i
         rows = rows[1:]
     out: list[Recorded] = []
     for position, version, time_us, type_name, data, digest in rows:
-        problem = _problem(stream, start + len(out), prev, version, time_us, type_name,
+        problem = row_problem(stream, start + len(out), prev, version, time_us, type_name,
                            bytes(data), bytes(digest))
         if problem is not None:
             raise CorruptLogError(f"event at log position {position} (stream {stream!r}): "
@@ -130,7 +130,7 @@ def read_stream(conn: Conn, genesis: bytes, stream: str, from_stream_position: i
     return out
 
 
-def _problem(stream: str, expected: int, prev: bytes, version: int, time_us: int,
+def row_problem(stream: str, expected: int, prev: bytes, version: int, time_us: int,
              type_name: str, data: bytes, digest: bytes) -> str | None:
     """What is wrong with a row, given its stream's previous hash (None: intact)."""
     if version != expected:
@@ -165,9 +165,9 @@ def checked_rows(conn: Conn, genesis: bytes, *, after: int = 0, page: int = 2000
         for position, stream, version, time_us, type_name, raw, raw_digest in rows:
             data, digest = bytes(raw), bytes(raw_digest)
             if stream not in streams:
-                streams[stream] = _before(conn, genesis, stream, int(version))
+                streams[stream] = before(conn, genesis, stream, int(version))
             last, prev = streams[stream]
-            problem = _problem(stream, last + 1, prev, version, time_us, type_name, data,
+            problem = row_problem(stream, last + 1, prev, version, time_us, type_name, data,
                                digest)
             streams[stream] = (int(version), digest)
             yield CheckedRow(int(position), stream, int(version), int(time_us), type_name,
@@ -177,7 +177,7 @@ def checked_rows(conn: Conn, genesis: bytes, *, after: int = 0, page: int = 2000
         after = int(rows[-1][0])
 
 
-def _before(conn: Conn, genesis: bytes, stream: str, version: int) -> tuple[int, bytes]:
+def before(conn: Conn, genesis: bytes, stream: str, version: int) -> tuple[int, bytes]:
     """The version and hash a stream's row of ``version`` chains from."""
     if version <= 0:
         return -1, genesis
