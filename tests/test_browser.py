@@ -7,11 +7,6 @@ Skipped, saying why, when ``/usr/bin/chromium`` or the ``playwright`` package is
 
 from __future__ import annotations
 
-import os
-import re
-import select
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -20,47 +15,28 @@ from typing import Any
 
 import pytest
 
-try:
-    from playwright.sync_api import Page, expect, sync_playwright
-except ImportError:  # pragma: no cover - the skip below says so
-    sync_playwright = None
+from tests.browser_kit import (
+    CHROMIUM,
+    FLAGS,
+    ROOT,
+    SKIP_WITHOUT_BROWSER,
+    Page,
+    expect,
+    serving,
+    sync_playwright,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = SKIP_WITHOUT_BROWSER
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--no-first-run", "--disable-component-update", "--disable-sync"]
-
-pytestmark = [
-    pytest.mark.skipif(sync_playwright is None,
-                       reason="playwright is not installed (pip install -e '.[dev]')"),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason=f"{CHROMIUM} is missing (apt-get install chromium)"),
-]
 
 
 @pytest.fixture
 def demo_url(tmp_path: Path) -> Iterator[str]:
     """``python -m eventwf demo`` on a fresh log and a free port; stopped with Ctrl-C."""
-    proc = subprocess.Popen(
+    out = yield from serving(
         [sys.executable, "-m", "eventwf", "demo", "--db", str(tmp_path / "demo.db"),
-         "--port", "0", "--step-seconds", "0.7"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.stdout is not None
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], 20)
-        assert ready, "the demo printed nothing within 20 s"
-        match = re.search(r"(http://\S+/)", proc.stdout.readline())
-        assert match is not None
-        yield match.group(1)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=20)
-        assert proc.returncode == 0 and "Goodbye" in out, out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+         "--port", "0", "--step-seconds", "0.7"], "demo")
+    assert "Goodbye" in out, out
 
 
 def start(page: Page, title: str) -> Any:

@@ -12,69 +12,40 @@ saying why, when ``/usr/bin/chromium`` or the ``playwright`` package is missing.
 from __future__ import annotations
 
 import os
-import re
-import select
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.browser_kit import (
+    CHROMIUM,
+    FLAGS,
+    ROOT,
+    SKIP_WITHOUT_BROWSER,
+    expect,
+    serving,
+    sync_playwright,
+)
 from tests.eventlog_kit import build
 
-try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover - the skip below says so
-    sync_playwright = None
-
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = SKIP_WITHOUT_BROWSER
 DOCS = ROOT / "docs"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--no-first-run", "--disable-component-update", "--disable-sync"]
-
-pytestmark = [
-    pytest.mark.skipif(sync_playwright is None,
-                       reason="playwright is not installed (pip install -e '.[dev]')"),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason=f"{CHROMIUM} is missing (apt-get install chromium)"),
-]
-
-
-def _serving(command: list[str]) -> Iterator[str]:
-    """Run ``command`` (it prints its URL first), yield the URL, stop it with SIGINT."""
-    proc = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.stdout is not None
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], 20)
-        assert ready, "the console printed nothing within 20 s"
-        match = re.search(r"(http://\S+/)", proc.stdout.readline())
-        assert match is not None
-        yield match.group(1)
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=20)
-        assert proc.returncode == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
 def console_url(tmp_path: Path) -> Iterator[str]:
     """``python -m eventwf console`` on the reference log and a free port."""
     log = build(tmp_path / "ref.db")
-    yield from _serving([sys.executable, "-m", "eventwf", "console", log, "--port", "0"])
+    yield from serving([sys.executable, "-m", "eventwf", "console", log, "--port", "0"],
+                       "console")
 
 
 @pytest.fixture
 def app_url(tmp_path: Path) -> Iterator[str]:
     """A live engine serving its console with controls (``wf-approve`` waits)."""
-    yield from _serving([sys.executable, "-m", "tests.console_app", str(tmp_path / "app.db")])
+    yield from serving([sys.executable, "-m", "tests.console_app", str(tmp_path / "app.db")],
+                       "application")
 
 
 def test_list_then_a_workflow_timeline_in_chromium(console_url: str) -> None:
