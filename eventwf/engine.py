@@ -227,8 +227,8 @@ async def _running(
                              max_live_workflows=max_live_workflows, telemetry=telemetry)
                 await outer.start(rt.writer.run)
                 if is_url(os.fspath(path)):  # several engines may write it: follow the others
-                    await nursery.start(serve_postgres_following, rt.writer, rt.agents,
-                                        os.fspath(path))
+                    rt.follower = await nursery.start(serve_postgres_following, rt.writer,
+                                                      rt.agents, os.fspath(path))
                 recovery(rt)
                 faults.hit("open.after_recover")
                 try:

@@ -106,6 +106,7 @@ class Listener:
         self._session: Session | None = None
         self._events: dict[str, trio.Event] = {}
         self._payloads: dict[str, list[str]] = {}
+        self._signalled: set[str] = set()  # channels with news since their last wait
         self.received = 0  # notifications received
         self.losses = 0  # sessions lost (each reopened)
 
@@ -129,11 +130,16 @@ class Listener:
     async def wait(self, channel: str, fallback: float | None) -> list[str]:
         """Wait until a notification on ``channel`` arrives (or the session is lost), or
         ``fallback`` seconds pass (None: no fallback, for a caller with nothing to poll).
-        Returns the payloads received since the previous wait on ``channel`` (empty:
-        the fallback passed, or a loss woke it), so the caller looks for itself."""
+        Returns at once if something arrived since the previous wait on ``channel``.
+        Returns the payloads received since then (empty: the fallback passed, or a loss
+        woke it), so the caller looks for itself."""
         self.watch(channel)
-        with trio.move_on_after(math.inf if fallback is None else fallback):
-            await self._events[channel].wait()
+        if channel in self._signalled:
+            await trio.lowlevel.checkpoint()
+        else:
+            with trio.move_on_after(math.inf if fallback is None else fallback):
+                await self._events[channel].wait()
+        self._signalled.discard(channel)
         payloads, self._payloads[channel] = self._payloads[channel], []
         return payloads
 
@@ -182,7 +188,11 @@ class Listener:
         kept = self._payloads[channel]
         if len(kept) < _MAX_KEPT:
             kept.append(payload)
-        event.set()
+        self._wake(channel)
+
+    def _wake(self, channel: str) -> None:
+        self._signalled.add(channel)
+        self._events[channel].set()
         self._events[channel] = trio.Event()
 
     def _lost(self, exc: StorageError) -> None:
@@ -191,9 +201,8 @@ class Listener:
         logger.warning("%s; reopening it, polling meanwhile", exc)
         self._close()
         self.losses += 1
-        for channel, event in list(self._events.items()):
-            event.set()
-            self._events[channel] = trio.Event()
+        for channel in list(self._events):
+            self._wake(channel)
 
     def _close(self) -> None:
         session, self._session = self._session, None
