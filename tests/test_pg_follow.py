@@ -11,6 +11,8 @@ collide), one transaction at a time or held open."""
 from __future__ import annotations
 
 import functools
+import io
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -23,6 +25,9 @@ psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed: pip i
                               "'.[dev]' (PostgreSQL tests)")
 
 import eventwf  # noqa: E402
+from eventwf.logtool import listing  # noqa: E402
+from eventwf.logtool.pgsource import PgLogSource  # noqa: E402
+from eventwf.logtool.render import Output  # noqa: E402
 from eventwf.model.codec import encode_event, event_type  # noqa: E402
 from eventwf.model.events import AgentStateSet, agent_stream  # noqa: E402
 from eventwf.runtime.agents import host_of  # noqa: E402
@@ -146,6 +151,37 @@ def test_followed_rows_are_decoded_and_checked_against_their_stream(
         assert followed[0].record.event == AgentStateSet({"n": 1})
         assert followed[1].record is None
         assert "fails its checksum" in str(followed[1].problem)
+
+
+async def test_tail_follow_prints_a_row_committed_late_in_commit_order(
+        url: str, other: OtherWriter) -> None:
+    """The log tool's ``tail --follow`` on PostgreSQL follows the horizon: a row whose
+    transaction is open while a later position commits is printed once it commits,
+    before the later one, and nothing is printed twice."""
+    other.set_state("T", "a", 0)
+    out = io.StringIO()
+    rows: list[int] = []
+    with PgLogSource(url) as source:
+        head = source.head()
+        polls: list[int] = []
+        held: Any = None
+
+        def stop() -> bool:  # after each poll of the follower
+            nonlocal held
+            polls.append(out.getvalue().count("\n"))
+            if len(polls) == 1:
+                held, late = other.hold_state("T", "b", 1)
+                rows.extend([late, other.set_state("T", "a", 2)])
+            elif len(polls) == 2:
+                held.commit()
+            return len(polls) == 3
+
+        with trio.fail_after(10):
+            code = await listing.follow(source, Output(json=True, stream=out), head,
+                                        interval=0.05, stop=stop)
+    printed = [json.loads(line)["position"] for line in out.getvalue().splitlines()]
+    assert code == 0 and polls[:2] == [0, 0]  # nothing while the earlier one is open
+    assert rows[0] < rows[1] and printed == rows
 
 
 # -- the engine's follower ------------------------------------------------------------------

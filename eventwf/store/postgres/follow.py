@@ -36,7 +36,8 @@ from eventwf.store.postgres import log, schema
 from eventwf.store.postgres.notify import connect
 from eventwf.store.postgres.sql import Conn, LogCursor, StoredEvent
 
-__all__ = ["Followed", "FollowedRows", "HorizonReader", "LogFollower", "horizon"]
+__all__ = ["Followed", "FollowedRows", "HorizonReader", "LogFollower", "horizon",
+           "snapshot_cursor", "visible_rows"]
 
 _BATCH = 1000
 _MAX_STREAMS = 10_000  # stream heads kept to check the next row (read again when dropped)
@@ -47,8 +48,15 @@ _READ = (
     "SELECT h.xmin::text, e.position, e.tx::text, e.stream, e.stream_position, e.time_us, "
     "e.type, e.data, e.hash FROM h LEFT JOIN LATERAL (SELECT * FROM eventwf.events "
     "WHERE (tx, position) > (%s::xid8, %s) AND tx < h.xmin AND starts_with(stream, %s) "
+    "AND NOT pg_visible_in_snapshot(tx, %s::pg_snapshot) "
     "ORDER BY tx, position LIMIT %s) e ON true"
 )
+_VISIBLE = (
+    "SELECT position, tx::text, stream, stream_position, time_us, type, data, hash "
+    "FROM eventwf.events WHERE position > %s AND pg_visible_in_snapshot(tx, %s::pg_snapshot) "
+    "ORDER BY position LIMIT %s"
+)
+_NOTHING = "1:1:"  # a snapshot in which no transaction is visible
 
 
 def horizon(conn: Conn) -> LogCursor:
@@ -59,14 +67,33 @@ def horizon(conn: Conn) -> LogCursor:
     return LogCursor(int(row[0]), 0)
 
 
+def snapshot_cursor(conn: Conn, snapshot: str) -> LogCursor:
+    """The cursor of the instant ``snapshot`` (``pg_current_snapshot()`` as text) was taken."""
+    row = conn.execute("SELECT pg_snapshot_xmin(%s::pg_snapshot)::text", (snapshot,)).fetchone()
+    assert row is not None
+    return LogCursor(int(row[0]), 0)
+
+
+def visible_rows(conn: Conn, snapshot: str, after: int, batch: int = _BATCH
+                 ) -> list[StoredEvent]:
+    """Rows after position ``after`` that ``snapshot`` sees (committed when it was taken),
+    in position order, at most ``batch``."""
+    return [_stored((None, *raw)) for raw in conn.execute(_VISIBLE, (after, snapshot, batch))]
+
+
 class HorizonReader:
     """Reads a log's rows in ``(tx, position)`` order below the horizon, from ``start``
-    (default: the horizon when it is made); rows of streams starting with ``prefix``."""
+    (default: the horizon when it is made); rows of streams starting with ``prefix``,
+    except those of transactions the snapshot ``seen`` saw committed (what a reader
+    printed before it began following: ``visible_rows`` of that snapshot)."""
 
     def __init__(self, conn: Conn, *, start: LogCursor | None = None, prefix: str = "",
-                 batch: int = _BATCH) -> None:
+                 batch: int = _BATCH, seen: str = _NOTHING) -> None:
         self.conn = conn
-        self.cursor = horizon(conn) if start is None else start
+        if start is None:
+            start = horizon(conn) if seen == _NOTHING else snapshot_cursor(conn, seen)
+        self.cursor = start
+        self._seen = seen
         self._prefix = prefix
         self._batch = batch
         self.more = False  # the last read was a full batch: read again at once
@@ -75,7 +102,8 @@ class HorizonReader:
         """The next rows (at most a batch); the cursor moves past them, and up to the
         horizon when there were fewer than a batch."""
         got = self.conn.execute(_READ, (str(self.cursor.tx), self.cursor.position,
-                                        self._prefix, self._batch)).fetchall()
+                                        self._prefix, self._seen,
+                                        self._batch)).fetchall()
         rows = [_stored(raw) for raw in got if raw[1] is not None]
         self.more = len(rows) == self._batch
         if rows:
