@@ -9,10 +9,12 @@ never skips a row committed late) and hands each agent record to
 this engine already knows (its own commits: their versions are at or below the agent's
 head in memory). It reads when woken: by the writers' coalesced notification after each
 commit (``LOG_CHANNEL``), else by polling, every ``fast`` seconds while clients are
-connected, every ``slow`` seconds while it follows agents this engine does not own, and
-not at all otherwise (nobody to push to; a later client gets the current state on
-connect and the follower catches up at the next wake-up). Notifications are hints: with
-none at all, pushes arrive within one poll.
+connected, every ``slow`` seconds while it follows agents this engine does not own. With
+neither it does not read at all, not even when notified (nobody to push to: a
+later client gets the current state on connect, and the follower catches up from its
+cursor at the next wake-up, skipping what that state already holds), so an engine with
+no clients pays nothing for following, and under ``MockClock`` no poll runs. Notifications
+are hints: with none at all, pushes arrive within one poll.
 
 What it reads and how it waits are given (:class:`Source`, :class:`Wait`): this module
 imports no driver, so SQLite engines never load PostgreSQL code;
@@ -93,8 +95,10 @@ class Follower:
                   ) -> None:
         task_status.started()
         while True:
-            await self.catch_up()
-            await self._wait(self.interval())
+            interval = self.interval()
+            if interval is not None:  # someone to push to, or views to keep: read
+                await self.catch_up()
+            await self._wait(interval)
 
     async def catch_up(self) -> None:
         """Read until the horizon, acting on each agent record (a checkpoint per batch).
