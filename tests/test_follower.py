@@ -19,11 +19,11 @@ class FakeAgents:
         self.followed_now = 0
         self.pushed: list[Any] = []
 
-    def clients(self) -> int:
-        return self.clients_now
+    def has_clients(self) -> bool:
+        return self.clients_now > 0
 
-    def followed(self) -> int:
-        return self.followed_now
+    def follows_any(self) -> bool:
+        return self.followed_now > 0
 
     def push_followed(self, rec: Any) -> bool:
         self.pushed.append(rec)

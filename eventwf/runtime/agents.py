@@ -218,10 +218,16 @@ class Agents:
 
     # -- records of other writers (PostgreSQL, specs/postgres.md PG18) -------------------
 
-    def followed(self) -> int:
-        """How many live agents this engine does not own (their state comes from the log)."""
-        return sum(1 for host in self._hosts.values() if not self.owns(host.agent_class,
-                                                                        host.name))
+    def has_clients(self) -> bool:
+        """Whether any client is connected to a live agent (stops at the first)."""
+        return any(host.connections for host in self._hosts.values())
+
+    def follows_any(self) -> bool:
+        """Whether a live agent is one this engine does not own (its state comes from the
+        log); at once when it owns every agent (one engine per log)."""
+        owns = self.owns
+        return owns is not _owns_every_agent and any(
+            not owns(host.agent_class, host.name) for host in self._hosts.values())
 
     def push_followed(self, rec: Recorded) -> bool:
         """A committed record of an agent's stream, read by following the log: if this

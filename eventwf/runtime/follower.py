@@ -85,9 +85,9 @@ class Follower:
 
     def interval(self) -> float | None:
         """How long to wait for a notification before reading anyway."""
-        if self._agents.clients():
+        if self._agents.has_clients():
             return self._fast
-        if self._agents.followed():
+        if self._agents.follows_any():
             return self._slow
         return None
 
