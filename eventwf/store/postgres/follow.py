@@ -173,10 +173,16 @@ class LogFollower:
                  opener: Callable[[str], Conn] = connect) -> None:
         self._url = url
         self._opener = opener
-        self._conn: Conn | None = opener(url)
+        try:
+            self._conn: Conn | None = opener(url)
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot open a session to follow the log: {exc}") from exc
         try:
             self._reader = HorizonReader(self._conn, prefix=prefix, batch=batch)
             self._rows = FollowedRows(self._conn)
+        except psycopg.Error as exc:
+            self._conn.close()
+            raise StorageError(f"cannot follow the log: {exc}") from exc
         except BaseException:
             self._conn.close()
             raise
