@@ -25,12 +25,13 @@ from eventwf.model.values import check_agent_name, check_binding_name, parse_dur
 from eventwf.runtime import tracking as _tracking
 from eventwf.runtime.check import CheckRunners, ReplayCheck
 from eventwf.runtime.clock import Clock
+from eventwf.runtime.follower import serve_postgres_following
 from eventwf.runtime.recovery import recover, recover_for_check
 from eventwf.runtime.runner import WorkflowRunner
 from eventwf.runtime.runs import RunFactory
 from eventwf.runtime.runtime import Runtime
 from eventwf.runtime.telemetry import NULL_TELEMETRY, EngineStatistics, Telemetry, open_telemetry
-from eventwf.store import copy_log, open_store
+from eventwf.store import copy_log, is_url, open_store
 from eventwf.workflow import AgentWorkflow
 
 __all__ = ["Engine", "EngineStatistics", "ReplayCheck", "check_replay", "open_engine"]
@@ -225,6 +226,9 @@ async def _running(
                              factory=factory, hibernate_after=hibernate_after,
                              max_live_workflows=max_live_workflows, telemetry=telemetry)
                 await outer.start(rt.writer.run)
+                if is_url(os.fspath(path)):  # several engines may write it: follow the others
+                    rt.follower = await nursery.start(serve_postgres_following, rt.writer,
+                                                      rt.agents, os.fspath(path))
                 recovery(rt)
                 faults.hit("open.after_recover")
                 try:

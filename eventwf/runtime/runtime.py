@@ -19,6 +19,7 @@ from eventwf.model.events import Event, Recorded
 from eventwf.runtime.agent_host import AgentHost
 from eventwf.runtime.agents import Agents
 from eventwf.runtime.clock import Clock
+from eventwf.runtime.follower import Follower
 from eventwf.runtime.hibernation import Hibernation
 from eventwf.runtime.router import Router
 from eventwf.runtime.runner import WorkflowRunner
@@ -64,6 +65,7 @@ class Runtime:
         self.router = Router(self.summaries, self.runs, self.agents, self.hibernation)
         self.writer = Writer(store, clock, self.router, telemetry)
         self.counters = StepCounters()
+        self.follower: Follower | None = None  # PostgreSQL: other writers' agent states
         self.telemetry = telemetry
         self.runs.host = RunServices(clock, self.writer, self.summaries, self.runs,
                                      self.agents, self.hibernation, workflow_classes,

@@ -11,7 +11,7 @@ callers (ack after commit). No fixed sleep: the batch is whatever arrived meanwh
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import msgspec
@@ -171,6 +171,7 @@ class Writer:
         self._closed = False
         self.commits = 0
         self.events = 0
+        self.on_commit: Callable[[], None] | None = None  # after each commit (PostgreSQL: NOTIFY)
 
     @property
     def queue_depth(self) -> int:
@@ -276,6 +277,8 @@ class Writer:
         self.commits += 1
         self.events += len(batch.rows)
         self._telemetry.committed(len(batch.rows))
+        if self.on_commit is not None:
+            self.on_commit()
         try:
             self._registry.install(batch.workflows, batch.agents)
             self._registry.published(batch.records)

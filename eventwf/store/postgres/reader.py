@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from eventwf.errors import StorageError
-from eventwf.store.postgres import log, schema, sql
+from eventwf.store.postgres import follow, log, schema, sql
 from eventwf.store.postgres.store import PostgresStore
 from eventwf.store.rows import AGENT_COLUMNS, WORKFLOW_COLUMNS
 
@@ -58,6 +58,7 @@ class PostgresReader:
         self.path = self._store.path
         self.genesis = self._store.genesis
         self.conn = self._store.conn
+        self.head_snapshot: str | None = None  # the snapshot of the last head() (following)
 
     def close(self) -> None:
         self._store.close()
@@ -79,8 +80,31 @@ class PostgresReader:
             raise StorageError(f"{self.path} cannot be read: {exc}") from exc
 
     def head(self) -> int:
-        found = self._one("SELECT max(position) FROM eventwf.events")
+        """The highest position; the snapshot it was read in is kept (``head_snapshot``),
+        so following can start exactly after what a listing up to it showed."""
+        found, self.head_snapshot = self._all(
+            "SELECT max(position), pg_current_snapshot()::text FROM eventwf.events")[0]
         return 0 if found is None else int(found)
+
+    def visible_rows(self, snapshot: str, after: int, batch: int) -> list[PgRow]:
+        """Rows after position ``after`` committed as of ``snapshot``, by position."""
+        try:
+            found = follow.visible_rows(self.conn, snapshot, after, batch)
+        except psycopg.Error as exc:
+            raise StorageError(f"{self.path} cannot be read: {exc}") from exc
+        return [_row(r[:1] + r[2:]) for r in found]
+
+    def horizon_reader(self, snapshot: str) -> follow.HorizonReader:
+        """A reader of the rows committed after ``snapshot`` was taken, in horizon order
+        (specs/postgres.md PG7); read it with :meth:`horizon_rows`."""
+        return follow.HorizonReader(self.conn, seen=snapshot)
+
+    def horizon_rows(self, reader: follow.HorizonReader) -> list[PgRow]:
+        try:
+            found = reader.read()
+        except psycopg.Error as exc:
+            raise StorageError(f"{self.path} cannot be read: {exc}") from exc
+        return [_row(r[:1] + r[2:]) for r in found]
 
     def rows(self, after: int, until: int | None, batch: int) -> list[PgRow]:
         """Up to ``batch`` rows with ``after < position <= until``, in position order."""
