@@ -5,8 +5,9 @@ very rows it appended (same stream, version, time, type, data and hash values) a
 appended again, as fast as plain SQL allows, to a bare table of the same shape in a
 schema of their own (``eventwf_floor``, dropped after) on the same server in the same run:
 one plain ``INSERT`` per commit for the sequential case (the engine commits once per step
-there), and ``COPY`` in batches for the concurrent one: batches of the engine's own mean
-size and of 256 rows. The floor has no projections, no triggers and no hash computing:
+there), and ``COPY`` in batches for the concurrent one: the engine's own batches (the rows
+of each of its transactions, told apart by the ``tx`` column, one COPY transaction each)
+and batches of 256 rows. The floor has no projections, no triggers and no hash computing:
 it is what the server alone costs for those rows.
 """
 
@@ -45,19 +46,32 @@ def _head(url: str) -> int:
     return 0 if row is None or row[0] is None else int(row[0])
 
 
-def engine_rows(url: str, after: int) -> list[Row]:
-    """The rows the engine appended after position ``after``, in position order."""
+def engine_rows(url: str, after: int) -> list[list[Row]]:
+    """The rows the engine appended after position ``after``, in position order, grouped
+    by the transaction that appended them."""
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM eventwf.events WHERE position > %s "  # noqa: S608
-            "ORDER BY position", (after,)).fetchall()
-    return [(str(r[0]), int(r[1]), int(r[2]), str(r[3]), bytes(r[4]), bytes(r[5]))
-            for r in rows]
+            f"SELECT tx::text, {_COLUMNS} FROM eventwf.events "  # noqa: S608
+            "WHERE position > %s ORDER BY position", (after,)).fetchall()
+    batches: list[list[Row]] = []
+    last = None
+    for r in rows:
+        if r[0] != last:
+            batches.append([])
+            last = r[0]
+        batches[-1].append((str(r[1]), int(r[2]), int(r[3]), str(r[4]), bytes(r[5]),
+                            bytes(r[6])))
+    return batches
 
 
-def floor_rate(url: str, rows: list[Row], batch: int) -> float:
-    """Rows per second appending ``rows`` to a fresh bare table: one autocommit INSERT per
-    row when ``batch`` is 1, else one COPY transaction per ``batch`` rows."""
+def _rebatched(batches: list[list[Row]], size: int) -> list[list[Row]]:
+    rows = [row for batch in batches for row in batch]
+    return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
+def floor_rate(url: str, batches: list[list[Row]], *, copy: bool) -> float:
+    """Rows per second appending ``batches`` to a fresh bare table, one transaction each:
+    by COPY, or (``copy`` false, batches of one row) by one autocommit INSERT per row."""
     schema = sql.Identifier(_FLOOR)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema))
@@ -69,19 +83,19 @@ def floor_rate(url: str, rows: list[Row], batch: int) -> float:
             schema, sql.SQL(_COLUMNS))
         try:
             start = time.perf_counter()
-            if batch == 1:
-                for row in rows:
-                    conn.execute(insert, row)
-            else:
-                for i in range(0, len(rows), batch):
-                    with conn.transaction(), conn.cursor() as cur, cur.copy(copy_sql) as copy:
-                        copy.set_types(["text", "int8", "int8", "text", "bytea", "bytea"])
-                        for row in rows[i:i + batch]:
-                            copy.write_row(row)
+            for batch in batches:
+                if not copy:
+                    for row in batch:
+                        conn.execute(insert, row)
+                    continue
+                with conn.transaction(), conn.cursor() as cur, cur.copy(copy_sql) as out:
+                    out.set_types(["text", "int8", "int8", "text", "bytea", "bytea"])
+                    for row in batch:
+                        out.write_row(row)
             elapsed = time.perf_counter() - start
         finally:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(schema))
-    return len(rows) / elapsed
+    return sum(map(len, batches)) / elapsed
 
 
 def bench_pg_steps(url: str, name: str, workflows: int, steps: int,
@@ -90,7 +104,8 @@ def bench_pg_steps(url: str, name: str, workflows: int, steps: int,
     on the same server, when measured)."""
     before = _head(url)
     run = trio.run(engine_run, url, workflows, steps)
-    rows = engine_rows(url, before)
+    batches = engine_rows(url, before)
+    rows = sum(map(len, batches))
     steps_per_s = run["steps"] / run["seconds"]
     result: dict[str, Any] = {
         "benchmark": name,
@@ -100,18 +115,17 @@ def bench_pg_steps(url: str, name: str, workflows: int, steps: int,
         "steps_per_s": round(steps_per_s),
         "events": run["events"],
         "commits": run["commits"],
-        "events_per_commit": round(run["events"] / max(run["commits"], 1), 1),
-        "events_per_step": round(len(rows) / max(run["steps"], 1), 2),
+        "transactions": len(batches),  # as the database saw them (distinct tx)
+        "rows_per_transaction": round(rows / max(len(batches), 1), 1),
+        "events_per_step": round(rows / max(run["steps"], 1), 2),
     }
     if workflows == 1:
-        floor = floor_rate(url, rows, 1)
+        floor = floor_rate(url, _rebatched(batches, 1), copy=False)
         result["raw_insert_one_per_commit_per_s"] = round(floor)
         result["ratio_to_raw"] = round(steps_per_s / floor, 3)  # as steps.py: steps/s / rows/s
     else:
-        batch = max(2, round(run["events"] / max(run["commits"], 1)))
-        same = floor_rate(url, rows, batch)
-        big = floor_rate(url, rows, 256)
-        result["raw_copy_same_batches"] = batch
+        same = floor_rate(url, batches, copy=True)
+        big = floor_rate(url, _rebatched(batches, 256), copy=True)
         result["raw_copy_same_batches_per_s"] = round(same)
         result["raw_copy_batch256_per_s"] = round(big)
         result["ratio_to_raw_same_batches"] = round(steps_per_s / same, 3)
