@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -40,25 +42,32 @@ class _Worker:
 
     def __init__(self, url: str, role: str, agents: list[int], workflows: int, steps: int,
                  ttl: float) -> None:
+        # a file, not a pipe: a full pipe would block the engine; closed in close()
+        self._errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tools.bench.pgworker", role, ",".join(map(str, agents)),
              str(workflows), str(steps), str(ttl)],
             cwd=_ROOT, env={**os.environ, URL_VARIABLE: url}, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors)
 
     @property
     def _out(self) -> IO[str]:
         assert self.proc.stdout is not None
         return self.proc.stdout
 
-    def record(self) -> dict[str, Any]:
-        """The next JSON line it prints; ``{"failed": ...}`` if it exits first."""
+    def record(self, timeout: float = 600.0) -> dict[str, Any]:
+        """The next JSON line it prints; ``{"failed": ...}`` if it exits first or prints
+        nothing for ``timeout`` seconds (then it is killed)."""
+        ready, _, _ = select.select([self._out], [], [], timeout)
+        if not ready:
+            self.proc.kill()
+            return {"failed": f"engine process printed nothing for {timeout:g} s (killed)"}
         line = self._out.readline()
         if not line:
             self.proc.wait()
-            assert self.proc.stderr is not None
+            self._errors.seek(0)
             return {"failed": f"engine process exit {self.proc.returncode}: "
-                              f"{self.proc.stderr.read().strip()[-400:]}"}
+                              f"{self._errors.read().strip()[-400:]}"}
         record: dict[str, Any] = json.loads(line)
         return record
 
@@ -79,6 +88,7 @@ class _Worker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self._errors.close()
 
 
 def _refusal(record: dict[str, Any]) -> str | None:

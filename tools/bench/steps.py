@@ -43,7 +43,8 @@ def _value(i: int) -> Callable[[], Any]:
 async def engine_run(path: str, workflows: int, steps: int,
                      synchronous: str = "FULL") -> dict[str, Any]:
     """``workflows`` concurrent runs of ``steps`` steps on the log at ``path``: the time
-    from the first start to the last completion, and the commits and events it took."""
+    from the first start to the last completion, the commits and events it took, and the
+    log's head before and after (what was appended in that time lies between)."""
     async with eventwf.open_engine(path, agents=[BenchAgent], workflows=[Steps],
                                    synchronous=synchronous) as engine:
         agent = await engine.get_agent(BenchAgent, "bench")
@@ -66,6 +67,8 @@ async def engine_run(path: str, workflows: int, steps: int,
         "steps": workflows * steps,
         "commits": after.commits - before.commits,
         "events": after.events - before.events,
+        "head_before": before.head,
+        "head_after": after.head,
     }
 
 
