@@ -39,7 +39,7 @@ def test_quick_postgres_run_prints_rates_floors_and_ratios(fresh_postgres_url: s
     assert "EVENTWF_BENCH_DBOS_PYTHON" in dbos["skipped"]
     assert sequential["steps_per_s"] > 0 and sequential["raw_insert_one_per_commit_per_s"] > 0
     ratio = sequential["steps_per_s"] / sequential["raw_insert_one_per_commit_per_s"]
-    assert sequential["ratio_to_raw"] > 0  # from unrounded rates: near the shown ones'
+    assert sequential["ratio_to_raw"] > 0  # from unrounded rates: near the shown ones
     assert sequential["ratio_to_raw"] == pytest.approx(ratio, rel=0.01, abs=0.002)
     assert concurrent["raw_copy_batch256_per_s"] > 0
     assert concurrent["raw_copy_same_batches_per_s"] > 0
