@@ -49,5 +49,8 @@ def test_quick_postgres_run_prints_rates_floors_and_ratios(fresh_postgres_url: s
     for count in (2, 3):
         _either_a_rate_or_why_not(engines[f"engines_{count}"], "steps_per_s")
     _either_a_rate_or_why_not(takeover, "takeover_seconds")
+    if "skipped" in takeover:  # one engine per database: a restart after the SIGKILL instead
+        restart = takeover["restart_after_sigkill"]
+        assert restart["workflows"] == 3 * 2 and restart["seconds"] > 0
     password = urlsplit(fresh_postgres_url).password
     assert not password or password not in done.stdout + done.stderr

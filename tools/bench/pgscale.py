@@ -146,41 +146,70 @@ def _complete(url: str, ids: list[str]) -> int:
     return 0 if row is None else int(row[0])
 
 
+def _kill_and_wait(url: str, victim: _Worker, limit: float, restart: float | None
+                   ) -> dict[str, Any]:
+    """Start the victim's workflows, SIGKILL it once they are acknowledged, and time
+    until all are complete (``restart``: a new engine, with that ``lease_ttl``, is
+    started after the SIGKILL to finish them, the only way while one engine per database).
+    """
+    victim.tell("go")
+    started = victim.record()
+    if "started" not in started:
+        return {"failed": str(started)}
+    ids = [str(i) for i in started["started"]]
+    victim.proc.send_signal(signal.SIGKILL)
+    killed = time.perf_counter()
+    victim.proc.wait()
+    in_flight = len(ids) - _complete(url, ids)
+    fresh = None if restart is None else _Worker(url, "serve", [], 0, 0, restart)
+    try:
+        if fresh is not None:
+            refusal = _refusal(fresh.record())
+            if refusal is not None:
+                return {"failed": f"the new engine could not open: {refusal}"}
+            fresh.tell("go")
+        while _complete(url, ids) < len(ids):
+            if time.perf_counter() - killed > limit:
+                return {"failed": f"not all complete {limit:g} s after the SIGKILL"}
+            time.sleep(_POLL)
+        seconds = time.perf_counter() - killed
+    finally:
+        if fresh is not None:
+            fresh.close()
+    return {"workflows": len(ids), "in_flight_at_kill": in_flight, "seconds": round(seconds, 2)}
+
+
 def bench_takeover(url: str, agents: int, workflows: int, steps: int, ttl: float,
                    limit: float = 120.0) -> dict[str, Any]:
-    """Seconds from SIGKILLing an engine to its workflows completing on another."""
+    """Seconds from SIGKILLing an engine to its workflows completing on another.
+
+    While a second engine cannot open the database, the result says why (``skipped``)
+    and gives instead, under ``restart_after_sigkill``, the time from the SIGKILL to the
+    workflows completing on a new engine started after it (its process start included):
+    what one engine per database offers today, not a takeover."""
     result: dict[str, Any] = {
         "benchmark": f"postgres: takeover after SIGKILL ({agents} agents x {workflows} "
                      f"workflows x {steps} slow steps)", "lease_ttl": ttl,
         "target_seconds": ttl + 2}
     victim = _Worker(url, "start", list(range(agents)), workflows, steps, ttl)
-    survivor: _Worker | None = None
     try:
         refusal = _refusal(victim.record())
-        if refusal is None:
-            survivor = _Worker(url, "serve", [], 0, 0, ttl)
-            refusal = _refusal(survivor.record())
         if refusal is not None:
-            return {**result, "skipped": refusal}
-        assert survivor is not None
-        survivor.tell("go")
-        victim.tell("go")
-        started = victim.record()
-        if "started" not in started:
-            return {**result, "failed": str(started)}
-        ids = [str(i) for i in started["started"]]
-        victim.proc.send_signal(signal.SIGKILL)
-        killed = time.perf_counter()
-        victim.proc.wait()
-        in_flight = len(ids) - _complete(url, ids)
-        while _complete(url, ids) < len(ids):
-            if time.perf_counter() - killed > limit:
-                return {**result, "failed": f"not all complete {limit:g} s after the SIGKILL"}
-            time.sleep(_POLL)
-        seconds = time.perf_counter() - killed
+            return {**result, "failed": f"the first engine could not open: {refusal}"}
+        survivor = _Worker(url, "serve", [], 0, 0, ttl)
+        try:
+            refusal = _refusal(survivor.record())
+            if refusal is None:
+                survivor.tell("go")
+                run = _kill_and_wait(url, victim, limit, None)
+        finally:
+            survivor.close()
+        if refusal is not None:
+            return {**result, "skipped": refusal,
+                    "restart_after_sigkill": _kill_and_wait(url, victim, limit, ttl)}
     finally:
         victim.close()
-        if survivor is not None:
-            survivor.close()
-    return {**result, "workflows": len(ids), "in_flight_at_kill": in_flight,
-            "takeover_seconds": round(seconds, 2), "within_target": seconds <= ttl + 2}
+    if "failed" in run:
+        return {**result, **run}
+    return {**result, "workflows": run["workflows"], "in_flight_at_kill": run["in_flight_at_kill"],
+            "takeover_seconds": run["seconds"], "within_target": run["seconds"] <= ttl + 2}
