@@ -282,8 +282,8 @@ def _clients(records: list[dict[str, Any]]) -> str:
     if found is None or not found["available"]:
         note = found["note"] if found else "not available: read from the log"
         return f'<h2>Connected clients</h2><p class="clients">{esc(note)}</p>'
-    rows = [[esc(c["id"]), esc(c["remote"]), esc(c["path"]), esc(f'{c["queued_bytes"]:,}')]
-            for c in found["clients"]]
+    rows = [[esc(c["id"]), esc(c["remote"] or "unknown"), esc(c["path"]),
+             esc(f'{c["queued_bytes"]:,}')] for c in found["clients"]]
     return (f'<h2>Connected clients</h2><p class="clients">{len(rows)} connected now</p>'
             + (_table(["ID", "REMOTE", "PATH", "QUEUED BYTES"], rows, "clients")
                if rows else ""))

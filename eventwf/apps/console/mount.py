@@ -114,10 +114,11 @@ class ConsoleMount:
     def _clients(self, agent_class: str, name: str) -> list[dict[str, Any]]:
         """Who is connected to the agent now (CN18): id, address, path and what waits to
         be sent to it; never its headers (they may carry credentials)."""
-        return [{"id": getattr(c, "id", "?"), "remote": str(getattr(c, "remote", "?")),
+        return [{"id": getattr(c, "id", "?"), "remote": _address(getattr(c, "remote", None)),
                  "path": str(getattr(c, "path", "?")),
                  "queued_bytes": int(getattr(c, "queued_bytes", 0))}
                 for c in self.engine.runtime.agents.connections(agent_class, name)]
+
 
     async def _allowed(self, seen: HttpRequest) -> bool:
         if self.authenticate is None:
@@ -163,3 +164,10 @@ async def _read_body(stream: trio.abc.Stream, conn: h11.Connection) -> bytes | N
             conn.receive_data(bytes(await stream.receive_some(16_384)))
         else:
             raise h11.RemoteProtocolError("the connection closed inside a request body")
+
+
+def _address(remote: object) -> str | None:
+    """A client's ``host:port``, or None where the server does not know it (trio-websocket
+    names a stream that is not a socket by its repr, e.g. behind the front door)."""
+    text = str(remote)
+    return None if remote is None or text.startswith("<") else text
