@@ -24,7 +24,8 @@ from eventwf.model.values import metadata_filter
 
 from .source import LogSource
 
-__all__ = ["MAX_PAGE", "WorkflowFilter", "WorkflowPage", "WorkflowRow", "page", "status_counts"]
+__all__ = ["MAX_PAGE", "WorkflowFilter", "WorkflowPage", "WorkflowRow", "encode_cursor", "page",
+           "status_counts"]
 
 MAX_PAGE = 100
 
@@ -75,7 +76,8 @@ class WorkflowPage:
     next_cursor: str | None  # None: this is the last page
 
 
-def _encode_cursor(row: WorkflowRow) -> str:
+def encode_cursor(row: WorkflowRow) -> str:
+    """The opaque cursor of the page that follows ``row`` (older workflows)."""
     raw = json.dumps([row.created_us, row.workflow_id], separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
@@ -100,7 +102,7 @@ def page(log: LogSource, where: WorkflowFilter, *, limit: int = 50,
     fetched = log.workflow_rows(where.equals(), where.metadata_paths(), after, limit + 1)
     rows = [WorkflowRow(*row) for row in fetched[:limit]]
     more = len(fetched) > limit
-    return WorkflowPage(rows, _encode_cursor(rows[-1]) if more else None)
+    return WorkflowPage(rows, encode_cursor(rows[-1]) if more else None)
 
 
 def status_counts(log: LogSource) -> dict[str, int]:

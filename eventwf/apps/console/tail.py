@@ -72,19 +72,24 @@ def parse_filter(query: Mapping[str, str]) -> TailFilter:
     return TailFilter(streams[0] if streams else None, query.get("type") or None)
 
 
-def _backwards(log: LogSource, flt: TailFilter, head: int) -> Iterator[list[RowView]]:
-    """Windows of rows, newest window first (each in log order), at most SCAN rows."""
+def _backwards(log: LogSource, flt: TailFilter, head: int, first: int = _WINDOW
+               ) -> Iterator[list[RowView]]:
+    """Windows of rows, newest window first (each in log order), at most SCAN rows; the
+    first window holds ``first`` rows (all a tail without a type filter needs)."""
+    window = first
     if flt.stream is None:
         high = head
         while high > 0 and head - high < SCAN:
-            low = max(high - _WINDOW, 0, head - SCAN)
+            low = max(high - window, 0, head - SCAN)
+            window = _WINDOW
             yield list(log.reader(low).read(until=high))
             high = low
         return
     top = log.stream_head(flt.stream)
     high = top + 1  # versions [low, high) of the stream
     while high > 0 and top + 1 - high < SCAN:
-        low = max(high - _WINDOW, 0, top + 1 - SCAN)
+        low = max(high - window, 0, top + 1 - SCAN)
+        window = _WINDOW
         views = log.stream_views(flt.stream, from_version=low, until=head)
         yield [v for v in islice(views, high - low) if v.row.stream_position < high]
         high = low
@@ -112,7 +117,7 @@ def tail(log: LogSource, flt: TailFilter, count: int, after: int | None) -> list
     found: list[RowView] = []
     scanned = 0
     if after is None:
-        for window in _backwards(log, flt, head):
+        for window in _backwards(log, flt, head, count if flt.type is None else _WINDOW):
             scanned += len(window)
             found = [v for v in window if flt.matches(v)][-(count - len(found)):] + found
             if len(found) >= count:
