@@ -2,7 +2,8 @@
 
 Routes (specs/console.md CN3-CN7): ``/`` the listing, ``/workflows/<id>``,
 ``/agents/<Class>/<name>[?at=N]``, ``/log[?n=N]``, ``/log/verify``, the same data as
-JSON under ``/api/...``, and the two files of ``/static/``. Each request opens the log
+JSON under ``/api/...``, and the two files of ``/static/``, all under the mount's prefix
+when it has one (CN19). Each request opens the log (a file, or a PostgreSQL URL: CN15)
 read-only in a worker thread, reads what it needs through the views and closes it again
 (CN1): nothing is held open between requests, so a running engine is never blocked. An
 unknown workflow or agent is a 404, a bad parameter a 400, each naming the value.
