@@ -62,6 +62,10 @@ async def test_tail_filters_by_stream_type_workflow_and_agent(reference: str) ->
         for bad in ("agent=alice", "workflow=job-1&agent=TestAgent/alice"):
             status, body = await get(base + "/api/log?" + bad)
             assert status == 400, bad
+        status, page = await get(base + "/workflows/job-1")
+        assert 'href="/log?workflow=job-1"' in page
+        status, page = await get(base + "/agents/TestAgent/alice")
+        assert 'href="/log?agent=TestAgent%2Falice"' in page
         status, page = await get(base + "/log?workflow=job-1&n=3")
         assert status == 200 and 'data-follow="/api/log?n=3&amp;stream=wf%3Ajob-1"' in page
 

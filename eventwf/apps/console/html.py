@@ -173,7 +173,9 @@ class Site:
                  if summary else "")
         body = (f'<p>name <b>{esc(summary.get("workflow_name", ""))}</b> · agent {agent} · '
                 f'status <span class="status status-{esc(summary.get("status", ""))}">'
-                f'{esc(summary.get("status", "?"))}</span> · {head["events"]:,} events</p>'
+                f'{esc(summary.get("status", "?"))}</span> · <a class="events" href="'
+                f'{self.link("log", query={"workflow": head["workflow_id"]})}">'
+                f'{head["events"]:,} events</a></p>'
                 f'<p>params: {value(head["params"], None)}</p>{outcome}'
                 + (controls_form(head["workflow_id"]) if self.controls else "")
                 + '<h2>Steps</h2>'
@@ -202,8 +204,10 @@ class Site:
         changes = [[esc(c["position"]), esc(c["time"]), esc(c["type"]),
                     esc(c["workflow_id"] or "-"), value(c["state"], 200)]
                    for c in records[1:] if c["record"] == "change"]
+        events = self.link("log", query={"agent": who})
         body = (f'{slider}<p>as of position <b class="at">{esc(a["at"])}</b> '
-                f'({esc(a["at_time"])}) of {esc(a["head"])}</p>'
+                f'({esc(a["at_time"])}) of {esc(a["head"])} · <a class="events" '
+                f'href="{events}">its events</a></p>'
                 f'<p class="state">state: {state}</p>'
                 + self._outbox(records) + _clients(records) + '<h2>State changes</h2>'
                 + _table(["POSITION", "TIME", "EVENT", "WORKFLOW", "STATE"], changes,
