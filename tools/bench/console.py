@@ -9,22 +9,30 @@ than the engine's one-by-one appends, and ``verify`` finds it intact): 100 agent
 workflows in flight at a time, each with 3 steps (one in ten retried), half with a sleep,
 some with a wait and a state merge, metadata ``{"tenant": "t<n % 37>", "priority": n % 3}``.
 
-Each page is built by the console's router (``site.route``: what one HTTP request runs,
-without the socket) ``ROUNDS`` times; the best and the median are printed in ms. The
+Each page is requested ``ROUNDS`` times over HTTP from ``eventwf console`` (the public
+command, in a subprocess, on 127.0.0.1: a request opens the log, builds the page and
+closes the log, as in production); the best and the median are printed in ms. The
 listing's pages are then timed again without the ``created_us`` index, which shows
 what the index buys, and ``EXPLAIN QUERY PLAN`` of the first page is printed for both.
 """
 
 from __future__ import annotations
 
+import re
+import signal
 import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from eventwf.apps.console.site import route
 from eventwf.logtool.workflows import WorkflowRow, encode_cursor
 from tools.eventlog.synth import synthesize
 
@@ -37,11 +45,35 @@ _FIRST_PAGE = ("SELECT workflow_id FROM workflows ORDER BY created_us DESC, work
                "LIMIT 51")
 
 
-def _time(path: str, target: str) -> dict[str, float]:
+@contextmanager
+def _console(path: str) -> Iterator[str]:
+    """``eventwf console PATH --port 0`` in a subprocess; its URL (without the last /)."""
+    proc = subprocess.Popen([sys.executable, "-m", "eventwf", "console", path, "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        found = re.search(r"(http://\S+)/ ", proc.stdout.readline())
+        if found is None:
+            raise SystemExit(f"console bench: eventwf console did not start: {proc.stdout.read()}")
+        yield found.group(1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - http only
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _time(base: str, target: str) -> dict[str, float]:
     took = []
     for _ in range(ROUNDS):
         start = time.perf_counter()
-        status, _, body = route(path, target)
+        status, body = _get(base + target)
         took.append((time.perf_counter() - start) * 1000)
         if status != 200:
             raise SystemExit(f"console bench: {target} answered {status}: {body[:300]!r}")
@@ -97,13 +129,14 @@ def bench_console(workflows: int) -> dict[str, Any]:
         count = int(conn.execute("SELECT count(*) FROM workflows").fetchone()[0])
         conn.close()
         targets = _targets(path, count)
-        pages = {name: _time(path, target) for name, target in targets.items()}
         plan = _plan(path)
-        conn = sqlite3.connect(path)
-        conn.execute(f"DROP INDEX {_INDEX}")  # the same pages without the listing's index
-        conn.close()
-        unindexed = {name: _time(path, target) for name, target in targets.items()
-                     if name.startswith("list")}
+        with _console(path) as base:
+            pages = {name: _time(base, target) for name, target in targets.items()}
+            conn = sqlite3.connect(path)
+            conn.execute(f"DROP INDEX {_INDEX}")  # the same pages without the listing's index
+            conn.close()
+            unindexed = {name: _time(base, target) for name, target in targets.items()
+                         if name.startswith("list")}
         result: dict[str, Any] = {
             "benchmark": f"console pages on a log of {count:,} workflows, {events:,} events",
             "workflows": count, "events": events,
