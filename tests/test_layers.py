@@ -72,7 +72,7 @@ RANKS = {
     "eventwf.testing": {"ledger": 0, "harness": 0, "session": 1, "determinism": 1, "crashes": 2,
                         "plugin": 3},
     "eventwf.apps.demo": {"board": 0, "boards": 0, "site": 1, "run": 2},
-    "eventwf.apps.console": {"views": 0, "html": 1, "site": 2, "controls": 3, "run": 3,
+    "eventwf.apps.console": {"tail": 0, "views": 1, "html": 1, "site": 2, "controls": 3, "run": 3,
                              "mount": 4},
 }
 FORBIDDEN = {"pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle"}

@@ -23,6 +23,7 @@ from eventwf.model.codec import decode_event
 from eventwf.model.events import Event
 from eventwf.store.sqlite.columns import LogRow
 
+from .lookups import FILTER_COLUMNS, LISTED_COLUMNS
 from .source import BATCH, ChainedReader, Following, LogSource, NotALog, RowView, ToolError
 
 if TYPE_CHECKING:
@@ -237,6 +238,16 @@ class PgLogSource(LogSource):
 
     def workflow_status(self, workflow_id: str) -> str | None:
         return self.pg.workflow_status(workflow_id)
+
+    def workflow_rows(self, equals: Sequence[tuple[str, str]],
+                      metadata: Sequence[tuple[str | None, Any]],
+                      after: tuple[int, str] | None, limit: int) -> list[tuple[Any, ...]]:
+        for column, _ in equals:
+            assert column in FILTER_COLUMNS, column  # a constant of the caller, never input
+        return self.pg.workflow_rows(LISTED_COLUMNS, equals, metadata, after, limit)
+
+    def status_counts(self) -> list[tuple[Any, ...]]:
+        return self.pg.status_counts()
 
     def first_position(self, stream: str) -> int | None:
         return self.pg.first_position(stream)

@@ -30,7 +30,7 @@ from eventwf.model.events import (
     agent_stream,
     parse_stream,
 )
-from eventwf.runtime.agent_host import AgentHost, state_items
+from eventwf.runtime.agent_host import AgentHost, Connection, state_items
 from eventwf.runtime.summaries import AgentKey, Summaries
 from eventwf.store.interface import LogStore
 
@@ -78,6 +78,11 @@ class Agents:
     def clients(self) -> int:
         """How many clients are connected to the live agents."""
         return sum(len(host.connections) for host in self._hosts.values())
+
+    def connections(self, agent_class: str, name: str) -> list[Connection]:
+        """The clients connected to one agent now (none when it is not live here)."""
+        host = self._hosts.get((agent_class, name))
+        return [] if host is None else list(host.connections)
 
     # -- live objects --------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.bench.common import machine
+from tools.bench.console import bench_console
 from tools.bench.dbos_peer import bench_dbos
 from tools.bench.fanout import bench_fanout
 from tools.bench.idle import bench_idle_in_subprocess
@@ -49,6 +50,7 @@ PLANS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str, Any]
     "fanout-client": (lambda: bench_fanout(500, 20.0, 10.0, kind="eventwf"),
                       lambda: bench_fanout(20, 20.0, 2.0, kind="eventwf")),
     "dbos": (lambda: bench_dbos(1000), lambda: bench_dbos(50)),
+    "console": (lambda: bench_console(100_000), lambda: bench_console(5_000)),
 }
 # the PostgreSQL benchmarks (pgplans.py: imported only for them, as it needs psycopg)
 PG_PLANS = ("sequential", "concurrent", "dbos", "engines", "takeover")

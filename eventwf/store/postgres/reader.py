@@ -19,6 +19,7 @@ import psycopg
 
 from eventwf.errors import StorageError
 from eventwf.store.postgres import follow, log, schema, sql
+from eventwf.store.postgres.projections import metadata_clause
 from eventwf.store.postgres.store import PostgresStore
 from eventwf.store.rows import AGENT_COLUMNS, WORKFLOW_COLUMNS
 
@@ -191,6 +192,34 @@ class PostgresReader:
         except psycopg.Error as exc:
             raise StorageError(f"{self.path} cannot be read: {exc}") from exc
         return head, workflows, agents
+
+    def workflow_rows(self, columns: Sequence[str], equals: Sequence[tuple[str, str]],
+                      metadata: Sequence[tuple[str | None, Any]],
+                      after: tuple[int, str] | None, limit: int) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` workflow rows (``columns``, constants of the log tool) newest
+        first by (created time, id in byte order, as on SQLite), older than ``after``;
+        ``equals`` (column, value) pairs and ``metadata`` (JSON path, value) pairs, typed
+        equality as ``get_workflows``. Every value is bound."""
+        clauses = ["true"]
+        params: list[Any] = []
+        for column, value in equals:
+            clauses.append(f"{column} = %s")
+            params.append(value)
+        for path, value in metadata:
+            clause, values = metadata_clause(path, value)
+            clauses.append(clause)
+            params += values
+        if after is not None:
+            clauses.append('(created_us, workflow_id COLLATE "C") < (%s, %s)')
+            params += [after[0], after[1]]
+        return self._all(
+            "SELECT " + ", ".join(columns) + " FROM eventwf.workflows WHERE "  # noqa: S608
+            + " AND ".join(clauses) + ' ORDER BY created_us DESC, workflow_id COLLATE "C" '
+            "DESC LIMIT %s", [*params, limit])
+
+    def status_counts(self) -> list[tuple[Any, ...]]:
+        """(status, how many workflows have it), for the statuses that occur."""
+        return self._all("SELECT status, count(*) FROM eventwf.workflows GROUP BY status")
 
     def last_position(self, stream: str) -> int | None:
         """The position of the last event of ``stream``."""
