@@ -112,10 +112,12 @@ class ConsoleMount:
         return trio.from_thread.run_sync(self._clients, agent_class, name)
 
     def _clients(self, agent_class: str, name: str) -> list[dict[str, Any]]:
-        """Who is connected to the agent now (CN18): id, address, path and what waits to
-        be sent to it; never its headers (they may carry credentials)."""
+        """Who is connected to the agent now (CN18): id, ``host:port``, path, when its
+        handshake was accepted (epoch µs) and what waits to be sent to it; never its
+        headers (they may carry credentials)."""
         return [{"id": getattr(c, "id", "?"), "remote": _address(getattr(c, "remote", None)),
                  "path": str(getattr(c, "path", "?")),
+                 "connected_us": getattr(c, "connected_us", None) or None,
                  "queued_bytes": int(getattr(c, "queued_bytes", 0))}
                 for c in self.engine.runtime.agents.connections(agent_class, name)]
 
@@ -167,7 +169,9 @@ async def _read_body(stream: trio.abc.Stream, conn: h11.Connection) -> bytes | N
 
 
 def _address(remote: object) -> str | None:
-    """A client's ``host:port``, or None where the server does not know it (trio-websocket
-    names a stream that is not a socket by its repr, e.g. behind the front door)."""
-    text = str(remote)
-    return None if remote is None or text.startswith("<") else text
+    """A client's ``host:port`` (``[host]:port`` for IPv6) from the server's ``(host,
+    port)``, or None where the server does not know it (not a TCP client)."""
+    if not (isinstance(remote, tuple) and len(remote) == 2):
+        return None
+    host, port = remote
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
