@@ -42,7 +42,7 @@ RANKS = {
         "types": 1, "json_data": 1, "codec": 2, "commands": 1, "agent_fold": 1, "decisions": 1,
         "replay": 2, "failures": 3, "workflow_fold": 2,
     },
-    "eventwf.store": {"interface": 0, "rows": 0, "sqlite": 1, "postgres": 1},
+    "eventwf.store": {"interface": 0, "rows": 0, "location": 0, "sqlite": 1, "postgres": 1},
     "eventwf.store.postgres": {"sql": 0, "lock": 1, "schema": 1, "log": 1, "projections": 1,
                                "rebuild": 2, "store": 3, "reader": 4,
                                "notify": 2, "follow": 3},

@@ -6,9 +6,10 @@ paths (``/``, ``/workflows/<id>``, ``/agents/<Class>/<name>``, ``/log``, ``/api/
 under ``console_prefix`` when one is given (CN19: then every other plain request is a
 404), while ``/agents/...`` upgrades still reach the agents. Order of checks (specs/console.md
 CN11-CN14): the ``authenticate`` hook first, on every request (a refusal is a 403 that
-names nothing of the log); then ``GET``/``HEAD`` read the live engine's log file
-read-only, as ``eventwf console`` does; ``POST`` is a control only when controls are
-enabled (else 405), only from an allowed origin (else 403), only with a JSON body.
+names nothing of the log); then ``GET``/``HEAD`` read the live engine's log (its SQLite
+file, or its PostgreSQL database in a read-only session) as ``eventwf console`` does;
+``POST`` is a control only when controls are enabled (else 405), only from an allowed
+origin (else 403), only with a JSON body.
 """
 
 from __future__ import annotations
@@ -55,11 +56,7 @@ class ConsoleMount:
     def __init__(self, engine: Engine, *, authenticate: Authenticate | None = None,
                  allowed_origins: Collection[str] | None = None,
                  controls: bool = False, prefix: str = "") -> None:
-        if engine.path == ":memory:" or "://" in engine.path:
-            raise EventwfError(
-                f"a mounted console reads its engine's SQLite log file; {engine.path!r} is "
-                "not one (serve without console=True; for PostgreSQL run `eventwf console "
-                "URL` beside the engines)")
+        self._db = _readable(engine)
         self.prefix = check_prefix(prefix)
         self.engine = engine
         self.authenticate = authenticate
@@ -101,10 +98,10 @@ class ConsoleMount:
         body = await _read_body(stream, conn)
         if body is None:
             return error(413, f"a control's body is at most {_controls.MAX_BODY} bytes", True)
-        return await _controls.act(self.engine, parts[2], parts[3], body)
+        return await _controls.act(self.engine, parts[2], parts[3], body, db=self._db)
 
     def _read(self, target: str) -> Response:
-        return route(self.engine.path, target, controls=self.controls, prefix=self.prefix,
+        return route(self._db, target, controls=self.controls, prefix=self.prefix,
                      clients=self._clients_from_thread)
 
     def _clients_from_thread(self, agent_class: str, name: str) -> list[dict[str, Any]]:
@@ -149,6 +146,21 @@ class ConsoleMount:
         else:
             ok = origin == f"http://{seen.header(b'host')}"
         return None if ok else f"origin {origin[:200]!r} may not use the controls"
+
+
+def _readable(engine: Engine) -> str:
+    """What the console opens read-only per request (CN11, CN15): the engine's SQLite file,
+    or its PostgreSQL database by the full URL ``open_engine`` was given (never shown:
+    pages and messages name the store's password-less ``path``)."""
+    location = engine.runtime.location
+    if location is not None and location.is_url:
+        return location.reopen_with()
+    if engine.path == ":memory:" or "://" in engine.path:
+        raise EventwfError(
+            f"a mounted console reads its engine's log again, read-only; {engine.path!r} "
+            "cannot be reopened (serve without console=True, or open the engine on a file "
+            "or a postgresql:// URL)")
+    return engine.path
 
 
 async def _read_body(stream: trio.abc.Stream, conn: h11.Connection) -> bytes | None:
