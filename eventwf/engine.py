@@ -33,6 +33,7 @@ from eventwf.runtime.runtime import Runtime
 from eventwf.runtime.scratch import ScratchStore
 from eventwf.runtime.telemetry import NULL_TELEMETRY, EngineStatistics, Telemetry, open_telemetry
 from eventwf.store import LogStore, copy_log, is_url, open_store
+from eventwf.store.location import LogLocation
 from eventwf.workflow import AgentWorkflow
 
 __all__ = ["Engine", "EngineStatistics", "ReplayCheck", "check_replay", "open_engine"]
@@ -229,6 +230,7 @@ async def _running(
                 rt = Runtime(store, Clock(wall_clock), nursery, agent_classes, workflow_classes,
                              factory=factory, hibernate_after=hibernate_after,
                              max_live_workflows=max_live_workflows, telemetry=telemetry)
+                rt.location = LogLocation(os.fspath(path))
                 await outer.start(rt.writer.run)
                 if is_url(os.fspath(path)):  # several engines may write it: follow the others
                     rt.follower = await nursery.start(serve_postgres_following, rt.writer,

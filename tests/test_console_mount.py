@@ -73,9 +73,11 @@ async def test_the_agent_page_lists_the_clients_connected_now(tmp_path: Path) ->
                 while not (seen := await clients()):
                     await trio.sleep(0.05)
             assert len(seen) == 1 and seen[0]["path"] == "/agents/TestAgent/alice"
-            assert seen[0]["remote"] is None or str(seen[0]["remote"]).startswith("127.0.0.1")
+            assert str(seen[0]["remote"]).startswith("127.0.0.1:")  # not "unknown"
+            assert isinstance(seen[0]["connected_us"], int) and seen[0]["connected_us"] > 0
             status, page = await call(base + "/agents/TestAgent/alice")
-            assert status == 200 and "1 connected now" in page
+            assert status == 200 and "1 connected now" in page and "CONNECTED SINCE" in page
+            assert seen[0]["remote"] in page
             assert "authorization" not in page.lower()
         with trio.fail_after(10):
             while await clients():

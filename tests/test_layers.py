@@ -42,7 +42,7 @@ RANKS = {
         "types": 1, "json_data": 1, "codec": 2, "commands": 1, "agent_fold": 1, "decisions": 1,
         "replay": 2, "failures": 3, "workflow_fold": 2,
     },
-    "eventwf.store": {"interface": 0, "rows": 0, "sqlite": 1, "postgres": 1},
+    "eventwf.store": {"interface": 0, "rows": 0, "location": 0, "sqlite": 1, "postgres": 1},
     "eventwf.store.postgres": {"sql": 0, "lock": 1, "schema": 1, "log": 1, "projections": 1,
                                "rebuild": 2, "store": 3, "reader": 4,
                                "notify": 2, "follow": 3},
@@ -59,7 +59,7 @@ RANKS = {
         "notifications": 0, "runner": 3, "check": 4, "runs": 4,
         "router": 5, "runtime": 6, "recovery": 7, "tracking": 7, "operations": 8,
     },
-    "eventwf.server": {"handshake": 0, "outbox": 0, "front": 0, "inbound": 1, "websocket": 2},
+    "eventwf.server": {"outbox": 0, "front": 0, "handshake": 1, "inbound": 2, "websocket": 3},
     "eventwf.apps": {"example": 0, "demo": 0, "console": 0, "serving": 1},
     "eventwf.logtool": {
         "lookups": 0, "source": 1, "verify_report": 0, "pgsource": 2,

@@ -404,3 +404,33 @@ async def test_a_client_that_never_reads_again_is_cut_off(
                 while not agent.closes:  # the server let go of it without its help
                     await trio.sleep(0.05)
             assert (await closed_with(stalled)).code == 1006  # no close frame could be sent
+
+
+@pytest.mark.parametrize("console", [False, True])
+async def test_hooks_and_connections_see_the_clients_address(db: str, console: bool) -> None:
+    # P3: with the console mounted the front door wraps the socket; the address is still
+    # the client's own (host, port), not the wrapper's repr
+    seen: list[Any] = []
+
+    def authenticate(request: Any) -> bool:
+        seen.append(request.remote)
+        return True
+
+    async with running(db, authenticate=authenticate, console=console) as (engine, url):
+        async with open_websocket_url(f"{url}/agents/Counter/c") as ws:
+            with trio.fail_after(5):
+                assert msgspec.json.decode(await ws.get_message())["type"] == "state"
+            client = ("127.0.0.1", ws.local.port)  # type: ignore[union-attr]
+            connections = list(engine.runtime.agents.connections("Counter", "c"))
+            assert [c.remote for c in connections] == [client]
+            assert connections[0].connected_us > 0
+        assert seen == [client]
+        if console:  # a console request is seen from the client's address too
+            stream = await trio.open_tcp_stream("127.0.0.1", int(url.rsplit(":", 1)[1]))
+            await stream.send_all(b"GET /api/ HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            with trio.fail_after(5):
+                while await stream.receive_some():
+                    pass
+            port = stream.socket.getsockname()[1]
+            await stream.aclose()
+            assert seen[1:] == [("127.0.0.1", port)]

@@ -503,7 +503,7 @@ async def test_tracking_projection_has_its_query_indexes(db: str) -> None:
         columns = {tuple(r[2] for r in conn.execute(f"PRAGMA index_info('{name}')"))
                    for name in names}
     assert ("agent_class", "agent_name", "tracked", "created_us", "workflow_id") in columns
-    assert ("status",) in columns and ("workflow_name",) in columns
+    assert ("status", "created_us", "workflow_id") in columns and ("workflow_name",) in columns
 
 
 async def test_delete_workflows_drops_many_records_a_batch_at_a_time(db: str) -> None:

@@ -43,8 +43,9 @@ async def serve(
     request (it gets an ``HttpRequest``: ``method``, ``path``, ``headers``, ``remote``;
     refused: 403). ``allowed_origins`` (exact ``scheme://host:port`` strings) refuses
     other browser origins; frames over ``max_message_size`` close that connection with
-    1009. ``console=True`` serves the web console of the engine's SQLite log file on the
-    same port (read-only); ``console_controls=True`` adds its controls (approve, reject,
+    1009. ``console=True`` serves the web console of the engine's log (its file, or its
+    PostgreSQL database in a read-only session) on the same port (read-only);
+    ``console_controls=True`` adds its controls (approve, reject,
     pause, resume, terminate, restart, send an event), which a browser may use only from
     an allowed origin (without ``allowed_origins``: this server's own).
     ``console_prefix="/console"`` serves the console under that path (its links and API

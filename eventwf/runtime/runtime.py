@@ -28,6 +28,7 @@ from eventwf.runtime.summaries import Summaries
 from eventwf.runtime.telemetry import NULL_TELEMETRY, EngineStatistics, StepCounters, Telemetry
 from eventwf.runtime.writer import Writer
 from eventwf.store.interface import LogStore
+from eventwf.store.location import LogLocation
 
 __all__ = ["Runtime"]
 
@@ -66,6 +67,7 @@ class Runtime:
         self.writer = Writer(store, clock, self.router, telemetry)
         self.counters = StepCounters()
         self.follower: Follower | None = None  # PostgreSQL: other writers' agent states
+        self.location: LogLocation | None = None  # open_engine's, to reopen the log read-only
         self.telemetry = telemetry
         self.runs.host = RunServices(clock, self.writer, self.summaries, self.runs,
                                      self.agents, self.hibernation, workflow_classes,

@@ -18,13 +18,14 @@ from urllib.parse import unquote
 import h11
 import trio
 
-__all__ = ["HttpHandler", "HttpRequest", "Listening", "ReplayStream", "front_door", "is_upgrade",
-           "peer", "read_head", "serve_front"]
+__all__ = ["Address", "HttpHandler", "HttpRequest", "Listening", "ReplayStream", "address",
+           "front_door", "is_upgrade", "peer", "read_head", "serve_front"]
 
 logger = logging.getLogger("eventwf")
 MAX_HEAD = 16_384  # bytes of request head a client may send
 HEAD_TIMEOUT = 10.0  # seconds a client gets to send its request head
 
+Address = tuple[str, int]  # a TCP client: (host, port)
 HttpHandler = Callable[[trio.abc.Stream, h11.Connection, h11.Request], Awaitable[None]]
 StreamHandler = Callable[[trio.abc.Stream], Awaitable[None]]
 
@@ -34,7 +35,8 @@ class HttpRequest:
 
     ``method`` is ``"GET"``, ``"POST"``...; ``path`` the percent-decoded path and
     ``query`` the raw query string; ``raw_path`` the request target as sent; ``headers``
-    a list of ``(bytes, bytes)`` (names lower-case), ``remote`` the peer. ``agent_class``
+    a list of ``(bytes, bytes)`` (names lower-case), ``remote`` the client's
+    ``(host, port)`` (None when the server cannot know it). ``agent_class``
     and ``agent_name`` are None: the request names no agent, so a hook written for
     handshakes can tell the two apart by them (or with ``isinstance``).
     """
@@ -42,7 +44,7 @@ class HttpRequest:
     __slots__ = ("agent_class", "agent_name", "headers", "method", "path", "query",
                  "raw_path", "remote")
 
-    def __init__(self, request: h11.Request, remote: object) -> None:
+    def __init__(self, request: h11.Request, remote: Address | None) -> None:
         self.method = request.method.decode("ascii", "replace")
         self.raw_path = request.target.decode("ascii", "replace")
         path, _, self.query = self.raw_path.partition("?")
@@ -64,10 +66,14 @@ class HttpRequest:
 
 
 class ReplayStream(trio.abc.Stream):
-    """A stream that yields ``head`` (bytes already read from ``stream``) first."""
+    """A stream that yields ``head`` (bytes already read from ``stream``) first.
+
+    ``stream`` is the wrapped stream: :func:`peer` looks through the wrapper, so the
+    client's address is known behind the front door too.
+    """
 
     def __init__(self, stream: trio.abc.Stream, head: bytes) -> None:
-        self._stream = stream
+        self.stream = stream
         self._head = head
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
@@ -76,16 +82,16 @@ class ReplayStream(trio.abc.Stream):
             size = len(self._head) if max_bytes is None else max_bytes
             data, self._head = self._head[:size], self._head[size:]
             return data
-        return await self._stream.receive_some(max_bytes)
+        return await self.stream.receive_some(max_bytes)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
+        await self.stream.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
+        await self.stream.wait_send_all_might_not_block()
 
     async def aclose(self) -> None:
-        await self._stream.aclose()
+        await self.stream.aclose()
 
 
 async def read_head(stream: trio.abc.Stream) -> tuple[h11.Connection, h11.Request, bytes]:
@@ -152,8 +158,25 @@ async def serve_front(sockets: StreamHandler, http: HttpHandler, host: str, port
         task_status.started(Listening(listeners))
 
 
-def peer(stream: trio.abc.Stream) -> object:
-    """The remote address of a socket stream (None for another kind of stream)."""
+def peer(stream: trio.abc.Stream) -> Address | None:
+    """The client's ``(host, port)`` on ``stream``: a TCP socket, or one wrapped in TLS or
+    in a ``ReplayStream``; None for another kind of stream (a Unix socket, a test's
+    memory stream). An IPv6 address's flow info and scope id are left out."""
+    while isinstance(stream, ReplayStream | trio.SSLStream):
+        stream = stream.stream if isinstance(stream, ReplayStream) else stream.transport_stream
     if isinstance(stream, trio.SocketStream):
-        return stream.socket.getpeername()
+        return address(stream.socket.getpeername())
+    return None
+
+
+def address(name: object) -> Address | None:
+    """``(host, port)`` of a socket address or a trio-websocket ``Endpoint``; None for
+    anything else (a Unix socket's path, the ``repr`` trio-websocket gives a stream that
+    is not a socket)."""
+    if isinstance(name, tuple) and len(name) >= 2 and isinstance(name[0], str) and \
+            isinstance(name[1], int):
+        return name[0], name[1]
+    host, port = getattr(name, "address", None), getattr(name, "port", None)
+    if host is not None and isinstance(port, int):
+        return str(host), port
     return None

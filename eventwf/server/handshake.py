@@ -12,6 +12,7 @@ from urllib.parse import quote, unquote
 from trio_websocket import WebSocketRequest
 
 from eventwf.model.values import check_agent_name, shorten
+from eventwf.server.front import Address, address
 
 __all__ = ["AgentRequest", "close_reason", "decide"]
 
@@ -23,13 +24,14 @@ class AgentRequest:
     routes by; ``path`` is the canonical ``/agents/{class}/{name}`` (each segment
     ``quote(…, safe="")``) followed by the request's ``?query``, so
     ``/agents/Counter/%61lice`` is seen as ``/agents/Counter/alice``. ``raw_path``,
-    ``headers`` (a list of ``(bytes, bytes)``) and ``remote`` are the handshake's own.
+    ``headers`` (a list of ``(bytes, bytes)``) are the handshake's own; ``remote`` is the
+    client's ``(host, port)`` (None when the server cannot know it, e.g. not over TCP).
     """
 
     __slots__ = ("agent_class", "agent_name", "headers", "path", "query", "raw_path", "remote")
 
     def __init__(self, request: WebSocketRequest, agent_class: str, agent_name: str,
-                 query: str) -> None:
+                 query: str, remote: Address | None) -> None:
         self.agent_class = agent_class
         self.agent_name = agent_name
         self.query = query
@@ -37,14 +39,19 @@ class AgentRequest:
                      + (f"?{query}" if query else ""))
         self.raw_path: str = request.path
         self.headers: list[tuple[bytes, bytes]] = list(request.headers)
-        self.remote = request.remote
+        self.remote = remote
 
     def __repr__(self) -> str:
         return f"<AgentRequest {self.path[:200]}>"
 
 
-def decide(request: WebSocketRequest) -> AgentRequest | tuple[int, str]:
+def decide(request: WebSocketRequest,
+           remote: Address | None = None) -> AgentRequest | tuple[int, str]:
     """The agent a handshake asks for, or the HTTP refusal (404, 400) of a bad path.
+
+    ``remote`` is the client's address when the caller knows it better than
+    trio-websocket (which sees only the stream it was given: behind the server's front
+    door, a wrapper); by default it is read from the request.
 
     Nothing here names registered classes: that waits until ``authenticate`` agreed.
     """
@@ -60,7 +67,8 @@ def decide(request: WebSocketRequest) -> AgentRequest | tuple[int, str]:
         check_agent_name(name)
     except ValueError as exc:
         return 400, shorten(str(exc), 300, quote=False)
-    return AgentRequest(request, agent_class, name, query)
+    return AgentRequest(request, agent_class, name, query,
+                        address(request.remote) if remote is None else remote)
 
 
 def close_reason(code: int, text: str) -> tuple[int, str]:

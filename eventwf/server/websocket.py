@@ -36,7 +36,7 @@ from eventwf.errors import EventwfError
 from eventwf.model.codec import json_value
 from eventwf.model.values import shorten
 from eventwf.runtime.agents import host_of
-from eventwf.server.front import HttpHandler, HttpRequest, serve_front
+from eventwf.server.front import Address, HttpHandler, HttpRequest, peer, serve_front
 from eventwf.server.handshake import AgentRequest, decide
 from eventwf.server.handshake import close_reason as _reason
 from eventwf.server.inbound import answer_rpc, parse_frame
@@ -101,15 +101,22 @@ _texts = _Texts()
 
 
 class Connection:
-    """One client of one agent, as the agent's hooks see it."""
+    """One client of one agent, as the agent's hooks see it.
 
-    def __init__(self, ws: WebSocketConnection, request: AgentRequest, agent: Agent) -> None:
+    ``remote`` is the client's ``(host, port)`` (None when it cannot be known);
+    ``connected_us`` the engine's time (epoch µs, the clock of the log's event times) when
+    the handshake was accepted.
+    """
+
+    def __init__(self, ws: WebSocketConnection, request: AgentRequest, agent: Agent,
+                 connected_us: int = 0) -> None:
         self.id = f"c{next(_ids)}"
         self.agent = agent
         self.path = request.path
         self.headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                         for k, v in request.headers}
-        self.remote = str(request.remote)
+        self.remote = request.remote  # (host, port), or None where it cannot be known
+        self.connected_us = connected_us
         self._ws = ws
         self._outbox = Outbox(OUTBOUND_BYTES)
         self._wake = trio.Event()
@@ -217,14 +224,16 @@ class SocketHandler:
         self.max_connections = max_connections
         self.connections = 0  # open connections and admitted handshakes
 
-    async def __call__(self, request: WebSocketRequest) -> None:
+    async def __call__(self, request: WebSocketRequest, remote: Address | None = None) -> None:
         """Admit or refuse one handshake, then serve the connection until it ends.
 
-        The checks that need no ``await`` (path, name, origin, the connection cap) come
-        first, and a slot is taken in the same step, so concurrent handshakes can never
-        admit more than ``max_connections``.
+        ``remote``: the client's ``(host, port)`` when the caller knows it better than
+        trio-websocket does (``handle_stream``: it gets a wrapped stream). The checks that
+        need no ``await`` (path, name, origin, the connection cap) come first, and a slot
+        is taken in the same step, so concurrent handshakes can never admit more than
+        ``max_connections``.
         """
-        decided = self._screen(request)
+        decided = self._screen(request, remote)
         if not isinstance(decided, AgentRequest):
             await _refuse(request, decided)
             return
@@ -256,14 +265,15 @@ class SocketHandler:
                     request = await wrap_server_stream(nursery, stream,
                                                        max_message_size=max_message_size)
                 if request is not None:
-                    await self(request)
+                    await self(request, peer(stream))
                 nursery.cancel_scope.cancel()
         finally:
             await trio.aclose_forcefully(stream)
 
-    def _screen(self, request: WebSocketRequest) -> AgentRequest | tuple[int, str]:
+    def _screen(self, request: WebSocketRequest,
+                remote: Address | None) -> AgentRequest | tuple[int, str]:
         """The checks that need no ``await``: the agent asked for, the origin, the cap."""
-        decided = decide(request)
+        decided = decide(request, remote)
         if not isinstance(decided, AgentRequest):
             return decided
         origin = dict(decided.headers).get(b"origin")
@@ -307,7 +317,7 @@ class SocketHandler:
     async def _serve(self, ws: WebSocketConnection, decided: AgentRequest,
                      agent: Agent) -> None:
         host = host_of(agent)
-        connection = Connection(ws, decided, agent)
+        connection = Connection(ws, decided, agent, self.engine.runtime.clock.now_us())
         summary = self.engine.runtime.summaries.agent(host.agent_class, host.name)
         connection.push_state(agent.state, 0 if summary is None else summary.state_position)
         host.connections.add(connection)

@@ -20,9 +20,9 @@ from eventwf.agent import Agent
 from eventwf.apps.console import views
 from eventwf.apps.console.site import Response, error
 from eventwf.engine import Engine
-from eventwf.errors import EventwfError, WorkflowNotFoundError
+from eventwf.errors import EventwfError, StorageError, WorkflowNotFoundError
 from eventwf.logtool.render import to_json
-from eventwf.logtool.source import LogSource, NotFound, ToolError
+from eventwf.logtool.source import NotFound, ToolError
 
 __all__ = ["ACTIONS", "MAX_BODY", "act", "parse_body"]
 
@@ -57,8 +57,9 @@ def _text(body: dict[str, Any], key: str) -> str | None:
 
 
 def _summary(db: str, workflow_id: str) -> dict[str, Any]:
-    """The workflow's tracking summary as the log shows it (blocking)."""
-    with LogSource(db) as log:
+    """The workflow's tracking summary as the log ``db`` (a file or a PostgreSQL URL)
+    shows it (blocking)."""
+    with views.open_log(db) as log:
         summary = views.workflow(log, workflow_id)[0]["summary"]
     if not summary:
         raise NotFound(f"no tracked workflow {workflow_id!r}")
@@ -106,13 +107,17 @@ async def _apply(agent: Agent, summary: dict[str, Any], action: str,
             raise BadControl(f"no control {action!r}; the controls are {', '.join(ACTIONS)}")
 
 
-async def act(engine: Engine, workflow_id: str, action: str, data: bytes) -> Response:
-    """Carry out one control on the live engine and answer it (see the module doc)."""
+async def act(engine: Engine, workflow_id: str, action: str, data: bytes, *,
+              db: str | None = None) -> Response:
+    """Carry out one control on the live engine and answer it (see the module doc).
+
+    ``db`` is where the workflow is looked up read-only (the mount's: the engine's file,
+    or its PostgreSQL URL with the password); by default the engine's SQLite file."""
     try:
         if action not in ACTIONS:
             raise BadControl(f"no control {action!r}; the controls are {', '.join(ACTIONS)}")
         body = parse_body(data)
-        summary = await trio.to_thread.run_sync(_summary, engine.path, workflow_id)
+        summary = await trio.to_thread.run_sync(_summary, db or engine.path, workflow_id)
         agent = await _agent_of(engine, summary)
         await _apply(agent, summary, action, body)
         info = await agent.get_workflow(workflow_id)
@@ -120,7 +125,7 @@ async def act(engine: Engine, workflow_id: str, action: str, data: bytes) -> Res
         return error(404, str(exc), True)
     except BadControl as exc:
         return error(400, str(exc), True)
-    except ToolError as exc:
+    except (ToolError, StorageError) as exc:
         return error(500, str(exc), True)
     except ValueError as exc:  # a payload the engine refuses (not JSON data, too large)
         return error(400, str(exc), True)

@@ -287,7 +287,9 @@ def _clients(records: list[dict[str, Any]]) -> str:
         note = found["note"] if found else "not available: read from the log"
         return f'<h2>Connected clients</h2><p class="clients">{esc(note)}</p>'
     rows = [[esc(c["id"]), esc(c["remote"] or "unknown"), esc(c["path"]),
+             esc(iso(c["connected_us"]) if c.get("connected_us") else "unknown"),
              esc(f'{c["queued_bytes"]:,}')] for c in found["clients"]]
     return (f'<h2>Connected clients</h2><p class="clients">{len(rows)} connected now</p>'
-            + (_table(["ID", "REMOTE", "PATH", "QUEUED BYTES"], rows, "clients")
+            + (_table(["ID", "REMOTE", "PATH", "CONNECTED SINCE", "QUEUED BYTES"], rows,
+                      "clients")
                if rows else ""))

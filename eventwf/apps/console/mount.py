@@ -6,9 +6,10 @@ paths (``/``, ``/workflows/<id>``, ``/agents/<Class>/<name>``, ``/log``, ``/api/
 under ``console_prefix`` when one is given (CN19: then every other plain request is a
 404), while ``/agents/...`` upgrades still reach the agents. Order of checks (specs/console.md
 CN11-CN14): the ``authenticate`` hook first, on every request (a refusal is a 403 that
-names nothing of the log); then ``GET``/``HEAD`` read the live engine's log file
-read-only, as ``eventwf console`` does; ``POST`` is a control only when controls are
-enabled (else 405), only from an allowed origin (else 403), only with a JSON body.
+names nothing of the log); then ``GET``/``HEAD`` read the live engine's log (its SQLite
+file, or its PostgreSQL database in a read-only session) as ``eventwf console`` does;
+``POST`` is a control only when controls are enabled (else 405), only from an allowed
+origin (else 403), only with a JSON body.
 """
 
 from __future__ import annotations
@@ -55,11 +56,7 @@ class ConsoleMount:
     def __init__(self, engine: Engine, *, authenticate: Authenticate | None = None,
                  allowed_origins: Collection[str] | None = None,
                  controls: bool = False, prefix: str = "") -> None:
-        if engine.path == ":memory:" or "://" in engine.path:
-            raise EventwfError(
-                f"a mounted console reads its engine's SQLite log file; {engine.path!r} is "
-                "not one (serve without console=True; for PostgreSQL run `eventwf console "
-                "URL` beside the engines)")
+        self._db = _readable(engine)
         self.prefix = check_prefix(prefix)
         self.engine = engine
         self.authenticate = authenticate
@@ -101,10 +98,10 @@ class ConsoleMount:
         body = await _read_body(stream, conn)
         if body is None:
             return error(413, f"a control's body is at most {_controls.MAX_BODY} bytes", True)
-        return await _controls.act(self.engine, parts[2], parts[3], body)
+        return await _controls.act(self.engine, parts[2], parts[3], body, db=self._db)
 
     def _read(self, target: str) -> Response:
-        return route(self.engine.path, target, controls=self.controls, prefix=self.prefix,
+        return route(self._db, target, controls=self.controls, prefix=self.prefix,
                      clients=self._clients_from_thread)
 
     def _clients_from_thread(self, agent_class: str, name: str) -> list[dict[str, Any]]:
@@ -112,10 +109,12 @@ class ConsoleMount:
         return trio.from_thread.run_sync(self._clients, agent_class, name)
 
     def _clients(self, agent_class: str, name: str) -> list[dict[str, Any]]:
-        """Who is connected to the agent now (CN18): id, address, path and what waits to
-        be sent to it; never its headers (they may carry credentials)."""
+        """Who is connected to the agent now (CN18): id, ``host:port``, path, when its
+        handshake was accepted (epoch µs) and what waits to be sent to it; never its
+        headers (they may carry credentials)."""
         return [{"id": getattr(c, "id", "?"), "remote": _address(getattr(c, "remote", None)),
                  "path": str(getattr(c, "path", "?")),
+                 "connected_us": getattr(c, "connected_us", None) or None,
                  "queued_bytes": int(getattr(c, "queued_bytes", 0))}
                 for c in self.engine.runtime.agents.connections(agent_class, name)]
 
@@ -149,6 +148,21 @@ class ConsoleMount:
         return None if ok else f"origin {origin[:200]!r} may not use the controls"
 
 
+def _readable(engine: Engine) -> str:
+    """What the console opens read-only per request (CN11, CN15): the engine's SQLite file,
+    or its PostgreSQL database by the full URL ``open_engine`` was given (never shown:
+    pages and messages name the store's password-less ``path``)."""
+    location = engine.runtime.location
+    if location is not None and location.is_url:
+        return location.reopen_with()
+    if engine.path == ":memory:" or "://" in engine.path:
+        raise EventwfError(
+            f"a mounted console reads its engine's log again, read-only; {engine.path!r} "
+            "cannot be reopened (serve without console=True, or open the engine on a file "
+            "or a postgresql:// URL)")
+    return engine.path
+
+
 async def _read_body(stream: trio.abc.Stream, conn: h11.Connection) -> bytes | None:
     """The request body (None when it is over ``MAX_BODY``)."""
     body = bytearray()
@@ -167,7 +181,9 @@ async def _read_body(stream: trio.abc.Stream, conn: h11.Connection) -> bytes | N
 
 
 def _address(remote: object) -> str | None:
-    """A client's ``host:port``, or None where the server does not know it (trio-websocket
-    names a stream that is not a socket by its repr, e.g. behind the front door)."""
-    text = str(remote)
-    return None if remote is None or text.startswith("<") else text
+    """A client's ``host:port`` (``[host]:port`` for IPv6) from the server's ``(host,
+    port)``, or None where the server does not know it (not a TCP client)."""
+    if not (isinstance(remote, tuple) and len(remote) == 2):
+        return None
+    host, port = remote
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

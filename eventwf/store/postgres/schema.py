@@ -39,7 +39,9 @@ _AGENTS = (
 _INDEXES = (
     "CREATE INDEX IF NOT EXISTS workflows_tracking ON eventwf.workflows "
     "(agent_class, agent_name, tracked, created_us, workflow_id)",
-    "CREATE INDEX IF NOT EXISTS workflows_status ON eventwf.workflows (status)",
+    # by status, newest first in byte order (the console's status filter, CN17)
+    "CREATE INDEX IF NOT EXISTS workflows_status_created ON eventwf.workflows "
+    '(status, created_us, workflow_id COLLATE "C")',
     "CREATE INDEX IF NOT EXISTS workflows_binding ON eventwf.workflows (workflow_name)",
     # the console's listing, newest first in byte order (specs/console.md CN17)
     "CREATE INDEX IF NOT EXISTS workflows_created ON eventwf.workflows "

@@ -174,7 +174,10 @@ def _create_tables(db: sqlite_utils.Database, existing: set[str]) -> None:
     db.table("workflows").create_index(
         ["agent_class", "agent_name", "tracked", "created_us", "workflow_id"], if_not_exists=True
     )
-    db.table("workflows").create_index(["status"], if_not_exists=True)
+    # by status, newest first: the console's listing filtered by status walks it in order
+    # and stops after a page (CN17); it serves what an index on (status) alone did
+    db.table("workflows").create_index(["status", "created_us", "workflow_id"],
+                                       if_not_exists=True)
     db.table("workflows").create_index(["workflow_name"], if_not_exists=True)
     # the console's listing, newest first (specs/console.md CN17)
     db.table("workflows").create_index(["created_us", "workflow_id"], if_not_exists=True)
