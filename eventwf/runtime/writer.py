@@ -10,8 +10,9 @@ callers (ack after commit). No fixed sleep: the batch is whatever arrived meanwh
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import msgspec
@@ -63,9 +64,9 @@ class Append:
 
 
 class _Batch:
-    def __init__(self, registry: Registry, first_position: int, time_us: int) -> None:
+    def __init__(self, registry: Registry, positions: Iterator[int], time_us: int) -> None:
         self.registry = registry
-        self.position = first_position
+        self.positions = positions  # staged records take them in order
         self.time_us = time_us
         self.workflows: dict[str, WorkflowSummary] = {}
         self.agents: dict[tuple[str, str], AgentSummary] = {}
@@ -105,9 +106,9 @@ class _Batch:
         local_ag: dict[tuple[str, str], AgentSummary] = {}
         records: list[Recorded] = []
         rows: list[PendingRow] = []
-        position = self.position
         size = 0
         for stream, event in request.items:
+            position = next(self.positions)
             kind, key, name = parse_stream(stream)
             if kind == "wf":
                 current = self._workflow(key, local_wf)
@@ -131,13 +132,11 @@ class _Batch:
                                    event_type(event), data))
             records.append(rec)
             size += len(data)
-            position += 1
         self.workflows.update(local_wf)
         self.agents.update(local_ag)
         self.rows.extend(rows)
         self.records.extend(records)
         request.records = records
-        self.position = position
         self.size += size
 
     def dirty_projections(self) -> tuple[list[WorkflowSummary], list[AgentSummary]]:
@@ -233,6 +232,15 @@ class Writer:
             while self._queue:
                 self._flush(self._take())
 
+    def _restage(self, accepted: list[Append], positions: Sequence[int], time_us: int
+                 ) -> _Batch:
+        """The accepted requests staged again at the positions the commit gave them
+        (nothing changed in between, so each stages as before, only positions differ)."""
+        batch = _Batch(self._registry, iter(positions), time_us)
+        for request in accepted:
+            batch.stage(request)
+        return batch
+
     def _take(self, *, everything: bool = False) -> list[Append]:
         if everything or len(self._queue) <= MAX_BATCH_REQUESTS:
             batch, self._queue = self._queue, []
@@ -242,7 +250,7 @@ class Writer:
 
     def _flush(self, requests: list[Append]) -> None:
         store = self._store
-        batch = _Batch(self._registry, store.head + 1, self._clock.now_us())
+        batch = _Batch(self._registry, itertools.count(store.head + 1), self._clock.now_us())
         accepted: list[Append] = []
         deferred: list[Append] = []
         for request in requests:
@@ -261,9 +269,19 @@ class Writer:
         self._queue[:0] = deferred
         if not accepted:
             return
-        workflows, agents = batch.dirty_projections()
+        staged = [rec.position for rec in batch.records]
+
+        def project(positions: Sequence[int]) -> tuple[list[WorkflowSummary],
+                                                       list[AgentSummary]]:
+            nonlocal batch  # the store drew other positions: stage again with them
+            if list(positions) != staged:
+                batch = self._restage(accepted, positions, batch.time_us)
+            return batch.dirty_projections()
+
         try:
-            store.commit(batch.rows, workflows, agents)
+            positions = store.commit(batch.rows, project=project)
+            if [rec.position for rec in batch.records] != positions:
+                batch = self._restage(accepted, positions, batch.time_us)
         except StorageError as exc:
             for request in accepted:
                 request.error = exc
