@@ -18,13 +18,21 @@ from typing import Protocol
 import msgspec
 import trio
 
-from eventwf.errors import EventwfError, MailboxFullError, StorageError, TransitionError
+from eventwf.errors import (
+    AgentMovedError,
+    EventwfError,
+    MailboxFullError,
+    StorageError,
+    StreamsTakenError,
+    TransitionError,
+)
 from eventwf.model.agent_fold import AgentSummary, apply_agent
 from eventwf.model.codec import encode_event, event_type
 from eventwf.model.commands import MAILBOX_LIMIT
 from eventwf.model.events import Event, EventReceived, Recorded, parse_stream
 from eventwf.model.workflow_fold import WorkflowSummary, apply_workflow
 from eventwf.runtime.clock import Clock
+from eventwf.runtime.ownership import Ownership
 from eventwf.runtime.telemetry import NULL_TELEMETRY, Telemetry
 from eventwf.store.interface import LogStore, PendingRow
 
@@ -46,6 +54,7 @@ class Registry(Protocol):
         self, workflows: dict[str, WorkflowSummary], agents: dict[tuple[str, str], AgentSummary]
     ) -> None: ...
     def published(self, records: list[Recorded]) -> None: ...
+    def forget(self, streams: Sequence[str]) -> None: ...
 
 
 class Append:
@@ -64,8 +73,10 @@ class Append:
 
 
 class _Batch:
-    def __init__(self, registry: Registry, positions: Iterator[int], time_us: int) -> None:
+    def __init__(self, registry: Registry, positions: Iterator[int], time_us: int,
+                 ownership: Ownership) -> None:
         self.registry = registry
+        self.ownership = ownership
         self.positions = positions  # staged records take them in order
         self.time_us = time_us
         self.workflows: dict[str, WorkflowSummary] = {}
@@ -119,9 +130,11 @@ class _Batch:
                         f"(limit {MAILBOX_LIMIT}); it must consume some first")
                 head = -1 if current is None else current.head
                 rec = Recorded(position, stream, head + 1, self.time_us, event)
-                local_wf[key] = apply_workflow(current, rec)
+                after = local_wf[key] = apply_workflow(current, rec)
+                self.ownership.check(after.agent_class, after.agent_name)
             elif kind == "agent":
                 agent = self._agent((key, name), local_ag)
+                self.ownership.check(key, name)
                 head = -1 if agent is None else agent.head
                 rec = Recorded(position, stream, head + 1, self.time_us, event)
                 local_ag[key, name] = apply_agent(agent, rec)
@@ -160,8 +173,10 @@ class _Fenced(TransitionError):
 
 class Writer:
     def __init__(self, store: LogStore, clock: Clock, registry: Registry,
-                 telemetry: Telemetry = NULL_TELEMETRY) -> None:
+                 telemetry: Telemetry = NULL_TELEMETRY,
+                 ownership: Ownership | None = None) -> None:
         self._store = store
+        self._ownership = ownership if ownership is not None else Ownership(None, 0.0)
         self._telemetry = telemetry
         self._clock = clock
         self._registry = registry
@@ -236,10 +251,116 @@ class Writer:
                  ) -> _Batch:
         """The accepted requests staged again at the positions the commit gave them
         (nothing changed in between, so each stages as before, only positions differ)."""
-        batch = _Batch(self._registry, iter(positions), time_us)
+        batch = _Batch(self._registry, iter(positions), time_us, self._ownership)
         for request in accepted:
             batch.stage(request)
         return batch
+
+    # -- several engines (PostgreSQL): ownership and claims (specs/postgres.md PG9a, PG13) --
+
+    def _agent_of(self, stream: str) -> tuple[str, str] | None:
+        """The agent a stream belongs to, or None for a stream not in the log yet."""
+        kind, key, name = parse_stream(stream)
+        if kind == "wf":
+            summary = self._registry.workflow_summary(key)
+            return None if summary is None else (summary.agent_class, summary.agent_name)
+        if kind == "agent" and self._registry.agent_summary(key, name) is not None:
+            return key, name
+        return None
+
+    def _claim(self, requests: list[Append]) -> list[Append]:
+        """Refuse the requests for agents this engine does not own; claim the streams the
+        others touch that it has not written in its lease (PG13), then let their summaries
+        be read again (the claim moved their heads). The requests left to stage."""
+        ownership = self._ownership
+        wanted: dict[str, int] = {}
+        kept: list[Append] = []
+        for request in requests:
+            try:
+                for stream, _ in request.items:
+                    agent = self._agent_of(stream)
+                    if agent is None:
+                        continue
+                    ownership.check(*agent)
+                    if ownership.needs_claim(stream):
+                        wanted[stream] = ownership.shard(*agent)
+            except AgentMovedError as exc:
+                self._answer(request, exc)
+            else:
+                kept.append(request)
+        if not wanted:
+            return kept
+        try:
+            ownership.claim(list(wanted.items()), self._clock.now_us())
+        except StreamsTakenError as exc:
+            self._registry.forget(list(wanted))
+            self._taken(kept, exc.streams, None, wanted)
+            return []
+        except StorageError as exc:
+            for request in kept:
+                self._answer(request, exc)
+            return []
+        self._registry.forget(list(wanted))
+        return kept
+
+    def _taken(self, requests: list[Append], streams: Sequence[str], batch: _Batch | None,
+               shards_of: dict[str, int] | None = None) -> None:
+        """Another engine took ``streams`` (PG9a): drop their shards' work here, answer
+        the requests that touch them (``AgentMovedError``) and queue the rest again."""
+        ownership = self._ownership
+        lost: set[int] = set()
+        for stream in streams:
+            shard = (shards_of or {}).get(stream)
+            if shard is None:
+                agent = self._staged_agent(stream, batch) or self._agent_of(stream)
+                shard = None if agent is None else ownership.shard(*agent)
+            if shard is not None:
+                lost.add(shard)
+        logger.warning("another engine took %d stream(s) of shard(s) %s; their work stops "
+                       "here", len(streams), sorted(lost))
+        ownership.on_lost(lost)
+        again: list[Append] = []
+        for request in requests:
+            touched = {stream for stream, _ in request.items}
+            agent = next((a for s in touched if (a := self._staged_agent(s, batch)
+                                                 or self._agent_of(s)) is not None
+                          and ownership.shard(*a) in lost), None)
+            if agent is not None or touched & set(streams):
+                self._answer(request, AgentMovedError(
+                    f"{'agent ' + '/'.join(agent) if agent else 'a stream of this request'} "
+                    "moved to another engine; nothing of this request was logged here"))
+            else:
+                request.records = []
+                again.append(request)
+        self._queue[:0] = again
+        if again:
+            self._wake.set()
+
+    @staticmethod
+    def _staged_agent(stream: str, batch: _Batch | None) -> tuple[str, str] | None:
+        kind, key, name = parse_stream(stream)
+        if kind == "agent":
+            return key, name
+        if batch is not None and (summary := batch.workflows.get(key)) is not None:
+            return summary.agent_class, summary.agent_name
+        return None
+
+    def _wrote(self, batch: _Batch) -> None:
+        ownership = self._ownership
+        if ownership.everything:
+            return
+        for workflow_id, summary in batch.workflows.items():
+            ownership.wrote("wf:" + workflow_id,
+                            ownership.shard(summary.agent_class, summary.agent_name))
+        for agent_class, name in batch.agents:
+            ownership.wrote(f"agent:{agent_class}/{name}", ownership.shard(agent_class, name))
+
+    @staticmethod
+    def _answer(request: Append, error: BaseException) -> None:
+        request.error = error
+        request.done.set()
+        if not request.watched:
+            logger.debug("a status note was not logged: %s", error)
 
     def _take(self, *, everything: bool = False) -> list[Append]:
         if everything or len(self._queue) <= MAX_BATCH_REQUESTS:
@@ -250,7 +371,10 @@ class Writer:
 
     def _flush(self, requests: list[Append]) -> None:
         store = self._store
-        batch = _Batch(self._registry, itertools.count(store.head + 1), self._clock.now_us())
+        if not self._ownership.everything:
+            requests = self._claim(requests)
+        batch = _Batch(self._registry, itertools.count(store.head + 1), self._clock.now_us(),
+                       self._ownership)
         accepted: list[Append] = []
         deferred: list[Append] = []
         for request in requests:
@@ -282,6 +406,9 @@ class Writer:
             positions = store.commit(batch.rows, project=project)
             if [rec.position for rec in batch.records] != positions:
                 batch = self._restage(accepted, positions, batch.time_us)
+        except StreamsTakenError as exc:
+            self._taken(accepted, exc.streams, batch)
+            return
         except StorageError as exc:
             for request in accepted:
                 request.error = exc
@@ -291,6 +418,7 @@ class Writer:
             if exc.fatal:
                 raise  # memory may no longer match the log: stop; reopening replays it
             return
+        self._wrote(batch)
         self.commits += 1
         self.events += len(batch.rows)
         self._telemetry.committed(len(batch.rows))

@@ -12,14 +12,35 @@ the store's connection; the engine's runtime decides when (``runtime/ownership.p
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
+from typing import Concatenate, ParamSpec, TypeVar
 
-from eventwf.errors import StreamsTakenError
+import psycopg
+
+from eventwf.errors import StorageError, StreamsTakenError
 from eventwf.store.interface import Lease
 from eventwf.store.postgres import sql
 from eventwf.store.postgres.sql import Conn
 
 __all__ = ["PgSharding"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _translated(method: Callable[Concatenate[PgSharding, _P], _T]
+                ) -> Callable[Concatenate[PgSharding, _P], _T]:
+    """Driver errors as ``StorageError`` (not fatal: the lease task tries again)."""
+
+    def call(self: PgSharding, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return method(self, *args, **kwargs)
+        except psycopg.Error as exc:
+            raise StorageError(f"{method.__name__} of shard leases failed: {exc}") from exc
+
+    functools.update_wrapper(call, method)
+    return call
 
 
 class PgSharding:
@@ -39,9 +60,11 @@ class PgSharding:
     def shard_of(self, agent_class: str, name: str) -> int:
         return sql.shard_of(agent_class, name, self._shards)
 
+    @_translated
     def heartbeat(self, owner: str, ttl: float) -> int:
         return sql.heartbeat(self._conn(), owner, ttl)
 
+    @_translated
     def take(self, owner: str, ttl: float, limit: int) -> list[Lease]:
         if limit <= 0:
             return []
@@ -52,19 +75,23 @@ class PgSharding:
         won = sql.take_shards(conn, owner, free[:limit], ttl)
         return [Lease(lease.shard, lease.epoch) for lease in won]
 
+    @_translated
     def renew(self, owner: str, held: Sequence[Lease], ttl: float) -> list[Lease]:
         if not held:
             return []
         kept = sql.renew_leases(self._conn(), owner, [_row(lease) for lease in held], ttl)
         return [Lease(lease.shard, lease.epoch) for lease in kept]
 
+    @_translated
     def release(self, owner: str, held: Sequence[Lease]) -> None:
         if held:
             sql.release_leases(self._conn(), owner, [_row(lease) for lease in held])
 
+    @_translated
     def leave(self, owner: str) -> None:
         sql.leave(self._conn(), owner)
 
+    @_translated
     def claim(self, streams: Sequence[str], data: bytes, time_us: int) -> dict[str, int]:
         if not streams:
             return {}
