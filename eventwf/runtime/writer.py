@@ -277,6 +277,11 @@ class Writer:
         kept: list[Append] = []
         for request in requests:
             try:
+                if request.fence is not None:  # a replaced run claims nothing (PG13)
+                    workflow_id, epoch = request.fence
+                    if self._registry.runner_epoch(workflow_id) != epoch:
+                        raise _Fenced(f"workflow {workflow_id!r} is no longer run by this "
+                                      "task")
                 for stream, _ in request.items:
                     agent = self._agent_of(stream)
                     if agent is None:
@@ -284,7 +289,7 @@ class Writer:
                     ownership.check(*agent)
                     if ownership.needs_claim(stream):
                         wanted[stream] = ownership.shard(*agent)
-            except AgentMovedError as exc:
+            except (AgentMovedError, _Fenced) as exc:
                 self._answer(request, exc)
             else:
                 kept.append(request)
