@@ -19,7 +19,6 @@ import msgspec
 import trio
 
 from eventwf.errors import (
-    AgentMovedError,
     EventwfError,
     MailboxFullError,
     StorageError,
@@ -32,6 +31,7 @@ from eventwf.model.commands import MAILBOX_LIMIT
 from eventwf.model.events import Event, EventReceived, Recorded, parse_stream
 from eventwf.model.workflow_fold import WorkflowSummary, apply_workflow
 from eventwf.runtime.clock import Clock
+from eventwf.runtime.fencing import Fencing, RunReplaced
 from eventwf.runtime.ownership import Ownership
 from eventwf.runtime.telemetry import NULL_TELEMETRY, Telemetry
 from eventwf.store.interface import LogStore, PendingRow
@@ -112,7 +112,7 @@ class _Batch:
         if request.fence is not None:
             workflow_id, epoch = request.fence
             if self.registry.runner_epoch(workflow_id) != epoch:
-                raise _Fenced(f"workflow {workflow_id!r} is no longer run by this task")
+                raise RunReplaced(f"workflow {workflow_id!r} is no longer run by this task")
         local_wf: dict[str, WorkflowSummary] = {}
         local_ag: dict[tuple[str, str], AgentSummary] = {}
         records: list[Recorded] = []
@@ -167,16 +167,13 @@ class _Batch:
         return workflows, agents
 
 
-class _Fenced(TransitionError):
-    """The appending runner was replaced (pause, restart, terminate) before it committed."""
-
-
 class Writer:
     def __init__(self, store: LogStore, clock: Clock, registry: Registry,
                  telemetry: Telemetry = NULL_TELEMETRY,
                  ownership: Ownership | None = None) -> None:
         self._store = store
         self._ownership = ownership if ownership is not None else Ownership(None, 0.0)
+        self._fencing = Fencing(registry, self._ownership, clock, self._answer)
         self._telemetry = telemetry
         self._clock = clock
         self._registry = registry
@@ -256,109 +253,11 @@ class Writer:
             batch.stage(request)
         return batch
 
-    # -- several engines (PostgreSQL): ownership and claims (specs/postgres.md PG9a, PG13) --
-
-    def _agent_of(self, stream: str) -> tuple[str, str] | None:
-        """The agent a stream belongs to, or None for a stream not in the log yet."""
-        kind, key, name = parse_stream(stream)
-        if kind == "wf":
-            summary = self._registry.workflow_summary(key)
-            return None if summary is None else (summary.agent_class, summary.agent_name)
-        if kind == "agent" and self._registry.agent_summary(key, name) is not None:
-            return key, name
-        return None
-
-    def _claim(self, requests: list[Append]) -> list[Append]:
-        """Refuse the requests for agents this engine does not own; claim the streams the
-        others touch that it has not written in its lease (PG13), then let their summaries
-        be read again (the claim moved their heads). The requests left to stage."""
-        ownership = self._ownership
-        wanted: dict[str, int] = {}
-        kept: list[Append] = []
-        for request in requests:
-            try:
-                if request.fence is not None:  # a replaced run claims nothing (PG13)
-                    workflow_id, epoch = request.fence
-                    if self._registry.runner_epoch(workflow_id) != epoch:
-                        raise _Fenced(f"workflow {workflow_id!r} is no longer run by this "
-                                      "task")
-                for stream, _ in request.items:
-                    agent = self._agent_of(stream)
-                    if agent is None:
-                        continue
-                    ownership.check(*agent)
-                    if ownership.needs_claim(stream):
-                        wanted[stream] = ownership.shard(*agent)
-            except (AgentMovedError, _Fenced) as exc:
-                self._answer(request, exc)
-            else:
-                kept.append(request)
-        if not wanted:
-            return kept
-        try:
-            ownership.claim(list(wanted.items()), self._clock.now_us())
-        except StreamsTakenError as exc:
-            self._registry.forget(list(wanted))
-            self._taken(kept, exc.streams, None, wanted)
-            return []
-        except StorageError as exc:
-            for request in kept:
-                self._answer(request, exc)
-            return []
-        self._registry.forget(list(wanted))
-        return kept
-
-    def _taken(self, requests: list[Append], streams: Sequence[str], batch: _Batch | None,
-               shards_of: dict[str, int] | None = None) -> None:
-        """Another engine took ``streams`` (PG9a): drop their shards' work here, answer
-        the requests that touch them (``AgentMovedError``) and queue the rest again."""
-        ownership = self._ownership
-        lost: set[int] = set()
-        for stream in streams:
-            shard = (shards_of or {}).get(stream)
-            if shard is None:
-                agent = self._staged_agent(stream, batch) or self._agent_of(stream)
-                shard = None if agent is None else ownership.shard(*agent)
-            if shard is not None:
-                lost.add(shard)
-        logger.warning("another engine took %d stream(s) of shard(s) %s; their work stops "
-                       "here", len(streams), sorted(lost))
-        ownership.on_lost(lost)
-        again: list[Append] = []
-        for request in requests:
-            touched = {stream for stream, _ in request.items}
-            agent = next((a for s in touched if (a := self._staged_agent(s, batch)
-                                                 or self._agent_of(s)) is not None
-                          and ownership.shard(*a) in lost), None)
-            if agent is not None or touched & set(streams):
-                self._answer(request, AgentMovedError(
-                    f"{'agent ' + '/'.join(agent) if agent else 'a stream of this request'} "
-                    "moved to another engine; nothing of this request was logged here"))
-            else:
-                request.records = []
-                again.append(request)
-        self._queue[:0] = again
-        if again:
+    def _again(self, requests: list[Append]) -> None:
+        """Queue ``requests`` again, first (the rest of a batch another engine cut)."""
+        self._queue[:0] = requests
+        if requests:
             self._wake.set()
-
-    @staticmethod
-    def _staged_agent(stream: str, batch: _Batch | None) -> tuple[str, str] | None:
-        kind, key, name = parse_stream(stream)
-        if kind == "agent":
-            return key, name
-        if batch is not None and (summary := batch.workflows.get(key)) is not None:
-            return summary.agent_class, summary.agent_name
-        return None
-
-    def _wrote(self, batch: _Batch) -> None:
-        ownership = self._ownership
-        if ownership.everything:
-            return
-        for workflow_id, summary in batch.workflows.items():
-            ownership.wrote("wf:" + workflow_id,
-                            ownership.shard(summary.agent_class, summary.agent_name))
-        for agent_class, name in batch.agents:
-            ownership.wrote(f"agent:{agent_class}/{name}", ownership.shard(agent_class, name))
 
     @staticmethod
     def _answer(request: Append, error: BaseException) -> None:
@@ -377,7 +276,7 @@ class Writer:
     def _flush(self, requests: list[Append]) -> None:
         store = self._store
         if not self._ownership.everything:
-            requests = self._claim(requests)
+            requests = self._fencing.admit(requests)
         batch = _Batch(self._registry, itertools.count(store.head + 1), self._clock.now_us(),
                        self._ownership)
         accepted: list[Append] = []
@@ -412,7 +311,7 @@ class Writer:
             if [rec.position for rec in batch.records] != positions:
                 batch = self._restage(accepted, positions, batch.time_us)
         except StreamsTakenError as exc:
-            self._taken(accepted, exc.streams, batch)
+            self._again(self._fencing.taken(accepted, exc.streams, batch.workflows))
             return
         except StorageError as exc:
             for request in accepted:
@@ -423,7 +322,8 @@ class Writer:
             if exc.fatal:
                 raise  # memory may no longer match the log: stop; reopening replays it
             return
-        self._wrote(batch)
+        if not self._ownership.everything:
+            self._fencing.wrote(batch.workflows, batch.agents)
         self.commits += 1
         self.events += len(batch.rows)
         self._telemetry.committed(len(batch.rows))
