@@ -161,6 +161,35 @@ async def test_a_stream_another_engine_claimed_drops_the_agent_and_not_the_batch
     assert types == ["agent.created", "agent.state_set", "stream.claimed"]  # nothing after
 
 
+def _claims(url: str) -> list[str]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return [str(r[0]) for r in conn.execute(
+            "SELECT stream FROM eventwf.events WHERE type = 'stream.claimed' "
+            "ORDER BY position")]
+
+
+@pytest.mark.realtime
+async def test_streams_are_claimed_after_an_expired_lease_not_after_a_release(
+        fresh_postgres_url: str) -> None:  # PG13: only a lapsed holder can still append
+    RUNS.clear()
+    async with _open(fresh_postgres_url) as engine:
+        name = _owned_name(engine, "c")
+        await (await engine.get_agent(Host, name)).run_workflow("Gate", id="g2")
+        await _until(lambda: RUNS["g2/first"] == 1, "the first step")
+    async with _open(fresh_postgres_url):  # released on close: resumed with no claim
+        pass  # (recovery runs at open)
+    assert _claims(fresh_postgres_url) == []
+    with psycopg.connect(fresh_postgres_url, autocommit=True) as conn:  # a holder that died
+        conn.execute("UPDATE eventwf.shard_leases SET owner = 'gone', "
+                     "expires_at = now() - interval '1 second'")
+    async with _open(fresh_postgres_url) as engine:
+        assert _claims(fresh_postgres_url) == ["wf:g2"]  # claimed at open, before its replay
+        agent = await engine.get_agent(Host, name)
+        await agent.send_workflow_event("Gate", "g2", {"type": "go", "payload": 1})
+        assert (await engine.wait_workflow("g2", timeout=60)).status == "complete"
+    assert RUNS == {"g2/first": 1, "g2/second": 1}
+
+
 # -- engines as processes -----------------------------------------------------------------
 
 
@@ -290,6 +319,11 @@ def test_a_killed_engines_workflows_finish_on_the_others(fresh_postgres_url: str
         assert not any("Traceback" in line or "quarantined" in line
                        for w in workers[1:] for line in w.errors)
     assert len(mine) == 3
+    with psycopg.connect(fresh_postgres_url, autocommit=True) as conn:  # fenced (PG13)
+        claimed = conn.execute("SELECT count(*) FROM eventwf.events WHERE type = "
+                               "'stream.claimed' AND stream = ANY(%s)",
+                               (["wf:" + wid for wid in mine],)).fetchone()
+    assert claimed is not None and claimed[0] >= 1
     _no_logged_step_ran_again(fresh_postgres_url, ledger, steps, ids)
 
 

@@ -103,8 +103,9 @@ class Fencing:
             if agent is None:
                 continue
             self._ownership.check(*agent)
-            if self._ownership.needs_claim(stream):
-                wanted[stream] = self._ownership.shard(*agent)
+            shard = self._ownership.shard(*agent)
+            if self._ownership.needs_claim(stream, shard):
+                wanted[stream] = shard
 
     def taken(self, requests: list[R], streams: Sequence[str],
               staged: Mapping[str, WorkflowSummary],

@@ -45,6 +45,7 @@ class Ownership:
         self.held: dict[int, Lease] = {}
         self.deadline: dict[int, float] = {}
         self._claimed: dict[str, int] = {}  # stream -> its shard
+        self._released: set[int] = set()  # held shards taken after a clean release
         self.on_lost: Callable[[Collection[int]], None] = lambda shards: None
 
     @property
@@ -72,6 +73,8 @@ class Ownership:
     def held_now(self, leases: Iterable[Lease], sent: float) -> None:
         """Leases the database gave or renewed (the statement was sent at ``sent``)."""
         for lease in leases:
+            if lease.shard not in self.held and lease.released:
+                self._released.add(lease.shard)
             self.held[lease.shard] = lease
             self.deadline[lease.shard] = sent + self.ttl * DRIFT
 
@@ -85,12 +88,17 @@ class Ownership:
         for shard in shards:
             self.held.pop(shard, None)
             self.deadline.pop(shard, None)
+            self._released.discard(shard)
         self._claimed = {s: h for s, h in self._claimed.items() if h not in shards}
 
     # -- claims --------------------------------------------------------------------------
 
-    def needs_claim(self, stream: str) -> bool:
-        return self.sharding is not None and stream not in self._claimed
+    def needs_claim(self, stream: str, shard: int) -> bool:
+        """Whether ``stream`` (of ``shard``) must be claimed before this engine replays it
+        or appends to it: not when written in this lease, nor when the shard was taken
+        after a clean release (its last holder stopped before it let go)."""
+        return (self.sharding is not None and shard not in self._released
+                and stream not in self._claimed)
 
     def wrote(self, stream: str, shard: int) -> None:
         """This engine appended to ``stream`` in its current lease: it is fenced."""
@@ -104,7 +112,7 @@ class Ownership:
             return
         by_shard: dict[int, list[str]] = {}
         for stream, shard in streams:
-            if stream not in self._claimed:
+            if self.needs_claim(stream, shard):
                 by_shard.setdefault(shard, []).append(stream)
         for shard, names in sorted(by_shard.items()):
             lease = self.held.get(shard)

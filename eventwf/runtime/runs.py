@@ -112,9 +112,9 @@ class Runs:
         if not ownership.owns(*agent):
             return None
         stream = workflow_stream(summary.workflow_id)
-        if not ownership.needs_claim(stream):
-            return summary
         shard = ownership.shard(*agent)
+        if not ownership.needs_claim(stream, shard):
+            return summary
         try:
             ownership.claim([(stream, shard)], self._clock.now_us())
         except StreamsTakenError:

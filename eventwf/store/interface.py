@@ -41,10 +41,13 @@ Project = Callable[[Sequence[int]], Projections]
 
 
 class Lease(NamedTuple):
-    """A shard this engine holds, in the lease epoch the database gave it."""
+    """A shard this engine holds, in the lease epoch the database gave it. ``released``:
+    taken after its last holder gave it up cleanly (nobody can still be appending to its
+    streams, so no claim is needed, PG13), not after it expired."""
 
     shard: int
     epoch: int
+    released: bool = False
 
 
 class OpenReport(NamedTuple):

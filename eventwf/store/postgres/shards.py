@@ -69,11 +69,15 @@ class PgSharding:
         if limit <= 0:
             return []
         conn = self._conn()
-        free = sql.free_shards(conn)
-        if not free:
-            return []
-        won = sql.take_shards(conn, owner, free[:limit], ttl)
-        return [Lease(lease.shard, lease.epoch) for lease in won]
+        chosen = sql.free_shards(conn)[:limit]
+        released = [shard for shard, free in chosen if free]
+        expired = [shard for shard, free in chosen if not free]
+        won = [Lease(lease.shard, lease.epoch, True) for lease in
+               sql.take_shards(conn, owner, released, ttl, only_free=True)] if released else []
+        if expired:  # (a lease released meanwhile is taken as if expired: claims are safe)
+            won += [Lease(lease.shard, lease.epoch) for lease in
+                    sql.take_shards(conn, owner, expired, ttl)]
+        return sorted(won)
 
     @_translated
     def renew(self, owner: str, held: Sequence[Lease], ttl: float) -> list[Lease]:

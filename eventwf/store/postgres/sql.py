@@ -348,15 +348,17 @@ def _leases(rows: Iterable[tuple[Any, ...]]) -> list[Lease]:
                   for s, o, e, x in rows)
 
 
-def take_shards(conn: Conn, owner: str, shards: Sequence[int], ttl: float) -> list[Lease]:
+def take_shards(conn: Conn, owner: str, shards: Sequence[int], ttl: float, *,
+                only_free: bool = False) -> list[Lease]:
     """Take the shards among ``shards`` whose lease has expired (by the database clock), a
-    new epoch each; the leases won. Of engines racing for a shard, one wins."""
+    new epoch each; the leases won. Of engines racing for a shard, one wins. ``only_free``:
+    only leases nobody holds (released), not expired ones."""
     return _leases(conn.execute(
         "UPDATE eventwf.shard_leases SET owner = %s, epoch = epoch + 1, "
         "expires_at = now() + %s WHERE shard = ANY(%s) "
-        "AND (expires_at IS NULL OR expires_at < now()) "
+        "AND (expires_at IS NULL OR expires_at < now()) AND (owner IS NULL OR NOT %s) "
         "RETURNING shard, owner, epoch, expires_at",
-        (owner, timedelta(seconds=ttl), list(shards))).fetchall())
+        (owner, timedelta(seconds=ttl), list(shards), only_free)).fetchall())
 
 
 def renew_leases(conn: Conn, owner: str, held: Sequence[Lease], ttl: float) -> list[Lease]:
@@ -382,11 +384,12 @@ def release_leases(conn: Conn, owner: str, held: Sequence[Lease]) -> list[int]:
     return sorted(int(r[0]) for r in rows)
 
 
-def free_shards(conn: Conn) -> list[int]:
-    """The shards nobody holds now (free, or expired by the database's clock)."""
-    rows = conn.execute("SELECT shard FROM eventwf.shard_leases WHERE expires_at IS NULL "
-                        "OR expires_at < now() ORDER BY shard").fetchall()
-    return [int(r[0]) for r in rows]
+def free_shards(conn: Conn) -> list[tuple[int, bool]]:
+    """The shards nobody holds now, each with whether it was released (True) or its lease
+    expired (False: its last holder may still be paused, so a new owner claims, PG13)."""
+    rows = conn.execute("SELECT shard, owner IS NULL FROM eventwf.shard_leases WHERE "
+                        "expires_at IS NULL OR expires_at < now() ORDER BY shard").fetchall()
+    return [(int(r[0]), bool(r[1])) for r in rows]
 
 
 def heartbeat(conn: Conn, owner: str, ttl: float) -> int:
