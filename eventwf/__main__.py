@@ -4,7 +4,8 @@ Installed as the ``eventwf`` console command (pyproject ``[project.scripts]``) a
 reachable as ``python -m eventwf``. ``eventwf log PATH COMMAND ...`` is the log tool
 (``eventwf.logtool``): everything after ``log`` is its own command line, with its own
 ``--help`` and exit statuses (0 all well, 1 a problem found, 2 a usage error).
-``eventwf console PATH`` serves the read-only web console of a log file.
+``eventwf console PATH_OR_URL`` serves the read-only web console of a log file or a
+PostgreSQL database.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="serve the live task board (workflows with progress and an approval gate)")
     demo.add_argument("--db", default="eventwf-demo.db",
-                      help="the log: a SQLite file or a postgresql:// URL")
+
+                         help="the log: a SQLite file or a postgresql:// URL")
     demo.add_argument("--host", default="127.0.0.1", help="the address to listen on")
     demo.add_argument("--port", type=int, default=8080, help="the port (0 picks a free one)")
     demo.add_argument("--step-seconds", type=float, default=1.5,
@@ -42,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     example.add_argument("--db", default="eventwf-example.db", help="the SQLite log file")
     console = commands.add_parser(
         "console", help="serve the read-only web console of a log: workflows, agents, the log")
-    console.add_argument("db", metavar="PATH_OR_URL", help="the log: a SQLite file")
+    console.add_argument("db", metavar="PATH_OR_URL",
+                         help="the log: a SQLite file or a postgresql:// URL")
     console.add_argument("--host", default="127.0.0.1", help="the address to listen on")
     console.add_argument("--port", type=int, default=8081, help="the port (0 picks a free one)")
     commands.add_parser(

@@ -26,13 +26,15 @@ from eventwf.model.values import check_agent_name, check_binding_name, parse_dur
 from eventwf.runtime import tracking as _tracking
 from eventwf.runtime.check import CheckRunners, ReplayCheck
 from eventwf.runtime.clock import Clock
+from eventwf.runtime.follower import serve_postgres_following
 from eventwf.runtime.recovery import recover, recover_for_check
 from eventwf.runtime.runner import WorkflowRunner
 from eventwf.runtime.runs import RunFactory
 from eventwf.runtime.runtime import Runtime
+from eventwf.runtime.scratch import ScratchStore
 from eventwf.runtime.takeover import Takeover
 from eventwf.runtime.telemetry import NULL_TELEMETRY, EngineStatistics, Telemetry, open_telemetry
-from eventwf.store import copy_log, open_store
+from eventwf.store import LogStore, copy_log, is_url, open_store
 from eventwf.workflow import AgentWorkflow
 
 __all__ = ["Engine", "EngineStatistics", "ReplayCheck", "check_replay", "open_engine"]
@@ -230,10 +232,11 @@ async def _running(
     max_live_workflows: int = 10_000,
     telemetry: Telemetry = NULL_TELEMETRY,
     lease_ttl: float = 15.0,
+    opener: Callable[[], LogStore] | None = None,
 ) -> AsyncIterator[Runtime]:
     agent_classes = _agent_classes(agents)
     workflow_classes = _workflow_classes(workflows)
-    store = open_store(path, synchronous=synchronous)
+    store = open_store(path, synchronous=synchronous) if opener is None else opener()
     try:
         async with trio.open_nursery() as outer:  # the writer outlives every other task
             async with trio.open_nursery() as nursery:
@@ -243,6 +246,9 @@ async def _running(
                              lease_ttl=lease_ttl)
                 takeover = Takeover(rt)
                 await outer.start(rt.writer.run)
+                if is_url(os.fspath(path)):  # several engines may write it: follow the others
+                    rt.follower = await nursery.start(serve_postgres_following, rt.writer,
+                                                      rt.agents, os.fspath(path))
                 recovery(rt)
                 takeover.start()
                 nursery.start_soon(takeover.serve, name="eventwf shard leases")
@@ -270,26 +276,43 @@ async def check_replay(
 
     The log (which may be in use by a running engine) is copied first; each workflow's
     logged commands are replayed and the replay stops where the log ends, so no step
-    runs. Returns one verdict per unfinished workflow, in creation order.
+    runs. Returns one verdict per unfinished workflow, in creation order. A PostgreSQL
+    log is not copied: it is replayed in place through a read-only session, and what the
+    replay writes is kept in memory (``runtime/scratch.py`` says why).
     """
+    where = os.fspath(path)
+    if is_url(where):
+        return await _check(where, agents, workflows, timeout,
+                            lambda: ScratchStore(open_store(where, readonly=True)))
     with tempfile.TemporaryDirectory(prefix="eventwf-check-") as tmp:
         copy = os.path.join(tmp, "check.db")
-        copy_log(path, copy)
-        checks = CheckRunners()
-        async with _running(copy, agents, workflows, "NORMAL", time.time,
-                            factory=checks.factory, recovery=recover_for_check,
-                            hibernate_after=None) as rt:
-            with trio.move_on_after(timeout):
-                while not checks.done():
-                    await trio.sleep(0.01)
-            verdicts = checks.verdicts()
-            out = []
-            for s in rt.store.unfinished_workflows():
-                verdict = verdicts.get(s.workflow_id)
-                if verdict is None:
-                    verdict = _no_run_verdict(rt, s)
-                out.append(verdict)
-            return out
+        copy_log(where, copy)
+        return await _check(copy, agents, workflows, timeout, None)
+
+
+async def _check(
+    path: str,
+    agents: Sequence[type[Agent]],
+    workflows: Mapping[str, type[AgentWorkflow[Any]]] | Sequence[type[AgentWorkflow[Any]]],
+    timeout: float,
+    opener: Callable[[], LogStore] | None,
+) -> list[ReplayCheck]:
+    """The verdicts of a replay-only run on the log at ``path`` (or that ``opener`` opens)."""
+    checks = CheckRunners()
+    async with _running(path, agents, workflows, "NORMAL", time.time, factory=checks.factory,
+                        recovery=recover_for_check, hibernate_after=None,
+                        opener=opener) as rt:
+        with trio.move_on_after(timeout):
+            while not checks.done():
+                await trio.sleep(0.01)
+        verdicts = checks.verdicts()
+        out = []
+        for s in rt.store.unfinished_workflows():
+            verdict = verdicts.get(s.workflow_id)
+            if verdict is None:
+                verdict = _no_run_verdict(rt, s)
+            out.append(verdict)
+        return out
 
 
 def _no_run_verdict(rt: Runtime, s: Any) -> ReplayCheck:

@@ -107,10 +107,19 @@ def test_v20_commands_for_sqlite_files_refuse_a_url_and_keep_the_password(tmp_pa
     url = "postgresql://app:s3cret@db.example:5432/app"
     copy = cli(url, "backup", str(tmp_path / "out.db"))
     assert copy.code == 2 and "pg_dump" in copy.err and "SQLite" in copy.err
-    check = cli(url, "check", "tests.eventlog_factory:jobs")
-    assert check.code == 2 and "PostgreSQL" in check.err and "copy" in check.err
-    assert "s3cret" not in copy.err + check.err
+    rebuild = cli(url, "rebuild-projections")
+    assert rebuild.code == 2 and "PostgreSQL" in rebuild.err and "projections" in rebuild.err
+    assert "s3cret" not in copy.err + rebuild.err
     assert not (tmp_path / "out.db").exists()
+
+
+def test_v20_check_on_a_server_that_cannot_be_reached_is_exit_1_without_the_password(
+        ) -> None:
+    pytest.importorskip("psycopg")
+    check = cli("postgresql://app:s3cret@127.0.0.1:1/app", "check",
+                "tests.eventlog_factory:jobs")
+    assert check.code == 1 and "app:***@127.0.0.1:1" in check.err
+    assert "s3cret" not in check.out + check.err
 
 
 def test_v20_a_server_that_cannot_be_reached_is_exit_1_without_the_password() -> None:

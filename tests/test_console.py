@@ -161,9 +161,10 @@ async def test_agent_time_travel_shows_the_state_as_of_a_position(reference: str
 async def test_tail_and_verify_verdict(reference: str) -> None:
     """CN7: the last N events, newest first, and verify's verdict."""
     async with console(reference) as base:
-        tail = await api(base + "/api/log?n=5")
+        *tail, meta = await api(base + "/api/log?n=5")
         head = (await api(base + "/api/"))["head"]
         assert [r["position"] for r in tail] == list(range(head - 4, head + 1))
+        assert meta["record"] == "tail" and meta["next_after"] == head
         status, page = await get(base + "/log?n=5")
         assert status == 200 and page.index(f"<td>{head}</td>") < page.index(f"<td>{head - 4}</td>")
         verdict = (await api(base + "/api/log/verify"))[-1]
@@ -226,10 +227,14 @@ async def test_post_is_refused(reference: str) -> None:
         assert status == 405 and "read-only" in body
 
 
-def test_postgresql_urls_and_missing_files_are_refused_with_status_2(
+def test_unusable_urls_and_missing_files_are_refused_with_status_2(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """CN10: this step serves SQLite files only."""
-    assert eventwf_main(["console", "postgresql://localhost/x"]) == 2
-    assert "postgresql:// logs are not supported" in capsys.readouterr().err
+    """CN10, CN15: a file must exist, a URL must be a PostgreSQL database that opens
+    (here: a port nothing listens on), and its password is never printed."""
+    assert eventwf_main(["console", "mysql://db/x"]) == 2
+    assert "mysql:// is not a log" in capsys.readouterr().err
+    assert eventwf_main(["console", "postgresql://u:s3cret@127.0.0.1:9/x"]) == 2
+    err = capsys.readouterr().err
+    assert "127.0.0.1" in err and "s3cret" not in err
     assert eventwf_main(["console", str(tmp_path / "none.db")]) == 2
     assert "no such file" in capsys.readouterr().err

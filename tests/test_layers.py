@@ -45,7 +45,8 @@ RANKS = {
     "eventwf.store": {"interface": 0, "rows": 0, "sqlite": 1, "postgres": 1},
     "eventwf.store.postgres": {"sql": 0, "lock": 1, "schema": 1, "log": 1, "projections": 1,
                                "shards": 1,
-                               "rebuild": 2, "store": 3, "reader": 4},
+                               "rebuild": 2, "store": 3, "reader": 4,
+                               "notify": 2, "follow": 3},
     "eventwf.store.sqlite": {
         "transaction": 0, "anchor": 0, "columns": 0, "lock": 0,
         "schema": 1, "log": 1, "projections": 1,
@@ -53,9 +54,10 @@ RANKS = {
     },
     "eventwf.runtime": {
         "clock": 0, "summaries": 0, "agent_host": 0, "tasks": 0, "telemetry": 0,
-        "fingerprint": 0, "signals": 0, "ownership": 0,
+        "fingerprint": 0, "signals": 0, "ownership": 0, "scratch": 0,
         "fencing": 1, "writer": 2, "timers": 1, "stephost": 1, "agents": 1, "command": 1, "otel": 1,
-        "steps": 2, "hibernation": 2, "runner": 3, "check": 4, "runs": 4,
+        "steps": 2, "hibernation": 2, "follower": 3,
+        "notifications": 0, "runner": 3, "check": 4, "runs": 4,
         "router": 5, "runtime": 6, "recovery": 7, "tracking": 7, "operations": 8,
         "takeover": 8,
     },
@@ -72,7 +74,7 @@ RANKS = {
     "eventwf.testing": {"ledger": 0, "harness": 0, "session": 1, "determinism": 1, "crashes": 2,
                         "plugin": 3},
     "eventwf.apps.demo": {"board": 0, "boards": 0, "site": 1, "run": 2},
-    "eventwf.apps.console": {"views": 0, "html": 1, "site": 2, "controls": 3, "run": 3,
+    "eventwf.apps.console": {"tail": 0, "views": 1, "html": 1, "site": 2, "controls": 3, "run": 3,
                              "mount": 4},
 }
 FORBIDDEN = {"pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle"}

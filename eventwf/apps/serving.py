@@ -32,6 +32,7 @@ async def serve(
     max_connections: int = 1000,
     console: bool = False,
     console_controls: bool = False,
+    console_prefix: str = "",
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``/agents/{AgentClass}/{name}`` until cancelled, and the console if asked.
@@ -46,11 +47,17 @@ async def serve(
     same port (read-only); ``console_controls=True`` adds its controls (approve, reject,
     pause, resume, terminate, restart, send an event), which a browser may use only from
     an allowed origin (without ``allowed_origins``: this server's own).
+    ``console_prefix="/console"`` serves the console under that path (its links and API
+    calls too) and answers 404 to plain requests outside it; ``ValueError`` for a prefix
+    that is not a plain path.
     """
     if console_controls and not console:
         raise ValueError("console_controls=True needs console=True")
+    if console_prefix and not console:
+        raise ValueError("console_prefix needs console=True")
     mount = (ConsoleMount(engine, authenticate=authenticate, allowed_origins=allowed_origins,
-                          controls=console_controls) if console else None)
+                          controls=console_controls, prefix=console_prefix)
+             if console else None)
     await serve_sockets(engine, host, port, authenticate=authenticate,
                         max_message_size=max_message_size, allowed_origins=allowed_origins,
                         max_connections=max_connections, http=mount, task_status=task_status)

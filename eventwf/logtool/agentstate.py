@@ -6,6 +6,7 @@ engine's own ``apply_agent``, so the answer is what the engine would have served
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from eventwf.model.events import (
     AgentStatePatched,
     AgentStateReset,
     AgentStateSet,
+    CallbackScheduled,
     Recorded,
     agent_stream,
 )
@@ -29,6 +31,7 @@ from .source import LogSource, NotFound
 __all__ = ["AgentAt", "agent", "fold_agent"]
 
 _STATE_EVENTS = (AgentStateSet, AgentStateMerged, AgentStatePatched, AgentStateReset)
+OUTBOX_SHOWN = 50  # the newest scheduled callbacks kept for ``outbox``
 
 
 @dataclass
@@ -43,6 +46,8 @@ class AgentAt:
     changes: list[tuple[Recorded, Any]] = field(default_factory=list)
     problem: tuple[int, str] | None = None
     first_position: int | None = None  # the stream's first event, even if after ``at``
+    callbacks: deque[Recorded] = field(default_factory=lambda: deque(maxlen=OUTBOX_SHOWN))
+    scheduled: int = 0  # callbacks scheduled up to ``at``
 
 
 def fold_agent(log: LogSource, agent_class: str, name: str, at: int) -> AgentAt:
@@ -67,6 +72,9 @@ def fold_agent(log: LogSource, agent_class: str, name: str, at: int) -> AgentAt:
             result.created = rec
         if isinstance(rec.event, _STATE_EVENTS):
             result.changes.append((rec, result.summary.state))
+        elif isinstance(rec.event, CallbackScheduled):
+            result.callbacks.append(rec)
+            result.scheduled += 1
     return result
 
 
@@ -75,13 +83,18 @@ def _time_at(log: LogSource, position: int) -> int | None:
 
 
 def agent(log: LogSource, out: Output, agent_class: str, name: str, *, at: int | None = None,
-          history: bool = False) -> int:
+          history: bool = False, outbox: bool = False) -> int:
+    """The agent as of ``at`` (default: the head); ``history`` adds its state changes,
+    ``outbox`` (JSON only) its newest scheduled callbacks, each marked delivered or not
+    by the agent's delivery cursor (``delivered_through``) as of ``at``."""
     head = log.head()
     position = head if at is None or at > head else at
     result = fold_agent(log, agent_class, name, position)
     time_us = _time_at(log, position)
     if out.json:
         _json(result, out, head, time_us, history)
+        if outbox:
+            _outbox(result, out)
     else:
         _text(result, out, head, time_us, history, clamped=at is not None and at > head)
     return 1 if result.problem is not None or result.summary is None else 0
@@ -155,3 +168,16 @@ def _json(result: AgentAt, out: Output, head: int, time_us: int | None, history:
                         "time": iso(rec.time_us), "type": event_type(rec.event),
                         "workflow_id": getattr(rec.event, "workflow_id", None),
                         "state": state})
+
+
+def _outbox(result: AgentAt, out: Output) -> None:
+    delivered = 0 if result.summary is None else result.summary.delivered_through
+    out.record({"record": "outbox", "scheduled": result.scheduled,
+                "shown": len(result.callbacks), "delivered_through": delivered})
+    for rec in result.callbacks:
+        event = rec.event
+        assert isinstance(event, CallbackScheduled)
+        out.record({"record": "callback", "position": rec.position, "time_us": rec.time_us,
+                    "time": iso(rec.time_us), "kind": event.kind,
+                    "workflow_name": event.workflow_name, "workflow_id": event.workflow_id,
+                    "value": event.value, "delivered": rec.position <= delivered})

@@ -4,8 +4,9 @@
 returns a dict of ``open_engine`` keyword arguments with at least ``agents`` and
 ``workflows``; ``MODULE`` is imported from ``sys.path`` and, failing that, from the
 current directory (so ``eventwf log app.db check myapp:options`` works from the
-project). The log is handed to ``eventwf.check_replay``, which copies it and replays the
-copy without running a step; the log itself is only read.
+project). The log is handed to ``eventwf.check_replay``, which replays a copy of an SQLite
+file, or a PostgreSQL database in place through a read-only session (V20), without
+running a step; the log itself is only read.
 """
 
 from __future__ import annotations

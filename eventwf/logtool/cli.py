@@ -102,7 +102,7 @@ def _verify(args: argparse.Namespace, out: Output) -> int:
 
 
 def _check(args: argparse.Namespace, out: Output) -> int:
-    LogSource(args.path).close()  # a clear error for a file that is not an eventwf log
+    _open(args.path).close()  # a clear error for a file or database without an eventwf log
     return trio.run(lambda: check.check(args.path, args.factory, out, timeout=args.timeout,
                                         strict=args.strict))
 
@@ -241,8 +241,6 @@ def build_parser(prog: str = "eventwf log") -> argparse.ArgumentParser:
 
 
 _SQLITE_ONLY = {  # command -> why it refuses a PostgreSQL URL (specs/tools.md V20)
-    "check": "it replays on a copy of an SQLite log file; on PostgreSQL replay a copy of the "
-             "database (createdb -T, or pg_dump and restore) with the engine instead",
     "rebuild-projections": "on PostgreSQL the engine writes the projections in the "
                            "transaction of their events and rebuilds them itself when it "
                            "opens the database",

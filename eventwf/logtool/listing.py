@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import trio
-
 from eventwf.model.events import parse_stream
 
 from .render import Output, compact_text, event_details, iso, row_record
@@ -182,17 +180,18 @@ async def follow(log: LogSource, out: Output, after: int, *, stream: str | None 
     """Print every event appended after ``after`` as it is committed, until ``stop()``.
 
     Each poll is a fresh, short query (nothing is held open between polls), and every new
-    row is checked against the hash of the row before it. ``printer`` continues the
-    table that ``tail`` began.
+    row is checked against the hash of the row before it (of its stream on PostgreSQL,
+    which reads in commit-horizon order and is woken by the engines' notifications:
+    ``LogSource.following``). ``printer`` continues the table that ``tail`` began.
     """
     if printer is None:
         printer = RowPrinter(out, full=full, with_stream=stream is None, head=log.head())
-    reader = log.reader(after)
-    while True:
-        for item in reader.read():
-            if stream is None or item.row.stream == stream:
-                printer(item)
-        out.flush()
-        if stop is not None and stop():
-            return 1 if printer.damaged else 0
-        await trio.sleep(interval)
+    async with log.following(after) as source:
+        while True:
+            for item in source.read():
+                if stream is None or item.row.stream == stream:
+                    printer(item)
+            out.flush()
+            if stop is not None and stop():
+                return 1 if printer.damaged else 0
+            await source.wait(interval)

@@ -13,7 +13,16 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["SqliteLookups"]
+from eventwf.store.sqlite.projections import metadata_clause
+
+__all__ = ["FILTER_COLUMNS", "LISTED_COLUMNS", "SqliteLookups"]
+
+# The columns of a listing row, and the ones a listing may filter on by equality.
+LISTED_COLUMNS = ("workflow_id", "workflow_name", "agent_class", "agent_name", "status",
+                  "created_us", "updated_us", "completed_us", "error_name", "error_message",
+                  "run")
+FILTER_COLUMNS = frozenset({"status", "workflow_name", "agent_class", "agent_name"})
+_LIST_SQL = "SELECT " + ", ".join(LISTED_COLUMNS) + " FROM workflows"  # noqa: S608 - constants
 
 _STREAMS_SQL = (
     "SELECT stream, count(*), min(position), max(position), min(time_us), max(time_us), "
@@ -49,6 +58,35 @@ class SqliteLookups:
         return self.conn.execute(
             f"SELECT workflow_id, status, workflow_name FROM workflows "  # noqa: S608 - marks
             f"WHERE workflow_id IN ({marks})", list(ids)).fetchall()
+
+    def workflow_rows(self, equals: Sequence[tuple[str, str]],
+                      metadata: Sequence[tuple[str | None, Any]],
+                      after: tuple[int, str] | None, limit: int) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` rows (``LISTED_COLUMNS``) of the projected workflows, newest
+        first by (created time, id), older than the keyset ``after``; ``equals`` pairs a
+        column of ``FILTER_COLUMNS`` with its value, ``metadata`` a JSON path with a value
+        compared with its JSON type (as ``Agent.get_workflows``). Every value is bound."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in equals:
+            assert column in FILTER_COLUMNS, column  # a constant of the caller, never input
+            clauses.append(f"{column} = ?")
+            params.append(value)
+        for path, value in metadata:
+            clause, values = metadata_clause(path, value)
+            clauses.append(clause)
+            params += values
+        if after is not None:
+            clauses.append("(created_us < ? OR (created_us = ? AND workflow_id < ?))")
+            params += [after[0], after[0], after[1]]
+        sql = _LIST_SQL + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        sql += " ORDER BY created_us DESC, workflow_id DESC LIMIT ?"
+        return self.conn.execute(sql, [*params, limit]).fetchall()
+
+    def status_counts(self) -> list[tuple[Any, ...]]:
+        """(status, how many workflows have it), for the statuses that occur."""
+        return self.conn.execute("SELECT status, count(*) FROM workflows GROUP BY status"
+                                 ).fetchall()
 
     def workflow_status(self, workflow_id: str) -> str | None:
         """The projected status of a workflow, None if it has no projection row."""

@@ -12,20 +12,25 @@ order is checked on its own (one engine writes a database: positions are gap-fre
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
+
+import trio
 
 from eventwf.errors import CorruptLogError, StorageError
 from eventwf.model.codec import decode_event
 from eventwf.model.events import Event
 from eventwf.store.sqlite.columns import LogRow
 
-from .source import BATCH, ChainedReader, LogSource, NotALog, RowView, ToolError
+from .lookups import FILTER_COLUMNS, LISTED_COLUMNS
+from .source import BATCH, ChainedReader, Following, LogSource, NotALog, RowView, ToolError
 
 if TYPE_CHECKING:
     import sqlite3
 
+    from eventwf.runtime.notifications import Listener
+    from eventwf.store.postgres.follow import HorizonReader
     from eventwf.store.postgres.reader import PostgresReader
 
 __all__ = ["PgChainedReader", "PgLogSource", "StreamChains"]
@@ -86,6 +91,49 @@ class PgChainedReader(ChainedReader):
             yield RowView(row, event, problem or undecodable)
 
 
+class PgFollowing:
+    """``tail --follow`` on PostgreSQL: first the rows after ``after`` that the snapshot of
+    the listing's head saw, by position; then every row committed after that snapshot,
+    in commit-horizon order (specs/postgres.md PG7: a row committed late is never
+    skipped, and none is printed twice), each checked against its stream's chain. Woken
+    by the engines' notification after each commit, or by polling."""
+
+    def __init__(self, log: PgLogSource, after: int, listener: Listener, channel: str
+                 ) -> None:
+        pg = log.pg
+        if pg.head_snapshot is None:
+            pg.head()
+        assert pg.head_snapshot is not None
+        self.pg = pg
+        self.snapshot = pg.head_snapshot
+        self.after = after
+        self.chains = StreamChains(pg)
+        self.horizon: HorizonReader | None = None
+        self._listener = listener
+        self._channel = channel
+
+    def read(self) -> Iterator[RowView]:
+        if self.horizon is None:
+            while fetched := self.pg.visible_rows(self.snapshot, self.after, BATCH):
+                for raw in fetched:
+                    yield self._view(LogRow(*raw))
+                    self.after = raw[0]
+            self.horizon = self.pg.horizon_reader(self.snapshot)
+        while True:
+            for raw in self.pg.horizon_rows(self.horizon):
+                yield self._view(LogRow(*raw))
+            if not self.horizon.more:
+                return
+
+    def _view(self, row: LogRow) -> RowView:
+        found = self.chains.check(row)
+        event, undecodable = _decoded(row)
+        return RowView(row, event, found[1] if found else undecodable)
+
+    async def wait(self, interval: float) -> None:
+        await self._listener.wait(self._channel, interval)
+
+
 class PgLogSource(LogSource):
     """An eventwf log in a PostgreSQL database, opened read-only by its URL.
 
@@ -103,6 +151,7 @@ class PgLogSource(LogSource):
             self.pg = PostgresReader(url)
         except StorageError as exc:
             raise NotALog(str(exc)) from exc
+        self._url = url
         self.path = self.home = self.pg.path
         self.header = None
         self.salvage = False
@@ -137,6 +186,20 @@ class PgLogSource(LogSource):
 
     def reader(self, after: int) -> ChainedReader:
         return PgChainedReader(self, after)
+
+    @asynccontextmanager
+    async def following(self, after: int) -> AsyncIterator[Following]:
+        """Rows as they are committed, in commit-horizon order (:class:`PgFollowing`),
+        woken by the engines' notifications (a listening session of its own)."""
+        from eventwf.runtime.notifications import Listener
+        from eventwf.store.postgres.notify import LOG_CHANNEL, ListenSession
+
+        listener = Listener(lambda channels: ListenSession(self._url, channels))
+        listener.watch(LOG_CHANNEL)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(listener.serve)
+            yield PgFollowing(self, after, listener, LOG_CHANNEL)
+            nursery.cancel_scope.cancel()
 
     def stream_rows(self, stream: str, *, from_version: int = 0, until: int | None = None,
                     batch: int = BATCH) -> Iterator[tuple[LogRow, bytes | None]]:
@@ -175,6 +238,16 @@ class PgLogSource(LogSource):
 
     def workflow_status(self, workflow_id: str) -> str | None:
         return self.pg.workflow_status(workflow_id)
+
+    def workflow_rows(self, equals: Sequence[tuple[str, str]],
+                      metadata: Sequence[tuple[str | None, Any]],
+                      after: tuple[int, str] | None, limit: int) -> list[tuple[Any, ...]]:
+        for column, _ in equals:
+            assert column in FILTER_COLUMNS, column  # a constant of the caller, never input
+        return self.pg.workflow_rows(LISTED_COLUMNS, equals, metadata, after, limit)
+
+    def status_counts(self) -> list[tuple[Any, ...]]:
+        return self.pg.status_counts()
 
     def first_position(self, stream: str) -> int | None:
         return self.pg.first_position(stream)

@@ -16,10 +16,12 @@ from __future__ import annotations
 import heapq
 import os
 import sqlite3
-from collections.abc import Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Generator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
+
+import trio
 
 from eventwf.errors import CorruptLogError, StorageError
 from eventwf.model.codec import decode_event
@@ -281,6 +283,12 @@ class LogSource(SqliteLookups):
         """The rows after position ``after``, each checked, read again at every poll."""
         return ChainedReader(self, after)
 
+    @asynccontextmanager
+    async def following(self, after: int) -> AsyncIterator[Following]:
+        """The rows committed after position ``after`` as they come (``tail --follow``):
+        here a fresh short query per poll (one writer: positions commit in order)."""
+        yield _Polling(self.reader(after))
+
     def rows(self, after: int = 0, until: int | None = None, *,
              batch: int = BATCH) -> Iterator[LogRow]:
         """Rows with ``after < position <= until`` in position order, ``batch`` per query."""
@@ -374,6 +382,24 @@ class LogSource(SqliteLookups):
 
 def _version_order(item: tuple[LogRow, bytes | None]) -> tuple[int, int]:
     return item[0].stream_position, item[0].position
+
+
+class Following(Protocol):
+    """What ``tail --follow`` reads: new rows, then a wait until there may be more."""
+
+    def read(self) -> Iterator[RowView]: ...
+    async def wait(self, interval: float) -> None: ...
+
+
+class _Polling:
+    def __init__(self, reader: ChainedReader) -> None:
+        self._reader = reader
+
+    def read(self) -> Iterator[RowView]:
+        return self._reader.read()
+
+    async def wait(self, interval: float) -> None:
+        await trio.sleep(interval)
 
 
 class ChainedReader:

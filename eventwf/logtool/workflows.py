@@ -7,7 +7,8 @@ most :data:`MAX_PAGE` rows however large the log. Pages follow a keyset cursor o
 appended since the first one, and a workflow created meanwhile appears on a fresh first
 page. The cursor is opaque text; a malformed one raises ``ValueError`` naming it.
 
-Every filter value is a bound parameter; an absent filter is no clause at all.
+The query is the log's own (``LogSource.workflow_rows``: SQLite here, PostgreSQL in
+``pgsource``); every filter value is a bound parameter; an absent filter is no clause.
 """
 
 from __future__ import annotations
@@ -19,36 +20,37 @@ from dataclasses import dataclass
 from typing import Any
 
 from eventwf.model.status import STATUSES
+from eventwf.model.values import metadata_filter
 
 from .source import LogSource
 
-__all__ = ["MAX_PAGE", "WorkflowFilter", "WorkflowPage", "WorkflowRow", "page", "status_counts"]
+__all__ = ["MAX_PAGE", "WorkflowFilter", "WorkflowPage", "WorkflowRow", "encode_cursor", "page",
+           "status_counts"]
 
 MAX_PAGE = 100
-_COLUMNS = ("workflow_id", "workflow_name", "agent_class", "agent_name", "status",
-            "created_us", "updated_us", "completed_us", "error_name", "error_message", "run")
-_SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM workflows"  # noqa: S608 - constants
 
 
 @dataclass(frozen=True)
 class WorkflowFilter:
-    """Which workflows a page lists; None (or "") means any."""
+    """Which workflows a page lists; None (or "", or no pairs) means any. ``metadata``
+    pairs a key (``"a.b"`` is nested) with a value matched with its JSON type, as
+    ``Agent.get_workflows(metadata=...)`` matches (``1`` is not ``"1"``)."""
 
     status: str | None = None
     workflow_name: str | None = None
     agent_class: str | None = None
     agent_name: str | None = None
+    metadata: tuple[tuple[str, Any], ...] = ()
 
-    def where(self) -> tuple[list[str], list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value in (("status", self.status), ("workflow_name", self.workflow_name),
-                              ("agent_class", self.agent_class),
-                              ("agent_name", self.agent_name)):
-            if value:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        return clauses, params
+    def equals(self) -> list[tuple[str, str]]:
+        """(column, value) of each filter given."""
+        return [(column, value) for column, value in (
+            ("status", self.status), ("workflow_name", self.workflow_name),
+            ("agent_class", self.agent_class), ("agent_name", self.agent_name)) if value]
+
+    def metadata_paths(self) -> list[tuple[str | None, Any]]:
+        """(JSON path, value) pairs; ``ValueError`` for a value no metadata can hold."""
+        return metadata_filter(dict(self.metadata)) if self.metadata else []
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,8 @@ class WorkflowPage:
     next_cursor: str | None  # None: this is the last page
 
 
-def _encode_cursor(row: WorkflowRow) -> str:
+def encode_cursor(row: WorkflowRow) -> str:
+    """The opaque cursor of the page that follows ``row`` (older workflows)."""
     raw = json.dumps([row.created_us, row.workflow_id], separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
@@ -95,23 +98,16 @@ def page(log: LogSource, where: WorkflowFilter, *, limit: int = 50,
     """Up to ``limit`` (1..MAX_PAGE) workflows matching ``where``, newest first."""
     if not 1 <= limit <= MAX_PAGE:
         raise ValueError(f"page size {limit} is out of range: use 1..{MAX_PAGE}")
-    clauses, params = where.where()
-    if cursor:
-        created_us, workflow_id = _decode_cursor(cursor)
-        clauses.append("(created_us < ? OR (created_us = ? AND workflow_id < ?))")
-        params += [created_us, created_us, workflow_id]
-    sql = _SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "")
-    sql += " ORDER BY created_us DESC, workflow_id DESC LIMIT ?"
-    fetched = log.conn.execute(sql, [*params, limit + 1]).fetchall()
+    after = _decode_cursor(cursor) if cursor else None
+    fetched = log.workflow_rows(where.equals(), where.metadata_paths(), after, limit + 1)
     rows = [WorkflowRow(*row) for row in fetched[:limit]]
     more = len(fetched) > limit
-    return WorkflowPage(rows, _encode_cursor(rows[-1]) if more else None)
+    return WorkflowPage(rows, encode_cursor(rows[-1]) if more else None)
 
 
 def status_counts(log: LogSource) -> dict[str, int]:
     """How many workflows have each status (every status named, zeros included)."""
     counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
-    for status, count in log.conn.execute(
-            "SELECT status, count(*) FROM workflows GROUP BY status").fetchall():
+    for status, count in log.status_counts():
         counts[str(status)] = int(count)
     return counts

@@ -28,8 +28,9 @@ from eventwf.model.events import (
     Event,
     Recorded,
     agent_stream,
+    parse_stream,
 )
-from eventwf.runtime.agent_host import AgentHost, state_items
+from eventwf.runtime.agent_host import AgentHost, Connection, state_items
 from eventwf.runtime.ownership import Ownership
 from eventwf.runtime.summaries import AgentKey, Summaries
 from eventwf.store.interface import LogStore
@@ -41,6 +42,11 @@ logger = logging.getLogger("eventwf")
 Append = Callable[[Sequence[tuple[str, Event]]], Awaitable[list[Recorded]]]
 Spawn = Callable[[Callable[[], Awaitable[None]], str], None]
 Bind = Callable[[Any, AgentHost], None]  # attaches a new agent object to its host
+Owns = Callable[[str, str], bool]  # whether this engine writes an agent's stream
+
+
+def _owns_every_agent(agent_class: str, name: str) -> bool:
+    return True  # one engine per log: it writes every stream
 
 
 def host_of(agent: Any) -> AgentHost:
@@ -55,8 +61,10 @@ def host_of(agent: Any) -> AgentHost:
 
 class Agents:
     def __init__(self, bind: Bind, classes: dict[str, type[Any]], summaries: Summaries,
-                 store: LogStore, append: Append, spawn: Spawn) -> None:
+                 store: LogStore, append: Append, spawn: Spawn,
+                 owns: Owns = _owns_every_agent) -> None:
         self._bind = bind
+        self.owns = owns  # replaced by an engine that shares its log (shard ownership)
         self.classes = classes
         self._summaries = summaries
         self._store = store
@@ -72,6 +80,11 @@ class Agents:
     def clients(self) -> int:
         """How many clients are connected to the live agents."""
         return sum(len(host.connections) for host in self._hosts.values())
+
+    def connections(self, agent_class: str, name: str) -> list[Connection]:
+        """The clients connected to one agent now (none when it is not live here)."""
+        host = self._hosts.get((agent_class, name))
+        return [] if host is None else list(host.connections)
 
     # -- live objects --------------------------------------------------------------------
 
@@ -228,6 +241,58 @@ class Agents:
         if isinstance(event, CallbackScheduled):
             host.schedule(rec)
         return before  # what else it changes is not state
+
+    # -- records of other writers (PostgreSQL, specs/postgres.md PG18) -------------------
+
+    def has_clients(self) -> bool:
+        """Whether any client is connected to a live agent (stops at the first)."""
+        return any(host.connections for host in self._hosts.values())
+
+    def follows_any(self) -> bool:
+        """Whether a live agent is one this engine does not own (its state comes from the
+        log); at once when it owns every agent (one engine per log)."""
+        owns = self.owns
+        return owns is not _owns_every_agent and any(
+            not owns(host.agent_class, host.name) for host in self._hosts.values())
+
+    def push_followed(self, rec: Recorded) -> bool:
+        """A committed record of an agent's stream, read by following the log: if this
+        engine hosts that agent and does not know the record yet, fold it into the agent's
+        view and push a state change to its clients with ``rec.position``; True if so.
+
+        Known records are skipped: this engine's own commits (pushed at commit) and any
+        read twice, since their version is at or below the agent's head in memory. A new
+        record of an agent this engine owns means another engine wrote its stream (the
+        ownership was lost): logged at warning, nothing changed here.
+        """
+        _, agent_class, name = parse_stream(rec.stream)
+        host = self._hosts.get((agent_class, name))
+        if host is None:
+            return False
+        summary = self._summaries.agent(agent_class, name)
+        head = -1 if summary is None else summary.head
+        if rec.stream_position <= head:
+            return False
+        if self.owns(agent_class, name):
+            logger.warning("agent %s/%s: another writer logged version %d (log position %d) "
+                           "while this engine owns it; its ownership was lost", agent_class,
+                           name, rec.stream_position, rec.position)
+            return False
+        if rec.stream_position == head + 1:
+            summary = apply_agent(summary, rec)
+            changed = isinstance(rec.event, AgentStateSet | AgentStateMerged
+                                 | AgentStatePatched | AgentStateReset)
+        else:  # versions in between were not followed here: read the agent's row again
+            self._summaries.forget_agent((agent_class, name))
+            summary = self._summaries.agent(agent_class, name)
+            if summary is None or summary.head < rec.stream_position:
+                raise EventwfError(f"agent {agent_class}/{name} has no version "
+                                   f"{rec.stream_position} in the log's projection yet")
+            changed = True
+        self._summaries.install({}, {(agent_class, name): summary})
+        if changed:
+            host.push_state(self.state(host), summary.state_position)
+        return True
 
     def quarantine(self, agent_class: str, name: str, position: int) -> None:
         summary = self._summaries.agent(agent_class, name)

@@ -19,6 +19,7 @@ from eventwf.model.events import Event, Recorded
 from eventwf.runtime.agent_host import AgentHost
 from eventwf.runtime.agents import Agents
 from eventwf.runtime.clock import Clock
+from eventwf.runtime.follower import Follower
 from eventwf.runtime.hibernation import Hibernation
 from eventwf.runtime.ownership import Ownership
 from eventwf.runtime.router import Router
@@ -65,9 +66,12 @@ class Runtime:
         self.agents = Agents(self._bind, agent_classes, self.summaries, store, self.append,
                              self.spawn)
         self.runs.ownership = self.agents.ownership = self.ownership
+        if not self.ownership.everything:  # the follower tells owned agents from others
+            self.agents.owns = self.ownership.owns
         self.router = Router(self.summaries, self.runs, self.agents, self.hibernation)
         self.writer = Writer(store, clock, self.router, telemetry, self.ownership)
         self.counters = StepCounters()
+        self.follower: Follower | None = None  # PostgreSQL: other writers' agent states
         self.telemetry = telemetry
         self.runs.host = RunServices(clock, self.writer, self.summaries, self.runs,
                                      self.agents, self.hibernation, workflow_classes,

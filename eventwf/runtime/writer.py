@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import msgspec
@@ -182,6 +182,7 @@ class Writer:
         self._closed = False
         self.commits = 0
         self.events = 0
+        self.on_commit: Callable[[], None] | None = None  # after each commit (PostgreSQL: NOTIFY)
 
     @property
     def queue_depth(self) -> int:
@@ -327,6 +328,8 @@ class Writer:
         self.commits += 1
         self.events += len(batch.rows)
         self._telemetry.committed(len(batch.rows))
+        if self.on_commit is not None:
+            self.on_commit()
         try:
             self._registry.install(batch.workflows, batch.agents)
             self._registry.published(batch.records)

@@ -1,6 +1,7 @@
 """Benchmarks: eventwf beside the raw SQLite floor measured in the same run.
 
     python -m tools.bench [--quick] [--json] [--only NAME ...] [--out FILE] [--profile]
+    python -m tools.bench --backend postgres [--url URL] [--quick] [--json] [--only NAME ...]
 
 Every benchmark prints its figures and, where one exists, its floor from the same run
 (raw SQLite inserts or a raw scan-and-decode of the same bytes). This machine is shared
@@ -8,6 +9,11 @@ and noisy: read the ratios, not the absolute rates. ``--quick`` runs small sizes
 smoke run; nothing is asserted). ``--out`` writes the results and the machine as JSON.
 ``--profile`` prints where each benchmark's time went (pyinstrument, if installed: it is
 a development tool, not a dependency) to standard error.
+
+``--backend postgres`` runs the PostgreSQL benchmarks instead (``pgplans.py``):
+sequential and concurrent steps beside the raw INSERT/COPY floor of the same rows, DBOS
+Transact on the same server, throughput with 1, 2 and 3 engines and the takeover time
+after a SIGKILL; on ``--url``, else on a throwaway cluster with durable settings.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.bench.common import machine
+from tools.bench.console import bench_console
 from tools.bench.dbos_peer import bench_dbos
 from tools.bench.fanout import bench_fanout
 from tools.bench.idle import bench_idle_in_subprocess
@@ -43,7 +50,10 @@ PLANS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str, Any]
     "fanout-client": (lambda: bench_fanout(500, 20.0, 10.0, kind="eventwf"),
                       lambda: bench_fanout(20, 20.0, 2.0, kind="eventwf")),
     "dbos": (lambda: bench_dbos(1000), lambda: bench_dbos(50)),
+    "console": (lambda: bench_console(100_000), lambda: bench_console(5_000)),
 }
+# the PostgreSQL benchmarks (pgplans.py: imported only for them, as it needs psycopg)
+PG_PLANS = ("sequential", "concurrent", "dbos", "engines", "takeover")
 
 
 def _run(plan: Callable[[], dict[str, Any]], profile: bool) -> dict[str, Any]:
@@ -73,26 +83,49 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, for CI smoke runs")
     parser.add_argument("--json", action="store_true", help="print JSON lines only")
-    parser.add_argument("--only", nargs="+", choices=sorted(PLANS), help="run only these")
+    parser.add_argument("--only", nargs="+", metavar="NAME",
+                        help=f"run only these (sqlite: {', '.join(PLANS)}; postgres: "
+                             f"{', '.join(PG_PLANS)})")
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite",
+                        help="the log's backend (default: sqlite)")
+    parser.add_argument("--url", help="postgres: the database to write into (default: a "
+                                      "throwaway cluster of the installed server binaries)")
     parser.add_argument("--out", help="also write the results and the machine to this file")
     parser.add_argument("--profile", action="store_true",
                         help="print each benchmark's profile (needs pyinstrument) to stderr")
     args = parser.parse_args(argv)
     if args.profile and importlib.util.find_spec("pyinstrument") is None:
         parser.error("--profile needs pyinstrument: pip install pyinstrument")
-    results = []
-    for name in args.only or list(PLANS):
-        started = time.perf_counter()
-        result = _run(PLANS[name][1 if args.quick else 0], args.profile)
-        result["bench_seconds"] = round(time.perf_counter() - started, 1)
-        results.append(result)
-        if args.json:
-            print(json.dumps(result), flush=True)
-        else:
-            _show(result)
+    plans = PG_PLANS if args.backend == "postgres" else tuple(PLANS)
+    wrong = [name for name in args.only or () if name not in plans]
+    if wrong:
+        parser.error(f"--backend {args.backend} has no benchmark {wrong[0]!r}: choose from "
+                     f"{', '.join(plans)}")
+    if args.url is not None and args.backend != "postgres":
+        parser.error("--url needs --backend postgres")
+    if args.profile and args.backend == "postgres":
+        parser.error("--profile is for the SQLite benchmarks (the PostgreSQL ones run "
+                     "engines in other processes)")
+    results: list[dict[str, Any]] = []
+    emit = (lambda r: print(json.dumps(r), flush=True)) if args.json else _show
+    if args.backend == "postgres":
+        from tools.bench.pgplans import NoServer, run_postgres
+
+        try:
+            results = run_postgres(args.url, args.quick, args.only, emit)
+        except NoServer as exc:
+            parser.error(str(exc))
+    else:
+        for name in args.only or list(PLANS):
+            started = time.perf_counter()
+            result = _run(PLANS[name][1 if args.quick else 0], args.profile)
+            result["bench_seconds"] = round(time.perf_counter() - started, 1)
+            results.append(result)
+            emit(result)
     if args.out:
         Path(args.out).write_text(json.dumps(
-            {"machine": machine(), "quick": args.quick, "results": results}, indent=2) + "\n")
+            {"machine": machine(), "backend": args.backend, "quick": args.quick,
+             "results": results}, indent=2) + "\n")
     return 0
 
 

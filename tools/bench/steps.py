@@ -40,7 +40,11 @@ def _value(i: int) -> Callable[[], Any]:
     return fn
 
 
-async def _engine_run(path: str, workflows: int, steps: int, synchronous: str) -> dict[str, Any]:
+async def engine_run(path: str, workflows: int, steps: int,
+                     synchronous: str = "FULL") -> dict[str, Any]:
+    """``workflows`` concurrent runs of ``steps`` steps on the log at ``path``: the time
+    from the first start to the last completion, the commits and events it took, and the
+    log's head before and after (what was appended in that time lies between)."""
     async with eventwf.open_engine(path, agents=[BenchAgent], workflows=[Steps],
                                    synchronous=synchronous) as engine:
         agent = await engine.get_agent(BenchAgent, "bench")
@@ -63,6 +67,8 @@ async def _engine_run(path: str, workflows: int, steps: int, synchronous: str) -
         "steps": workflows * steps,
         "commits": after.commits - before.commits,
         "events": after.events - before.events,
+        "head_before": before.head,
+        "head_after": after.head,
     }
 
 
@@ -101,7 +107,7 @@ DBOS_SQLITE_STEPS_PER_S = 400  # DBOS 3.4 on SQLite on a machine like ours (issu
 def bench(name: str, workflows: int, steps: int, synchronous: str = "FULL") -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         log = str(Path(tmp) / "engine.db")
-        run = trio.run(_engine_run, log, workflows, steps, synchronous)
+        run = trio.run(engine_run, log, workflows, steps, synchronous)
         rows = _rows(log)
         steps_per_s = run["steps"] / run["seconds"]
         result: dict[str, Any] = {

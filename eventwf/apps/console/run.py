@@ -9,6 +9,10 @@ import sys
 import trio
 
 from eventwf.apps.console.site import Console
+from eventwf.apps.console.views import open_log
+from eventwf.errors import StorageError
+from eventwf.logtool.source import ToolError
+from eventwf.store import is_url
 
 __all__ = ["ConsoleServer", "main", "serve_console"]
 
@@ -24,8 +28,9 @@ class ConsoleServer:
 async def serve_console(db: str, host: str = "127.0.0.1", port: int = 8081, *,
                         task_status: trio.TaskStatus[ConsoleServer] = trio.TASK_STATUS_IGNORED,
                         ) -> None:
-    """Serve the read-only console of the log file ``db`` until cancelled (``port=0``: a
-    free port). The file is opened read-only per request (specs/console.md CN1)."""
+    """Serve the read-only console of the log ``db`` (a file, or a PostgreSQL URL) until
+    cancelled (``port=0``: a free port). The log is opened read-only per request
+    (specs/console.md CN1, CN15)."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     try:
         console = Console(db)
@@ -42,21 +47,35 @@ async def _run(db: str, host: str, port: int) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             server = await nursery.start(serve_console, db, host, port)
-            print(f"eventwf console: open {server.url} in your browser (log: {db}, "
+            with open_log(db) as log:
+                shown = log.path  # a URL without its password
+            print(f"eventwf console: open {server.url} in your browser (log: {shown}, "
                   "read-only; Ctrl-C to stop)", flush=True)
             async for _ in signals:
                 nursery.cancel_scope.cancel()
                 break
 
 
+def _refusal(db: str) -> str | None:
+    """Why ``db`` cannot be served (CN10, CN15), or None: a file must exist; a URL must
+    be a PostgreSQL one that opens read-only as an eventwf log (its password unsaid)."""
+    if not is_url(db):
+        if "://" in db:
+            return f"{db.split('://', 1)[0]}:// is not a log: give a file or a postgresql:// URL"
+        return None if os.path.isfile(db) else f"{db}: no such file"
+    try:
+        open_log(db).close()
+    except (ToolError, StorageError) as exc:
+        return str(exc)
+    return None
+
+
 def main(db: str, host: str, port: int) -> int:
-    """``eventwf console PATH``: 0 after Ctrl-C, 2 for a log it cannot serve (CN10)."""
-    if "://" in db:
-        print(f"eventwf console: {db.split('://', 1)[0]}:// logs are not supported yet; "
-              "give the path of a SQLite log file", file=sys.stderr)
-        return 2
-    if not os.path.isfile(db):
-        print(f"eventwf console: {db}: no such file", file=sys.stderr)
+    """``eventwf console PATH_OR_URL``: 0 after Ctrl-C, 2 for a log it cannot serve, 1
+    when it cannot listen (CN10)."""
+    refusal = _refusal(db)
+    if refusal is not None:
+        print(f"eventwf console: {refusal}", file=sys.stderr)
         return 2
     try:
         trio.run(_run, db, host, port)

@@ -2,7 +2,8 @@
 
 Routes (specs/console.md CN3-CN7): ``/`` the listing, ``/workflows/<id>``,
 ``/agents/<Class>/<name>[?at=N]``, ``/log[?n=N]``, ``/log/verify``, the same data as
-JSON under ``/api/...``, and the two files of ``/static/``. Each request opens the log
+JSON under ``/api/...``, and the two files of ``/static/``, all under the mount's prefix
+when it has one (CN19). Each request opens the log (a file, or a PostgreSQL URL: CN15)
 read-only in a worker thread, reads what it needs through the views and closes it again
 (CN1): nothing is held open between requests, so a running engine is never blocked. An
 unknown workflow or agent is a 404, a bad parameter a 400, each naming the value.
@@ -20,10 +21,11 @@ import h11
 import trio
 
 from eventwf.apps.console import html, views
+from eventwf.errors import StorageError
 from eventwf.logtool.render import to_json
 from eventwf.logtool.source import LogSource, NotFound, ToolError
 
-__all__ = ["Console", "Response", "error", "route", "send_response"]
+__all__ = ["Console", "Response", "error", "route", "send_response", "strip_prefix"]
 
 logger = logging.getLogger("eventwf")
 MAX_HEAD = 16_384
@@ -59,34 +61,52 @@ def _int(query: dict[str, str], name: str, default: int | None) -> int | None:
         raise BadRequest(f"{name}={raw!r} is not a whole number") from None
 
 
-def _page(path: str, query: dict[str, str], log: LogSource, api: bool, controls: bool) -> Any:
+def _page(path: str, query: dict[str, str], log: LogSource, api: bool,
+          site: html.Site, db: str, clients: views.Clients | None) -> Any:
     """The records (``api``) or the HTML page for one path; NotFound if it names nothing."""
     parts = [unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
     match parts:
         case []:
             data: Any = views.overview(log, query, _int(query, "limit", views.PAGE) or 0)
-            return data if api else html.overview_page(data)
+            return data if api else site.overview_page(data)
         case ["workflows", workflow_id]:
             records = views.workflow(log, workflow_id)
-            return records if api else html.workflow_page(records, controls=controls)
+            return records if api else site.workflow_page(records)
         case ["agents", agent_class, name]:
-            records = views.agent(log, agent_class, name, _int(query, "at", None))
-            return records if api else html.agent_page(records)
+            records = views.agent(log, agent_class, name, _int(query, "at", None), clients)
+            return records if api else site.agent_page(records)
         case ["log"]:
-            count = _int(query, "n", 50) or 50
-            records = views.tail(log, count)
-            return records if api else html.log_page(records, min(count, views.MAX_TAIL))
+            records = views.tail(log, query, _int(query, "n", 50) or 50,
+                                 _int(query, "after", None))
+            return records if api else site.log_page(records)
         case ["log", "verify"]:
-            records = views.verify(log.path)
-            return records if api else html.verify_page(records)
+            records = views.verify(db)  # the URL with its password: log.path has none
+            return records if api else site.verify_page(records)
     raise NotFound(f"no page {path!r}")
 
 
-def route(db: str, target: str, *, controls: bool = False) -> Response:
+def strip_prefix(path: str, prefix: str) -> str | None:
+    """``path`` below the mount ``prefix`` (``"/"`` for the prefix itself), or None if
+    it is outside it (CN19)."""
+    if not prefix:
+        return path
+    if path == prefix:
+        return "/"
+    return path[len(prefix):] if path.startswith(prefix + "/") else None
+
+
+def route(db: str, target: str, *, controls: bool = False, prefix: str = "",
+          clients: views.Clients | None = None) -> Response:
     """The whole response to ``GET target`` (blocking: run it in a worker thread);
-    ``controls``: workflow pages show the control buttons (CN13)."""
+    ``controls``: workflow pages show the control buttons (CN13); ``prefix``: the
+    console is mounted under that path (CN19), and every link it makes starts with it.
+    ``db`` is a log file or a PostgreSQL URL (CN15); ``clients`` tells an agent's
+    connected clients (a console in the live engine, CN18)."""
     split = urlsplit(target)
-    path, query = split.path, dict(parse_qsl(split.query))
+    path, query = strip_prefix(split.path, prefix), dict(parse_qsl(split.query))
+    site = html.Site(prefix, controls=controls)
+    if path is None:
+        return error(404, f"no page {split.path!r} (the console is under {prefix}/)", False)
     api = path == "/api" or path.startswith("/api/")
     if api:
         path = path[len("/api"):] or "/"
@@ -97,24 +117,24 @@ def route(db: str, target: str, *, controls: bool = False) -> Response:
         body = resources.files("eventwf").joinpath(f"apps/console/page/{name}").read_bytes()
         return 200, _STATIC[name], body
     try:
-        with LogSource(db) as log:
-            result = _page(path, query, log, api, controls)
+        with views.open_log(db) as log:
+            result = _page(path, query, log, api, site, db, clients)
     except NotFound as exc:
-        return error(404, str(exc), api)
+        return error(404, str(exc), api, site)
     except (BadRequest, ValueError) as exc:
-        return error(400, str(exc), api)
-    except ToolError as exc:
-        return error(500, str(exc), api)
+        return error(400, str(exc), api, site)
+    except (ToolError, StorageError) as exc:
+        return error(500, str(exc), api, site)
     if api:
         return 200, _JSON, to_json(result)
     return 200, _HTML, result
 
 
-def error(status: int, message: str, api: bool) -> Response:
+def error(status: int, message: str, api: bool, site: html.Site | None = None) -> Response:
     """A 4xx/5xx response naming the problem, as JSON (``api``) or an HTML page."""
     if api:
         return status, _JSON, to_json({"error": message})
-    return status, _HTML, html.error_page(status, message)
+    return status, _HTML, (site or html.Site("")).error_page(status, message)
 
 
 class Console:

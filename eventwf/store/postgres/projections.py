@@ -32,7 +32,8 @@ from eventwf.store.rows import (
 )
 
 __all__ = ["count_workflows", "damaged_rows", "load_agent", "load_workflow",
-           "query_workflows", "unfinished_rows", "write_agents", "write_workflows"]
+           "metadata_clause", "query_workflows", "unfinished_rows", "write_agents",
+           "write_workflows"]
 
 _WF_SELECT = "SELECT " + ", ".join(WORKFLOW_COLUMNS) + " FROM eventwf.workflows"
 _AG_SELECT = "SELECT " + ", ".join(AGENT_COLUMNS) + " FROM eventwf.agents"
@@ -103,7 +104,7 @@ def _where(query: TrackingQuery) -> tuple[str, list[Any]]:
         clauses.append("workflow_name = %s")
         params.append(query.workflow_name)
     for path, value in query.metadata:
-        clause, values = _metadata_clause(path, value)
+        clause, values = metadata_clause(path, value)
         clauses.append(clause)
         params.extend(values)
     if query.created_before_us is not None:
@@ -116,7 +117,7 @@ _AT = "(metadata::json #> %s::text[])"  # the value's JSON text as stored (json,
 _REAL = "(metadata::json #> %s::text[])::text ~ '[.eE]'"  # written as a float
 
 
-def _metadata_clause(path: str | None, value: Any) -> tuple[str, list[Any]]:
+def metadata_clause(path: str | None, value: Any) -> tuple[str, list[Any]]:
     """Typed equality on one JSON path (``$."a"."b"``, from ``values.metadata_key_path``),
     as Python compares: the stored JSON text is Python's (``ensure_ascii``), so a string,
     a boolean or null equals the value's own JSON text; a number stored as a float compares

@@ -18,7 +18,8 @@ from typing import Any
 import psycopg
 
 from eventwf.errors import StorageError
-from eventwf.store.postgres import log, schema, sql
+from eventwf.store.postgres import follow, log, schema, sql
+from eventwf.store.postgres.projections import metadata_clause
 from eventwf.store.postgres.store import PostgresStore
 from eventwf.store.rows import AGENT_COLUMNS, WORKFLOW_COLUMNS
 
@@ -58,6 +59,7 @@ class PostgresReader:
         self.path = self._store.path
         self.genesis = self._store.genesis
         self.conn = self._store.conn
+        self.head_snapshot: str | None = None  # the snapshot of the last head() (following)
 
     def close(self) -> None:
         self._store.close()
@@ -79,8 +81,31 @@ class PostgresReader:
             raise StorageError(f"{self.path} cannot be read: {exc}") from exc
 
     def head(self) -> int:
-        found = self._one("SELECT max(position) FROM eventwf.events")
+        """The highest position; the snapshot it was read in is kept (``head_snapshot``),
+        so following can start exactly after what a listing up to it showed."""
+        found, self.head_snapshot = self._all(
+            "SELECT max(position), pg_current_snapshot()::text FROM eventwf.events")[0]
         return 0 if found is None else int(found)
+
+    def visible_rows(self, snapshot: str, after: int, batch: int) -> list[PgRow]:
+        """Rows after position ``after`` committed as of ``snapshot``, by position."""
+        try:
+            found = follow.visible_rows(self.conn, snapshot, after, batch)
+        except psycopg.Error as exc:
+            raise StorageError(f"{self.path} cannot be read: {exc}") from exc
+        return [_row(r[:1] + r[2:]) for r in found]
+
+    def horizon_reader(self, snapshot: str) -> follow.HorizonReader:
+        """A reader of the rows committed after ``snapshot`` was taken, in horizon order
+        (specs/postgres.md PG7); read it with :meth:`horizon_rows`."""
+        return follow.HorizonReader(self.conn, seen=snapshot)
+
+    def horizon_rows(self, reader: follow.HorizonReader) -> list[PgRow]:
+        try:
+            found = reader.read()
+        except psycopg.Error as exc:
+            raise StorageError(f"{self.path} cannot be read: {exc}") from exc
+        return [_row(r[:1] + r[2:]) for r in found]
 
     def rows(self, after: int, until: int | None, batch: int) -> list[PgRow]:
         """Up to ``batch`` rows with ``after < position <= until``, in position order."""
@@ -167,6 +192,34 @@ class PostgresReader:
         except psycopg.Error as exc:
             raise StorageError(f"{self.path} cannot be read: {exc}") from exc
         return head, workflows, agents
+
+    def workflow_rows(self, columns: Sequence[str], equals: Sequence[tuple[str, str]],
+                      metadata: Sequence[tuple[str | None, Any]],
+                      after: tuple[int, str] | None, limit: int) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` workflow rows (``columns``, constants of the log tool) newest
+        first by (created time, id in byte order, as on SQLite), older than ``after``;
+        ``equals`` (column, value) pairs and ``metadata`` (JSON path, value) pairs, typed
+        equality as ``get_workflows``. Every value is bound."""
+        clauses = ["true"]
+        params: list[Any] = []
+        for column, value in equals:
+            clauses.append(f"{column} = %s")
+            params.append(value)
+        for path, value in metadata:
+            clause, values = metadata_clause(path, value)
+            clauses.append(clause)
+            params += values
+        if after is not None:
+            clauses.append('(created_us, workflow_id COLLATE "C") < (%s, %s)')
+            params += [after[0], after[1]]
+        return self._all(
+            "SELECT " + ", ".join(columns) + " FROM eventwf.workflows WHERE "  # noqa: S608
+            + " AND ".join(clauses) + ' ORDER BY created_us DESC, workflow_id COLLATE "C" '
+            "DESC LIMIT %s", [*params, limit])
+
+    def status_counts(self) -> list[tuple[Any, ...]]:
+        """(status, how many workflows have it), for the statuses that occur."""
+        return self._all("SELECT status, count(*) FROM eventwf.workflows GROUP BY status")
 
     def last_position(self, stream: str) -> int | None:
         """The position of the last event of ``stream``."""

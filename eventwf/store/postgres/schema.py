@@ -41,6 +41,9 @@ _INDEXES = (
     "(agent_class, agent_name, tracked, created_us, workflow_id)",
     "CREATE INDEX IF NOT EXISTS workflows_status ON eventwf.workflows (status)",
     "CREATE INDEX IF NOT EXISTS workflows_binding ON eventwf.workflows (workflow_name)",
+    # the console's listing, newest first in byte order (specs/console.md CN17)
+    "CREATE INDEX IF NOT EXISTS workflows_created ON eventwf.workflows "
+    '(created_us, workflow_id COLLATE "C")',
 )
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "load_agent",
     "load_workflow",
     "load_workflows",
+    "metadata_clause",
     "query_workflows",
     "row_check",
     "summary_from_row",
@@ -139,7 +140,7 @@ def _where(query: TrackingQuery) -> tuple[str, list[Any]]:
         clauses.append("workflow_name = ?")
         params.append(query.workflow_name)
     for path, value in query.metadata:
-        clause, values = _metadata_clause(path, value)
+        clause, values = metadata_clause(path, value)
         clauses.append(clause)
         params.extend(values)
     if query.created_before_us is not None:
@@ -148,7 +149,7 @@ def _where(query: TrackingQuery) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
-def _metadata_clause(path: str | None, value: Any) -> tuple[str, list[Any]]:
+def metadata_clause(path: str | None, value: Any) -> tuple[str, list[Any]]:
     """Typed equality on one JSON path: ``1`` matches numbers only, ``"1"`` strings only."""
     if path is None:
         return "0", []

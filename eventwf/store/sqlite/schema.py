@@ -176,6 +176,8 @@ def _create_tables(db: sqlite_utils.Database, existing: set[str]) -> None:
     )
     db.table("workflows").create_index(["status"], if_not_exists=True)
     db.table("workflows").create_index(["workflow_name"], if_not_exists=True)
+    # the console's listing, newest first (specs/console.md CN17)
+    db.table("workflows").create_index(["created_us", "workflow_id"], if_not_exists=True)
     if "agents" not in existing:
         db.table("agents").create(
             _AGENTS, pk=("agent_class", "agent_name"),
