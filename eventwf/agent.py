@@ -223,6 +223,8 @@ class Agent(Generic[StateT]):
                                    result: Any) -> None:
         """Once per finished run: ``report_complete``'s value, else ``run``'s return value."""
 
+    on_workflow_complete.__eventwf_noop__ = True  # type: ignore[attr-defined]  # AgentHost
+
     async def on_workflow_error(self, workflow_name: str, workflow_id: str, error: str) -> None:
         """Once per failure (not again after ``report_error``). The default logs it."""
         logger.error(
@@ -231,6 +233,8 @@ class Agent(Generic[StateT]):
 
     async def on_workflow_event(self, workflow_name: str, workflow_id: str, event: Any) -> None:
         """A workflow's ``step.send_event(event)``."""
+
+    on_workflow_event.__eventwf_noop__ = True  # type: ignore[attr-defined]  # see AgentHost
 
     async def on_connect(self, connection: Any) -> None:
         """A WebSocket client connected (it already got the state)."""

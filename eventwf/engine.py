@@ -82,8 +82,8 @@ class Engine:
         seconds = None if timeout is None else parse_duration(timeout, what="timeout")
         deadline = trio.current_time() + seconds if seconds is not None else float("inf")
         with trio.move_on_at(deadline):
+            s = self._rt.summaries.workflow(workflow_id)
             while True:
-                s = self._rt.summaries.workflow(workflow_id)
                 if s is None:
                     raise WorkflowNotFoundError(f"no workflow {workflow_id!r} in {self.path}")
                 if s.finished:
@@ -93,7 +93,9 @@ class Engine:
                                           position=s.corrupt_position)
                 if s.status == "paused" and s.error_name == "NonDeterminismError":
                     raise NonDeterminismError(s.error_message)
-                await self._rt.summaries.wait_for_change(workflow_id)
+                changed = await self._rt.summaries.wait_for_change(workflow_id)
+                # a finished summary leaves memory: take the one that woke us, unread
+                s = changed if changed.finished else self._rt.summaries.workflow(workflow_id)
         s = self._rt.summaries.workflow(workflow_id)
         raise WorkflowTimeoutError(f"workflow {workflow_id!r} did not finish within {seconds:g} "
                                    f"seconds (status {s.status if s else 'unknown'})")

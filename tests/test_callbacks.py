@@ -271,3 +271,45 @@ async def test_workflow_sees_its_agent_and_names(db: str) -> None:  # A6
         assert (await agent.get_workflow_status("UsesAgent", wid)).output == [wid, "UsesAgent",
                                                                              "a"]
         assert agent.state == {"count": 1}
+
+
+class QuietAgent(eventwf.Agent):
+    """Overrides only ``on_workflow_error``: its completions and events are no-ops."""
+
+    errors: list[str] = []
+
+    async def on_workflow_error(self, workflow_name: str, workflow_id: str, error: str) -> None:
+        QuietAgent.errors.append(workflow_id)
+
+
+class ForQuiet(eventwf.AgentWorkflow[QuietAgent]):
+    async def run(self, event: eventwf.WorkflowEvent, step: eventwf.AgentWorkflowStep) -> Any:
+        if event.payload == "fail":
+            raise RuntimeError("kaput")
+        await step.send_event("ignored")
+        return event.payload
+
+
+def _cursor(engine: Any) -> tuple[int, int]:
+    summary = engine.runtime.store.load_agent("QuietAgent", "q")
+    return summary.last_callback, summary.delivered_through
+
+
+async def test_no_op_callbacks_share_one_delivery_mark(db: str) -> None:  # C1, C4
+    QuietAgent.errors = []
+    async with _open(db, ForQuiet, agent=QuietAgent) as engine:
+        agent = await engine.get_agent(QuietAgent, "q")
+        async with trio.open_nursery() as nursery:  # 5 runs: their callbacks queue together
+            for n in range(5):
+                nursery.start_soon(agent.run_workflow, "ForQuiet", n)
+        await trio.sleep(10)
+        last, delivered = _cursor(engine)
+        assert last == delivered > 0  # every one delivered, the cursor at the last
+        marks = event_types(db).count("callback.delivered")
+        assert 1 <= marks < 10  # 10 no-op callbacks (5 events, 5 completions)
+        await agent.run_workflow("ForQuiet", "fail", id="bad")  # a real hook: marked alone
+        await trio.sleep(10)
+        assert QuietAgent.errors == ["bad"]
+        last, delivered = _cursor(engine)
+        assert last == delivered
+    assert event_types(db).count("callback.delivered") == marks + 1

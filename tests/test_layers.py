@@ -53,7 +53,7 @@ RANKS = {
         "chaincheck": 2, "opening": 2, "backup": 2, "rebuild": 3, "store": 4, "prefix": 5,
     },
     "eventwf.runtime": {
-        "clock": 0, "summaries": 0, "agent_host": 0, "tasks": 0, "telemetry": 0,
+        "ack": 0, "clock": 0, "summaries": 0, "agent_host": 0, "tasks": 0, "telemetry": 0,
         "fingerprint": 0, "signals": 0, "ownership": 0, "scratch": 0,
         "fencing": 1, "writer": 2, "timers": 1, "stephost": 1, "agents": 1, "command": 1, "otel": 1,
         "steps": 2, "hibernation": 2, "follower": 3,

@@ -134,9 +134,19 @@ class AgentHost:
             self._spawn(self._dispatch, f"eventwf callbacks {self.stream}")
 
     async def _dispatch(self) -> None:
+        """Deliver the queue in order. A logged callback whose hook the agent does not
+        override (a no-op) is not called, and its mark waits for the next one (C4): one
+        mark covers a run of them, as a crash before it redelivers nothing observable."""
+        owed: list[int] = []  # positions of no-op callbacks passed but not marked yet
         try:
-            while self._queue:
+            while self._queue or owed:
+                if not self._queue:
+                    await self._mark_delivered(owed[-1], owed)
+                    continue
                 item = self._queue.popleft()
+                if item.position is not None and self._noop(item.kind):
+                    owed.append(item.position)
+                    continue
                 try:
                     await self._call(item)
                 finally:
@@ -144,17 +154,24 @@ class AgentHost:
                         item.done.set()
                 faults.hit("callback.after_hook")
                 if item.position is not None:
-                    await self._mark_delivered(item.position)
-                    self._seen.discard(item.position)
+                    owed.append(item.position)
+                    await self._mark_delivered(item.position, owed)
         finally:
             self._dispatching = False
 
-    async def _mark_delivered(self, position: int) -> None:
-        """Log the delivery; while storage fails, retry (backing off) rather than redeliver."""
+    def _noop(self, kind: str) -> bool:
+        hook = getattr(getattr(self.agent, f"on_workflow_{kind}"), "__func__", None)
+        return getattr(hook, "__eventwf_noop__", False) is True
+
+    async def _mark_delivered(self, position: int, covered: list[int]) -> None:
+        """Log the delivery through ``position`` (of the callbacks at ``covered``, emptied
+        once it is logged); while storage fails, retry (backing off) rather than redeliver."""
         delay = 0.5
         while True:
             try:
                 await self._append([(self.stream, CallbacksDelivered(position))])
+                self._seen.difference_update(covered)
+                covered.clear()
                 return
             except StorageError as exc:
                 if exc.fatal:

@@ -66,22 +66,29 @@ async def run_workflow(rt: Runtime, host: AgentHost, workflow_name: object, para
     if if_exists not in ("error", "return"):
         raise ValueError(f"invalid if_exists {shorten(if_exists)}: must be 'error' or 'return'")
     binding = binding_of(rt, workflow_name)
+    generated = workflow_id is None
     workflow_id = new_workflow_id() if workflow_id is None else check_workflow_id(workflow_id)
     metadata = check_metadata(metadata)
     if metadata is not None:
         metadata = json_value(metadata, "workflow metadata", limit=MAX_METADATA_BYTES)
     params = roundtrip_value(params, f"the params of workflow {workflow_id!r}")
-    existing = rt.summaries.workflow(workflow_id)
-    if existing is not None and (existing.tracked or not existing.finished):
-        return _already(existing, host, binding, if_exists)
+    if generated:  # random: no log holds it, so neither this check nor the writer reads it
+        rt.summaries.born(workflow_id)
+    else:
+        existing = rt.summaries.workflow(workflow_id)
+        if existing is not None and (existing.tracked or not existing.finished):
+            return _already(existing, host, binding, if_exists)
     event = WorkflowStarted(binding, host.agent_class, host.name, params, metadata)
     try:
         await rt.append([(workflow_stream(workflow_id), event)])
     except TransitionError as exc:  # started meanwhile (a concurrent start of this id)
+        rt.summaries.unborn(workflow_id)
         existing = rt.summaries.workflow(workflow_id)
         if existing is not None and if_exists == "return":
             return _already(existing, host, binding, if_exists)
         raise DuplicateWorkflowError(str(exc)) from exc
+    finally:
+        rt.summaries.unborn(workflow_id)
     return workflow_id
 
 

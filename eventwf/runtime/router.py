@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 
 from eventwf.model.agent_fold import AgentSummary
-from eventwf.model.events import Recorded, parse_stream
+from eventwf.model.events import Recorded, parse_stream, workflow_stream
 from eventwf.model.workflow_fold import WorkflowSummary
 from eventwf.runtime.agents import Agents
 from eventwf.runtime.hibernation import Hibernation
@@ -71,9 +71,10 @@ class Router:
                 self._failed(rec, exc)
         self._agents_before = {}
         transitions, self._transitions = self._transitions, []
+        fresh = _queued_records(records, transitions)
         for workflow_id, old, new in transitions:
             try:
-                self._runs.transition(workflow_id, old, new)
+                self._runs.transition(workflow_id, old, new, fresh.get(workflow_id, ()))
             except Exception as exc:
                 self._runs.failed(workflow_id, exc, None)
 
@@ -93,3 +94,18 @@ class Router:
         logger.error("agent %s/%s: routing the event at log position %d failed: %r; the "
                      "agent is quarantined", key, name, rec.position, exc, exc_info=exc)
         self._agents.quarantine(key, name, rec.position)
+
+
+def _queued_records(records: list[Recorded], transitions: list[Transition]
+                    ) -> dict[str, list[Recorded]]:
+    """The records of each workflow that became ``queued`` in this commit (its new run
+    replays them without reading its stream back)."""
+    streams = {workflow_stream(workflow_id): workflow_id
+               for workflow_id, _, new in transitions if new.status == "queued"}
+    out: dict[str, list[Recorded]] = {}
+    if streams:
+        for rec in records:
+            workflow_id = streams.get(rec.stream)
+            if workflow_id is not None:
+                out.setdefault(workflow_id, []).append(rec)
+    return out

@@ -19,10 +19,19 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+import msgspec
 import trio
 
 from eventwf.errors import CorruptLogError, StorageError, StreamsTakenError
-from eventwf.model.events import Event, EventReceived, Recorded, parse_stream, workflow_stream
+from eventwf.model.codec import decode_event, encode_event, event_type
+from eventwf.model.events import (
+    Event,
+    EventReceived,
+    Recorded,
+    WorkflowStarted,
+    parse_stream,
+    workflow_stream,
+)
 from eventwf.model.status import RUNNABLE, STOPPED
 from eventwf.model.workflow_fold import WorkflowSummary, quarantine
 from eventwf.runtime.agents import Agents
@@ -78,8 +87,9 @@ class Runs:
 
     # -- starting and stopping -----------------------------------------------------------
 
-    def start(self, summary: WorkflowSummary) -> bool:
-        """Replay a workflow's history and start its run; False if it cannot run here."""
+    def start(self, summary: WorkflowSummary, fresh: Sequence[Recorded] = ()) -> bool:
+        """Replay a workflow's history and start its run; False if it cannot run here.
+        ``fresh``: the workflow's records of the commit just published, in log order."""
         if self.closing or summary.workflow_name not in self._workflow_classes:
             return False
         if summary.agent_class not in self._agent_classes:
@@ -93,8 +103,7 @@ class Runs:
             summary = claimed
         assert self.host is not None
         try:
-            history = self._store.read_stream(workflow_stream(summary.workflow_id),
-                                              summary.started_at)
+            history = self._history(summary, fresh)
             epoch = self._epochs[summary.workflow_id] = self.epoch(summary.workflow_id) + 1
             runner = self._factory(self.host, summary, epoch, history)
         except CorruptLogError as exc:  # unreadable, or a history replay refuses (R12)
@@ -137,6 +146,16 @@ class Runs:
                 del self._live[workflow_id]
                 self._epochs[workflow_id] = self.epoch(workflow_id) + 1
                 runner.cancel()
+
+    def _history(self, summary: WorkflowSummary, fresh: Sequence[Recorded]) -> list[Recorded]:
+        """The run's records from its ``WorkflowStarted`` on: from the commit just published
+        when it holds all of them (a workflow started in it: no read of a stream known to
+        hold nothing more), else from the log."""
+        if fresh and fresh[0].stream_position <= summary.started_at \
+                and fresh[-1].stream_position == summary.head:
+            return [_own(rec) for rec in fresh if rec.stream_position >= summary.started_at]
+        return self._store.read_stream(workflow_stream(summary.workflow_id),
+                                       summary.started_at)
 
     def ensure(self, summary: WorkflowSummary) -> None:
         if summary.workflow_id not in self._live:
@@ -183,14 +202,15 @@ class Runs:
             hibernation.event_arrived(workflow_id, rec.event.event_type)
 
     def transition(self, workflow_id: str, old: WorkflowSummary | None,
-                   new: WorkflowSummary) -> None:
-        """A workflow's summary changed: start a new run, or stop the one it has."""
+                   new: WorkflowSummary, fresh: Sequence[Recorded] = ()) -> None:
+        """A workflow's summary changed: start a new run, or stop the one it has.
+        ``fresh``: its records of the commit that changed it (see ``start``)."""
         runner = self._live.get(workflow_id)
         restarted = old is None or old.run != new.run or old.status != "queued"
         if new.status == "queued" and restarted:
             if runner is not None:
                 runner.cancel()
-            self.start(new)
+            self.start(new, fresh)
         elif new.status in STOPPED and runner is not None and not runner.finishing:
             runner.cancel()
 
@@ -218,6 +238,16 @@ class Runs:
                          self._clock.now_us())
         self._summaries.replace_workflow(bad)
         logger.error("workflow %s is quarantined: %s", summary.workflow_id, exc)
+
+
+def _own(rec: Recorded) -> Recorded:
+    """A record as a read of the log gives it: the start's params are the run's own
+    (``run`` may change its ``event.payload``; the published record is shared)."""
+    event = rec.event
+    if event.__class__ is not WorkflowStarted:
+        return rec
+    copy = decode_event(event_type(event), encode_event(event), position=rec.position)
+    return msgspec.structs.replace(rec, event=copy)
 
 
 class RunServices:

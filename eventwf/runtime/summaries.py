@@ -28,15 +28,25 @@ class Summaries:
         self._store = store
         self._workflows: dict[str, WorkflowSummary] = {}
         self._agents: dict[AgentKey, AgentSummary] = {}
-        self._watchers: dict[str, trio.Event] = {}
+        self._watchers: dict[str, _Watch] = {}
+        self._absent: set[str] = set()  # ids generated here and not yet started (``born``)
 
     def workflow(self, workflow_id: str) -> WorkflowSummary | None:
         summary = self._workflows.get(workflow_id)
-        if summary is None:
+        if summary is None and workflow_id not in self._absent:
             summary = self._store.load_workflow(workflow_id)
             if summary is not None and not summary.finished:
                 self._workflows[workflow_id] = summary
         return summary
+
+    def born(self, workflow_id: str) -> None:
+        """``workflow_id`` was just generated here (random, so no log holds it): until
+        ``unborn`` or a commit installs its summary, it is known absent without a read."""
+        self._absent.add(workflow_id)
+
+    def unborn(self, workflow_id: str) -> None:
+        """The start of a ``born`` id is over (committed or refused): read it as usual."""
+        self._absent.discard(workflow_id)
 
     def cached_workflow(self, workflow_id: str) -> WorkflowSummary | None:
         """The summary if it is in memory (every unfinished one that was used is)."""
@@ -76,13 +86,14 @@ class Summaries:
         transitions: list[Transition] = []
         for workflow_id, summary in workflows.items():
             before = self._workflows.get(workflow_id)
+            self._absent.discard(workflow_id)
             transitions.append((workflow_id, before, summary))
             if summary.finished:
                 self._workflows.pop(workflow_id, None)
             else:
                 self._workflows[workflow_id] = summary
             if before is None or before.status != summary.status or before.run != summary.run:
-                self._changed(workflow_id)
+                self._changed(workflow_id, summary)
         agents_before = {key: self._agents.get(key) for key in agents}
         self._agents.update(agents)
         return transitions, agents_before
@@ -91,20 +102,36 @@ class Summaries:
         """A summary no event changes (a quarantine): memory, projection, and waiters."""
         self._workflows[summary.workflow_id] = summary
         self._store.write_projections([summary])
-        self._changed(summary.workflow_id)
+        self._changed(summary.workflow_id, summary)
 
     def replace_agent(self, summary: AgentSummary) -> None:
         """An agent summary no event changes (a quarantine): memory and projection."""
         self._agents[summary.agent_class, summary.name] = summary
         self._store.write_projections(agents=[summary])
 
-    async def wait_for_change(self, workflow_id: str) -> None:
-        event = self._watchers.get(workflow_id)
-        if event is None:
-            event = self._watchers[workflow_id] = trio.Event()
-        await event.wait()
+    async def wait_for_change(self, workflow_id: str) -> WorkflowSummary:
+        """Wait until the workflow's status or run changes (or it is quarantined); the
+        summary that change installed (a finished one is no longer in memory: the waiter
+        need not read it back from its projection)."""
+        watch = self._watchers.get(workflow_id)
+        if watch is None:
+            watch = self._watchers[workflow_id] = _Watch()
+        await watch.event.wait()
+        assert watch.summary is not None
+        return watch.summary
 
-    def _changed(self, workflow_id: str) -> None:
-        watcher = self._watchers.pop(workflow_id, None)
-        if watcher is not None:
-            watcher.set()
+    def _changed(self, workflow_id: str, summary: WorkflowSummary) -> None:
+        watch = self._watchers.pop(workflow_id, None)
+        if watch is not None:
+            watch.summary = summary
+            watch.event.set()
+
+
+class _Watch:
+    """Who waits for one workflow to change, and the summary that woke them."""
+
+    __slots__ = ("event", "summary")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.summary: WorkflowSummary | None = None

@@ -30,6 +30,7 @@ from eventwf.model.codec import encode_event, event_type
 from eventwf.model.commands import MAILBOX_LIMIT
 from eventwf.model.events import Event, EventReceived, Recorded, parse_stream
 from eventwf.model.workflow_fold import WorkflowSummary, apply_workflow
+from eventwf.runtime.ack import Ack
 from eventwf.runtime.clock import Clock
 from eventwf.runtime.fencing import Fencing, RunReplaced
 from eventwf.runtime.ownership import Ownership
@@ -67,7 +68,7 @@ class Append:
         self.items = items
         self.fence = fence
         self.watched = watched  # a caller waits for the answer (else a refusal is logged)
-        self.done = trio.Event()
+        self.done = Ack()  # set once answered; its wait is shielded
         self.error: BaseException | None = None
         self.records: list[Recorded] = []
 
@@ -207,8 +208,7 @@ class Writer:
         request = Append(items, fence)
         self._queue.append(request)
         self._wake.set()
-        with trio.CancelScope(shield=True):
-            await request.done.wait()
+        await request.done.wait()  # uncancellable: the answer comes after one commit
         if request.error is not None:
             raise request.error
         return request.records

@@ -96,7 +96,7 @@ def bench_pg_steps(url: str, name: str, workflows: int, steps: int,
     on the same server, when measured)."""
     run = trio.run(engine_run, url, workflows, steps)
     # the rows of the timed window only: the agent's callback deliveries that follow the
-    # last completion (one transaction each) are not part of what was timed
+    # last completion are not part of what was timed
     batches = engine_rows(url, run["head_before"], run["head_after"])
     rows = sum(map(len, batches))
     steps_per_s = run["steps"] / run["seconds"]

@@ -50,11 +50,34 @@ def _upsert(table: str, columns: Sequence[str], keys: Sequence[str]) -> str:
 
 _WF_UPSERT = _upsert("workflows", WORKFLOW_COLUMNS, ("workflow_id",))
 _AG_UPSERT = _upsert("agents", AGENT_COLUMNS, ("agent_class", "agent_name"))
+# the types of the workflows table (schema.py): text, bytea, else bigint
+_WF_TEXT = frozenset({"workflow_id", "workflow_name", "agent_class", "agent_name", "status",
+                      "metadata", "error_name", "error_message", "wait_type"})
+_WF_BYTES = frozenset({"output", "inbox", "pending"})
+
+
+def _array_upsert() -> str:
+    """One statement for many rows: a bound array per column, ``unnest`` into rows."""
+    arrays = ", ".join("%s::" + ("text" if c in _WF_TEXT else "bytea" if c in _WF_BYTES
+                                  else "bigint") + "[]" for c in WORKFLOW_COLUMNS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in WORKFLOW_COLUMNS if c != "workflow_id")
+    return (f"INSERT INTO eventwf.workflows ({', '.join(WORKFLOW_COLUMNS)}) "
+            f"SELECT * FROM unnest({arrays}) ON CONFLICT (workflow_id) DO UPDATE SET {updates}")
+
+
+_WF_ARRAY_UPSERT = _array_upsert()
 
 
 def write_workflows(conn: Conn, rows: Iterable[tuple[Any, ...]]) -> None:
+    """Upsert workflow rows: several with distinct ids as one statement (a commit of a
+    thousand workflows is one round trip, not a thousand); else one statement per row
+    (the same id twice: the later row wins, as it does row by row)."""
+    rows = list(rows)
+    if len(rows) > 1 and len({row[0] for row in rows}) == len(rows):
+        conn.execute(_WF_ARRAY_UPSERT, [list(column) for column in zip(*rows, strict=True)])
+        return
     with conn.cursor() as cur:
-        cur.executemany(_WF_UPSERT, list(rows))
+        cur.executemany(_WF_UPSERT, rows)
 
 
 def write_agents(conn: Conn, rows: Iterable[tuple[Any, ...]]) -> None:
