@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -31,6 +32,7 @@ from eventwf.runtime.runner import WorkflowRunner
 from eventwf.runtime.runs import RunFactory
 from eventwf.runtime.runtime import Runtime
 from eventwf.runtime.scratch import ScratchStore
+from eventwf.runtime.takeover import Takeover
 from eventwf.runtime.telemetry import NULL_TELEMETRY, EngineStatistics, Telemetry, open_telemetry
 from eventwf.store import LogStore, copy_log, is_url, open_store
 from eventwf.store.location import LogLocation
@@ -152,6 +154,7 @@ async def open_engine(
     telemetry: bool | None = None,
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
+    lease_ttl: float = 15.0,
 ) -> AsyncIterator[Engine]:
     """Open (or create) the log at ``path``, resume unfinished workflows, and serve.
 
@@ -169,7 +172,11 @@ async def open_engine(
     default ``None`` on only if the program already set a global OpenTelemetry SDK
     provider; off, nothing of ``opentelemetry`` is imported
     (docs/guides/observability.md).
+    ``lease_ttl`` (seconds) matters when several engines share a PostgreSQL database:
+    an engine that dies leaves its agents for at most this long before another engine
+    takes them over and resumes their workflows (specs/postgres.md PG12).
     """
+    _check_lease_ttl(lease_ttl)
     if hibernate_after is not None:
         parse_duration(hibernate_after, what="hibernate_after")
     if isinstance(max_live_workflows, bool) or not isinstance(max_live_workflows, int) or \
@@ -180,7 +187,8 @@ async def open_engine(
     try:
         async with _running(path, agents, workflows, synchronous, wall_clock,
                             hibernate_after=hibernate_after,
-                            max_live_workflows=max_live_workflows, telemetry=hooks) as rt:
+                            max_live_workflows=max_live_workflows, telemetry=hooks,
+                            lease_ttl=lease_ttl) as rt:
             try:
                 yield Engine(rt)
             except BaseException as exc:
@@ -190,6 +198,13 @@ async def open_engine(
         if body_error is not None and _only(group, body_error):
             raise body_error from body_error.__cause__  # as the block raised it
         raise
+
+
+def _check_lease_ttl(lease_ttl: object) -> None:
+    if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, int | float) or \
+            not math.isfinite(lease_ttl) or not 0.1 <= lease_ttl <= 86_400:
+        raise ValueError(f"invalid lease_ttl {lease_ttl!r}: must be a number of seconds "
+                         "from 0.1 to 86400")
 
 
 def _only(group: BaseExceptionGroup[BaseException], error: BaseException) -> bool:
@@ -219,6 +234,7 @@ async def _running(
     hibernate_after: float | None = 60.0,
     max_live_workflows: int = 10_000,
     telemetry: Telemetry = NULL_TELEMETRY,
+    lease_ttl: float = 15.0,
     opener: Callable[[], LogStore] | None = None,
 ) -> AsyncIterator[Runtime]:
     agent_classes = _agent_classes(agents)
@@ -229,13 +245,17 @@ async def _running(
             async with trio.open_nursery() as nursery:
                 rt = Runtime(store, Clock(wall_clock), nursery, agent_classes, workflow_classes,
                              factory=factory, hibernate_after=hibernate_after,
-                             max_live_workflows=max_live_workflows, telemetry=telemetry)
+                             max_live_workflows=max_live_workflows, telemetry=telemetry,
+                             lease_ttl=lease_ttl)
                 rt.location = LogLocation(os.fspath(path))
+                takeover = Takeover(rt)
                 await outer.start(rt.writer.run)
                 if is_url(os.fspath(path)):  # several engines may write it: follow the others
                     rt.follower = await nursery.start(serve_postgres_following, rt.writer,
                                                       rt.agents, os.fspath(path))
                 recovery(rt)
+                takeover.start()
+                nursery.start_soon(takeover.serve, name="eventwf shard leases")
                 faults.hit("open.after_recover")
                 try:
                     yield rt
@@ -243,6 +263,7 @@ async def _running(
                     rt.close()
                     nursery.cancel_scope.cancel()
             rt.writer.flush_pending()  # a clean close keeps what the tasks queued
+            takeover.close()
             outer.cancel_scope.cancel()
     finally:
         store.close()

@@ -8,6 +8,7 @@ one, the fix.
 from __future__ import annotations
 
 __all__ = [
+    "AgentMovedError",
     "CorruptLogError",
     "DuplicateWorkflowError",
     "EventwfError",
@@ -20,6 +21,7 @@ __all__ = [
     "SchemaVersionError",
     "StepFailedError",
     "StorageError",
+    "StreamsTakenError",
     "TelemetryUnavailableError",
     "TransitionError",
     "UnexpectedStatusError",
@@ -110,6 +112,23 @@ class StorageError(EventwfError):
     def __init__(self, message: str, *, fatal: bool = False) -> None:
         super().__init__(message)
         self.fatal = fatal
+
+
+class StreamsTakenError(StorageError):
+    """Raised by a PostgreSQL store's commit when another engine appended to some of the
+    batch's streams first (specs/postgres.md PG9a): nothing of the batch was committed.
+    Not fatal: the engine drops the work of those streams' shards (ownership lost) and
+    retries the rest. ``streams`` names the streams taken."""
+
+    def __init__(self, message: str, streams: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.streams = streams
+
+
+class AgentMovedError(EventwfError):
+    """Raised to a caller whose request touched an agent (or one of its workflows) that
+    another engine now owns (PostgreSQL, several engines: specs/postgres.md PG9a). Nothing
+    of the request was logged here; ask again (``get_agent``) to reach the new owner."""
 
 
 class PayloadTooLargeError(EventwfError, ValueError):

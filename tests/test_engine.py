@@ -195,6 +195,7 @@ async def test_get_agent_returns_one_object_per_name(db: str) -> None:
             await engine.get_agent(TestAgent, "")
 
 
+@pytest.mark.sqlite_only  # several engines share a PostgreSQL log (tests/test_pg_multi.py)
 async def test_a_second_engine_on_the_same_file_is_refused(db: str) -> None:  # L11
     async with _open(db):
         with pytest.raises(eventwf.LogLockedError, match="pid"):

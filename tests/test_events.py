@@ -34,6 +34,7 @@ from eventwf.model.events import (
     EventReceived,
     SleepCompleted,
     StepSucceeded,
+    StreamClaimed,
     WorkflowPaused,
     WorkflowRunning,
     WorkflowStarted,
@@ -81,6 +82,7 @@ FIELDS = {
     "agent.state_reset": "state:any= workflow_id:str|None=",
     "callback.scheduled": "kind:str workflow_name:str workflow_id:str value:any=",
     "callback.delivered": "through:int",
+    "stream.claimed": "owner:str epoch:int",
 }
 
 # Values msgpack round-trips exactly (no NaN: NaN != NaN; no tuples: they come back as lists).
@@ -163,9 +165,9 @@ def _decodes_or_corrupt(type_name: str, data: bytes, position: int = 42) -> None
 # -- E1/E2: the catalogue ----------------------------------------------------------------
 
 
-def test_e1_strategies_cover_exactly_the_30_classes_of_the_catalogue() -> None:
+def test_e1_strategies_cover_exactly_the_31_classes_of_the_catalogue() -> None:
     assert set(STRATEGIES) == set(EVENT_TYPES.values())
-    assert len(EVENT_TYPES) == len(get_args(AnyEvent)) == 30
+    assert len(EVENT_TYPES) == len(get_args(AnyEvent)) == 31
 
 
 @pytest.mark.parametrize("cls", get_args(AnyEvent), ids=lambda c: c.__name__)
@@ -177,13 +179,16 @@ def test_e1_every_event_is_a_frozen_tagged_struct(cls: type[Event]) -> None:
 
 def test_e2_tags_and_classes_are_exactly_the_spec_catalogue_table() -> None:
     rows = _spec_catalogue()
-    assert len(rows) == 30
+    assert len(rows) == 31
     assert {tag: name for tag, name, _ in rows} == {t: c.__name__ for t, c in EVENT_TYPES.items()}
 
 
 def test_e2_spec_stream_column_matches_where_the_folds_accept_each_event() -> None:
     wf_classes = {c.__name__ for c in TRANSITIONS} | {WorkflowStarted.__name__}
     for _, name, stream in _spec_catalogue():
+        if name == StreamClaimed.__name__:  # a fence on either kind of stream (PG13)
+            assert stream == "any"
+            continue
         assert stream == ("wf" if name in wf_classes else "agent"), name
 
 

@@ -45,16 +45,16 @@ def test_io_error_before_commit_lands_nothing_and_the_next_commit_works(db: str)
         store.commit([_row("wf:a", 0, ev.WorkflowStarted("W", "A", "a"))])
     assert not err.value.fatal
     assert store.head == 0
-    assert store.commit([_row("wf:a", 0, ev.WorkflowStarted("W", "A", "a"))]) == 1
+    assert store.commit([_row("wf:a", 0, ev.WorkflowStarted("W", "A", "a"))]) == [1]
     store.close()
 
 
 def test_error_after_a_durable_commit_is_reconciled_as_committed(db: str) -> None:  # L10
     store = SQLiteStore(db)
     faults.arm("append.after_commit", 1, "raise")
-    assert store.commit([_row("wf:a", 0, ev.WorkflowStarted("W", "A", "a"))]) == 1
+    assert store.commit([_row("wf:a", 0, ev.WorkflowStarted("W", "A", "a"))]) == [1]
     assert store.head == 1
-    assert store.commit([_row("wf:a", 1, ev.WorkflowRunning())]) == 2
+    assert store.commit([_row("wf:a", 1, ev.WorkflowRunning())]) == [2]
     store.close()
 
 

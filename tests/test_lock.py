@@ -58,7 +58,7 @@ def test_l11_a_second_writer_in_this_process_is_refused_however_the_path_is_spel
             SQLiteStore(_spell(real, how))
         row = PendingRow("wf:a", 0, 1, event_type(ev.WorkflowRunning()),
                          encode_event(ev.WorkflowRunning()))
-        assert holder.commit([row]) == 1  # the refusal did not disturb the holder
+        assert holder.commit([row]) == [1]  # the refusal did not disturb the holder
     finally:
         holder.close()
     reopened = SQLiteStore(_spell(real, how) if how in ("relative", "dotted") else str(real))

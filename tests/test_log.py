@@ -106,8 +106,9 @@ def test_l1_l6_read_stream_returns_exactly_what_was_appended_in_order(
                 batch_rows.append(row(stream, sp, event, time_us))
                 head += 1
                 expected[stream].append(Recorded(head, stream, sp, time_us, event))
-            first = store.commit(batch_rows)
-            assert first == head - len(batch) + 1 and store.head == head
+            positions = store.commit(batch_rows)
+            assert positions == list(range(head - len(batch) + 1, head + 1))
+            assert store.head == head
         for stream, records in expected.items():
             assert store.read_stream(stream) == records
             assert store.stream_head(stream) == len(records) - 1
@@ -121,16 +122,16 @@ def test_l1_l6_read_stream_returns_exactly_what_was_appended_in_order(
         store.close()
 
 
-def test_l1_commit_returns_first_position_and_reopen_keeps_head_and_chain(path: str) -> None:
+def test_l1_commit_returns_the_positions_and_reopen_keeps_head_and_chain(path: str) -> None:
     store = SQLiteStore(path)
     rows = [row("wf:a", 0, ev.WorkflowRunning()), row("wf:a", 1, ev.PauseRequested())]
-    assert store.commit(rows) == 1
-    assert store.commit([row("wf:b", 0, ev.WorkflowRunning())]) == 3
+    assert store.commit(rows) == [1, 2]
+    assert store.commit([row("wf:b", 0, ev.WorkflowRunning())]) == [3]
     head, head_hash = store.head, store.head_hash
     store.close()
     again = opened(path)
     assert (again.head, again.head_hash) == (head, head_hash)
-    assert again.commit([row("wf:a", 2, ev.WorkflowPaused())]) == 4
+    assert again.commit([row("wf:a", 2, ev.WorkflowPaused())]) == [4]
     assert [r.position for r in again.read_stream("wf:a")] == [1, 2, 4]
 
 
@@ -314,7 +315,7 @@ def test_l10_failing_commit_lands_nothing_and_keeps_head(path: str, clash: str) 
     assert again.value.fatal
     store.close()
     reopened = opened(path)
-    assert reopened.commit([row("wf:b", 0, ev.WorkflowRunning())]) == 2  # no gap after reopen
+    assert reopened.commit([row("wf:b", 0, ev.WorkflowRunning())]) == [2]  # no gap after reopen
     assert problems(reopened) == []
 
 

@@ -3,10 +3,9 @@ it was opened (``eventwf.store.postgres.follow``), and an engine's follower push
 agent states another writer committed to its WebSocket clients
 (``eventwf.runtime.follower``, ``Agents.push_followed``).
 
-With one engine per database (the writer lock, PG22) a second engine cannot open the
-database, so the other writer here is a plain session appending agent events the way the
-store does (chained, with explicit positions far above the engine's, so the two never
-collide), one transaction at a time or held open."""
+The other writer here is a plain session appending agent events the way another engine's
+store does (chained, positions drawn from the identity, expected versions), one
+transaction at a time or held open."""
 
 from __future__ import annotations
 
@@ -34,12 +33,9 @@ from eventwf.runtime.agents import host_of  # noqa: E402
 from eventwf.store.interface import PendingRow  # noqa: E402
 from eventwf.store.postgres import log, schema  # noqa: E402 - needs psycopg
 from eventwf.store.postgres.follow import FollowedRows, HorizonReader  # noqa: E402
-from eventwf.store.postgres.sql import create_schema  # noqa: E402
+from eventwf.store.postgres.sql import create_schema, insert_rows  # noqa: E402
 
 pytestmark = pytest.mark.realtime
-FAR = 1_000_000  # the other writer's positions: far above the engine's own
-
-
 class OtherWriter:
     """Appends agent state events as another engine would (chained, expected versions)."""
 
@@ -49,7 +45,6 @@ class OtherWriter:
         genesis = schema.get_meta(self.conn, "genesis")
         assert genesis is not None
         self.genesis = bytes.fromhex(genesis)
-        self.position = FAR
         self.held: list[psycopg.Connection] = []
 
     def rows(self, conn: Any, agent_class: str, name: str, state: Any) -> list[Any]:
@@ -57,16 +52,14 @@ class OtherWriter:
         event = AgentStateSet(state)
         version = log.stream_head(conn, stream) + 1
         row = PendingRow(stream, version, 1_000, event_type(event), encode_event(event))
-        self.position += 1
-        values, _ = log.Heads(self.genesis).chain(conn, self.position, [row])
+        values, _ = log.Heads(self.genesis).chain(conn, [row])
         return values
 
     def set_state(self, agent_class: str, name: str, state: Any) -> int:
         """Commit a new state of the agent; its log position."""
         values = self.rows(self.conn, agent_class, name, state)
         with self.conn.transaction(), self.conn.cursor() as cur:
-            log.insert_events(cur, values)
-        return int(values[0][0])
+            return insert_rows(cur, values)[0]
 
     def hold_state(self, agent_class: str, name: str, state: Any) -> tuple[Any, int]:
         """Insert a new state in a transaction left open; (its connection, position)."""
@@ -74,8 +67,7 @@ class OtherWriter:
         self.held.append(conn)
         values = self.rows(conn, agent_class, name, state)
         with conn.cursor() as cur:
-            log.insert_events(cur, values)
-        return conn, int(values[0][0])
+            return conn, insert_rows(cur, values)[0]
 
     def close(self) -> None:
         for conn in [*self.held, self.conn]:
@@ -144,9 +136,9 @@ def test_followed_rows_are_decoded_and_checked_against_their_stream(
         good = other.set_state("T", "a", {"n": 1})
         values = other.rows(other.conn, "T", "a", {"n": 2})
         with other.conn.transaction(), other.conn.cursor() as cur:
-            log.insert_events(cur, [(*values[0][:-1], bytes(16))])  # a wrong hash
+            bad = insert_rows(cur, [values[0]._replace(hash=bytes(16))])[0]  # a wrong hash
         followed = FollowedRows(conn).check(reader.read())
-        assert [f.position for f in followed] == [good, values[0][0]]
+        assert [f.position for f in followed] == [good, bad]
         assert followed[0].record is not None and followed[0].problem is None
         assert followed[0].record.event == AgentStateSet({"n": 1})
         assert followed[1].record is None

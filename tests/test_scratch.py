@@ -30,7 +30,7 @@ def test_writes_are_read_back_and_the_log_is_untouched(tmp_path: Path) -> None:
         first = store.commit([PendingRow(stream, version + 1, 7, event_type(event),
                                          encode_event(event))],
                              agents=[AgentSummary("TestAgent", "alice", {"count": 99}, True)])
-        assert (first, store.head, store.written) == (head + 1, head + 1, 1)
+        assert (first, store.head, store.written) == ([head + 1], head + 1, 1)
         assert store.stream_head(stream) == version + 1
         read = store.read_stream(stream)
         assert read[:-1] == logged and read[-1].event == event

@@ -341,3 +341,23 @@ def test_metadata_key_path_is_none_or_built_only_from_valid_segments(key: str) -
     assert path == "$" + "".join(f'."{segment}"' for segment in segments)
     assert all(v._META_SEGMENT_RE.match(segment) for segment in segments)
     assert re.fullmatch(r'\$(\."[A-Za-z0-9_-]+")+', path)
+
+
+@pytest.mark.parametrize("ttl", [0, -1, 0.05, math.nan, math.inf, 100_000, True, "15", None])
+async def test_a_bad_lease_ttl_is_refused_naming_it(tmp_path: Any, ttl: Any) -> None:
+    """API.md Backends: ``lease_ttl=`` is seconds; a bad one fails at open, naming it,
+    before anything is opened."""
+    import eventwf
+
+    path = tmp_path / "eventwf.db"
+    with pytest.raises(ValueError, match=re.escape(f"invalid lease_ttl {ttl!r}")):
+        async with eventwf.open_engine(str(path), lease_ttl=ttl):
+            pass
+    assert not path.exists()
+
+
+async def test_a_lease_ttl_in_range_opens(tmp_path: Any) -> None:
+    import eventwf
+
+    async with eventwf.open_engine(str(tmp_path / "eventwf.db"), lease_ttl=0.1):
+        pass

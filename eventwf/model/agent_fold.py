@@ -21,6 +21,7 @@ from eventwf.model.events import (
     CallbackScheduled,
     CallbacksDelivered,
     Recorded,
+    StreamClaimed,
 )
 from eventwf.model.merge_patch import merge_patch
 
@@ -58,6 +59,8 @@ def apply_agent(summary: AgentSummary | None, rec: Recorded) -> AgentSummary:
         raise TransitionError(
             f"{type(event).__name__} for agent stream {rec.stream!r} before it exists"
         )
+    if isinstance(event, StreamClaimed):  # another engine's fence (PG13): only the head moves
+        return _replace(summary, head=rec.stream_position)
     if summary.corrupt_position is not None:
         raise TransitionError(
             f"agent {summary.agent_class}/{summary.name} is quarantined (corrupt event at log "

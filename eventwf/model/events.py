@@ -38,6 +38,7 @@ __all__ = [
     "StepFailed",
     "StepRetrying",
     "StepSucceeded",
+    "StreamClaimed",
     "TrackingDeleted",
     "WaitStarted",
     "WaitTimedOut",
@@ -319,6 +320,15 @@ class CallbacksDelivered(Event, frozen=True, tag="callback.delivered"):
     through: int
 
 
+class StreamClaimed(Event, frozen=True, tag="stream.claimed"):
+    """An engine took the stream over (PostgreSQL, specs/postgres.md PG13): a previous owner
+    that still appends at the version it knew collides with this marker. Every fold takes
+    it as a no-op apart from the stream's head; replay skips it."""
+
+    owner: str
+    epoch: int
+
+
 AnyEvent = (
     WorkflowStarted
     | WorkflowRunning
@@ -350,6 +360,7 @@ AnyEvent = (
     | AgentStateReset
     | CallbackScheduled
     | CallbacksDelivered
+    | StreamClaimed
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {

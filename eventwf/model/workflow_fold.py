@@ -30,6 +30,7 @@ from eventwf.model.events import (
     StepFailed,
     StepRetrying,
     StepSucceeded,
+    StreamClaimed,
     TrackingDeleted,
     WaitStarted,
     WaitTimedOut,
@@ -151,6 +152,8 @@ def apply_workflow(summary: WorkflowSummary | None, rec: Recorded) -> WorkflowSu
     event = rec.event
     cls = event.__class__
     if summary is not None:
+        if cls is StreamClaimed:  # another engine's fence (PG13): only the head moves
+            return _replace(summary, head=rec.stream_position)
         move = _MOVES.get(cls, _NO_MOVES).get(summary.status)
         if move is not None:
             return move(summary, rec, event)  # the hot path: one precomputed transition

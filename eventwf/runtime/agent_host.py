@@ -121,6 +121,13 @@ class AgentHost:
         self._ensure_dispatcher()
         await done.wait()
 
+    def stop(self) -> None:
+        """Deliver nothing more (another engine owns the agent now); waiters are woken."""
+        while self._queue:
+            item = self._queue.popleft()
+            if item.done is not None:
+                item.done.set()
+
     def _ensure_dispatcher(self) -> None:
         if not self._dispatching:
             self._dispatching = True

@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from eventwf.errors import CorruptLogError, EventwfError
+from eventwf.errors import AgentMovedError, CorruptLogError, EventwfError
 from eventwf.model.agent_fold import AgentSummary, apply_agent, quarantine_agent
 from eventwf.model.codec import json_value
 from eventwf.model.events import (
@@ -31,6 +31,7 @@ from eventwf.model.events import (
     parse_stream,
 )
 from eventwf.runtime.agent_host import AgentHost, Connection, state_items
+from eventwf.runtime.ownership import Ownership
 from eventwf.runtime.summaries import AgentKey, Summaries
 from eventwf.store.interface import LogStore
 
@@ -71,6 +72,7 @@ class Agents:
         self._spawn = spawn
         self._hosts: dict[AgentKey, AgentHost] = {}
         self._creating: dict[AgentKey, trio.Event] = {}
+        self.ownership = Ownership(None, 0.0)  # several engines: set once wired
 
     def __len__(self) -> int:
         return len(self._hosts)
@@ -109,8 +111,9 @@ class Agents:
 
     async def _create(self, cls: type[Any], agent_class: str, name: str) -> Any:
         initial = json_value(getattr(cls, "initial_state", None), f"{agent_class}.initial_state")
-        summary = self._summaries.agent(agent_class, name)
         stream = agent_stream(agent_class, name)
+        self._claim(agent_class, name, stream)
+        summary = self._summaries.agent(agent_class, name)
         if summary is None:
             await self._append([(stream, AgentCreated(agent_class, name))])
         elif summary.corrupt_position is not None:
@@ -133,6 +136,22 @@ class Agents:
                     host.schedule(rec)
         return agent
 
+    def _claim(self, agent_class: str, name: str, stream: str) -> None:
+        """Several engines (PG13): only the owner makes an agent live. Its stream is
+        claimed at its first append (the writer), not here: loading an agent to read it
+        writes nothing."""
+        if not self.ownership.everything:
+            self.ownership.check(agent_class, name)
+            self._summaries.forget_agent((agent_class, name))  # read it as the log has it
+
+    def drop_where(self, agent: Callable[[str, str], bool]) -> None:
+        """Let go of the live objects of the agents ``agent`` selects, delivering nothing
+        more (another engine owns them now)."""
+        for key, host in list(self._hosts.items()):
+            if agent(*key):
+                del self._hosts[key]
+                host.stop()
+
     async def load(self, agent_class: str, name: str) -> None:
         """Load an agent that owes callbacks; while that fails, retry (backing off)."""
         delay = 0.5
@@ -143,6 +162,8 @@ class Agents:
             except CorruptLogError as exc:
                 logger.error("agent %s/%s cannot be loaded: %s", agent_class, name, exc)
                 return  # quarantined: nothing will change that while the engine runs
+            except AgentMovedError:
+                return  # another engine owns it: that engine delivers its callbacks
             except Exception:
                 logger.exception("agent %s/%s could not be loaded to deliver its callbacks; "
                                  "retrying in %.1f s", agent_class, name, delay)

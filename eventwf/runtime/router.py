@@ -10,6 +10,7 @@ record quarantines that record's workflow (or agent) and never reaches the write
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from eventwf.model.agent_fold import AgentSummary
 from eventwf.model.events import Recorded, parse_stream, workflow_stream
@@ -44,6 +45,16 @@ class Router:
 
     def runner_epoch(self, workflow_id: str) -> int:
         return self._runs.epoch(workflow_id)
+
+    def forget(self, streams: Sequence[str]) -> None:
+        """Summaries of ``streams`` are read again from the log (another engine's claim
+        or appends moved them)."""
+        for stream in streams:
+            kind, key, name = parse_stream(stream)
+            if kind == "wf":
+                self._summaries.forget_workflow(key)
+            elif kind == "agent":
+                self._summaries.forget_agent((key, name))
 
     # -- after a commit ------------------------------------------------------------------
 

@@ -15,7 +15,13 @@ from typing import Any, Protocol
 
 import trio
 
-from eventwf.errors import EventwfError, NonDeterminismError, StorageError, TransitionError
+from eventwf.errors import (
+    AgentMovedError,
+    EventwfError,
+    NonDeterminismError,
+    StorageError,
+    TransitionError,
+)
 from eventwf.model.codec import encode_value
 from eventwf.model.events import (
     CallbackScheduled,
@@ -153,6 +159,9 @@ class WorkflowRunner:
         try:
             return await self.host.append(stamped(items, self.code),
                                           fence=(self.workflow_id, self.epoch))
+        except AgentMovedError as exc:  # another engine owns the workflow now (PG9a)
+            self._stopping = True
+            raise Stopped() from exc
         except StorageError as exc:
             self._stopping = True
             raise StorageFault(exc) from exc

@@ -22,14 +22,22 @@ from typing import Any
 import msgspec
 import trio
 
-from eventwf.errors import CorruptLogError
+from eventwf.errors import CorruptLogError, StorageError, StreamsTakenError
 from eventwf.model.codec import decode_event, encode_event, event_type
-from eventwf.model.events import Event, EventReceived, Recorded, WorkflowStarted, workflow_stream
+from eventwf.model.events import (
+    Event,
+    EventReceived,
+    Recorded,
+    WorkflowStarted,
+    parse_stream,
+    workflow_stream,
+)
 from eventwf.model.status import RUNNABLE, STOPPED
 from eventwf.model.workflow_fold import WorkflowSummary, quarantine
 from eventwf.runtime.agents import Agents
 from eventwf.runtime.clock import Clock
 from eventwf.runtime.hibernation import Hibernation
+from eventwf.runtime.ownership import Ownership
 from eventwf.runtime.runner import RunHost, WorkflowRunner
 from eventwf.runtime.summaries import Summaries
 from eventwf.runtime.telemetry import NULL_TELEMETRY, StepCounters, Telemetry
@@ -62,6 +70,7 @@ class Runs:
         self._failures: dict[str, int] = {}
         self.host: RunHost | None = None  # what the runs ask of the engine (set once wired)
         self.closing = False
+        self.ownership = Ownership(None, 0.0)  # several engines: set once wired
 
     def __len__(self) -> int:
         return len(self._live)
@@ -87,6 +96,11 @@ class Runs:
             logger.warning("workflow %s needs agent class %s, which is not registered; it is "
                            "left untouched", summary.workflow_id, summary.agent_class)
             return False
+        if not self.ownership.everything:
+            claimed = self._claimed(summary)
+            if claimed is None:
+                return False
+            summary = claimed
         assert self.host is not None
         try:
             history = self._history(summary, fresh)
@@ -98,6 +112,40 @@ class Runs:
         self._live[summary.workflow_id] = runner
         self._nursery.start_soon(runner.main, name=f"eventwf workflow {summary.workflow_id}")
         return True
+
+    def _claimed(self, summary: WorkflowSummary) -> WorkflowSummary | None:
+        """The summary once this engine may replay the workflow (it owns the agent and has
+        claimed the stream, PG13: read again after the claim); None if it may not."""
+        ownership = self.ownership
+        agent = (summary.agent_class, summary.agent_name)
+        if not ownership.owns(*agent):
+            return None
+        stream = workflow_stream(summary.workflow_id)
+        shard = ownership.shard(*agent)
+        if not ownership.needs_claim(stream, shard):
+            return summary
+        try:
+            ownership.claim([(stream, shard)], self._clock.now_us())
+        except StreamsTakenError:
+            logger.warning("workflow %s was taken by another engine", summary.workflow_id)
+            ownership.on_lost({shard})
+            return None
+        except StorageError as exc:
+            logger.error("workflow %s cannot be claimed now: %s", summary.workflow_id, exc)
+            return None
+        self._summaries.forget_workflow(summary.workflow_id)
+        again = self._summaries.workflow(summary.workflow_id)
+        return None if again is None or again.finished else again
+
+    def drop_where(self, agent: Callable[[str, str], bool]) -> None:
+        """Stop the runs of the agents ``agent`` selects, logging nothing (another engine
+        owns them now); their appends in flight are refused by the writer."""
+        for workflow_id, runner in list(self._live.items()):
+            _, agent_class, name = parse_stream(runner.agent_stream)
+            if agent(agent_class, name):
+                del self._live[workflow_id]
+                self._epochs[workflow_id] = self.epoch(workflow_id) + 1
+                runner.cancel()
 
     def _history(self, summary: WorkflowSummary, fresh: Sequence[Recorded]) -> list[Recorded]:
         """The run's records from its ``WorkflowStarted`` on: from the commit just published

@@ -21,6 +21,7 @@ from eventwf.runtime.agents import Agents
 from eventwf.runtime.clock import Clock
 from eventwf.runtime.follower import Follower
 from eventwf.runtime.hibernation import Hibernation
+from eventwf.runtime.ownership import Ownership
 from eventwf.runtime.router import Router
 from eventwf.runtime.runner import WorkflowRunner
 from eventwf.runtime.runs import RunFactory, Runs, RunServices
@@ -48,6 +49,7 @@ class Runtime:
         hibernate_after: float | None = 60.0,
         max_live_workflows: int = 10_000,
         telemetry: Telemetry = NULL_TELEMETRY,
+        lease_ttl: float = 15.0,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -56,6 +58,7 @@ class Runtime:
         self._nursery = nursery
         self.closing = False
         self.summaries = Summaries(store)
+        self.ownership = Ownership(store.sharding, lease_ttl)
         self.runs = Runs(store, self.summaries, clock, nursery, self.spawn, factory,
                          workflow_classes, agent_classes)
         self.hibernation = Hibernation(clock, self.summaries, lambda: len(self.runs),
@@ -63,8 +66,11 @@ class Runtime:
                                        max_live=max_live_workflows)
         self.agents = Agents(self._bind, agent_classes, self.summaries, store, self.append,
                              self.spawn)
+        self.runs.ownership = self.agents.ownership = self.ownership
+        if not self.ownership.everything:  # the follower tells owned agents from others
+            self.agents.owns = self.ownership.owns
         self.router = Router(self.summaries, self.runs, self.agents, self.hibernation)
-        self.writer = Writer(store, clock, self.router, telemetry)
+        self.writer = Writer(store, clock, self.router, telemetry, self.ownership)
         self.counters = StepCounters()
         self.follower: Follower | None = None  # PostgreSQL: other writers' agent states
         self.location: LogLocation | None = None  # open_engine's, to reopen the log read-only

@@ -18,13 +18,20 @@ counts (``query_workflows`` and the like) answer from the database alone.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from eventwf.model.agent_fold import AgentSummary
 from eventwf.model.codec import decode_event
 from eventwf.model.events import Recorded
 from eventwf.model.workflow_fold import WorkflowSummary
-from eventwf.store.interface import LogStore, OpenReport, PendingRow, TrackingQuery
+from eventwf.store.interface import (
+    LogStore,
+    OpenReport,
+    PendingRow,
+    Project,
+    Sharding,
+    TrackingQuery,
+)
 
 __all__ = ["ScratchStore"]
 
@@ -58,17 +65,25 @@ class ScratchStore:
     def close(self) -> None:
         self._base.close()
 
+    @property
+    def sharding(self) -> Sharding | None:
+        """None: the check replays the whole log as its only engine (it writes nothing)."""
+        return None
+
     def commit(self, rows: Sequence[PendingRow], workflows: Sequence[WorkflowSummary] = (),
-               agents: Sequence[AgentSummary] = ()) -> int:
+               agents: Sequence[AgentSummary] = (), *, project: Project | None = None
+               ) -> list[int]:
         first = self._head + 1
-        for offset, row in enumerate(rows):
-            position = first + offset
+        positions = list(range(first, first + len(rows)))
+        for position, row in zip(positions, rows, strict=True):
             event = decode_event(row.type, row.data, position=position)
             self._streams.setdefault(row.stream, []).append(
                 Recorded(position, row.stream, row.stream_position, row.time_us, event))
         self._head += len(rows)
+        if project is not None:
+            workflows, agents = project(positions)
         self.write_projections(workflows, agents)
-        return first
+        return positions
 
     def write_projections(self, workflows: Sequence[WorkflowSummary] = (),
                           agents: Sequence[AgentSummary] = ()) -> None:
@@ -95,16 +110,18 @@ class ScratchStore:
         kept = self._agents.get((agent_class, name))
         return kept if kept is not None else self._base.load_agent(agent_class, name)
 
-    def unfinished_workflows(self) -> list[WorkflowSummary]:
+    def unfinished_workflows(self, shards: Collection[int] | None = None
+                             ) -> list[WorkflowSummary]:
         """The database's unfinished workflows as the check left them (and any it made)."""
-        stored = self._base.unfinished_workflows()
+        stored = self._base.unfinished_workflows(shards)
         known = {s.workflow_id for s in stored}
         made = [s for i, s in self._workflows.items() if i not in known]
         return [s for s in (self.load_workflow(s.workflow_id) or s for s in stored + made)
                 if not s.finished]
 
-    def agents_with_pending_callbacks(self) -> list[tuple[str, str]]:
-        return self._base.agents_with_pending_callbacks()
+    def agents_with_pending_callbacks(self, shards: Collection[int] | None = None
+                                      ) -> list[tuple[str, str]]:
+        return self._base.agents_with_pending_callbacks(shards)
 
     def binding_counts(self) -> list[tuple[str, int, int]]:
         return self._base.binding_counts()

@@ -9,6 +9,8 @@ waits here, and is woken when its status or run changes or it is quarantined.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 
 from eventwf.model.agent_fold import AgentSummary
@@ -61,6 +63,17 @@ class Summaries:
     def remember(self, summary: WorkflowSummary) -> None:
         if not summary.finished:
             self._workflows[summary.workflow_id] = summary
+
+    def forget_workflow(self, workflow_id: str) -> None:
+        """Drop a workflow's summary from memory (read again from its projection)."""
+        self._workflows.pop(workflow_id, None)
+
+    def forget_where(self, agent: Callable[[str, str], bool]) -> None:
+        """Drop the summaries of the agents ``agent`` selects and of their workflows (a
+        shard this engine lost or gained: another engine wrote them meanwhile)."""
+        self._workflows = {k: s for k, s in self._workflows.items()
+                           if not agent(s.agent_class, s.agent_name)}
+        self._agents = {k: s for k, s in self._agents.items() if not agent(*k)}
 
     def forget_agent(self, key: AgentKey) -> None:
         """Drop an agent's summary from memory (its projection holds the same)."""

@@ -10,14 +10,21 @@ callers (ack after commit). No fixed sleep: the batch is whatever arrived meanwh
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import msgspec
 import trio
 
-from eventwf.errors import EventwfError, MailboxFullError, StorageError, TransitionError
+from eventwf.errors import (
+    EventwfError,
+    MailboxFullError,
+    StorageError,
+    StreamsTakenError,
+    TransitionError,
+)
 from eventwf.model.agent_fold import AgentSummary, apply_agent
 from eventwf.model.codec import encode_event, event_type
 from eventwf.model.commands import MAILBOX_LIMIT
@@ -25,6 +32,8 @@ from eventwf.model.events import Event, EventReceived, Recorded, parse_stream
 from eventwf.model.workflow_fold import WorkflowSummary, apply_workflow
 from eventwf.runtime.ack import Ack
 from eventwf.runtime.clock import Clock
+from eventwf.runtime.fencing import Fencing, RunReplaced
+from eventwf.runtime.ownership import Ownership
 from eventwf.runtime.telemetry import NULL_TELEMETRY, Telemetry
 from eventwf.store.interface import LogStore, PendingRow
 
@@ -46,6 +55,7 @@ class Registry(Protocol):
         self, workflows: dict[str, WorkflowSummary], agents: dict[tuple[str, str], AgentSummary]
     ) -> None: ...
     def published(self, records: list[Recorded]) -> None: ...
+    def forget(self, streams: Sequence[str]) -> None: ...
 
 
 class Append:
@@ -64,9 +74,11 @@ class Append:
 
 
 class _Batch:
-    def __init__(self, registry: Registry, first_position: int, time_us: int) -> None:
+    def __init__(self, registry: Registry, positions: Iterator[int], time_us: int,
+                 ownership: Ownership) -> None:
         self.registry = registry
-        self.position = first_position
+        self.ownership = ownership
+        self.positions = positions  # staged records take them in order
         self.time_us = time_us
         self.workflows: dict[str, WorkflowSummary] = {}
         self.agents: dict[tuple[str, str], AgentSummary] = {}
@@ -101,14 +113,14 @@ class _Batch:
         if request.fence is not None:
             workflow_id, epoch = request.fence
             if self.registry.runner_epoch(workflow_id) != epoch:
-                raise _Fenced(f"workflow {workflow_id!r} is no longer run by this task")
+                raise RunReplaced(f"workflow {workflow_id!r} is no longer run by this task")
         local_wf: dict[str, WorkflowSummary] = {}
         local_ag: dict[tuple[str, str], AgentSummary] = {}
         records: list[Recorded] = []
         rows: list[PendingRow] = []
-        position = self.position
         size = 0
         for stream, event in request.items:
+            position = next(self.positions)
             kind, key, name = parse_stream(stream)
             if kind == "wf":
                 current = self._workflow(key, local_wf)
@@ -119,9 +131,11 @@ class _Batch:
                         f"(limit {MAILBOX_LIMIT}); it must consume some first")
                 head = -1 if current is None else current.head
                 rec = Recorded(position, stream, head + 1, self.time_us, event)
-                local_wf[key] = apply_workflow(current, rec)
+                after = local_wf[key] = apply_workflow(current, rec)
+                self.ownership.check(after.agent_class, after.agent_name)
             elif kind == "agent":
                 agent = self._agent((key, name), local_ag)
+                self.ownership.check(key, name)
                 head = -1 if agent is None else agent.head
                 rec = Recorded(position, stream, head + 1, self.time_us, event)
                 local_ag[key, name] = apply_agent(agent, rec)
@@ -132,13 +146,11 @@ class _Batch:
                                    event_type(event), data))
             records.append(rec)
             size += len(data)
-            position += 1
         self.workflows.update(local_wf)
         self.agents.update(local_ag)
         self.rows.extend(rows)
         self.records.extend(records)
         request.records = records
-        self.position = position
         self.size += size
 
     def dirty_projections(self) -> tuple[list[WorkflowSummary], list[AgentSummary]]:
@@ -156,14 +168,13 @@ class _Batch:
         return workflows, agents
 
 
-class _Fenced(TransitionError):
-    """The appending runner was replaced (pause, restart, terminate) before it committed."""
-
-
 class Writer:
     def __init__(self, store: LogStore, clock: Clock, registry: Registry,
-                 telemetry: Telemetry = NULL_TELEMETRY) -> None:
+                 telemetry: Telemetry = NULL_TELEMETRY,
+                 ownership: Ownership | None = None) -> None:
         self._store = store
+        self._ownership = ownership if ownership is not None else Ownership(None, 0.0)
+        self._fencing = Fencing(registry, self._ownership, clock, self._answer)
         self._telemetry = telemetry
         self._clock = clock
         self._registry = registry
@@ -234,6 +245,28 @@ class Writer:
             while self._queue:
                 self._flush(self._take())
 
+    def _restage(self, accepted: list[Append], positions: Sequence[int], time_us: int
+                 ) -> _Batch:
+        """The accepted requests staged again at the positions the commit gave them
+        (nothing changed in between, so each stages as before, only positions differ)."""
+        batch = _Batch(self._registry, iter(positions), time_us, self._ownership)
+        for request in accepted:
+            batch.stage(request)
+        return batch
+
+    def _again(self, requests: list[Append]) -> None:
+        """Queue ``requests`` again, first (the rest of a batch another engine cut)."""
+        self._queue[:0] = requests
+        if requests:
+            self._wake.set()
+
+    @staticmethod
+    def _answer(request: Append, error: BaseException) -> None:
+        request.error = error
+        request.done.set()
+        if not request.watched:
+            logger.debug("a status note was not logged: %s", error)
+
     def _take(self, *, everything: bool = False) -> list[Append]:
         if everything or len(self._queue) <= MAX_BATCH_REQUESTS:
             batch, self._queue = self._queue, []
@@ -243,7 +276,10 @@ class Writer:
 
     def _flush(self, requests: list[Append]) -> None:
         store = self._store
-        batch = _Batch(self._registry, store.head + 1, self._clock.now_us())
+        if not self._ownership.everything:
+            requests = self._fencing.admit(requests)
+        batch = _Batch(self._registry, itertools.count(store.head + 1), self._clock.now_us(),
+                       self._ownership)
         accepted: list[Append] = []
         deferred: list[Append] = []
         for request in requests:
@@ -262,9 +298,22 @@ class Writer:
         self._queue[:0] = deferred
         if not accepted:
             return
-        workflows, agents = batch.dirty_projections()
+        staged = [rec.position for rec in batch.records]
+
+        def project(positions: Sequence[int]) -> tuple[list[WorkflowSummary],
+                                                       list[AgentSummary]]:
+            nonlocal batch  # the store drew other positions: stage again with them
+            if list(positions) != staged:
+                batch = self._restage(accepted, positions, batch.time_us)
+            return batch.dirty_projections()
+
         try:
-            store.commit(batch.rows, workflows, agents)
+            positions = store.commit(batch.rows, project=project)
+            if [rec.position for rec in batch.records] != positions:
+                batch = self._restage(accepted, positions, batch.time_us)
+        except StreamsTakenError as exc:
+            self._again(self._fencing.taken(accepted, exc.streams, batch.workflows))
+            return
         except StorageError as exc:
             for request in accepted:
                 request.error = exc
@@ -274,6 +323,8 @@ class Writer:
             if exc.fatal:
                 raise  # memory may no longer match the log: stop; reopening replays it
             return
+        if not self._ownership.everything:
+            self._fencing.wrote(batch.workflows, batch.agents)
         self.commits += 1
         self.events += len(batch.rows)
         self._telemetry.committed(len(batch.rows))

@@ -12,7 +12,7 @@ asks the projections for summaries and tracking queries. SQLite is the first bac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -20,7 +20,8 @@ from eventwf.model.agent_fold import AgentSummary
 from eventwf.model.events import Recorded
 from eventwf.model.workflow_fold import WorkflowSummary
 
-__all__ = ["LogStore", "OpenReport", "PendingRow", "TrackingQuery"]
+__all__ = ["Lease", "LogStore", "OpenReport", "PendingRow", "Project", "Projections",
+           "Sharding", "TrackingQuery"]
 
 
 class PendingRow(NamedTuple):
@@ -32,6 +33,21 @@ class PendingRow(NamedTuple):
     time_us: int
     type: str
     data: bytes
+
+
+Projections = tuple[Sequence[WorkflowSummary], Sequence[AgentSummary]]
+# Given the positions a batch's rows got (drawn by the commit), the projection rows to write.
+Project = Callable[[Sequence[int]], Projections]
+
+
+class Lease(NamedTuple):
+    """A shard this engine holds, in the lease epoch the database gave it. ``released``:
+    taken after its last holder gave it up cleanly (nobody can still be appending to its
+    streams, so no claim is needed, PG13), not after it expired."""
+
+    shard: int
+    epoch: int
+    released: bool = False
 
 
 class OpenReport(NamedTuple):
@@ -58,6 +74,40 @@ class TrackingQuery:
     created_before_us: int | None = None
 
 
+class Sharding(Protocol):
+    """Shard leases and stream claims of a store several engines share (PostgreSQL,
+    specs/postgres.md PG12-PG13). Leases are timed by the database's clock only; the
+    engine keeps its own deadline per lease. A SQLite store has none (one engine owns
+    everything, by its file lock)."""
+
+    @property
+    def shards(self) -> int:
+        """How many shards the log was made with."""
+
+    def shard_of(self, agent_class: str, name: str) -> int:
+        """The shard of an agent and of its workflows (the same in every process)."""
+
+    def heartbeat(self, owner: str, ttl: float) -> int:
+        """Say that ``owner`` is alive for ``ttl`` more seconds; how many engines are."""
+
+    def take(self, owner: str, ttl: float, limit: int) -> list[Lease]:
+        """Take up to ``limit`` free or expired shards; the leases won."""
+
+    def renew(self, owner: str, held: Sequence[Lease], ttl: float) -> list[Lease]:
+        """Extend the leases still held (a missing one was lost), in one statement."""
+
+    def release(self, owner: str, held: Sequence[Lease]) -> None:
+        """Give leases up at once (others take them without waiting for the expiry)."""
+
+    def leave(self, owner: str) -> None:
+        """``owner`` closes: no longer counted among the live engines."""
+
+    def claim(self, streams: Sequence[str], data: bytes, time_us: int) -> dict[str, int]:
+        """Append a claim marker (``data``: an encoded ``StreamClaimed``) to each stream at
+        its head, in one transaction; the versions claimed. ``StreamsTakenError`` if other
+        writers keep appending."""
+
+
 class LogStore(Protocol):
     """One log and its projections, used from one thread (the engine's)."""
 
@@ -67,7 +117,8 @@ class LogStore(Protocol):
 
     @property
     def head(self) -> int:
-        """The position of the last committed event (0 for an empty log)."""
+        """The highest position this store knows committed (0 for an empty log); with
+        several engines, other engines' later rows may be beyond it."""
 
     def open_checks(self, *, quiet: bool = False) -> OpenReport:
         """Bring the projections up to date with the log (rebuilding what lags or fails its
@@ -78,11 +129,20 @@ class LogStore(Protocol):
 
     # -- writing -------------------------------------------------------------------------
 
+    @property
+    def sharding(self) -> Sharding | None:
+        """Leases and claims when several engines share the log; None when one owns it."""
+
     def commit(self, rows: Sequence[PendingRow], workflows: Sequence[WorkflowSummary] = (),
-               agents: Sequence[AgentSummary] = ()) -> int:
-        """Append ``rows`` and upsert the projection rows, in one transaction; the position
-        of the first row. ``StorageError`` when it did not happen (nothing of it is in the
-        log), ``StorageError(fatal=True)`` when its outcome is unknown."""
+               agents: Sequence[AgentSummary] = (), *, project: Project | None = None
+               ) -> list[int]:
+        """Append ``rows`` and upsert the projection rows, in one transaction; the positions
+        the rows got (the store draws them: gap-free on SQLite, from an identity with gaps
+        on PostgreSQL). ``project``, when given, is called with those positions inside the
+        transaction and its rows are written instead of ``workflows`` and ``agents`` (folds
+        that keep positions need them). ``StorageError`` when it did not happen (nothing
+        of it is in the log), ``StreamsTakenError`` when another engine appended to a
+        stream first, ``StorageError(fatal=True)`` when its outcome is unknown."""
 
     def write_projections(self, workflows: Sequence[WorkflowSummary] = (),
                           agents: Sequence[AgentSummary] = ()) -> None:
@@ -102,10 +162,13 @@ class LogStore(Protocol):
     def load_workflow(self, workflow_id: str) -> WorkflowSummary | None: ...
     def load_agent(self, agent_class: str, name: str) -> AgentSummary | None: ...
 
-    def unfinished_workflows(self) -> list[WorkflowSummary]:
-        """Every workflow not complete, errored or terminated, in creation order."""
+    def unfinished_workflows(self, shards: Collection[int] | None = None
+                             ) -> list[WorkflowSummary]:
+        """Every workflow not complete, errored or terminated, in creation order (only
+        those of ``shards`` when given)."""
 
-    def agents_with_pending_callbacks(self) -> list[tuple[str, str]]: ...
+    def agents_with_pending_callbacks(self, shards: Collection[int] | None = None
+                                      ) -> list[tuple[str, str]]: ...
 
     def binding_counts(self) -> list[tuple[str, int, int]]:
         """(binding, active, finished) for every binding with workflows in the log."""

@@ -33,7 +33,7 @@ import eventwf
 from eventwf.model.codec import encode_event, event_type
 from eventwf.model.events import AgentStateSet, agent_stream
 from eventwf.store.interface import PendingRow
-from eventwf.store.postgres import log, schema
+from eventwf.store.postgres import log, schema, sql
 from eventwf.store.postgres.notify import LOG_CHANNEL, ListenSession, NotifySender
 from eventwf.store.postgres.sql import create_schema
 from tools.bench.common import machine
@@ -82,17 +82,15 @@ class _OtherWriter:
         found = schema.get_meta(self.conn, "genesis")
         assert found is not None
         self.heads = log.Heads(bytes.fromhex(found))
-        self.position = 10**9
 
     def set_state(self, stream: str, state: Any) -> None:
         event = AgentStateSet(state)
         version = log.stream_head(self.conn, stream) + 1
-        self.position += 1
         row = PendingRow(stream, version, int(time.time() * 1e6), event_type(event),
                          encode_event(event))
-        values, heads = self.heads.chain(self.conn, self.position, [row])
+        values, heads = self.heads.chain(self.conn, [row])
         with self.conn.transaction(), self.conn.cursor() as cur:
-            log.insert_events(cur, values)
+            sql.insert_rows(cur, values)
         self.heads.advance(heads)
 
 

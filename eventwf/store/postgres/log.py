@@ -1,39 +1,29 @@
-"""Event rows on PostgreSQL: the writer's positions, the per-stream hash chain, checked reads.
+"""Event rows on PostgreSQL: the per-stream hash chain of new rows, checked reads.
 
 Theory of operation. Each row's hash chains it to the previous row *of its stream*
 (``sql.stream_hash``; the database's genesis for version 0), not to the previous row of
 the log (specs/postgres.md PG5). The writer keeps each stream's head hash it has seen
-(:class:`Heads`, read from the database on first use), so chaining costs no query. In this
-version one engine writes a database, so, as on SQLite, the writer decides the positions
-(the head plus one, gap-free) and inserts them explicitly (``OVERRIDING SYSTEM VALUE``;
-COPY always writes given values): the runtime stages its records with their positions
-before the commit. ``UNIQUE(stream, stream_position)`` and the primary key refuse any row
-that memory got wrong. Reads verify the chain as they go: a changed, removed or reordered
-row of a stream is ``CorruptLogError`` at its position.
+(:class:`Heads`, read from the database on first use), so chaining costs no query.
+Positions come from the identity column when the rows are inserted (PG6: unique, with
+gaps, several engines drawing at once); ``UNIQUE(stream, stream_position)`` refuses a row
+whose version another writer took. Reads verify the chain as they go: a changed, removed
+or reordered row of a stream is ``CorruptLogError`` at its position.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
-
-import psycopg
-from psycopg.rows import TupleRow
+from typing import NamedTuple
 
 from eventwf.errors import CorruptLogError
 from eventwf.model.codec import decode_event
 from eventwf.model.events import Recorded
 from eventwf.store.interface import PendingRow
-from eventwf.store.postgres.sql import COPY_MIN_ROWS, Conn, stream_hash, stream_heads
+from eventwf.store.postgres.sql import Conn, NewEvent, stream_hash, stream_heads
 
-__all__ = ["CheckedRow", "Heads", "before", "checked_rows", "insert_events", "read_stream",
+__all__ = ["CheckedRow", "Heads", "before", "checked_rows", "positions_of", "read_stream",
            "row_problem", "stream_head"]
 
-_COLUMNS = "position, stream, stream_position, time_us, type, data, hash"
-_INSERT = (f"INSERT INTO eventwf.events ({_COLUMNS}) OVERRIDING SYSTEM VALUE "
-           "VALUES (%s, %s, %s, %s, %s, %s, %s)")
-_COPY = f"COPY eventwf.events ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-_COPY_TYPES = ["int8", "text", "int8", "int8", "text", "bytea", "bytea"]
 _MAX_CACHED = 100_000  # stream heads kept in memory (read again from the log when dropped)
 
 
@@ -45,23 +35,23 @@ class Heads:
         self.genesis = genesis
         self._known: dict[str, tuple[int, bytes]] = {}
 
-    def chain(self, conn: Conn, position: int, rows: Sequence[PendingRow]
-              ) -> tuple[list[tuple[Any, ...]], dict[str, tuple[int, bytes]]]:
-        """Insert values for ``rows`` from ``position``, and the streams' new heads (to
+    def chain(self, conn: Conn, rows: Sequence[PendingRow]
+              ) -> tuple[list[NewEvent], dict[str, tuple[int, bytes]]]:
+        """``rows`` chained to their streams' heads, and the streams' new heads (to
         :meth:`advance` to once they committed)."""
         missing = [r.stream for r in rows if r.stream not in self._known]
         if missing:
             for stream, head in stream_heads(conn, list(dict.fromkeys(missing))).items():
                 self._known[stream] = (head.version, head.hash or self.genesis)
         heads: dict[str, tuple[int, bytes]] = {}
-        values: list[tuple[Any, ...]] = []
-        for offset, row in enumerate(rows):
+        out: list[NewEvent] = []
+        for row in rows:
             _, prev = heads.get(row.stream) or self._known[row.stream]
             digest = stream_hash(prev, row.stream, row.stream_position, row.time_us, row.type,
                                  row.data)
             heads[row.stream] = (row.stream_position, digest)
-            values.append((position + offset, *row, digest))
-        return values, heads
+            out.append(NewEvent(*row, digest))
+        return out, heads
 
     def advance(self, heads: dict[str, tuple[int, bytes]]) -> None:
         if len(self._known) + len(heads) > _MAX_CACHED:
@@ -73,16 +63,14 @@ class Heads:
         self._known.clear()
 
 
-def insert_events(cur: psycopg.Cursor[TupleRow], values: Sequence[tuple[Any, ...]]) -> None:
-    """Insert rows with their positions (inside the caller's transaction): executemany for
-    a few, COPY for :data:`sql.COPY_MIN_ROWS` or more (measured: specs/postgres.md PG9b)."""
-    if len(values) < COPY_MIN_ROWS:
-        cur.executemany(_INSERT, values)
-        return
-    with cur.copy(_COPY) as copy:
-        copy.set_types(_COPY_TYPES)
-        for row in values:
-            copy.write_row(row)
+def positions_of(conn: Conn, keys: Sequence[tuple[str, int]]) -> list[int]:
+    """The positions of the rows ``(stream, version)``, in the order given."""
+    rows = conn.execute(
+        "SELECT k.i, e.position FROM unnest(%s::text[], %s::bigint[]) WITH ORDINALITY "
+        "AS k(stream, version, i) JOIN eventwf.events e ON e.stream = k.stream "
+        "AND e.stream_position = k.version ORDER BY k.i",
+        ([k[0] for k in keys], [k[1] for k in keys])).fetchall()
+    return [int(r[1]) for r in rows]
 
 
 def stream_head(conn: Conn, stream: str) -> int:

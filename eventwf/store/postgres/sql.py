@@ -34,7 +34,7 @@ __all__ = [
     "VersionConflict", "batch_landed", "claim_streams", "commit_batch", "create_schema",
     "insert_by_copy", "insert_by_executemany", "insert_rows", "leases", "read_horizon",
     "read_stream", "release_leases", "renew_leases", "settle_backend", "shard_of",
-    "stream_hash", "stream_heads", "take_shards",
+    "stream_hash", "stream_heads", "take_shards", "free_shards", "heartbeat", "leave",
 ]
 
 SCHEMA_VERSION = 1
@@ -72,6 +72,9 @@ _DDL = (
     "CREATE TABLE IF NOT EXISTS eventwf.shard_leases (shard integer PRIMARY KEY CHECK "
     "(shard >= 0), owner text, epoch bigint NOT NULL DEFAULT 0, expires_at timestamptz, "
     "CHECK ((owner IS NULL) = (expires_at IS NULL)))",
+    # The engines alive now (PG12a: the fair share divides the shards among them).
+    "CREATE TABLE IF NOT EXISTS eventwf.engines (owner text PRIMARY KEY, "
+    "expires_at timestamptz NOT NULL)",
 )
 
 
@@ -345,15 +348,17 @@ def _leases(rows: Iterable[tuple[Any, ...]]) -> list[Lease]:
                   for s, o, e, x in rows)
 
 
-def take_shards(conn: Conn, owner: str, shards: Sequence[int], ttl: float) -> list[Lease]:
+def take_shards(conn: Conn, owner: str, shards: Sequence[int], ttl: float, *,
+                only_free: bool = False) -> list[Lease]:
     """Take the shards among ``shards`` whose lease has expired (by the database clock), a
-    new epoch each; the leases won. Of engines racing for a shard, one wins."""
+    new epoch each; the leases won. Of engines racing for a shard, one wins. ``only_free``:
+    only leases nobody holds (released), not expired ones."""
     return _leases(conn.execute(
         "UPDATE eventwf.shard_leases SET owner = %s, epoch = epoch + 1, "
         "expires_at = now() + %s WHERE shard = ANY(%s) "
-        "AND (expires_at IS NULL OR expires_at < now()) "
+        "AND (expires_at IS NULL OR expires_at < now()) AND (owner IS NULL OR NOT %s) "
         "RETURNING shard, owner, epoch, expires_at",
-        (owner, timedelta(seconds=ttl), list(shards))).fetchall())
+        (owner, timedelta(seconds=ttl), list(shards), only_free)).fetchall())
 
 
 def renew_leases(conn: Conn, owner: str, held: Sequence[Lease], ttl: float) -> list[Lease]:
@@ -377,6 +382,32 @@ def release_leases(conn: Conn, owner: str, held: Sequence[Lease]) -> list[int]:
         "RETURNING l.shard", ([h.shard for h in held], [h.epoch for h in held], owner)
     ).fetchall()
     return sorted(int(r[0]) for r in rows)
+
+
+def free_shards(conn: Conn) -> list[tuple[int, bool]]:
+    """The shards nobody holds now, each with whether it was released (True) or its lease
+    expired (False: its last holder may still be paused, so a new owner claims, PG13)."""
+    rows = conn.execute("SELECT shard, owner IS NULL FROM eventwf.shard_leases WHERE "
+                        "expires_at IS NULL OR expires_at < now() ORDER BY shard").fetchall()
+    return [(int(r[0]), bool(r[1])) for r in rows]
+
+
+def heartbeat(conn: Conn, owner: str, ttl: float) -> int:
+    """Record that ``owner`` lives for ``ttl`` more seconds (by the database's clock) and
+    forget engines long gone; how many engines are alive, ``owner`` included (PG12a)."""
+    with conn.transaction():
+        conn.execute("INSERT INTO eventwf.engines (owner, expires_at) VALUES (%s, now() + %s) "
+                     "ON CONFLICT (owner) DO UPDATE SET expires_at = EXCLUDED.expires_at",
+                     (owner, timedelta(seconds=ttl)))
+        conn.execute("DELETE FROM eventwf.engines WHERE expires_at < now() - interval '1 hour'")
+        row = conn.execute("SELECT count(*) FROM eventwf.engines WHERE expires_at > now()"
+                           ).fetchone()
+    return 1 if row is None else max(1, int(row[0]))
+
+
+def leave(conn: Conn, owner: str) -> None:
+    """``owner`` closes cleanly: no longer counted among the live engines."""
+    conn.execute("DELETE FROM eventwf.engines WHERE owner = %s", (owner,))
 
 
 def leases(conn: Conn) -> list[Lease]:

@@ -1,42 +1,40 @@
 """The PostgreSQL backend of the storage interface (``eventwf.store.interface.LogStore``).
 
-Theory of operation. One engine per database in this version: the writer lock is a
-session advisory lock on the one connection this store writes and reads with (``lock``).
-Like the SQLite store, it is called synchronously from the trio thread: each call is one
-short transaction (autocommit reads; ``BEGIN … COMMIT`` for an append, with the event rows
-and the projection rows they change), and nothing awaits inside it. A hop to a worker
-thread per call would cost ~140 µs (specs/postgres.md PG3) and let
-``MockClock(autojump_threshold=0)`` jump past deadlines while a query runs (PG3a); inline,
-the engine's timing and its tests are the SQLite ones. The cost: the event loop waits for
-each round trip, which one engine per database on a nearby server can afford
-(specs/postgres.md "One engine per database").
+Theory of operation. Several engines may share one database (specs/postgres.md PG6-PG13):
+positions come from the ``events`` identity column (unique, with gaps) and a commit tells
+the writer which ones its rows got; every row names the version its stream must reach,
+so a stream another engine took commits nothing (``StreamsTakenError``: ownership lost,
+not fatal). Shard leases and claims are ``sharding`` (``shards.py``). Like the SQLite
+store, it is called synchronously from the trio thread: each call is one short
+transaction (autocommit reads; ``BEGIN … COMMIT`` for an append, with the event rows and
+the projection rows they change), and nothing awaits inside it (PG20).
 
 A commit that fails with the session alive was rolled back: ``StorageError``, nothing of
-it is in the log. One that fails because the session was lost (its outcome unknown, and
-the writer lock gone with it), or that the database refuses as contradicting memory
-(a version or position already taken), is fatal: the engine stops, and reopening it
-replays what the log holds.
+it is in the log. One whose session was lost has an unknown outcome, settled as PG10 says:
+on a new session, the old one is ended and waited for, then the batch's first row is
+looked up (landed: the positions are returned; absent: ``StorageError``, retry).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 import psycopg
 
-from eventwf.errors import StorageError
+from eventwf.errors import StorageError, StreamsTakenError
 from eventwf.model.agent_fold import AgentSummary
 from eventwf.model.events import Recorded
 from eventwf.model.workflow_fold import WorkflowSummary
-from eventwf.store.interface import OpenReport, PendingRow, TrackingQuery
-from eventwf.store.postgres import lock, log, schema
+from eventwf.store.interface import OpenReport, PendingRow, Project, TrackingQuery
+from eventwf.store.postgres import lock, log, schema, sql
 from eventwf.store.postgres import projections as proj
 from eventwf.store.postgres.rebuild import rebuild_projections
+from eventwf.store.postgres.shards import PgSharding
 from eventwf.store.postgres.sql import Conn
 from eventwf.store.rows import agent_row, summary_from_row, workflow_row
 
@@ -79,13 +77,10 @@ class PostgresStore:
     def __init__(self, url: str, *, readonly: bool = False) -> None:
         self.path = shown_url(url)
         self.readonly = readonly
+        self._url = url
         self._uncertain: str | None = None
         self._rebuild = False
-        try:
-            self.conn: Conn = psycopg.connect(url, autocommit=True, connect_timeout=10,
-                                              application_name=lock.application_name())
-        except psycopg.Error as exc:
-            raise StorageError(f"{self.path} cannot be opened: {exc}") from exc
+        self.conn: Conn = self._connect()
         try:
             self._open()
         except psycopg.Error as exc:
@@ -96,6 +91,13 @@ class PostgresStore:
             self.conn.close()
             raise
 
+    def _connect(self) -> Conn:
+        try:
+            return psycopg.connect(self._url, autocommit=True, connect_timeout=10,
+                                   application_name=lock.application_name())
+        except psycopg.Error as exc:
+            raise StorageError(f"{self.path} cannot be opened: {exc}") from exc
+
     def _open(self) -> None:
         if self.readonly:
             self.conn.execute("SET default_transaction_read_only = on")
@@ -105,16 +107,20 @@ class PostgresStore:
             if genesis is None:
                 raise StorageError(f"{self.path} is not an eventwf log (no genesis in meta)")
             self.genesis = bytes.fromhex(genesis)
+            shards = int(schema.get_meta(self.conn, "shards") or sql.DEFAULT_SHARDS)
         else:
-            lock.acquire(self.conn, self.path)
             info, self._rebuild = schema.create(self.conn, self.path)
-            self.genesis = info.genesis
+            self.genesis, shards = info.genesis, info.shards
         row = self.conn.execute("SELECT max(position) FROM eventwf.events").fetchone()
         self.head: int = 0 if row is None or row[0] is None else int(row[0])
-        if not self.readonly and self.head:  # the identity follows the writer's positions
-            self.conn.execute("SELECT setval(pg_get_serial_sequence('eventwf.events', "
-                              "'position'), %s)", (self.head,))
         self._heads = log.Heads(self.genesis)
+        self._sharding = PgSharding(lambda: self.conn, self.genesis, shards,
+                                    self._heads.forget)
+
+    @property
+    def sharding(self) -> PgSharding:
+        """Shard leases and claims (PG12-PG13): several engines may share this log."""
+        return self._sharding
 
     def close(self) -> None:
         """Record what is verified (if it can), then let the session, and its lock, go."""
@@ -132,28 +138,87 @@ class PostgresStore:
     # -- writing -------------------------------------------------------------------------
 
     def commit(self, rows: Sequence[PendingRow], workflows: Sequence[WorkflowSummary] = (),
-               agents: Sequence[AgentSummary] = ()) -> int:
-        """Append ``rows`` (positions from the head on) and upsert the projection rows in
-        one transaction; the position of the first row (see the module's docstring for
-        what a failure means)."""
+               agents: Sequence[AgentSummary] = (), *, project: Project | None = None
+               ) -> list[int]:
+        """Append ``rows`` and upsert the projection rows in one transaction; the positions
+        the rows got from the identity (see the module's docstring for failures)."""
         if self._uncertain is not None:
             raise StorageError(self._uncertain, fatal=True)
-        first = self.head + 1
         conn = self.conn
+        positions: list[int] = []
+        new: list[sql.NewEvent] = []
+
+        def insert(cur: psycopg.Cursor[psycopg.rows.TupleRow],
+                   batch: Sequence[sql.NewEvent]) -> list[int]:
+            positions[:] = sql.insert_rows(cur, batch)
+            return positions
+
+        def then(c: Conn) -> None:
+            wfs, ags = (workflows, agents) if project is None else project(positions)
+            if wfs:
+                proj.write_workflows(c, [workflow_row(s) for s in wfs])
+            if ags:
+                proj.write_agents(c, [agent_row(s) for s in ags])
+
         try:
-            values, heads = self._heads.chain(conn, first, rows)
-            with conn.transaction(), conn.cursor() as cur:
-                log.insert_events(cur, values)
-                if workflows:
-                    proj.write_workflows(conn, [workflow_row(s) for s in workflows])
-                if agents:
-                    proj.write_agents(conn, [agent_row(s) for s in agents])
+            new, heads = self._heads.chain(conn, rows)
+            sql.commit_batch(conn, new, insert=insert, then=then)
+        except sql.VersionConflict as exc:
+            self._heads.forget()
+            raise StreamsTakenError(f"{self.path}: {exc}",
+                                    tuple(s for s, _, _ in exc.conflicts)) from exc
         except psycopg.Error as exc:
             self._heads.forget()
-            self._failed(exc, len(rows))
-        self.head = first + len(values) - 1
+            if not (conn.closed or conn.broken):
+                self._failed(exc, len(rows))
+            positions = self._settle(exc, conn, new)
+        self.head = max(self.head, *positions)
         self._heads.advance(heads)
-        return first
+        return positions
+
+    def _settle(self, exc: psycopg.Error, lost: Conn, new: Sequence[sql.NewEvent]
+                ) -> list[int]:
+        """The outcome of a commit whose session was lost (PG10): end that session on a
+        new one, wait until it is gone, then look the batch's first row up. Landed: its
+        positions; not landed: ``StorageError`` (final: nothing of it will appear)."""
+        if not new:  # lost before anything was sent
+            self.conn = self._reconnect(exc, lost)
+            raise StorageError(f"could not commit to {self.path}: the connection was lost "
+                               f"({exc}) before the batch was sent; it did not land") from exc
+        return self._settle_sent(exc, lost, new)
+
+    def _reconnect(self, exc: psycopg.Error, lost: Conn) -> Conn:
+        try:
+            conn = self._connect()
+        except StorageError as again:
+            self._uncertain = (f"{self.path}: the connection was lost during a commit ({exc}) "
+                               f"and the database cannot be reached ({again}); reopen the "
+                               "engine to replay what the log holds")
+            raise StorageError(self._uncertain, fatal=True) from exc
+        lost.close()
+        return conn
+
+    def _settle_sent(self, exc: psycopg.Error, lost: Conn, new: Sequence[sql.NewEvent]
+                     ) -> list[int]:
+        """The outcome of a commit whose session was lost (PG10): end that session on a
+        new one, wait until it is gone, then look the batch's first row up. Landed: its
+        positions; not landed: ``StorageError`` (final: nothing of it will appear)."""
+        pid = lost.info.backend_pid
+        conn = self.conn = self._reconnect(exc, lost)
+        try:
+            sql.settle_backend(conn, pid)
+            landed = sql.batch_landed(conn, new[0])
+            if landed:
+                return log.positions_of(conn, [(e.stream, e.stream_position) for e in new])
+        except sql.VersionConflict as taken:
+            raise StreamsTakenError(f"{self.path}: {taken}",
+                                    tuple(s for s, _, _ in taken.conflicts)) from exc
+        except (psycopg.Error, TimeoutError) as failed:
+            self._uncertain = (f"{self.path}: the outcome of a commit is unknown ({exc}; "
+                               f"settling it failed: {failed}); reopen the engine")
+            raise StorageError(self._uncertain, fatal=True) from exc
+        raise StorageError(f"could not commit {len(new)} event(s) to {self.path}: the "
+                           f"connection was lost ({exc}) and the batch did not land") from exc
 
     def _failed(self, exc: psycopg.Error, count: int) -> None:
         """Raise the StorageError a failed commit means (fatal when memory and the log may
@@ -243,9 +308,12 @@ class PostgresStore:
         return msgspec.structs.replace(summary, head=self.stream_head("wf:" + workflow_id))
 
     @_translated
-    def unfinished_workflows(self) -> list[WorkflowSummary]:
-        return [summary_from_row(row, self.stream_head("wf:" + row[0]))
-                for row in proj.unfinished_rows(self.conn)]
+    def unfinished_workflows(self, shards: Collection[int] | None = None
+                             ) -> list[WorkflowSummary]:
+        rows = proj.unfinished_rows(self.conn)
+        if shards is not None:  # column 2, 3: the agent's class and name
+            rows = [row for row in rows if self._sharding.shard_of(row[2], row[3]) in shards]
+        return [summary_from_row(row, self.stream_head("wf:" + row[0])) for row in rows]
 
     @_translated
     def load_agent(self, agent_class: str, name: str) -> AgentSummary | None:
@@ -253,12 +321,14 @@ class PostgresStore:
         return proj.load_agent(self.conn, agent_class, name, head)
 
     @_translated
-    def agents_with_pending_callbacks(self) -> list[tuple[str, str]]:
+    def agents_with_pending_callbacks(self, shards: Collection[int] | None = None
+                                      ) -> list[tuple[str, str]]:
         rows = self.conn.execute(
             "SELECT agent_class, agent_name FROM eventwf.agents WHERE last_callback > "
             "delivered_through AND corrupt_position IS NULL "
             "ORDER BY agent_class COLLATE \"C\", agent_name COLLATE \"C\"").fetchall()
-        return [(str(a), str(b)) for a, b in rows]
+        return [(str(a), str(b)) for a, b in rows
+                if shards is None or self._sharding.shard_of(str(a), str(b)) in shards]
 
     @_translated
     def binding_counts(self) -> list[tuple[str, int, int]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import msgspec
@@ -21,7 +21,7 @@ from eventwf.errors import StorageError
 from eventwf.model.agent_fold import AgentSummary
 from eventwf.model.events import Recorded
 from eventwf.model.workflow_fold import WorkflowSummary
-from eventwf.store.interface import OpenReport, PendingRow, TrackingQuery
+from eventwf.store.interface import OpenReport, PendingRow, Project, Sharding, TrackingQuery
 from eventwf.store.sqlite import opening
 from eventwf.store.sqlite import projections as proj
 from eventwf.store.sqlite.anchor import Anchor, write_anchor
@@ -137,17 +137,23 @@ class SQLiteStore:
         rows: Sequence[PendingRow],
         workflows: Sequence[WorkflowSummary] = (),
         agents: Sequence[AgentSummary] = (),
-    ) -> int:
+        *,
+        project: Project | None = None,
+    ) -> list[int]:
         """Append ``rows`` and upsert the projection rows in one transaction.
 
-        Returns the position of the first row. Raises ``StorageError`` when the commit
-        did not happen; in that case nothing of it is in the log.
+        Returns the rows' positions (the head plus one on, gap-free). Raises
+        ``StorageError`` when the commit did not happen; in that case nothing of it is in
+        the log. ``project``: see ``LogStore.commit``.
         """
         first = self.head + 1
         values, prev = self._chain(rows, first)
         last = first + len(values) - 1
         if self._uncertain is not None:
             raise StorageError(self._uncertain, fatal=True)
+        positions = list(range(first, last + 1))
+        if project is not None:
+            workflows, agents = project(positions)
         workflow_rows = [proj.workflow_row(s) for s in workflows]
         agent_rows = [proj.agent_row(s) for s in agents]
         conn = self.conn
@@ -174,7 +180,7 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
             raise
         self.head, self.head_hash = last, prev
-        return first
+        return positions
 
     def _failed(self, exc: sqlite3.Error, last: int, count: int, committing: bool) -> None:
         """A commit raised: return if it landed anyway, else raise the right StorageError.
@@ -250,7 +256,13 @@ class SQLiteStore:
             return None
         return msgspec.structs.replace(summary, head=self.stream_head("wf:" + workflow_id))
 
-    def unfinished_workflows(self) -> list[WorkflowSummary]:
+    @property
+    def sharding(self) -> Sharding | None:
+        """None: one engine owns a SQLite log (its file lock), so it has no shards."""
+        return None
+
+    def unfinished_workflows(self, shards: Collection[int] | None = None
+                             ) -> list[WorkflowSummary]:
         out = []
         for row in proj.load_workflows(self.conn, unfinished=True):
             out.append(proj.summary_from_row(row, self.stream_head("wf:" + row[0])))
@@ -260,7 +272,8 @@ class SQLiteStore:
         head = self.stream_head(f"agent:{agent_class}/{name}")
         return proj.load_agent(self.conn, agent_class, name, head)
 
-    def agents_with_pending_callbacks(self) -> list[tuple[str, str]]:
+    def agents_with_pending_callbacks(self, shards: Collection[int] | None = None
+                                      ) -> list[tuple[str, str]]:
         rows = self.conn.execute(
             "SELECT agent_class, agent_name FROM agents WHERE last_callback > delivered_through "
             "AND corrupt_position IS NULL ORDER BY agent_class, agent_name"
