@@ -240,6 +240,7 @@ async def _running(
     agent_classes = _agent_classes(agents)
     workflow_classes = _workflow_classes(workflows)
     store = open_store(path, synchronous=synchronous) if opener is None else opener()
+    takeover: Takeover | None = None
     try:
         async with trio.open_nursery() as outer:  # the writer outlives every other task
             async with trio.open_nursery() as nursery:
@@ -263,9 +264,10 @@ async def _running(
                     rt.close()
                     nursery.cancel_scope.cancel()
             rt.writer.flush_pending()  # a clean close keeps what the tasks queued
-            takeover.close()
             outer.cancel_scope.cancel()
     finally:
+        if takeover is not None:
+            takeover.close()  # its leases go at once (also when the block raised)
         store.close()
 
 

@@ -1,8 +1,8 @@
 """The lease task: take, renew and give up shards; resume what a gained shard holds.
 
 Theory of operation (specs/postgres.md PG12, PG12a, PG17). Only when several engines share
-a log (PostgreSQL); on SQLite this does nothing. At open, and every ``lease_ttl / 3``
-after, the engine says it is alive, renews the leases it holds in one statement, and
+a log (PostgreSQL); on SQLite this does nothing. At open, and every ``lease_ttl / 3`` (at
+most a second) after, the engine says it is alive, renews the leases it holds in one statement, and
 computes its fair share, ``ceil(shards / live engines)``: below it, it takes free or
 expired shards; above it, it gives the excess up (after dropping their work, so nothing
 of theirs is in flight). A lease the renewal did not return, or whose own deadline passed
@@ -43,6 +43,13 @@ class Takeover:
         self._own = rt.ownership
         self._own.on_lost = self.lose
 
+    @property
+    def period(self) -> float:
+        """Seconds between rounds: a third of the lease (PG12), and at most one second, so
+        that an expired shard is taken within a second of its expiry (takeover within
+        ``lease_ttl`` plus about a second) at one short statement a second per engine."""
+        return min(self._own.ttl / 3, 1.0)
+
     def start(self) -> None:
         """Take this engine's first shards and resume them (at open, before serving)."""
         if not self._own.everything:
@@ -55,12 +62,12 @@ class Takeover:
         if self._own.everything:
             return
         while True:
-            await _sleep_real(self._own.ttl / 3)
+            await _sleep_real(self.period)
             try:
                 self.tick()
             except StorageError as exc:
                 logger.warning("renewing the shard leases failed (%s); trying again in "
-                               "%.1f s", exc, self._own.ttl / 3)
+                               "%.1f s", exc, self.period)
                 if expired := self._own.expired():
                     self.lose(expired)
 
