@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8080, help="the port (0 picks a free one)")
     demo.add_argument("--step-seconds", type=float, default=1.5,
                       help="the durable sleep after each step of a task")
+    demo.add_argument("--lease-ttl", type=float, default=15.0,
+                      help="PostgreSQL, several demo servers on one database: seconds before "
+                           "a dead server's boards move to another")
     example = commands.add_parser("example", help="run a small workflow end to end on a file")
     example.add_argument("--db", default="eventwf-example.db", help="the SQLite log file")
     console = commands.add_parser(
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return _logtool.main(args_in[1:], prog=f"{PROG} log")
     args = build_parser().parse_args(args_in)
     if args.command == "demo":
-        return _demo.main(args.db, args.host, args.port, args.step_seconds)
+        return _demo.main(args.db, args.host, args.port, args.step_seconds, args.lease_ttl)
     if args.command == "console":
         return _console.main(args.db, args.host, args.port)
     if args.command == "example":

@@ -58,10 +58,11 @@ def test_v0_demo_and_example_get_their_options(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(command._example, "main", lambda *a: calls.append(("example", *a)))
     assert command.main(["demo"]) == 0
     url = "postgresql://app@db.example:5432/app"
-    assert command.main(["demo", "--host", "0.0.0.0", "--port", "0", "--db", url]) == 0
+    assert command.main(["demo", "--host", "0.0.0.0", "--port", "0", "--db", url,
+                         "--lease-ttl", "4"]) == 0
     assert command.main(["example", "--db", "x.db"]) == 0
-    assert calls == [("demo", "eventwf-demo.db", "127.0.0.1", 8080, 1.5),
-                     ("demo", url, "0.0.0.0", 0, 1.5),
+    assert calls == [("demo", "eventwf-demo.db", "127.0.0.1", 8080, 1.5, 15.0),
+                     ("demo", url, "0.0.0.0", 0, 1.5, 4.0),
                      ("example", "x.db")]
 
 

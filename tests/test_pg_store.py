@@ -178,3 +178,33 @@ def test_a_lost_session_is_settled_and_the_store_goes_on(fresh_postgres_url: str
         store.close()
     assert _rows(fresh_postgres_url, "SELECT position, stream FROM eventwf.events "
                  "ORDER BY position") == [(1, "agent:T/a"), (position, "agent:T/b")]
+
+
+def test_engines_opening_a_new_database_at_once_all_open(fresh_postgres_url: str) -> None:
+    """PG1: the projection tables are made under the schema lock too. Without it, two
+    engines opening a new database at once collided in the catalogue ("duplicate key value
+    violates unique constraint pg_type_typname_nsp_index"): found by two demo servers
+    started together."""
+    import threading
+
+    stores: list[Any] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def open_one() -> None:
+        barrier.wait()
+        try:
+            stores.append(open_store(fresh_postgres_url))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    try:
+        assert errors == [] and len(stores) == 4
+    finally:
+        for store in stores:
+            store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
 from collections.abc import Collection
@@ -14,6 +15,7 @@ from eventwf.apps.demo.site import Site, page
 from eventwf.engine import Engine, open_engine
 from eventwf.errors import EventwfError
 from eventwf.server.websocket import SocketHandler
+from eventwf.store.location import without_password
 
 __all__ = ["MAX_BOARDS", "DemoServer", "allowed_origins", "main", "serve_demo"]
 
@@ -41,12 +43,16 @@ class DemoServer:
 
 async def serve_demo(db: str, host: str = "127.0.0.1", port: int = 8080, *,
                      max_boards: int = MAX_BOARDS, evict_every: float = EVICT_EVERY,
+                     lease_ttl: float = 15.0,
                      task_status: trio.TaskStatus[DemoServer] = trio.TASK_STATUS_IGNORED,
                      ) -> None:
-    """Run the demo on ``db`` until cancelled (``port=0`` picks a free port)."""
+    """Run the demo on ``db`` until cancelled (``port=0`` picks a free port); several demo
+    servers may share one PostgreSQL database (``lease_ttl``: how soon a dead one's boards
+    move to another)."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     try:
-        async with open_engine(db, agents=[DemoAgent], workflows=[DemoTask]) as engine:
+        async with open_engine(db, agents=[DemoAgent], workflows=[DemoTask],
+                               lease_ttl=lease_ttl) as engine:
             runtime = engine.runtime  # the demo owns every board object: it may evict them (A8)
 
             def evict(keep: Collection[str]) -> set[str]:
@@ -66,12 +72,13 @@ async def serve_demo(db: str, host: str = "127.0.0.1", port: int = 8080, *,
             await trio.aclose_forcefully(listener)
 
 
-async def _run(db: str, host: str, port: int) -> None:
+async def _run(db: str, host: str, port: int, lease_ttl: float) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(serve_demo, db, host, port)
+            server = await nursery.start(
+                functools.partial(serve_demo, db, host, port, lease_ttl=lease_ttl))
             print(f"eventwf demo: open {server.url} in your browser "
-                  f"(log: {db}; Ctrl-C to stop)", flush=True)
+                  f"(log: {without_password(db)}; Ctrl-C to stop)", flush=True)
             async for _ in signals:
                 print("\nstopping...", flush=True)
                 nursery.cancel_scope.cancel()
@@ -86,10 +93,10 @@ def _problem(exc: BaseException) -> BaseException | None:
     return exc if isinstance(exc, OSError | EventwfError) else None
 
 
-def main(db: str, host: str, port: int, step_seconds: float) -> int:
+def main(db: str, host: str, port: int, step_seconds: float, lease_ttl: float = 15.0) -> int:
     DemoAgent.step_seconds = step_seconds
     try:
-        trio.run(_run, db, host, port)
+        trio.run(_run, db, host, port, lease_ttl)
     except KeyboardInterrupt:
         pass
     except BaseException as exc:
@@ -98,5 +105,6 @@ def main(db: str, host: str, port: int, step_seconds: float) -> int:
             raise
         print(f"eventwf demo: cannot start: {problem}", file=sys.stderr)
         return 1
-    print(f"Goodbye. Unfinished tasks carry on from {db} the next time you start the demo.")
+    print(f"Goodbye. Unfinished tasks carry on from {without_password(db)} the next time you "
+          "start the demo.")
     return 0

@@ -72,6 +72,7 @@ def create(conn: Conn, where: str) -> tuple[SchemaInfo, bool]:
     except sql.SchemaVersionTooNew as exc:
         raise SchemaVersionError(f"{where}: {exc}") from exc
     with conn.transaction():
+        sql.lock_schema(conn)  # engines opening a new database at once (PG1)
         found = get_meta(conn, "projection_version")
         rebuild = found != str(PROJECTION_VERSION)
         if rebuild:

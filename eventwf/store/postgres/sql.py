@@ -32,6 +32,7 @@ __all__ = [
     "CLAIM_TYPE", "COPY_MIN_ROWS", "DEFAULT_SHARDS", "SCHEMA_VERSION", "Head", "Insert", "Lease",
     "LogCursor", "NewEvent", "SchemaInfo", "SchemaVersionTooNew", "StoredEvent",
     "VersionConflict", "batch_landed", "claim_streams", "commit_batch", "create_schema",
+    "lock_schema",
     "insert_by_copy", "insert_by_executemany", "insert_rows", "leases", "read_horizon",
     "read_stream", "release_leases", "renew_leases", "settle_backend", "shard_of",
     "stream_hash", "stream_heads", "take_shards", "free_shards", "heartbeat", "leave",
@@ -164,13 +165,19 @@ def shard_of(agent_class: str, agent_name: str, shards: int) -> int:
 
 # -- schema ---------------------------------------------------------------------------------
 
+def lock_schema(conn: Conn) -> None:
+    """Inside a transaction: wait until no other session changes the schema (concurrent
+    ``CREATE … IF NOT EXISTS`` of one name collide in the catalogue, PG1)."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+
+
 def create_schema(conn: Conn, *, shards: int = DEFAULT_SHARDS) -> SchemaInfo:
     """Make the schema if missing (safe from many engines at once); the genesis and shard
     count a database was made with win over ``shards``. Refuses a newer schema version."""
     if not 1 <= shards <= 65_536:
         raise ValueError(f"shards must be 1..65536, not {shards!r}")
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        lock_schema(conn)
         row = None
         if conn.execute("SELECT to_regclass('eventwf.meta')").fetchone() != (None,):
             row = conn.execute("SELECT value FROM eventwf.meta WHERE key = 'schema_version'"
