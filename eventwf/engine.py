@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 
 from eventwf import faults
-from eventwf.agent import Agent
+from eventwf.agent import Agent, apply_request
 from eventwf.errors import (
     CorruptLogError,
     NonDeterminismError,
@@ -27,6 +27,7 @@ from eventwf.runtime import tracking as _tracking
 from eventwf.runtime.check import CheckRunners, ReplayCheck
 from eventwf.runtime.clock import Clock
 from eventwf.runtime.follower import serve_postgres_following
+from eventwf.runtime.inbox import serve_postgres_inbox
 from eventwf.runtime.recovery import recover, recover_for_check
 from eventwf.runtime.runner import WorkflowRunner
 from eventwf.runtime.runs import RunFactory
@@ -249,6 +250,8 @@ async def _running(
                 if is_url(os.fspath(path)):  # several engines may write it: follow the others
                     rt.follower = await nursery.start(serve_postgres_following, rt.writer,
                                                       rt.agents, os.fspath(path))
+                    rt.inbox = await nursery.start(serve_postgres_inbox, rt.agents,
+                                                   rt.ownership, os.fspath(path), apply_request)
                 recovery(rt)
                 takeover.start()
                 nursery.start_soon(takeover.serve, name="eventwf shard leases")

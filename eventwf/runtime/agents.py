@@ -93,8 +93,10 @@ class Agents:
         key = (agent_class, name)
         while True:
             host = self._hosts.get(key)
-            if host is not None:
+            if host is not None and not (host.remote and self.ownership.owns(*key)):
                 return host.agent
+            if host is not None:  # owned here now: start it as the owner (PG15)
+                del self._hosts[key]
             creating = self._creating.get(key)
             if creating is None:
                 break
@@ -112,7 +114,10 @@ class Agents:
     async def _create(self, cls: type[Any], agent_class: str, name: str) -> Any:
         initial = json_value(getattr(cls, "initial_state", None), f"{agent_class}.initial_state")
         stream = agent_stream(agent_class, name)
-        self._claim(agent_class, name, stream)
+        if not self.ownership.everything:
+            self._summaries.forget_agent((agent_class, name))  # read it as the log has it
+            if not self.ownership.owns(agent_class, name):
+                return self._remote(cls, agent_class, name, initial)
         summary = self._summaries.agent(agent_class, name)
         if summary is None:
             await self._append([(stream, AgentCreated(agent_class, name))])
@@ -136,13 +141,23 @@ class Agents:
                     host.schedule(rec)
         return agent
 
-    def _claim(self, agent_class: str, name: str, stream: str) -> None:
-        """Several engines (PG13): only the owner makes an agent live. Its stream is
-        claimed at its first append (the writer), not here: loading an agent to read it
-        writes nothing."""
-        if not self.ownership.everything:
-            self.ownership.check(agent_class, name)
-            self._summaries.forget_agent((agent_class, name))  # read it as the log has it
+    def _remote(self, cls: type[Any], agent_class: str, name: str, initial: Any) -> Any:
+        """Several engines (PG13, PG15): an agent another engine owns gets an object bound
+        to a remote host. Its state is its projection row, kept current by the follower;
+        its durable operations go to the owner through the inbox (``Agent``); it is not
+        started here (``on_start`` runs on the owner) and delivers no callbacks. Its
+        stream is claimed by its owner at its first append, not here."""
+        summary = self._summaries.agent(agent_class, name)  # the projection row
+        if summary is not None and summary.corrupt_position is not None:
+            raise CorruptLogError(
+                f"agent {agent_class}/{name} has a corrupt event at log position "
+                f"{summary.corrupt_position}", position=summary.corrupt_position)
+        agent = cls()
+        host = AgentHost(agent, agent_class, name, initial, self._append, self._spawn)
+        host.remote = True
+        self._bind(agent, host)
+        self._hosts[agent_class, name] = host
+        return agent
 
     def drop_where(self, agent: Callable[[str, str], bool]) -> None:
         """Let go of the live objects of the agents ``agent`` selects, delivering nothing
