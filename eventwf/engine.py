@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # only for the annotations: opentelemetry is imported when it
     from opentelemetry.trace import TracerProvider
 
 A = TypeVar("A", bound=Agent)
+FOLLOW_POLL = 0.1  # seconds between reads of a workflow another engine runs (wait_workflow)
 
 
 class Engine:
@@ -94,10 +95,22 @@ class Engine:
                                           position=s.corrupt_position)
                 if s.status == "paused" and s.error_name == "NonDeterminismError":
                     raise NonDeterminismError(s.error_message)
-                await self._rt.summaries.wait_for_change(workflow_id)
+                await self._wait_change(s.agent_class, s.agent_name, workflow_id)
         s = self._rt.summaries.workflow(workflow_id)
         raise WorkflowTimeoutError(f"workflow {workflow_id!r} did not finish within {seconds:g} "
                                    f"seconds (status {s.status if s else 'unknown'})")
+
+    async def _wait_change(self, agent_class: str, agent_name: str, workflow_id: str) -> None:
+        """Until the workflow may have changed: at its next commit here, or (a workflow
+        another engine runs, PG15) after :data:`FOLLOW_POLL` seconds, read again from the
+        projections."""
+        rt = self._rt
+        if rt.inbox is None or rt.ownership.owns(agent_class, agent_name):
+            await rt.summaries.wait_for_change(workflow_id)
+            return
+        with trio.move_on_after(FOLLOW_POLL):
+            await rt.summaries.wait_for_change(workflow_id)
+        rt.summaries.forget_workflow(workflow_id)
 
     def statistics(self) -> EngineStatistics:
         """The engine's figures now, for monitoring without OpenTelemetry: counts since
