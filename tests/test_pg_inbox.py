@@ -210,7 +210,7 @@ async def test_a_client_of_the_non_owner_sees_the_owners_states_in_order(
                 await local.set_state({"n": n})
             # a client's RPC on the non-owner runs on the owner (its state is current there)
             assert await call_method(remote, "bump", remote.bump, [10]) == 15
-            await _until(lambda: len(recorder.states) == 6, "six pushes")
+            await _until(lambda: len(recorder.states) >= 6, f"six pushes ({recorder.states})")
             nursery.cancel_scope.cancel()
     assert [s for s, _ in recorder.states] == [{"n": n} for n in (1, 2, 3, 4, 5, 15)]
     positions = [p for _, p in recorder.states]

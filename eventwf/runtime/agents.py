@@ -73,6 +73,9 @@ class Agents:
         self._hosts: dict[AgentKey, AgentHost] = {}
         self._creating: dict[AgentKey, trio.Event] = {}
         self.ownership = Ownership(None, 0.0)  # several engines: set once wired
+        # remote agents with no log yet: the follower starts them from nothing, not from a
+        # projection row that may already be ahead of the record it reads (PG15, PG18)
+        self._unborn: set[AgentKey] = set()
 
     def __len__(self) -> int:
         return len(self._hosts)
@@ -97,6 +100,7 @@ class Agents:
                 return host.agent
             if host is not None:  # owned here now: start it as the owner (PG15)
                 del self._hosts[key]
+                self._unborn.discard(key)
             creating = self._creating.get(key)
             if creating is None:
                 break
@@ -155,6 +159,8 @@ class Agents:
         agent = cls()
         host = AgentHost(agent, agent_class, name, initial, self._append, self._spawn)
         host.remote = True
+        if summary is None:
+            self._unborn.add((agent_class, name))
         self._bind(agent, host)
         self._hosts[agent_class, name] = host
         return agent
@@ -165,6 +171,7 @@ class Agents:
         for key, host in list(self._hosts.items()):
             if agent(*key):
                 del self._hosts[key]
+                self._unborn.discard(key)
                 host.stop()
 
     async def load(self, agent_class: str, name: str) -> None:
@@ -203,6 +210,7 @@ class Agents:
                 live.add(name)
             else:
                 del self._hosts[cls, name]
+                self._unborn.discard((cls, name))
                 self._summaries.forget_agent((cls, name))
         return live
 
@@ -284,7 +292,8 @@ class Agents:
         host = self._hosts.get((agent_class, name))
         if host is None:
             return False
-        summary = self._summaries.agent(agent_class, name)
+        key = (agent_class, name)
+        summary = None if key in self._unborn else self._summaries.agent(agent_class, name)
         head = -1 if summary is None else summary.head
         if rec.stream_position <= head:
             return False
@@ -304,6 +313,7 @@ class Agents:
                 raise EventwfError(f"agent {agent_class}/{name} has no version "
                                    f"{rec.stream_position} in the log's projection yet")
             changed = True
+        self._unborn.discard(key)
         self._summaries.install({}, {(agent_class, name): summary})
         if changed:
             host.push_state(self.state(host), summary.state_position)

@@ -39,6 +39,7 @@ import trio
 
 from eventwf import errors
 from eventwf.errors import AgentMovedError, EventwfError, StorageError
+from eventwf.model.values import shorten
 from eventwf.runtime.agents import Agents
 from eventwf.runtime.notifications import Listener, Notifier
 from eventwf.runtime.ownership import Ownership
@@ -161,7 +162,6 @@ class Inbox:
         self._notifier = notifier
         self._apply = apply
         self.reply_channel = f"eventwf_reply_{secrets.token_hex(8)}"
-        self._applying: set[int] = set()
         self.applied = 0  # requests this engine applied as the owner
         self.sent = 0  # requests this engine sent
 
@@ -229,30 +229,43 @@ class Inbox:
         except StorageError as exc:
             logger.warning("%s; requests from other engines wait for it", exc)
             return False
-        for row in rows:
+        by_agent: dict[tuple[str, str], list[tuple[Row, _Request | None]]] = {}
+        for row in rows:  # each agent's requests in id order; agents side by side
             try:
-                await self._handle(row)
-            except StorageError as exc:
-                logger.warning("inbox request %d: %s; it is retried", row.id, exc)
-                return False
+                request: _Request | None = msgspec.json.decode(row.request, type=_Request)
+            except msgspec.DecodeError:
+                request = None
+            key = ("", str(row.id)) if request is None else (request.agent_class, request.name)
+            by_agent.setdefault(key, []).append((row, request))
+        async with trio.open_nursery() as nursery:
+            for items in by_agent.values():
+                nursery.start_soon(self._handle_all, items)
         return len(rows) == _BATCH
 
-    async def _handle(self, row: Row) -> None:
+    async def _handle_all(self, items: list[tuple[Row, _Request | None]]) -> None:
+        """One agent's requests, in order; a failure of the database leaves the rest of
+        them queued for the next read."""
+        for row, request in items:
+            try:
+                await self._handle(row, request)
+            except StorageError as exc:
+                logger.warning("inbox request %d: %s; it is retried", row.id, exc)
+                return
+
+    async def _handle(self, row: Row, request: _Request | None) -> None:
         if row.taken_by is not None:  # interrupted mid-request: never applied twice
             self._answer(row, error=StorageError(
                 f"inbox request {row.id} was interrupted while engine {row.taken_by} applied "
                 "it (it died or lost the agent's shard); its outcome is unknown"))
             return
-        try:
-            request = msgspec.json.decode(row.request, type=_Request)
-        except msgspec.DecodeError as exc:
-            self._answer(row, error=EventwfError(f"inbox request {row.id} is malformed: {exc}"))
+        if request is None:
+            self._answer(row, error=EventwfError(f"inbox request {row.id} is malformed: "
+                                                 f"{shorten(row.request, 80)}"))
             return
         if not self._ownership.owns(request.agent_class, request.name):
             return  # moved since it was read: its next owner takes it
         if not self._serving.take(row.id, self._ownership.owner):
             return
-        self._applying.add(row.id)
         try:
             agent = await self._agents.object(request.agent_class, request.name)
             result = await self._apply(agent, request.op, request.args, request.kwargs)
@@ -263,8 +276,6 @@ class Inbox:
             self._answer(row, error=exc)
         else:
             self._answer(row, result=result)
-        finally:
-            self._applying.discard(row.id)
         self.applied += 1
 
     def _answer(self, row: Row, result: Any = None, error: BaseException | None = None
