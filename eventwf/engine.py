@@ -101,16 +101,17 @@ class Engine:
                                    f"seconds (status {s.status if s else 'unknown'})")
 
     async def _wait_change(self, agent_class: str, agent_name: str, workflow_id: str) -> None:
-        """Until the workflow may have changed: at its next commit here, or (a workflow
-        another engine runs, PG15) after :data:`FOLLOW_POLL` seconds, read again from the
-        projections."""
+        """Until the workflow may have changed: at its next commit here, or on PostgreSQL
+        after at most :data:`FOLLOW_POLL` seconds (its shard may move to another engine
+        meanwhile, PG15), a workflow another engine runs read again from the projections."""
         rt = self._rt
-        if rt.inbox is None or rt.ownership.owns(agent_class, agent_name):
+        if rt.inbox is None:  # one engine writes the log: every change is a commit here
             await rt.summaries.wait_for_change(workflow_id)
             return
         with trio.move_on_after(FOLLOW_POLL):
             await rt.summaries.wait_for_change(workflow_id)
-        rt.summaries.forget_workflow(workflow_id)
+        if not rt.ownership.owns(agent_class, agent_name):
+            rt.summaries.forget_workflow(workflow_id)
 
     def statistics(self) -> EngineStatistics:
         """The engine's figures now, for monitoring without OpenTelemetry: counts since
