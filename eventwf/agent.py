@@ -7,10 +7,12 @@ engine is open). ``state`` is read-only; ``set_state`` logs the change, then cal
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar
 
 from eventwf.errors import EventwfError
 from eventwf.model.codec import json_value
@@ -18,11 +20,15 @@ from eventwf.model.types import InstanceStatus, WorkflowInfo, WorkflowPage
 from eventwf.runtime import operations as _ops
 from eventwf.runtime import tracking as _tracking
 from eventwf.runtime.agent_host import AgentHost
+from eventwf.runtime.inbox import Inbox
 from eventwf.runtime.runtime import Runtime
 
-__all__ = ["Agent", "callable"]
+__all__ = ["Agent", "apply_request", "call_method", "callable"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
+AgentT = TypeVar("AgentT", bound="Agent[Any]")
 if TYPE_CHECKING:  # a default (PEP 696): a plain ``Agent`` subclass is an ``Agent[Any]``
     from typing_extensions import TypeVar as _DefaultedTypeVar
 
@@ -40,6 +46,65 @@ def callable(fn: F) -> F:  # noqa: A001 - the public name is eventwf.callable
 
 def is_callable(fn: object) -> bool:
     return getattr(fn, "__eventwf_callable__", False) is True
+
+
+def _forwarded(fn: Callable[Concatenate[AgentT, P], Awaitable[R]]
+               ) -> Callable[Concatenate[AgentT, P], Awaitable[R]]:
+    """A durable operation: run here when this engine owns the agent (always on SQLite),
+    else sent to its owner through the inbox (specs/postgres.md PG15), which runs the
+    undecorated method (``apply_request``) and answers with its result or its error."""
+    async def forward(self: AgentT, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        inbox = self._remote()
+        if inbox is None:
+            return await fn(self, *args, **kwargs)
+        host = self._host
+        result: R = await inbox.request(host.agent_class, host.name, fn.__name__,
+                                        [_plain(self._rt, a) for a in args],
+                                        {k: _plain(self._rt, v) for k, v in kwargs.items()})
+        return result
+    functools.update_wrapper(forward, fn)
+    forward.__eventwf_forwarded__ = True  # type: ignore[attr-defined]
+    return forward
+
+
+def _plain(rt: Runtime, value: Any) -> Any:
+    """An argument as the request carries it: a workflow class by its binding name, a
+    datetime as its POSIX timestamp (what the local path accepts too)."""
+    if isinstance(value, type):
+        return _tracking.binding_of(rt, value)
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return value
+
+
+async def apply_request(agent: Any, op: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """The owner's side of a request from another engine (``Inbox``): the same code path
+    as a local call. ``op`` is a forwarded ``Agent`` method, or ``"rpc"`` with ``[method,
+    args]`` for an ``@eventwf.callable`` method called by a WebSocket client."""
+    if op == "rpc":
+        method, call_args = args
+        fn = getattr(agent, method, None) if isinstance(method, str) and \
+            not method.startswith("_") else None
+        if fn is None or not is_callable(fn):
+            raise EventwfError(f"method {method!r} of {type(agent).__name__} is not callable")
+        result = fn(*call_args)
+        return await result if inspect.isawaitable(result) else result
+    method = getattr(type(agent), op, None)
+    if method is None or getattr(method, "__eventwf_forwarded__", False) is not True:
+        raise EventwfError(f"operation {op!r} cannot be requested from another engine")
+    return await method.__wrapped__(agent, *args, **kwargs)
+
+
+async def call_method(agent: Agent[Any], method: str, fn: Callable[..., Any],
+                      args: list[Any]) -> Any:
+    """Call an ``@eventwf.callable`` method for a WebSocket client: here when this engine
+    owns the agent, else on its owner through the inbox."""
+    inbox = agent._remote()
+    if inbox is not None:
+        host = agent._host
+        return await inbox.request(host.agent_class, host.name, "rpc", [method, args], {})
+    result = fn(*args)
+    return await result if inspect.isawaitable(result) else result
 
 
 class Agent(Generic[StateT]):
@@ -72,6 +137,20 @@ class Agent(Generic[StateT]):
             raise EventwfError(f"{type(self).__name__} is not attached to an engine")
         return runtime
 
+    def _remote(self) -> Inbox | None:
+        """The inbox to send durable operations through: None when this engine owns the
+        agent now (or owns every agent: SQLite)."""
+        rt, host = self._rt, self._host
+        if rt.inbox is None or rt.ownership.owns(host.agent_class, host.name):
+            return None
+        return rt.inbox
+
+    def _fresh(self, workflow_id: str) -> None:
+        """Read a workflow another engine runs as the projections have it now."""
+        rt, host = self._rt, self._host
+        if rt.inbox is not None and not rt.ownership.owns(host.agent_class, host.name):
+            rt.summaries.forget_workflow(workflow_id)
+
     @property
     def name(self) -> str:
         """The instance name given to ``get_agent``."""
@@ -89,12 +168,14 @@ class Agent(Generic[StateT]):
         view: StateT = host.state_view(self._rt.agents.state(host))
         return view
 
+    @_forwarded
     async def set_state(self, state: StateT) -> None:
         """Log ``state`` as the new state, then call ``on_state_update(state, "server")``."""
         await _ops.set_state(self._rt, self._host, state)
         if self._host.state_update_hooked():
             await self.on_state_update(self.state, "server")
 
+    @_forwarded
     async def patch_state(self, patch: Any) -> None:
         """Apply RFC 7396 JSON Merge Patch ``patch`` to the state as it is when the patch
         commits (nested objects merge, ``None`` deletes a key, a non-object replaces), then
@@ -113,6 +194,7 @@ class Agent(Generic[StateT]):
 
     # -- workflows -----------------------------------------------------------------------
 
+    @_forwarded
     async def run_workflow(self, workflow_name: str | type[Any], params: Any = None, *,
                            id: str | None = None, metadata: dict[str, Any] | None = None,
                            if_exists: Literal["error", "return"] = "error") -> str:
@@ -125,6 +207,7 @@ class Agent(Generic[StateT]):
         return await _ops.run_workflow(self._rt, self._host, workflow_name, params, id,
                                        metadata, if_exists)
 
+    @_forwarded
     async def send_workflow_event(self, workflow_name: str, workflow_id: str,
                                   event: dict[str, Any]) -> None:
         """Deliver ``{"type": ..., "payload": ...}`` to a (waiting or later) wait of that type."""
@@ -132,6 +215,7 @@ class Agent(Generic[StateT]):
 
     async def get_workflow(self, workflow_id: str) -> WorkflowInfo | None:
         """This agent's tracking record of ``workflow_id``, or None."""
+        self._fresh(workflow_id)
         return _tracking.get_workflow(self._rt, self._host, workflow_id)
 
     async def get_workflows(
@@ -149,10 +233,12 @@ class Agent(Generic[StateT]):
                                   workflow_name=workflow_name, metadata=metadata, limit=limit,
                                   order=order, cursor=cursor)
 
+    @_forwarded
     async def delete_workflow(self, workflow_id: str) -> bool:
         """Drop a tracking record (the workflow itself is untouched); False if there is none."""
         return await _tracking.delete_workflow(self._rt, self._host, workflow_id)
 
+    @_forwarded
     async def delete_workflows(
         self,
         *,
@@ -166,6 +252,7 @@ class Agent(Generic[StateT]):
                                            workflow_name=workflow_name, metadata=metadata,
                                            created_before=created_before)
 
+    @_forwarded
     async def approve_workflow(self, workflow_id: str, *, reason: str | None = None,
                                metadata: dict[str, Any] | None = None) -> None:
         """Answer a ``wait_for_approval`` with yes."""
@@ -174,6 +261,7 @@ class Agent(Generic[StateT]):
         await self.send_workflow_event(s.workflow_name, workflow_id,
                                        {"type": "approval", "payload": payload})
 
+    @_forwarded
     async def reject_workflow(self, workflow_id: str, *, reason: str | None = None) -> None:
         """Answer a ``wait_for_approval`` with no: it raises ``WorkflowRejectedError``."""
         s = _tracking.tracked(self._rt, self._host, workflow_id)
@@ -181,26 +269,32 @@ class Agent(Generic[StateT]):
         await self.send_workflow_event(s.workflow_name, workflow_id,
                                        {"type": "approval", "payload": payload})
 
+    @_forwarded
     async def terminate_workflow(self, workflow_id: str) -> None:
         """Stop the workflow for good (``terminated``); a finished one raises (K2)."""
         await _ops.terminate_workflow(self._rt, self._host, workflow_id)
 
+    @_forwarded
     async def pause_workflow(self, workflow_id: str) -> None:
         """Pause at the next step boundary (``waitingForPause``, then ``paused``; K3)."""
         await _ops.pause_workflow(self._rt, self._host, workflow_id)
 
+    @_forwarded
     async def resume_workflow(self, workflow_id: str) -> None:
         """Resume a paused workflow (also one paused for non-determinism, after a fix; K4)."""
         await _ops.resume_workflow(self._rt, self._host, workflow_id)
 
+    @_forwarded
     async def restart_workflow(self, workflow_id: str, *, reset_tracking: bool = True) -> None:
         """Run again from the start with a cleared step history (same id and params)."""
         await _ops.restart_workflow(self._rt, self._host, workflow_id, reset_tracking)
 
     async def get_workflow_status(self, workflow_name: str, workflow_id: str) -> InstanceStatus:
         """The status, error and output of a workflow under a binding (K6)."""
+        self._fresh(workflow_id)
         return _tracking.get_workflow_status(self._rt, workflow_name, workflow_id)
 
+    @_forwarded
     async def migrate_workflow_binding(self, old_name: str, new_name: str) -> int:
         """Re-point this agent's workflows from a renamed binding; resumes unfinished ones."""
         return await _ops.migrate_workflow_binding(self._rt, self._host, old_name, new_name)

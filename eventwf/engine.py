@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 
 from eventwf import faults
-from eventwf.agent import Agent
+from eventwf.agent import Agent, apply_request
 from eventwf.errors import (
     CorruptLogError,
     NonDeterminismError,
@@ -23,10 +23,12 @@ from eventwf.errors import (
 from eventwf.model.codec import json_value
 from eventwf.model.types import WorkflowInfo
 from eventwf.model.values import check_agent_name, check_binding_name, parse_duration
+from eventwf.model.workflow_fold import WorkflowSummary
 from eventwf.runtime import tracking as _tracking
 from eventwf.runtime.check import CheckRunners, ReplayCheck
 from eventwf.runtime.clock import Clock
 from eventwf.runtime.follower import serve_postgres_following
+from eventwf.runtime.inbox import serve_postgres_inbox
 from eventwf.runtime.recovery import recover, recover_for_check
 from eventwf.runtime.runner import WorkflowRunner
 from eventwf.runtime.runs import RunFactory
@@ -45,6 +47,7 @@ if TYPE_CHECKING:  # only for the annotations: opentelemetry is imported when it
     from opentelemetry.trace import TracerProvider
 
 A = TypeVar("A", bound=Agent)
+FOLLOW_POLL = 0.1  # seconds between reads of a workflow another engine runs (wait_workflow)
 
 
 class Engine:
@@ -94,12 +97,29 @@ class Engine:
                                           position=s.corrupt_position)
                 if s.status == "paused" and s.error_name == "NonDeterminismError":
                     raise NonDeterminismError(s.error_message)
-                changed = await self._rt.summaries.wait_for_change(workflow_id)
-                # a finished summary leaves memory: take the one that woke us, unread
-                s = changed if changed.finished else self._rt.summaries.workflow(workflow_id)
+                s = await self._wait_change(s.agent_class, s.agent_name, workflow_id)
         s = self._rt.summaries.workflow(workflow_id)
         raise WorkflowTimeoutError(f"workflow {workflow_id!r} did not finish within {seconds:g} "
                                    f"seconds (status {s.status if s else 'unknown'})")
+
+    async def _wait_change(self, agent_class: str, agent_name: str, workflow_id: str
+                           ) -> WorkflowSummary | None:
+        """The workflow once it may have changed: at its next commit here, or on PostgreSQL
+        after at most :data:`FOLLOW_POLL` seconds (its shard may move to another engine
+        meanwhile, PG15), a workflow another engine runs read again from the projections."""
+        rt = self._rt
+        if rt.inbox is None:  # one engine writes the log: every change is a commit here
+            changed = await rt.summaries.wait_for_change(workflow_id)
+            # a finished summary leaves memory: take the one that woke us, unread
+            return changed if changed.finished else rt.summaries.workflow(workflow_id)
+        woke: WorkflowSummary | None = None
+        with trio.move_on_after(FOLLOW_POLL):
+            woke = await rt.summaries.wait_for_change(workflow_id)
+        if woke is not None and woke.finished:
+            return woke
+        if not rt.ownership.owns(agent_class, agent_name):
+            rt.summaries.forget_workflow(workflow_id)
+        return rt.summaries.workflow(workflow_id)
 
     def statistics(self) -> EngineStatistics:
         """The engine's figures now, for monitoring without OpenTelemetry: counts since
@@ -254,6 +274,8 @@ async def _running(
                 if is_url(os.fspath(path)):  # several engines may write it: follow the others
                     rt.follower = await nursery.start(serve_postgres_following, rt.writer,
                                                       rt.agents, os.fspath(path))
+                    rt.inbox = await nursery.start(serve_postgres_inbox, rt.agents,
+                                                   rt.ownership, os.fspath(path), apply_request)
                 recovery(rt)
                 takeover.start()
                 nursery.start_soon(takeover.serve, name="eventwf shard leases")

@@ -1,8 +1,8 @@
 """``python -m tools.bench --backend postgres --quick`` runs and prints its figures as JSON:
 the engine's rates beside the raw floor of the same rows, and the ratios (issue 15, item 8).
 
-DBOS is left out (no ``EVENTWF_BENCH_DBOS_PYTHON``: it says so); the multi-engine figures
-are numbers once several engines can open one database, and until then say why not.
+DBOS is left out (no ``EVENTWF_BENCH_DBOS_PYTHON``: it says so); the 2- and 3-engine
+figures and the takeover time are numbers (any engine serves any agent, PG15).
 Skips, with the fixture's reason, when no PostgreSQL server can be had.
 """
 
@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -21,11 +20,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _either_a_rate_or_why_not(record: dict[str, Any], rate: str) -> None:
-    if "skipped" in record:
-        assert "already open for writing" in record["skipped"]
-    else:
-        assert record[rate] > 0
 
 
 def test_quick_postgres_run_prints_rates_floors_and_ratios(fresh_postgres_url: str) -> None:
@@ -46,11 +40,10 @@ def test_quick_postgres_run_prints_rates_floors_and_ratios(fresh_postgres_url: s
     assert concurrent["rows_per_transaction"] > 1  # the engine batched its commits
     assert concurrent["ratio_to_raw_batch256"] > 0 and concurrent["ratio_to_raw_same_batches"] > 0
     assert engines["engines_1"]["steps"] == 6 * 5 * 5 and engines["engines_1"]["steps_per_s"] > 0
-    for count in (2, 3):
-        _either_a_rate_or_why_not(engines[f"engines_{count}"], "steps_per_s")
-    _either_a_rate_or_why_not(takeover, "takeover_seconds")
-    if "skipped" in takeover:  # one engine per database: a restart after the SIGKILL instead
-        restart = takeover["restart_after_sigkill"]
-        assert restart["workflows"] == 3 * 2 and restart["seconds"] > 0
+    for count in (2, 3):  # each engine starts workflows on agents others own (PG15)
+        run = engines[f"engines_{count}"]
+        assert run["steps"] == 6 * 5 * 5 and run["steps_per_s"] > 0, run
+        assert len(run["per_engine_steps_per_s"]) == count
+    assert takeover["takeover_seconds"] > 0 and takeover["workflows"] == 3 * 2, takeover
     password = urlsplit(fresh_postgres_url).password
     assert not password or password not in done.stdout + done.stderr

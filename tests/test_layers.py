@@ -45,7 +45,7 @@ RANKS = {
     "eventwf.store": {"interface": 0, "rows": 0, "location": 0, "sqlite": 1, "postgres": 1},
     "eventwf.store.postgres": {"sql": 0, "lock": 1, "schema": 1, "log": 1, "projections": 1,
                                "shards": 1,
-                               "rebuild": 2, "store": 3, "reader": 4,
+                               "rebuild": 2, "store": 3, "reader": 4, "inbox": 3,
                                "notify": 2, "follow": 3},
     "eventwf.store.sqlite": {
         "transaction": 0, "anchor": 0, "columns": 0, "lock": 0,
@@ -58,7 +58,7 @@ RANKS = {
         "fencing": 1, "writer": 2, "timers": 1, "stephost": 1, "agents": 1, "command": 1, "otel": 1,
         "steps": 2, "hibernation": 2, "follower": 3,
         "notifications": 0, "runner": 3, "check": 4, "runs": 4,
-        "router": 5, "runtime": 6, "recovery": 7, "tracking": 7, "operations": 8,
+        "router": 5, "inbox": 5, "runtime": 6, "recovery": 7, "tracking": 7, "operations": 8,
         "takeover": 8,
     },
     "eventwf.server": {"outbox": 0, "front": 0, "handshake": 1, "inbound": 2, "websocket": 3},

@@ -82,6 +82,8 @@ class AgentHost:
         self._dispatching = False
         self._seen: set[int] = set()
         self._view: tuple[Any, Any] | None = None  # (a state, its read-only view)
+        # made for an agent another engine owned (PG15): not started here, no callbacks
+        self.remote = False
 
     def state_update_hooked(self) -> bool:
         """Whether the agent overrides ``on_state_update``: the default does nothing, so

@@ -73,6 +73,9 @@ class Agents:
         self._hosts: dict[AgentKey, AgentHost] = {}
         self._creating: dict[AgentKey, trio.Event] = {}
         self.ownership = Ownership(None, 0.0)  # several engines: set once wired
+        # remote agents with no log yet: the follower starts them from nothing, not from a
+        # projection row that may already be ahead of the record it reads (PG15, PG18)
+        self._unborn: set[AgentKey] = set()
 
     def __len__(self) -> int:
         return len(self._hosts)
@@ -93,8 +96,11 @@ class Agents:
         key = (agent_class, name)
         while True:
             host = self._hosts.get(key)
-            if host is not None:
+            if host is not None and not (host.remote and self.ownership.owns(*key)):
                 return host.agent
+            if host is not None:  # owned here now: start it as the owner (PG15)
+                del self._hosts[key]
+                self._unborn.discard(key)
             creating = self._creating.get(key)
             if creating is None:
                 break
@@ -112,7 +118,10 @@ class Agents:
     async def _create(self, cls: type[Any], agent_class: str, name: str) -> Any:
         initial = json_value(getattr(cls, "initial_state", None), f"{agent_class}.initial_state")
         stream = agent_stream(agent_class, name)
-        self._claim(agent_class, name, stream)
+        if not self.ownership.everything:
+            self._summaries.forget_agent((agent_class, name))  # read it as the log has it
+            if not self.ownership.owns(agent_class, name):
+                return self._remote(cls, agent_class, name, initial)
         summary = self._summaries.agent(agent_class, name)
         if summary is None:
             await self._append([(stream, AgentCreated(agent_class, name))])
@@ -136,13 +145,25 @@ class Agents:
                     host.schedule(rec)
         return agent
 
-    def _claim(self, agent_class: str, name: str, stream: str) -> None:
-        """Several engines (PG13): only the owner makes an agent live. Its stream is
-        claimed at its first append (the writer), not here: loading an agent to read it
-        writes nothing."""
-        if not self.ownership.everything:
-            self.ownership.check(agent_class, name)
-            self._summaries.forget_agent((agent_class, name))  # read it as the log has it
+    def _remote(self, cls: type[Any], agent_class: str, name: str, initial: Any) -> Any:
+        """Several engines (PG13, PG15): an agent another engine owns gets an object bound
+        to a remote host. Its state is its projection row, kept current by the follower;
+        its durable operations go to the owner through the inbox (``Agent``); it is not
+        started here (``on_start`` runs on the owner) and delivers no callbacks. Its
+        stream is claimed by its owner at its first append, not here."""
+        summary = self._summaries.agent(agent_class, name)  # the projection row
+        if summary is not None and summary.corrupt_position is not None:
+            raise CorruptLogError(
+                f"agent {agent_class}/{name} has a corrupt event at log position "
+                f"{summary.corrupt_position}", position=summary.corrupt_position)
+        agent = cls()
+        host = AgentHost(agent, agent_class, name, initial, self._append, self._spawn)
+        host.remote = True
+        if summary is None:
+            self._unborn.add((agent_class, name))
+        self._bind(agent, host)
+        self._hosts[agent_class, name] = host
+        return agent
 
     def drop_where(self, agent: Callable[[str, str], bool]) -> None:
         """Let go of the live objects of the agents ``agent`` selects, delivering nothing
@@ -150,6 +171,7 @@ class Agents:
         for key, host in list(self._hosts.items()):
             if agent(*key):
                 del self._hosts[key]
+                self._unborn.discard(key)
                 host.stop()
 
     async def load(self, agent_class: str, name: str) -> None:
@@ -188,6 +210,7 @@ class Agents:
                 live.add(name)
             else:
                 del self._hosts[cls, name]
+                self._unborn.discard((cls, name))
                 self._summaries.forget_agent((cls, name))
         return live
 
@@ -269,7 +292,8 @@ class Agents:
         host = self._hosts.get((agent_class, name))
         if host is None:
             return False
-        summary = self._summaries.agent(agent_class, name)
+        key = (agent_class, name)
+        summary = None if key in self._unborn else self._summaries.agent(agent_class, name)
         head = -1 if summary is None else summary.head
         if rec.stream_position <= head:
             return False
@@ -289,6 +313,7 @@ class Agents:
                 raise EventwfError(f"agent {agent_class}/{name} has no version "
                                    f"{rec.stream_position} in the log's projection yet")
             changed = True
+        self._unborn.discard(key)
         self._summaries.install({}, {(agent_class, name): summary})
         if changed:
             host.push_state(self.state(host), summary.state_position)

@@ -21,6 +21,7 @@ from eventwf.runtime.agents import Agents
 from eventwf.runtime.clock import Clock
 from eventwf.runtime.follower import Follower
 from eventwf.runtime.hibernation import Hibernation
+from eventwf.runtime.inbox import Inbox
 from eventwf.runtime.ownership import Ownership
 from eventwf.runtime.router import Router
 from eventwf.runtime.runner import WorkflowRunner
@@ -74,6 +75,7 @@ class Runtime:
         self.counters = StepCounters()
         self.follower: Follower | None = None  # PostgreSQL: other writers' agent states
         self.location: LogLocation | None = None  # open_engine's, to reopen the log read-only
+        self.inbox: Inbox | None = None  # PostgreSQL: requests to and from other engines
         self.telemetry = telemetry
         self.runs.host = RunServices(clock, self.writer, self.summaries, self.runs,
                                      self.agents, self.hibernation, workflow_classes,

@@ -9,12 +9,11 @@ cannot make the server queue copies of its own huge text.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Protocol
 
 import msgspec
 
-from eventwf.agent import is_callable
+from eventwf.agent import call_method, is_callable
 from eventwf.model.codec import json_value
 from eventwf.model.json_data import MAX_JSON_DEPTH, check_json_data
 from eventwf.model.values import shorten
@@ -68,9 +67,7 @@ async def answer_rpc(caller: Caller, message: dict[str, Any]) -> None:
         _fail(caller, answer_id, f"method {shorten(method, 80)} is not callable")
         return
     try:
-        result = fn(*args)
-        if inspect.isawaitable(result):
-            result = await result
+        result = await call_method(caller.agent, method, fn, args)
         result = json_value(result, f"the result of {method!r}", logged=False)
     except Exception as exc:  # the caller gets the error; the connection stays open
         _fail(caller, answer_id, shorten(f"{type(exc).__name__}: {exc}", MAX_RPC_ERROR,

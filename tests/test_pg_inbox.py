@@ -1,0 +1,249 @@
+"""Any engine serves any agent: requests through the inbox (specs/postgres.md PG15).
+
+Two engines in one trio run on one database, real clock, short leases (PG3a). Every wait
+is for a condition with a generous deadline; nothing asserts a duration.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+pytest.importorskip("psycopg")
+import psycopg  # noqa: E402
+import trio  # noqa: E402
+
+import eventwf  # noqa: E402
+from eventwf.agent import call_method  # noqa: E402
+from eventwf.errors import (  # noqa: E402
+    DuplicateWorkflowError,
+    EventwfError,
+    MailboxFullError,
+    StorageError,
+    TransitionError,
+    WorkflowNotFoundError,
+)
+from eventwf.runtime import writer  # noqa: E402
+from eventwf.runtime.agents import host_of  # noqa: E402
+from eventwf.runtime.inbox import decode_reply, encode_request  # noqa: E402
+from eventwf.store.postgres.inbox import InboxTable  # noqa: E402
+
+TTL = 1.5
+SHARDS = 256  # the default shard count of a new database
+
+RUNS: collections.Counter[str] = collections.Counter()
+STARTS: collections.Counter[str] = collections.Counter()
+
+
+class Host(eventwf.Agent):
+    initial_state: Any = {}
+
+    async def on_start(self) -> None:
+        STARTS[self.name] += 1
+
+    @eventwf.callable
+    async def bump(self, by: int) -> int:
+        await self.patch_state({"n": (self.state.get("n") or 0) + by})
+        return int(self.state["n"])
+
+
+class Gate(eventwf.AgentWorkflow[Host]):
+    """One step, a wait for an event, one more step."""
+
+    async def run(self, event: eventwf.WorkflowEvent, step: eventwf.AgentWorkflowStep) -> Any:
+        first = await step.do("first", lambda: RUNS.update([f"{self.workflow_id}/first"]) or 1)
+        got = await step.wait_for_event("go", type="go", timeout=600)
+        return first + int(got.payload)
+
+
+class Approval(eventwf.AgentWorkflow[Host]):
+    async def run(self, event: eventwf.WorkflowEvent, step: eventwf.AgentWorkflowStep) -> Any:
+        return await self.wait_for_approval(step)
+
+
+def _open(url: str) -> Any:
+    return eventwf.open_engine(url, agents=[Host], workflows=[Gate, Approval], lease_ttl=TTL)
+
+
+class _Running:
+    """An engine in its own task (so engines close in any order), closed on ``stop``."""
+
+    def __init__(self) -> None:
+        self.stop = trio.Event()
+        self.stopped = trio.Event()
+
+    async def serve(self, url: str, *, task_status: trio.TaskStatus[eventwf.Engine]
+                    = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with _open(url) as engine:
+                task_status.started(engine)
+                await self.stop.wait()
+        finally:
+            self.stopped.set()
+
+    async def close(self) -> None:
+        self.stop.set()
+        await self.stopped.wait()
+
+
+async def _until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    with trio.move_on_after(timeout):
+        while not condition():
+            await trio.sleep(0.05)
+        return
+    raise AssertionError(f"{what} did not happen within {timeout} s")
+
+
+async def _two(nursery: trio.Nursery, url: str) -> tuple[eventwf.Engine, eventwf.Engine]:
+    """Two engines whose shares have settled (each holds half the shards)."""
+    first = await nursery.start(_Running().serve, url)
+    second = await nursery.start(_Running().serve, url)
+
+    def settled() -> bool:
+        a, b = first.runtime.ownership.held, second.runtime.ownership.held
+        return len(a) == len(b) == SHARDS // 2
+    await _until(settled, "the shares settling")
+    return first, second
+
+
+def _owned_by(engine: eventwf.Engine, prefix: str) -> str:
+    own = engine.runtime.ownership
+    return next(f"{prefix}{i}" for i in range(100_000) if own.owns("Host", f"{prefix}{i}"))
+
+
+def _types(url: str, stream: str) -> list[str]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return [str(r[0]) for r in conn.execute(
+            "SELECT type FROM eventwf.events WHERE stream = %s ORDER BY stream_position",
+            (stream,))]
+
+
+@pytest.mark.realtime
+async def test_operations_on_a_non_owner_reach_the_owner_and_take_effect_once(
+        fresh_postgres_url: str) -> None:
+    RUNS.clear()
+    STARTS.clear()
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            owner, other = await _two(nursery, fresh_postgres_url)
+            name = _owned_by(owner, "a")
+            remote = await other.get_agent(Host, name)
+            assert host_of(remote).remote and not other.runtime.ownership.owns("Host", name)
+            await remote.set_state({"n": 1})
+            local = await owner.get_agent(Host, name)
+            assert local.state == {"n": 1}  # applied by the owner before the reply
+            await _until(lambda: remote.state == {"n": 1}, "the followed state")
+            assert await remote.run_workflow(Gate, id="g1") == "g1"
+            await remote.send_workflow_event("Gate", "g1", {"type": "go", "payload": 6})
+            assert (await owner.wait_workflow("g1", timeout=60)).status == "complete"
+            assert (await remote.get_workflow_status("Gate", "g1")).output == 7
+            info = await remote.get_workflow("g1")
+            assert info is not None and info.status == "complete"
+            await remote.run_workflow("Approval", id="p1")
+            await remote.approve_workflow("p1", reason="ok")
+            assert (await owner.wait_workflow("p1", timeout=60)).status == "complete"
+            assert await remote.delete_workflow("p1") is True
+            assert await local.get_workflow("p1") is None
+            nursery.cancel_scope.cancel()
+    assert RUNS == {"g1/first": 1}
+    assert {name: 1} == STARTS  # started on the owner only
+    assert _types(fresh_postgres_url, f"agent:Host/{name}").count("agent.state_set") == 1
+    assert _types(fresh_postgres_url, "wf:g1").count("workflow.started") == 1
+
+
+@pytest.mark.realtime
+async def test_errors_cross_back_with_their_class(fresh_postgres_url: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writer, "MAILBOX_LIMIT", 2)  # a TransitionError within reach
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            owner, other = await _two(nursery, fresh_postgres_url)
+            remote = await other.get_agent(Host, _owned_by(owner, "e"))
+            await remote.run_workflow("Gate", id="g1")
+            with pytest.raises(DuplicateWorkflowError, match="g1"):
+                await remote.run_workflow("Gate", id="g1")
+            assert await remote.run_workflow("Gate", id="g1", if_exists="return") == "g1"
+            for _ in range(2):
+                await remote.send_workflow_event("Gate", "g1", {"type": "later"})
+            with pytest.raises(MailboxFullError, match="limit 2") as full:
+                await remote.send_workflow_event("Gate", "g1", {"type": "later"})
+            assert isinstance(full.value, TransitionError)
+            await remote.terminate_workflow("g1")
+            with pytest.raises(EventwfError, match="it is terminated") as refused:
+                await remote.pause_workflow("g1")
+            assert type(refused.value) is EventwfError
+            with pytest.raises(WorkflowNotFoundError, match="nope"):
+                await remote.approve_workflow("nope")
+            with pytest.raises(ValueError, match="None"):
+                await remote.patch_state(None)
+            nursery.cancel_scope.cancel()
+
+
+class Recorder:
+    """A client of an agent that records every push (``agent_host.Connection``)."""
+
+    def __init__(self) -> None:
+        self.states: list[tuple[Any, int]] = []
+
+    def push_state(self, state: Any, position: int) -> None:
+        self.states.append((state, position))
+
+    def push_message(self, message: Any) -> None:
+        pass
+
+
+@pytest.mark.realtime
+async def test_a_client_of_the_non_owner_sees_the_owners_states_in_order(
+        fresh_postgres_url: str) -> None:
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            owner, other = await _two(nursery, fresh_postgres_url)
+            name = _owned_by(owner, "c")
+            remote = await other.get_agent(Host, name)
+            recorder = Recorder()
+            host_of(remote).connections.add(recorder)
+            local = await owner.get_agent(Host, name)
+            for n in range(1, 6):
+                await local.set_state({"n": n})
+            # a client's RPC on the non-owner runs on the owner (its state is current there)
+            assert await call_method(remote, "bump", remote.bump, [10]) == 15
+            await _until(lambda: len(recorder.states) >= 6, f"six pushes ({recorder.states})")
+            nursery.cancel_scope.cancel()
+    assert [s for s, _ in recorder.states] == [{"n": n} for n in (1, 2, 3, 4, 5, 15)]
+    positions = [p for _, p in recorder.states]
+    assert positions == sorted(set(positions))
+
+
+@pytest.mark.realtime
+async def test_a_request_queued_while_no_engine_runs_is_applied_by_the_next_owner(
+        fresh_postgres_url: str) -> None:
+    async with _open(fresh_postgres_url) as engine:  # makes the schema, then closes
+        shard = engine.runtime.ownership.shard("Host", "q")
+    table = InboxTable(fresh_postgres_url)
+    try:
+        queued = table.enqueue(shard, encode_request("Host", "q", "set_state", [{"n": 9}], {}),
+                               "eventwf_reply_test")
+        interrupted = table.enqueue(shard, encode_request(
+            "Host", "q", "set_state", [{"n": 99}], {}), "eventwf_reply_test")
+        assert table.take(interrupted, "a-dead-engine")  # its owner died mid-request
+        with trio.fail_after(60):
+            async with _open(fresh_postgres_url) as engine:
+                replies: dict[int, str] = {}
+
+                def answered() -> bool:
+                    for request_id in (queued, interrupted):
+                        if request_id not in replies and (text := table.reply(request_id)):
+                            replies[request_id] = text
+                    return len(replies) == 2
+                await _until(answered, "both replies")
+                agent = await engine.get_agent(Host, "q")
+                assert agent.state == {"n": 9}
+        assert decode_reply(replies[queued]) is None
+        with pytest.raises(StorageError, match="outcome is unknown"):
+            decode_reply(replies[interrupted])
+    finally:
+        table.close()
+    assert _types(fresh_postgres_url, "agent:Host/q").count("agent.state_set") == 1
