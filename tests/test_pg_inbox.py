@@ -247,3 +247,68 @@ async def test_a_request_queued_while_no_engine_runs_is_applied_by_the_next_owne
     finally:
         table.close()
     assert _types(fresh_postgres_url, "agent:Host/q").count("agent.state_set") == 1
+
+
+@pytest.mark.realtime
+async def test_clients_keep_their_pushes_when_the_agent_moves_between_engines(
+        fresh_postgres_url: str) -> None:
+    """A client connected to a non-owner keeps receiving the agent's states after its engine
+    takes the agent over, and a client of the owner keeps them after the agent moves away:
+    the agent's object (and its clients) stays the same, only who writes changes. Found
+    with two demo servers: after a takeover the board of a client of the new owner froze."""
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            first_run, second_run = _Running(), _Running()
+            first = await nursery.start(first_run.serve, fresh_postgres_url)
+            second = await nursery.start(second_run.serve, fresh_postgres_url)
+            name = _owned_by(first, "m")
+            remote = await second.get_agent(Host, name)
+            watching = Recorder()
+            host_of(remote).connections.add(watching)
+            await (await first.get_agent(Host, name)).set_state({"n": 1})
+            await _until(lambda: len(watching.states) >= 1, "the first push")
+            await first_run.close()  # its leases go at once: the second engine takes them
+            await _until(lambda: second.runtime.ownership.owns("Host", name), "the takeover")
+            again = await second.get_agent(Host, name)
+            assert again is remote  # the same object, now the owner's
+            await again.set_state({"n": 2})
+            await remote.patch_state({"m": 1})
+            await _until(lambda: len(watching.states) >= 3, f"pushes ({watching.states})")
+            nursery.cancel_scope.cancel()
+    assert [s for s, _ in watching.states] == [{"n": 1}, {"n": 2}, {"n": 2, "m": 1}]
+    assert STARTS[name] == 2  # on_start ran on each owner, once each
+
+
+@pytest.mark.realtime
+async def test_clients_of_an_owner_keep_their_pushes_when_its_agents_move_away(
+        fresh_postgres_url: str) -> None:
+    """An engine that gives agents up (the shares rebalance when another engine joins)
+    keeps serving their clients, now with the new owner's states, through the follower."""
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            first = await nursery.start(_Running().serve, fresh_postgres_url)
+            await _until(lambda: len(first.runtime.ownership.held) == SHARDS, "all shards")
+            own = first.runtime.ownership
+            names: dict[int, str] = {}
+            for i in range(100_000):  # one agent in each of 32 shards spread over all
+                shard = own.shard("Host", f"r{i}")
+                if shard % 8 == 0 and shard not in names:
+                    names[shard] = f"r{i}"
+                if len(names) == 32:
+                    break
+            watching: dict[str, Recorder] = {}
+            for name in names.values():
+                agent = await first.get_agent(Host, name)
+                await agent.set_state({"n": 1})
+                watching[name] = Recorder()
+                host_of(agent).connections.add(watching[name])
+            second = await nursery.start(_Running().serve, fresh_postgres_url)
+            await _until(lambda: len(own.held) == SHARDS // 2, "the shares settling")
+            moved = [n for n in names.values() if not own.owns("Host", n)]
+            assert moved, "no agent of 32 spread over the shards moved"
+            for name in moved:
+                await (await second.get_agent(Host, name)).set_state({"n": 2})
+            await _until(lambda: all(watching[n].states for n in moved), "the moved pushes")
+            nursery.cancel_scope.cancel()
+    for name in moved:
+        assert [s for s, _ in watching[name].states] == [{"n": 2}]

@@ -92,15 +92,14 @@ class Agents:
     # -- live objects --------------------------------------------------------------------
 
     async def object(self, agent_class: str, name: str) -> Any:
-        """The one live object for (class, name), created and logged on first use."""
+        """The one live object for (class, name), created and logged on first use. An
+        agent another engine owned keeps its object (and its clients) when this engine
+        takes it over: the object is started here as the owner's (PG15)."""
         key = (agent_class, name)
         while True:
             host = self._hosts.get(key)
             if host is not None and not (host.remote and self.ownership.owns(*key)):
                 return host.agent
-            if host is not None:  # owned here now: start it as the owner (PG15)
-                del self._hosts[key]
-                self._unborn.discard(key)
             creating = self._creating.get(key)
             if creating is None:
                 break
@@ -110,17 +109,23 @@ class Agents:
             raise EventwfError(f"agent class {agent_class!r} is not registered with this engine")
         self._creating[key] = done = trio.Event()
         try:
-            return await self._create(cls, agent_class, name)
+            return await self._create(cls, agent_class, name, host)
         finally:
             del self._creating[key]
             done.set()
 
-    async def _create(self, cls: type[Any], agent_class: str, name: str) -> Any:
+    async def _create(self, cls: type[Any], agent_class: str, name: str,
+                      remote: AgentHost | None = None) -> Any:
+        """Make the agent live as its owner's: a new object, or ``remote`` (the object
+        this engine already served for another owner) promoted in place."""
+        key = (agent_class, name)
         initial = json_value(getattr(cls, "initial_state", None), f"{agent_class}.initial_state")
         stream = agent_stream(agent_class, name)
         if not self.ownership.everything:
-            self._summaries.forget_agent((agent_class, name))  # read it as the log has it
+            self._summaries.forget_agent(key)  # read it as the log has it
             if not self.ownership.owns(agent_class, name):
+                if remote is not None:
+                    return remote.agent
                 return self._remote(cls, agent_class, name, initial)
         summary = self._summaries.agent(agent_class, name)
         if summary is None:
@@ -129,14 +134,22 @@ class Agents:
             raise CorruptLogError(
                 f"agent {agent_class}/{name} has a corrupt event at log position "
                 f"{summary.corrupt_position}", position=summary.corrupt_position)
-        agent = cls()
-        host = AgentHost(agent, agent_class, name, initial, self._append, self._spawn)
-        self._bind(agent, host)
-        self._hosts[agent_class, name] = host
+        if remote is None:
+            agent = cls()
+            host = AgentHost(agent, agent_class, name, initial, self._append, self._spawn)
+            self._bind(agent, host)
+        else:
+            host, agent = remote, remote.agent
+            host.remote = False
+        self._hosts[key] = host
+        self._unborn.discard(key)
         try:
             await agent.on_start()
         except BaseException:
-            del self._hosts[agent_class, name]
+            if remote is None:
+                del self._hosts[key]
+            else:
+                host.remote = True  # still served, as another engine's, until started
             raise
         summary = self._summaries.agent(agent_class, name)
         if summary is not None and summary.callbacks_pending:
@@ -165,14 +178,22 @@ class Agents:
         self._hosts[agent_class, name] = host
         return agent
 
-    def drop_where(self, agent: Callable[[str, str], bool]) -> None:
-        """Let go of the live objects of the agents ``agent`` selects, delivering nothing
-        more (another engine owns them now)."""
+    def drop_where(self, agent: Callable[[str, str], bool]) -> set[AgentKey]:
+        """The agents ``agent`` selects are another engine's now: they deliver nothing more
+        from here. One with clients stays, as a remote agent (its clients get the new
+        owner's states through the follower, PG18, from the version they saw: its summary
+        must be kept); the others are let go. The agents kept."""
+        kept: set[AgentKey] = set()
         for key, host in list(self._hosts.items()):
             if agent(*key):
-                del self._hosts[key]
-                self._unborn.discard(key)
                 host.stop()
+                if host.connections:
+                    host.remote = True
+                    kept.add(key)
+                else:
+                    del self._hosts[key]
+                    self._unborn.discard(key)
+        return kept
 
     async def load(self, agent_class: str, name: str) -> None:
         """Load an agent that owes callbacks; while that fails, retry (backing off)."""

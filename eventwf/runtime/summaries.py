@@ -9,7 +9,7 @@ waits here, and is woken when its status or run changes or it is quarantined.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import trio
 
@@ -68,12 +68,14 @@ class Summaries:
         """Drop a workflow's summary from memory (read again from its projection)."""
         self._workflows.pop(workflow_id, None)
 
-    def forget_where(self, agent: Callable[[str, str], bool]) -> None:
+    def forget_where(self, agent: Callable[[str, str], bool],
+                     keep: Collection[AgentKey] = ()) -> None:
         """Drop the summaries of the agents ``agent`` selects and of their workflows (a
-        shard this engine lost or gained: another engine wrote them meanwhile)."""
+        shard this engine lost or gained: another engine wrote them meanwhile), except the
+        agents in ``keep``: their clients are followed on from the version they saw."""
         self._workflows = {k: s for k, s in self._workflows.items()
                            if not agent(s.agent_class, s.agent_name)}
-        self._agents = {k: s for k, s in self._agents.items() if not agent(*k)}
+        self._agents = {k: s for k, s in self._agents.items() if k in keep or not agent(*k)}
 
     def forget_agent(self, key: AgentKey) -> None:
         """Drop an agent's summary from memory (its projection holds the same)."""

@@ -118,8 +118,8 @@ class Takeover:
             return own.shard(agent_class, name) in lost
 
         self._rt.runs.drop_where(in_lost)
-        self._rt.agents.drop_where(in_lost)
-        self._rt.summaries.forget_where(in_lost)
+        kept = self._rt.agents.drop_where(in_lost)
+        self._rt.summaries.forget_where(in_lost, keep=kept)
 
     def close(self) -> None:
         """A clean close: give every lease up at once and leave the live engines."""
