@@ -29,6 +29,7 @@ from eventwf.runtime.check import CheckRunners, ReplayCheck
 from eventwf.runtime.clock import Clock
 from eventwf.runtime.follower import serve_postgres_following
 from eventwf.runtime.inbox import serve_postgres_inbox
+from eventwf.runtime.notifications import wait_real
 from eventwf.runtime.recovery import recover, recover_for_check
 from eventwf.runtime.runner import WorkflowRunner
 from eventwf.runtime.runs import RunFactory
@@ -112,11 +113,13 @@ class Engine:
             changed = await rt.summaries.wait_for_change(workflow_id)
             # a finished summary leaves memory: take the one that woke us, unread
             return changed if changed.finished else rt.summaries.workflow(workflow_id)
-        woke: WorkflowSummary | None = None
-        with trio.move_on_after(FOLLOW_POLL):
-            woke = await rt.summaries.wait_for_change(workflow_id)
-        if woke is not None and woke.finished:
-            return woke
+        woke: list[WorkflowSummary] = []
+
+        async def change() -> None:
+            woke.append(await rt.summaries.wait_for_change(workflow_id))
+        await wait_real(change, FOLLOW_POLL)  # real time: another engine commits in it
+        if woke and woke[0].finished:
+            return woke[0]
         if not rt.ownership.owns(agent_class, agent_name):
             rt.summaries.forget_workflow(workflow_id)
         return rt.summaries.workflow(workflow_id)

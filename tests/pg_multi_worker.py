@@ -1,7 +1,9 @@
 """One engine of several on one PostgreSQL database (used by tests/test_pg_multi.py).
 
-Usage: python -m tests.pg_multi_worker URL LEDGER LEASE_TTL N_WORKFLOWS STEPS
-Opens an engine with ``lease_ttl=LEASE_TTL``, prints ``READY``, then starts N_WORKFLOWS
+Usage: python -m tests.pg_multi_worker URL LEDGER LEASE_TTL N_WORKFLOWS STEPS [N_ENGINES]
+Opens an engine with ``lease_ttl=LEASE_TTL``, prints ``READY``, waits until it holds no
+more than its fair share of the shards among N_ENGINES (so no later rebalancing moves its
+agents away cleanly), then starts N_WORKFLOWS
 workflows (on agents of shards it owns, so it runs them itself) and prints ``STARTED id``
 for each once ``run_workflow`` returned (acknowledged); then serves until killed. Every
 step body appends ``pid workflow step start-time`` to LEDGER as it starts, and takes ~0.2 s,
@@ -45,11 +47,15 @@ def _body(wid: str, name: str, value: int) -> Any:
     return body
 
 
-async def main(url: str, ttl: float, count: int, steps: int) -> None:
+async def main(url: str, ttl: float, count: int, steps: int, engines: int) -> None:
     async with eventwf.open_engine(url, agents=[MultiAgent], workflows=[MultiWorkflow],
                                    lease_ttl=ttl) as engine:
         print("READY", flush=True)
         ownership = engine.runtime.ownership
+        assert ownership.sharding is not None
+        share = -(-ownership.sharding.shards // engines)
+        while count and not 0 < len(ownership.held) <= share:
+            await trio.sleep(0.05)
         started = 0
         candidate = 0
         while started < count:
@@ -73,4 +79,5 @@ async def main(url: str, ttl: float, count: int, steps: int) -> None:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     LEDGER_FD = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    trio.run(main, sys.argv[1], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+    trio.run(main, sys.argv[1], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]),
+             int(sys.argv[6]) if len(sys.argv) > 6 else 1)

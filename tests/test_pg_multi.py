@@ -195,10 +195,10 @@ async def test_streams_are_claimed_after_an_expired_lease_not_after_a_release(
 
 
 class _Worker:
-    def __init__(self, url: str, ledger: Path, count: int, steps: int) -> None:
+    def __init__(self, url: str, ledger: Path, count: int, steps: int, engines: int) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.pg_multi_worker", url, str(ledger), str(TTL),
-             str(count), str(steps)], cwd=ROOT, stdout=subprocess.PIPE,
+             str(count), str(steps), str(engines)], cwd=ROOT, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self.errors: list[str] = []
@@ -228,7 +228,7 @@ def _workers(url: str, ledger: Path, n: int, count: int, steps: int) -> Iterator
     workers: list[_Worker] = []
     try:
         for _ in range(n):
-            workers.append(_Worker(url, ledger, count, steps))
+            workers.append(_Worker(url, ledger, count, steps, n))
             _wait(lambda: "READY" in workers[-1].lines, "an engine opening")
         yield workers
     finally:

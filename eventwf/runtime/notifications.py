@@ -22,15 +22,41 @@ The sessions are given (:class:`Sender`, :data:`OpenSession`): on PostgreSQL the
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import trio
 
 from eventwf.errors import StorageError
 
-__all__ = ["COALESCE", "Listener", "Notifier", "OpenSession", "Sender", "Session"]
+__all__ = ["COALESCE", "Listener", "Notifier", "OpenSession", "Sender", "Session", "wait_real"]
+
+
+async def wait_real(until: Callable[[], Awaitable[object]], seconds: float | None) -> bool:
+    """Await ``until()`` for at most ``seconds`` of *real* time (None: no limit); True if
+    it finished. Polls of the database (other engines' rows, the inbox, the horizon) are
+    timed in real time: other engines write in real time, and under a test's
+    ``MockClock(autojump_threshold=0)`` a poll timed by trio's clock would run as fast as
+    the clock jumps (a mocked day of one-second polls is 86,400 queries)."""
+    if seconds is None:
+        await until()
+        return True
+    finished = False
+    async with trio.open_nursery() as nursery:
+        async def first() -> None:
+            nonlocal finished
+            await until()
+            finished = True
+            nursery.cancel_scope.cancel()
+
+        async def timer() -> None:
+            await trio.to_thread.run_sync(time.sleep, seconds, abandon_on_cancel=True)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(first)
+        nursery.start_soon(timer)
+    return finished
 
 logger = logging.getLogger("eventwf")
 
@@ -137,8 +163,7 @@ class Listener:
         if channel in self._signalled:
             await trio.lowlevel.checkpoint()
         else:
-            with trio.move_on_after(math.inf if fallback is None else fallback):
-                await self._events[channel].wait()
+            await wait_real(self._events[channel].wait, fallback)
         self._signalled.discard(channel)
         payloads, self._payloads[channel] = self._payloads[channel], []
         return payloads
