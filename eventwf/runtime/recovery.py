@@ -127,9 +127,8 @@ def _load_agents_with_callbacks(rt: Runtime, shards: Collection[int] | None = No
 
 
 def _quarantine_damage(rt: Runtime, report: OpenReport) -> None:
-    """Quarantine the streams whose rows failed verification on open."""
-    if report.anchor is not None:
-        logger.error("%s", report.anchor)
+    """Quarantine the streams whose rows failed verification on open (an anchor
+    mismatch is logged by the store, before its new anchor is written)."""
     for position, stream, message in report.problems:
         kind, key, name = parse_stream(stream)
         if kind == "wf" and (summary := rt.summaries.workflow(key)) is not None:

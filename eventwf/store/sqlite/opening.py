@@ -66,6 +66,8 @@ def _verify_tail(store: Opened) -> OpenReport:
     if anchor is not None and store.path != ":memory:":
         kept = preserve_anchor(store.path)  # the evidence outlives the new anchor
         anchor = f"{anchor} (previous anchor kept as {kept})"
+    if anchor is not None:  # reported before the new anchor hides the mismatch: a process
+        logger.error("%s", anchor)  # killed in between would otherwise lose the report
     try:
         store.mark_verified()
     except (sqlite3.Error, OSError) as exc:
