@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import trio
+from trio.testing import MockClock
 
 from eventwf.errors import StorageError
 
@@ -42,6 +43,11 @@ async def wait_real(until: Callable[[], Awaitable[object]], seconds: float | Non
     if seconds is None:
         await until()
         return True
+    if not isinstance(trio.lowlevel.current_clock(), MockClock):
+        with trio.move_on_after(seconds):  # trio's own clock is real time: no thread
+            await until()
+            return True
+        return False
     finished = False
     async with trio.open_nursery() as nursery:
         async def first() -> None:

@@ -17,6 +17,7 @@ only psycopg and the standard library.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from collections.abc import Callable, Iterable, Sequence
@@ -157,6 +158,7 @@ def stream_hash(prev: bytes, stream: str, stream_position: int, time_us: int, ty
                              type_name.encode(), b"\x00", data)), digest_size=16).digest()
 
 
+@functools.lru_cache(maxsize=1 << 16)  # asked for every event staged: hash each agent once
 def shard_of(agent_class: str, agent_name: str, shards: int) -> int:
     """The shard of an agent (and of its workflows): stable across processes and versions."""
     digest = blake2b(f"{agent_class}/{agent_name}".encode(), digest_size=8).digest()
