@@ -117,7 +117,10 @@ class Engine:
 
         async def change() -> None:
             woke.append(await rt.summaries.wait_for_change(workflow_id))
-        await wait_real(change, FOLLOW_POLL)  # real time: another engine commits in it
+        # Owned here, every change is a commit here (and losing the shard wakes the wait)
+        # until the lease's own deadline; else another engine commits: poll its rows.
+        left = rt.ownership.left(agent_class, agent_name)
+        await wait_real(change, left if left > FOLLOW_POLL else FOLLOW_POLL)
         if woke and woke[0].finished:
             return woke[0]
         if not rt.ownership.owns(agent_class, agent_name):

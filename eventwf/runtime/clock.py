@@ -14,10 +14,20 @@ from collections.abc import Callable
 
 import trio
 
-__all__ = ["Clock"]
+__all__ = ["Clock", "mocked"]
 
 
 _RUN_ANCHOR: trio.lowlevel.RunVar[tuple[int, float]] = trio.lowlevel.RunVar("eventwf_wall")
+
+
+def mocked() -> bool:
+    """Whether this trio run's clock is a test's ``MockClock``. Then the engine waits on
+    no thread where it can help it: with ``autojump_threshold=0`` the mock clock jumps
+    whenever every task waits, and a wait on a thread (a commit on a server, a real-time
+    poll) would let mocked time pass during work the test means to take no time."""
+    from trio.testing import MockClock
+
+    return isinstance(trio.lowlevel.current_clock(), MockClock)
 
 
 def _anchor(wall: Callable[[], float] | None) -> tuple[int, float]:
@@ -25,9 +35,7 @@ def _anchor(wall: Callable[[], float] | None) -> tuple[int, float]:
     under a ``MockClock``, else ``time.time``'s now."""
     if wall is not None:
         return int(wall() * 1_000_000), trio.current_time()
-    from trio.testing import MockClock
-
-    if not isinstance(trio.lowlevel.current_clock(), MockClock):
+    if not mocked():
         return int(time.time() * 1_000_000), trio.current_time()
     try:
         return _RUN_ANCHOR.get()

@@ -27,9 +27,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import trio
-from trio.testing import MockClock
 
 from eventwf.errors import StorageError
+from eventwf.runtime.clock import mocked
 
 __all__ = ["COALESCE", "Listener", "Notifier", "OpenSession", "Sender", "Session", "wait_real"]
 
@@ -43,7 +43,7 @@ async def wait_real(until: Callable[[], Awaitable[object]], seconds: float | Non
     if seconds is None:
         await until()
         return True
-    if not isinstance(trio.lowlevel.current_clock(), MockClock):
+    if not mocked():
         with trio.move_on_after(seconds):  # trio's own clock is real time: no thread
             await until()
             return True

@@ -16,6 +16,7 @@ renews and gives up the leases; the writer asks :meth:`owns` and :meth:`claim`.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import socket
@@ -62,6 +63,14 @@ class Ownership:
             return True
         shard = self.sharding.shard_of(agent_class, name)
         return shard in self.held and time.monotonic() < self.deadline[shard]
+
+    def left(self, agent_class: str, name: str) -> float:
+        """Seconds this engine still owns the agent by its own clock, unless renewed (0:
+        it does not own it now; infinite when it owns the whole log)."""
+        if self.sharding is None:
+            return math.inf
+        deadline = self.deadline.get(self.sharding.shard_of(agent_class, name))
+        return 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
 
     def check(self, agent_class: str, name: str) -> None:
         """``AgentMovedError`` unless this engine owns the agent now."""

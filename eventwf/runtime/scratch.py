@@ -70,6 +70,11 @@ class ScratchStore:
         """None: the check replays the whole log as its only engine (it writes nothing)."""
         return None
 
+    @property
+    def commits_in_thread(self) -> bool:
+        """False: its commits stay in memory."""
+        return False
+
     def commit(self, rows: Sequence[PendingRow], workflows: Sequence[WorkflowSummary] = (),
                agents: Sequence[AgentSummary] = (), *, project: Project | None = None
                ) -> list[int]:

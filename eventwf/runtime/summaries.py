@@ -73,9 +73,11 @@ class Summaries:
         """Drop the summaries of the agents ``agent`` selects and of their workflows (a
         shard this engine lost or gained: another engine wrote them meanwhile), except the
         agents in ``keep``: their clients are followed on from the version they saw."""
-        self._workflows = {k: s for k, s in self._workflows.items()
-                           if not agent(s.agent_class, s.agent_name)}
+        dropped = {k: s for k, s in self._workflows.items() if agent(s.agent_class, s.agent_name)}
+        self._workflows = {k: s for k, s in self._workflows.items() if k not in dropped}
         self._agents = {k: s for k, s in self._agents.items() if k in keep or not agent(*k)}
+        for workflow_id, summary in dropped.items():
+            self._changed(workflow_id, summary)  # its waiters look again (it moved away)
 
     def forget_agent(self, key: AgentKey) -> None:
         """Drop an agent's summary from memory (its projection holds the same)."""

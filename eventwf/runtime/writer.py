@@ -31,7 +31,7 @@ from eventwf.model.commands import MAILBOX_LIMIT
 from eventwf.model.events import Event, EventReceived, Recorded, parse_stream
 from eventwf.model.workflow_fold import WorkflowSummary, apply_workflow
 from eventwf.runtime.ack import Ack
-from eventwf.runtime.clock import Clock
+from eventwf.runtime.clock import Clock, mocked
 from eventwf.runtime.fencing import Fencing, RunReplaced
 from eventwf.runtime.ownership import Ownership
 from eventwf.runtime.telemetry import NULL_TELEMETRY, Telemetry
@@ -74,16 +74,25 @@ class Append:
 
 
 class _Batch:
+    """Requests staged for one commit. A batch staged again (``again_of``: the store drew
+    other positions) sees what the first staging saw, whatever changed since: the same
+    summaries, and no fence or ownership checks (they passed): on PostgreSQL that staging
+    runs in the commit's worker thread while the engine goes on, and must stage the very
+    rows that thread is committing."""
+
     def __init__(self, registry: Registry, positions: Iterator[int], time_us: int,
-                 ownership: Ownership) -> None:
+                 ownership: Ownership, again_of: _Batch | None = None) -> None:
         self.registry = registry
         self.ownership = ownership
+        self.checks = again_of is None
         self.positions = positions  # staged records take them in order
         self.time_us = time_us
         self.workflows: dict[str, WorkflowSummary] = {}
         self.agents: dict[tuple[str, str], AgentSummary] = {}
-        self.original_wf: dict[str, WorkflowSummary | None] = {}
-        self.original_ag: dict[tuple[str, str], AgentSummary | None] = {}
+        self.original_wf: dict[str, WorkflowSummary | None] = (
+            {} if again_of is None else dict(again_of.original_wf))
+        self.original_ag: dict[tuple[str, str], AgentSummary | None] = (
+            {} if again_of is None else dict(again_of.original_ag))
         self.rows: list[PendingRow] = []
         self.records: list[Recorded] = []
         self.size = 0
@@ -110,7 +119,7 @@ class _Batch:
 
     def stage(self, request: Append) -> None:
         """Check and place one request; on any error nothing of it is kept."""
-        if request.fence is not None:
+        if request.fence is not None and self.checks:
             workflow_id, epoch = request.fence
             if self.registry.runner_epoch(workflow_id) != epoch:
                 raise RunReplaced(f"workflow {workflow_id!r} is no longer run by this task")
@@ -132,10 +141,12 @@ class _Batch:
                 head = -1 if current is None else current.head
                 rec = Recorded(position, stream, head + 1, self.time_us, event)
                 after = local_wf[key] = apply_workflow(current, rec)
-                self.ownership.check(after.agent_class, after.agent_name)
+                if self.checks:
+                    self.ownership.check(after.agent_class, after.agent_name)
             elif kind == "agent":
                 agent = self._agent((key, name), local_ag)
-                self.ownership.check(key, name)
+                if self.checks:
+                    self.ownership.check(key, name)
                 head = -1 if agent is None else agent.head
                 rec = Recorded(position, stream, head + 1, self.time_us, event)
                 local_ag[key, name] = apply_agent(agent, rec)
@@ -226,13 +237,21 @@ class Writer:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        threaded = self._store.commits_in_thread and not mocked()  # see clock.mocked
         try:
             while True:
                 await self._wake.wait()
                 self._wake = trio.Event()
                 await trio.lowlevel.checkpoint()  # one more round for stragglers
                 while self._queue:
-                    self._flush(self._take())
+                    staged = self._stage(self._take())
+                    if staged is None:
+                        continue
+                    if threaded:  # the engine goes on while the server commits
+                        outcome = await trio.to_thread.run_sync(self._commit, *staged)
+                    else:
+                        outcome = self._commit(*staged)
+                    self._settle(*staged, outcome)
         finally:
             self._closed = True
             for request in self._take(everything=True):
@@ -243,13 +262,16 @@ class Writer:
         """Commit what is still queued (a clean close, after every other task stopped)."""
         if not self._closed:
             while self._queue:
-                self._flush(self._take())
+                staged = self._stage(self._take())
+                if staged is not None:
+                    self._settle(*staged, self._commit(*staged))
 
-    def _restage(self, accepted: list[Append], positions: Sequence[int], time_us: int
+    def _restage(self, first: _Batch, accepted: list[Append], positions: Sequence[int]
                  ) -> _Batch:
-        """The accepted requests staged again at the positions the commit gave them
-        (nothing changed in between, so each stages as before, only positions differ)."""
-        batch = _Batch(self._registry, iter(positions), time_us, self._ownership)
+        """The accepted requests staged again at the positions the commit gave them, as
+        the first staging saw them (only positions differ; see :class:`_Batch`)."""
+        batch = _Batch(self._registry, iter(positions), first.time_us, self._ownership,
+                       again_of=first)
         for request in accepted:
             batch.stage(request)
         return batch
@@ -274,12 +296,13 @@ class Writer:
             batch, self._queue = self._queue[:MAX_BATCH_REQUESTS], self._queue[MAX_BATCH_REQUESTS:]
         return batch
 
-    def _flush(self, requests: list[Append]) -> None:
-        store = self._store
+    def _stage(self, requests: list[Append]) -> tuple[_Batch, list[Append]] | None:
+        """Stage what can be committed now: the batch and its accepted requests (None if
+        none). A refused request is answered at once; what does not fit waits, first."""
         if not self._ownership.everything:
             requests = self._fencing.admit(requests)
-        batch = _Batch(self._registry, itertools.count(store.head + 1), self._clock.now_us(),
-                       self._ownership)
+        batch = _Batch(self._registry, itertools.count(self._store.head + 1),
+                       self._clock.now_us(), self._ownership)
         accepted: list[Append] = []
         deferred: list[Append] = []
         for request in requests:
@@ -289,40 +312,49 @@ class Writer:
             try:
                 batch.stage(request)
             except Exception as exc:  # refused (TransitionError, ValueError...): caller learns
-                request.error = exc
-                request.done.set()
-                if not request.watched:
-                    logger.debug("a status note was not logged: %s", exc)
+                self._answer(request, exc)
             else:
                 accepted.append(request)
         self._queue[:0] = deferred
-        if not accepted:
-            return
+        return (batch, accepted) if accepted else None
+
+    def _commit(self, batch: _Batch, accepted: list[Append]
+                ) -> tuple[_Batch, list[int]] | StorageError:
+        """Commit a staged batch (in a worker thread if the store says so: it touches only
+        the batch and the store); the batch as committed and its positions, or the error."""
         staged = [rec.position for rec in batch.records]
+        committed = batch
 
         def project(positions: Sequence[int]) -> tuple[list[WorkflowSummary],
                                                        list[AgentSummary]]:
-            nonlocal batch  # the store drew other positions: stage again with them
+            nonlocal committed  # the store drew other positions: stage again with them
             if list(positions) != staged:
-                batch = self._restage(accepted, positions, batch.time_us)
-            return batch.dirty_projections()
+                committed = self._restage(batch, accepted, positions)
+            return committed.dirty_projections()
 
         try:
-            positions = store.commit(batch.rows, project=project)
-            if [rec.position for rec in batch.records] != positions:
-                batch = self._restage(accepted, positions, batch.time_us)
-        except StreamsTakenError as exc:
-            self._again(self._fencing.taken(accepted, exc.streams, batch.workflows))
+            positions = self._store.commit(batch.rows, project=project)
+        except StorageError as exc:  # StreamsTakenError too
+            return exc
+        if [rec.position for rec in committed.records] != positions:
+            committed = self._restage(batch, accepted, positions)
+        return committed, positions
+
+    def _settle(self, staged: _Batch, accepted: list[Append],
+                outcome: tuple[_Batch, list[int]] | StorageError) -> None:
+        """Answer the batch's callers and, if it committed, publish it (memory follows the
+        log). A fatal storage error stops the writer: memory may no longer match the log
+        (reopening replays it)."""
+        if isinstance(outcome, StreamsTakenError):
+            self._again(self._fencing.taken(accepted, outcome.streams, staged.workflows))
             return
-        except StorageError as exc:
+        if isinstance(outcome, StorageError):
             for request in accepted:
-                request.error = exc
-                request.done.set()
-                if not request.watched:
-                    logger.debug("a status note was not logged: %s", exc)
-            if exc.fatal:
-                raise  # memory may no longer match the log: stop; reopening replays it
+                self._answer(request, outcome)
+            if outcome.fatal:
+                raise outcome
             return
+        batch, _ = outcome
         if not self._ownership.everything:
             self._fencing.wrote(batch.workflows, batch.agents)
         self.commits += 1

@@ -133,6 +133,12 @@ class LogStore(Protocol):
     def sharding(self) -> Sharding | None:
         """Leases and claims when several engines share the log; None when one owns it."""
 
+    @property
+    def commits_in_thread(self) -> bool:
+        """True: the writer calls :meth:`commit` from a worker thread while the engine goes
+        on (a commit waits on a server); the store then serialises its other calls with
+        it. False: called from the engine's thread, like every other method."""
+
     def commit(self, rows: Sequence[PendingRow], workflows: Sequence[WorkflowSummary] = (),
                agents: Sequence[AgentSummary] = (), *, project: Project | None = None
                ) -> list[int]:

@@ -13,7 +13,9 @@ the store's connection; the engine's runtime decides when (``runtime/ownership.p
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Concatenate, ParamSpec, TypeVar
 
 import psycopg
@@ -35,7 +37,8 @@ def _translated(method: Callable[Concatenate[PgSharding, _P], _T]
 
     def call(self: PgSharding, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         try:
-            return method(self, *args, **kwargs)
+            with self.lock:  # the store's session is shared with its commits (a thread)
+                return method(self, *args, **kwargs)
         except psycopg.Error as exc:
             raise StorageError(f"{method.__name__} of shard leases failed: {exc}") from exc
 
@@ -47,8 +50,10 @@ class PgSharding:
     """The ``Sharding`` of a PostgreSQL store (``eventwf.store.interface.Sharding``)."""
 
     def __init__(self, conn: Callable[[], Conn], genesis: bytes, shards: int,
-                 claimed: Callable[[], None]) -> None:
+                 claimed: Callable[[], None],
+                 lock: AbstractContextManager[object] | None = None) -> None:
         self._conn = conn  # the store's current connection (it may reconnect)
+        self.lock = lock if lock is not None else threading.RLock()  # the store's
         self._genesis = genesis
         self._shards = shards
         self._claimed = claimed  # tells the store its cached stream heads moved

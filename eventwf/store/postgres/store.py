@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable, Collection, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -52,10 +53,11 @@ def _translated(method: Callable[Concatenate[PostgresStore, _P], _T]
     the writer lock went with it, so this store writes nothing more)."""
 
     def call(self: PostgresStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        try:
-            return method(self, *args, **kwargs)
-        except psycopg.Error as exc:
-            raise self.failed_call(exc, method.__name__) from exc
+        with self.lock:  # one user of the session at a time (a commit runs in a thread)
+            try:
+                return method(self, *args, **kwargs)
+            except psycopg.Error as exc:
+                raise self.failed_call(exc, method.__name__) from exc
 
     functools.update_wrapper(call, method)
     return call
@@ -80,6 +82,10 @@ class PostgresStore:
         self._url = url
         self._uncertain: str | None = None
         self._rebuild = False
+        # The writer commits from a worker thread (``commits_in_thread``) while the engine's
+        # thread may call the other methods: each holds this lock while it uses the session,
+        # so no statement runs inside another caller's transaction.
+        self.lock = threading.RLock()
         self.conn: Conn = self._connect()
         try:
             self._open()
@@ -115,7 +121,12 @@ class PostgresStore:
         self.head: int = 0 if row is None or row[0] is None else int(row[0])
         self._heads = log.Heads(self.genesis)
         self._sharding = PgSharding(lambda: self.conn, self.genesis, shards,
-                                    self._heads.forget)
+                                    self._heads.forget, self.lock)
+
+    @property
+    def commits_in_thread(self) -> bool:
+        """True: a commit waits on the server; the engine goes on meanwhile (:attr:`lock`)."""
+        return True
 
     @property
     def sharding(self) -> PgSharding:
@@ -124,6 +135,10 @@ class PostgresStore:
 
     def close(self) -> None:
         """Record what is verified (if it can), then let the session, and its lock, go."""
+        with self.lock:
+            self._close()
+
+    def _close(self) -> None:
         try:
             if not self.readonly and self._uncertain is None and not self.conn.closed:
                 try:
@@ -142,6 +157,11 @@ class PostgresStore:
                ) -> list[int]:
         """Append ``rows`` and upsert the projection rows in one transaction; the positions
         the rows got from the identity (see the module's docstring for failures)."""
+        with self.lock:
+            return self._commit(rows, workflows, agents, project)
+
+    def _commit(self, rows: Sequence[PendingRow], workflows: Sequence[WorkflowSummary],
+                agents: Sequence[AgentSummary], project: Project | None) -> list[int]:
         if self._uncertain is not None:
             raise StorageError(self._uncertain, fatal=True)
         conn = self.conn
@@ -286,7 +306,8 @@ class PostgresStore:
     def mark_verified(self) -> None:
         """Record that the log is verified through its head."""
         if not self.readonly:
-            schema.set_meta(self.conn, "verified_through", str(self.head))
+            with self.lock:
+                schema.set_meta(self.conn, "verified_through", str(self.head))
 
     # -- reading -------------------------------------------------------------------------
 

@@ -261,6 +261,11 @@ class SQLiteStore:
         """None: one engine owns a SQLite log (its file lock), so it has no shards."""
         return None
 
+    @property
+    def commits_in_thread(self) -> bool:
+        """False: a commit is a local write, made from the engine's thread."""
+        return False
+
     def unfinished_workflows(self, shards: Collection[int] | None = None
                              ) -> list[WorkflowSummary]:
         out = []
