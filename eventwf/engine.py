@@ -291,7 +291,8 @@ async def _running(
                 finally:
                     rt.close()
                     nursery.cancel_scope.cancel()
-            rt.writer.flush_pending()  # a clean close keeps what the tasks queued
+            with trio.CancelScope(shield=True):  # a clean close keeps what the tasks queued
+                await rt.writer.flush_pending()
             outer.cancel_scope.cancel()
     finally:
         if takeover is not None:

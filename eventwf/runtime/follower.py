@@ -24,7 +24,7 @@ imports no driver, so SQLite engines never load PostgreSQL code;
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import trio
@@ -74,8 +74,10 @@ class Follower:
     """Pushes other writers' agent states to this engine's clients (module docstring)."""
 
     def __init__(self, source: Source, agents: Agents, wait: Wait, *,
-                 fast: float = FAST_POLL, slow: float = SLOW_POLL) -> None:
+                 fast: float = FAST_POLL, slow: float = SLOW_POLL,
+                 in_flight: Callable[[], trio.Event | None] = lambda: None) -> None:
         self._source = source
+        self._in_flight = in_flight  # this engine's commit in its worker thread, if any
         self._agents = agents
         self._wait = wait
         self._fast = fast
@@ -104,11 +106,17 @@ class Follower:
         """Read until the horizon, acting on each agent record (a checkpoint per batch).
         A failed read is logged; the next wake-up reads again from the same place."""
         while True:
+            # A commit of this engine may land in the log before the writer installs it:
+            # its rows are acted on once it has (then they are known, so skipped). Read
+            # with no await in between: no commit of this engine starts meanwhile.
+            committing = self._in_flight()
             try:
                 rows = self._source.read()
             except StorageError as exc:
                 logger.warning("%s; state pushes from other engines wait for it", exc)
                 return
+            if committing is not None:
+                await committing.wait()
             self.reads += 1
             for row in rows:
                 self._act(row)
@@ -147,7 +155,7 @@ async def serve_postgres_following(writer: Writer, agents: Agents, url: str, *,
         async def wait(fallback: float | None) -> object:
             return await listener.wait(LOG_CHANNEL, fallback)
 
-        follower = Follower(source, agents, wait)
+        follower = Follower(source, agents, wait, in_flight=lambda: writer.in_flight)
         async with trio.open_nursery() as nursery:
             listener.watch(LOG_CHANNEL)
             await nursery.start(listener.serve)

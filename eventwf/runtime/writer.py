@@ -192,9 +192,15 @@ class Writer:
         self._queue: list[Append] = []
         self._wake = trio.Event()
         self._closed = False
+        self._in_flight: trio.Event | None = None  # set once the commit in its thread ends
         self.commits = 0
         self.events = 0
         self.on_commit: Callable[[], None] | None = None  # after each commit (PostgreSQL: NOTIFY)
+
+    @property
+    def in_flight(self) -> trio.Event | None:
+        """Set once the commit now in its worker thread is installed (None: none is)."""
+        return self._in_flight
 
     @property
     def queue_depth(self) -> int:
@@ -247,19 +253,27 @@ class Writer:
                     staged = self._stage(self._take())
                     if staged is None:
                         continue
-                    if threaded:  # the engine goes on while the server commits
-                        outcome = await trio.to_thread.run_sync(self._commit, *staged)
-                    else:
-                        outcome = self._commit(*staged)
-                    self._settle(*staged, outcome)
+                    if not threaded:
+                        self._settle(*staged, self._commit(*staged))
+                        continue
+                    self._in_flight = trio.Event()  # the engine goes on while it commits
+                    try:
+                        self._settle(*staged, await trio.to_thread.run_sync(
+                            self._commit, *staged))
+                    finally:
+                        self._in_flight.set()
+                        self._in_flight = None
         finally:
             self._closed = True
             for request in self._take(everything=True):
                 request.error = EventwfError("the engine closed before this was logged")
                 request.done.set()
 
-    def flush_pending(self) -> None:
-        """Commit what is still queued (a clean close, after every other task stopped)."""
+    async def flush_pending(self) -> None:
+        """Commit what is still queued (a clean close, after every other task stopped):
+        once no commit is in flight (the writer's task may be waiting on one), inline."""
+        while self._in_flight is not None:
+            await self._in_flight.wait()
         if not self._closed:
             while self._queue:
                 staged = self._stage(self._take())
