@@ -1,0 +1,123 @@
+"""The writer's commits in a worker thread on PostgreSQL (specs/postgres.md PG20, PG3a):
+the engine goes on while the server commits, a clean close waits for the commit in
+flight before it flushes what is queued, and under a MockClock the commit stays inline.
+Real clock (``realtime``) where the thread is the point: a MockClock makes it inline."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import trio
+
+pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e '.[dev]' "
+                    "(PostgreSQL tests)")
+
+import eventwf  # noqa: E402
+from eventwf.store.postgres import PostgresStore  # noqa: E402
+from tests.wfkit import TestAgent  # noqa: E402
+
+
+class Counting(eventwf.AgentWorkflow[TestAgent]):
+    async def run(self, event: eventwf.WorkflowEvent, step: eventwf.AgentWorkflowStep) -> Any:
+        total = 0
+        for i in range(event.payload["n"]):
+            total += await step.do(f"s{i}", lambda i=i: i)
+        return total
+
+
+class Gate:
+    """Holds the commits of agent states (in whatever thread) while closed."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.open.set()
+        self.held = threading.Event()  # a commit waits at the gate now
+        self.threads: list[bool] = []  # per commit: made on the main thread?
+
+    def commit(self, original: Any) -> Any:
+        def commit(store: PostgresStore, rows: Any, *args: Any, **kwargs: Any) -> Any:
+            self.threads.append(threading.current_thread() is threading.main_thread())
+            if not self.open.is_set() and any(r.type == "agent.state_set" for r in rows):
+                self.held.set()
+                self.open.wait(30)
+            return original(store, rows, *args, **kwargs)
+        return commit
+
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
+    made = Gate()
+    monkeypatch.setattr(PostgresStore, "commit", made.commit(PostgresStore.commit))
+    yield made
+    made.open.set()
+
+
+def _open(url: str) -> Any:
+    return eventwf.open_engine(url, agents=[TestAgent], workflows={"COUNT": Counting},
+                               lease_ttl=5.0)
+
+
+@pytest.mark.realtime
+async def test_the_engine_goes_on_while_a_commit_waits_on_the_server(
+        fresh_postgres_url: str, gate: Gate) -> None:
+    async with _open(fresh_postgres_url) as engine:
+        agent = await engine.get_agent(TestAgent, "a")
+        gate.open.clear()
+        ticks = 0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(agent.set_state, {"n": 1})
+            await trio.to_thread.run_sync(gate.held.wait, 10)
+            for _ in range(5):  # the loop runs while the commit is held in its thread
+                await trio.sleep(0.01)
+                ticks += 1
+            gate.open.set()
+        assert ticks == 5 and agent.state == {"n": 1}
+        workflow_id = await agent.run_workflow("COUNT", {"n": 20})
+        assert (await engine.wait_workflow(workflow_id, timeout=30)).status == "complete"
+    assert gate.threads and not any(gate.threads[1:]), gate.threads  # all off the main thread
+
+
+@pytest.mark.realtime
+async def test_a_clean_close_flushes_the_queue_after_the_commit_in_flight(
+        fresh_postgres_url: str, gate: Gate, caplog: pytest.LogCaptureFixture) -> None:
+    answered: list[object] = []
+
+    async def set_state(agent: TestAgent, n: int) -> None:
+        await agent.set_state({"n": n})
+        answered.append(n)
+
+    with caplog.at_level(logging.WARNING, logger="eventwf"):
+        async with trio.open_nursery() as outer:  # the callers outlive the engine's block
+            async with _open(fresh_postgres_url) as engine:
+                agent = await engine.get_agent(TestAgent, "a")
+                gate.open.clear()
+                outer.start_soon(set_state, agent, 1)  # its commit is held in its thread
+                await trio.to_thread.run_sync(gate.held.wait, 10)
+                outer.start_soon(set_state, agent, 2)  # the same stream, queued behind it
+                writer = engine.runtime.writer
+                while writer.queue_depth == 0:
+                    await trio.sleep(0.001)
+                flush = writer.flush_pending
+
+                async def flush_on_release() -> None:
+                    gate.open.set()  # the held commit ends while the close flushes
+                    await flush()
+                writer.flush_pending = flush_on_release  # type: ignore[method-assign]
+        assert sorted(answered) == [1, 2]
+        async with _open(fresh_postgres_url) as engine:
+            agent = await engine.get_agent(TestAgent, "a")
+            assert agent.state == {"n": 2}
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+async def test_under_a_mock_clock_commits_stay_on_the_engine_thread(
+        fresh_postgres_url: str, gate: Gate) -> None:  # PG3a
+    async with _open(fresh_postgres_url) as engine:
+        agent = await engine.get_agent(TestAgent, "a")
+        workflow_id = await agent.run_workflow("COUNT", {"n": 3})
+        assert (await engine.wait_workflow(workflow_id)).status == "complete"
+    assert gate.threads and all(gate.threads)
