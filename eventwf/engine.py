@@ -31,6 +31,7 @@ from eventwf.runtime.follower import serve_postgres_following
 from eventwf.runtime.inbox import serve_postgres_inbox
 from eventwf.runtime.notifications import wait_real
 from eventwf.runtime.recovery import recover, recover_for_check
+from eventwf.runtime.remote_waits import INTERVAL, RemoteWaits
 from eventwf.runtime.runner import WorkflowRunner
 from eventwf.runtime.runs import RunFactory
 from eventwf.runtime.runtime import Runtime
@@ -48,7 +49,7 @@ if TYPE_CHECKING:  # only for the annotations: opentelemetry is imported when it
     from opentelemetry.trace import TracerProvider
 
 A = TypeVar("A", bound=Agent)
-FOLLOW_POLL = 0.1  # seconds between reads of a workflow another engine runs (wait_workflow)
+FOLLOW_WAIT = 1.0  # seconds a wait for another engine's workflow lasts before looking again
 
 
 class Engine:
@@ -98,31 +99,35 @@ class Engine:
                                           position=s.corrupt_position)
                 if s.status == "paused" and s.error_name == "NonDeterminismError":
                     raise NonDeterminismError(s.error_message)
-                s = await self._wait_change(s.agent_class, s.agent_name, workflow_id)
+                s = await self._wait_change(s, workflow_id)
         s = self._rt.summaries.workflow(workflow_id)
         raise WorkflowTimeoutError(f"workflow {workflow_id!r} did not finish within {seconds:g} "
                                    f"seconds (status {s.status if s else 'unknown'})")
 
-    async def _wait_change(self, agent_class: str, agent_name: str, workflow_id: str
+    async def _wait_change(self, seen: WorkflowSummary, workflow_id: str
                            ) -> WorkflowSummary | None:
-        """The workflow once it may have changed: at its next commit here, or on PostgreSQL
-        after at most :data:`FOLLOW_POLL` seconds (its shard may move to another engine
-        meanwhile, PG15), a workflow another engine runs read again from the projections."""
+        """The workflow once it may have changed: at its next commit here; on PostgreSQL,
+        for a workflow another engine runs (or that may move meanwhile, PG15), once the
+        shared projections show it changed, read again from them."""
         rt = self._rt
-        if rt.inbox is None:  # one engine writes the log: every change is a commit here
+        if rt.remote_waits is None:  # one engine writes the log: every change is a commit here
             changed = await rt.summaries.wait_for_change(workflow_id)
             # a finished summary leaves memory: take the one that woke us, unread
             return changed if changed.finished else rt.summaries.workflow(workflow_id)
-        woke: list[WorkflowSummary] = []
-
-        async def change() -> None:
-            woke.append(await rt.summaries.wait_for_change(workflow_id))
-        # Owned here, every change is a commit here (and losing the shard wakes the wait)
-        # until the lease's own deadline; else another engine commits: poll its rows.
+        agent_class, agent_name = seen.agent_class, seen.agent_name
         left = rt.ownership.left(agent_class, agent_name)
-        await wait_real(change, left if left > FOLLOW_POLL else FOLLOW_POLL)
-        if woke and woke[0].finished:
-            return woke[0]
+        if left > INTERVAL:
+            # Owned here: every change is a commit here until the lease's own deadline
+            # (and losing the shard wakes the wait).
+            woke: list[WorkflowSummary] = []
+
+            async def change() -> None:
+                woke.append(await rt.summaries.wait_for_change(workflow_id))
+            await wait_real(change, left)
+            if woke and woke[0].finished:
+                return woke[0]
+        else:  # another engine commits it: one read for every such wait (remote_waits.py)
+            await rt.remote_waits.changed(workflow_id, (seen.status, seen.run), FOLLOW_WAIT)
         if not rt.ownership.owns(agent_class, agent_name):
             rt.summaries.forget_workflow(workflow_id)
         return rt.summaries.workflow(workflow_id)
@@ -282,6 +287,8 @@ async def _running(
                                                       rt.agents, os.fspath(path))
                     rt.inbox = await nursery.start(serve_postgres_inbox, rt.agents,
                                                    rt.ownership, os.fspath(path), apply_request)
+                    rt.remote_waits = RemoteWaits(store.workflow_statuses)
+                    await nursery.start(rt.remote_waits.serve)
                 recovery(rt)
                 takeover.start()
                 nursery.start_soon(takeover.serve, name="eventwf shard leases")

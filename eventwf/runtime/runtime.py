@@ -23,6 +23,7 @@ from eventwf.runtime.follower import Follower
 from eventwf.runtime.hibernation import Hibernation
 from eventwf.runtime.inbox import Inbox
 from eventwf.runtime.ownership import Ownership
+from eventwf.runtime.remote_waits import RemoteWaits
 from eventwf.runtime.router import Router
 from eventwf.runtime.runner import WorkflowRunner
 from eventwf.runtime.runs import RunFactory, Runs, RunServices
@@ -76,6 +77,7 @@ class Runtime:
         self.follower: Follower | None = None  # PostgreSQL: other writers' agent states
         self.location: LogLocation | None = None  # open_engine's, to reopen the log read-only
         self.inbox: Inbox | None = None  # PostgreSQL: requests to and from other engines
+        self.remote_waits: RemoteWaits | None = None  # PostgreSQL: other engines' workflows
         self.telemetry = telemetry
         self.runs.host = RunServices(clock, self.writer, self.summaries, self.runs,
                                      self.agents, self.hibernation, workflow_classes,

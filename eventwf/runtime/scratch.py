@@ -107,6 +107,14 @@ class ScratchStore:
         written = self._streams.get(stream)
         return written[-1].stream_position if written else self._base.stream_head(stream)
 
+    def workflow_statuses(self, workflow_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+        found = self._base.workflow_statuses(workflow_ids)
+        for workflow_id in workflow_ids:  # the check's own summaries come first
+            kept = self._workflows.get(workflow_id)
+            if kept is not None:
+                found[workflow_id] = (kept.status, kept.run)
+        return found
+
     def load_workflow(self, workflow_id: str) -> WorkflowSummary | None:
         kept = self._workflows.get(workflow_id)
         return kept if kept is not None else self._base.load_workflow(workflow_id)

@@ -166,6 +166,10 @@ class LogStore(Protocol):
     # -- projections ---------------------------------------------------------------------
 
     def load_workflow(self, workflow_id: str) -> WorkflowSummary | None: ...
+
+    def workflow_statuses(self, workflow_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """(status, run) of each of ``workflow_ids`` that has a projection row, in one
+        read: a hint for waits (the row itself, read by ``load_workflow``, is checked)."""
     def load_agent(self, agent_class: str, name: str) -> AgentSummary | None: ...
 
     def unfinished_workflows(self, shards: Collection[int] | None = None

@@ -33,8 +33,8 @@ from eventwf.store.rows import (
     summary_from_row,
 )
 
-__all__ = ["count_workflows", "damaged_rows", "load_agent", "load_workflow",
-           "metadata_clause", "query_workflows", "unfinished_rows", "write_agents",
+__all__ = ["count_workflows", "damaged_rows", "load_agent", "load_workflow", "metadata_clause",
+           "query_workflows", "unfinished_rows", "workflow_statuses", "write_agents",
            "write_workflows"]
 
 _WF_SELECT = "SELECT " + ", ".join(WORKFLOW_COLUMNS) + " FROM eventwf.workflows"
@@ -105,6 +105,14 @@ def write_agents(conn: Conn, rows: Iterable[tuple[Any, ...]]) -> None:
 def load_workflow(conn: Conn, workflow_id: str, head: int) -> WorkflowSummary | None:
     row = conn.execute(_WF_SELECT + " WHERE workflow_id = %s", (workflow_id,)).fetchone()
     return None if row is None else summary_from_row(row, head)
+
+
+def workflow_statuses(conn: Conn, workflow_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+    """(status, run) of each of ``workflow_ids`` that has a row (unchecked: a hint to
+    read the row itself, which is checked)."""
+    rows = conn.execute("SELECT workflow_id, status, run FROM eventwf.workflows "
+                        "WHERE workflow_id = ANY(%s::text[])", (list(workflow_ids),)).fetchall()
+    return {str(w): (str(s), int(r)) for w, s, r in rows}
 
 
 def unfinished_rows(conn: Conn) -> list[tuple[Any, ...]]:

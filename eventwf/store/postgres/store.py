@@ -322,6 +322,10 @@ class PostgresStore:
         return log.stream_head(self.conn, stream)
 
     @_translated
+    def workflow_statuses(self, workflow_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+        return proj.workflow_statuses(self.conn, workflow_ids)
+
+    @_translated
     def load_workflow(self, workflow_id: str) -> WorkflowSummary | None:
         summary = proj.load_workflow(self.conn, workflow_id, -1)
         if summary is None:

@@ -15,6 +15,7 @@ chain, the check finds accidents and edits by hand, not a forger who recomputes 
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -35,23 +36,10 @@ from eventwf.store.rows import (
     workflow_row,
 )
 
-__all__ = [
-    "AGENT_COLUMNS",
-    "WORKFLOW_COLUMNS",
-    "agent_row",
-    "count_workflows",
-    "damaged_rows",
-    "load_agent",
-    "load_workflow",
-    "load_workflows",
-    "metadata_clause",
-    "query_workflows",
-    "row_check",
-    "summary_from_row",
-    "workflow_row",
-    "write_agents",
-    "write_workflows",
-]
+__all__ = ["AGENT_COLUMNS", "WORKFLOW_COLUMNS", "agent_row", "count_workflows", "damaged_rows",
+           "load_agent", "load_workflow", "load_workflows", "metadata_clause",
+           "query_workflows", "row_check", "summary_from_row", "workflow_row",
+           "workflow_statuses", "write_agents", "write_workflows"]
 
 JSON_TEXT_OPERATOR = sqlite3.sqlite_version_info >= (3, 38, 0)  # ``->``: a value's JSON text
 _WF_SELECT = "SELECT " + ", ".join(WORKFLOW_COLUMNS) + " FROM workflows"
@@ -103,6 +91,15 @@ def write_agents(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> N
 def load_workflow(conn: sqlite3.Connection, workflow_id: str, head: int) -> WorkflowSummary | None:
     row = conn.execute(_WF_SELECT + " WHERE workflow_id = ?", (workflow_id,)).fetchone()
     return None if row is None else summary_from_row(row, head)
+
+
+def workflow_statuses(conn: sqlite3.Connection, workflow_ids: Sequence[str]
+                      ) -> dict[str, tuple[str, int]]:
+    """(status, run) of each of ``workflow_ids`` that has a row (unchecked: a hint to
+    read the row itself, which is checked)."""
+    rows = conn.execute("SELECT workflow_id, status, run FROM workflows WHERE workflow_id IN "
+                        "(SELECT value FROM json_each(?))", (json.dumps(list(workflow_ids)),))
+    return {str(w): (str(s), int(r)) for w, s, r in rows}
 
 
 def load_workflows(conn: sqlite3.Connection, *, unfinished: bool) -> list[tuple[Any, ...]]:

@@ -250,6 +250,9 @@ class SQLiteStore:
     def stream_head(self, stream: str) -> int:
         return stream_head(self.conn, stream)
 
+    def workflow_statuses(self, workflow_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+        return proj.workflow_statuses(self.conn, workflow_ids)
+
     def load_workflow(self, workflow_id: str) -> WorkflowSummary | None:
         summary = proj.load_workflow(self.conn, workflow_id, -1)
         if summary is None:
