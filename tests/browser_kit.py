@@ -1,6 +1,7 @@
-"""What the browser tests share: Debian's Chromium driven by Playwright, the skip that says
-why when either is missing, and a server run in a subprocess (Playwright's sync API cannot
-run inside trio's event loop) that prints its URL first and stops on Ctrl-C."""
+"""What the browser tests share: Debian's Chromium driven by Playwright (:func:`chromium`),
+the skip that says why when either is missing, and a server run in a subprocess
+(Playwright's sync API cannot run inside trio's event loop) that prints its URL first and
+stops on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import re
 import select
 import signal
 import subprocess
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,8 @@ except ImportError:  # pragma: no cover - the skip below says so
     expect: Any = None  # type: ignore[no-redef]
     sync_playwright: Any = None  # type: ignore[no-redef]
 
-__all__ = ["CHROMIUM", "FLAGS", "ROOT", "SKIP_WITHOUT_BROWSER", "Page", "expect", "serving",
-           "sync_playwright"]
+__all__ = ["CHROMIUM", "FLAGS", "ROOT", "SKIP_WITHOUT_BROWSER", "Page", "chromium", "expect",
+           "serving"]
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -36,6 +38,19 @@ SKIP_WITHOUT_BROWSER = [
     pytest.mark.skipif(not os.path.exists(CHROMIUM),
                        reason=f"{CHROMIUM} is missing (apt-get install chromium)"),
 ]
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's headless Chromium launched by Playwright (a ``Browser``), closed on exit.
+    Use it in tests marked ``SKIP_WITHOUT_BROWSER``."""
+    assert sync_playwright is not None, "mark the test SKIP_WITHOUT_BROWSER"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def serving(command: list[str], what: str) -> Generator[str, None, str]:

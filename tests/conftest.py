@@ -12,8 +12,9 @@ import pytest
 
 from eventwf.testing.plugin import run_async_test
 
-# PostgreSQL fixtures (pg_server, postgres_url, fresh_postgres_url): tests/pg_cluster.py.
-pytest_plugins = ["tests.pg_cluster"]
+# PostgreSQL fixtures (pg_server, postgres_url, fresh_postgres_url): tests/pg_cluster.py;
+# the same log on SQLite and PostgreSQL (twin_logs): tests/pg_twins.py.
+pytest_plugins = ["tests.pg_cluster", "tests.pg_twins"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -41,8 +41,9 @@ def cli(*argv: str) -> Result:
     return Result(code, out.getvalue(), err.getvalue())
 
 
-def build(path: Path) -> str:
-    """The reference log, written by the real engine (see eventlog_factory.write_log)."""
+def build(path: str | Path) -> str:
+    """The reference log, written by the real engine (see eventlog_factory.write_log) to
+    ``path``: an SQLite file, or a PostgreSQL URL (the URL is returned)."""
     trio.run(write_log, str(path), clock=trio.testing.MockClock(autojump_threshold=0))
     return str(path)
 

@@ -15,16 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser_kit import (
-    CHROMIUM,
-    FLAGS,
-    ROOT,
-    SKIP_WITHOUT_BROWSER,
-    Page,
-    expect,
-    serving,
-    sync_playwright,
-)
+from tests.browser_kit import ROOT, SKIP_WITHOUT_BROWSER, Page, chromium, expect, serving
 
 pytestmark = SKIP_WITHOUT_BROWSER
 ARTIFACTS = ROOT / "artifacts"
@@ -63,9 +54,7 @@ def wait_for_progress(card: Any, above: int) -> int:
 
 def test_the_demo_in_chromium(demo_url: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    assert sync_playwright is not None
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    with chromium() as browser:
         context = browser.new_context(viewport={"width": 1000, "height": 900})
         tab = context.new_page()
         tab.goto(demo_url)
@@ -104,4 +93,3 @@ def test_the_demo_in_chromium(demo_url: str) -> None:
         for page, name in ((tab, "demo.png"), (other, "demo-second-tab.png")):
             page.screenshot(path=str(ARTIFACTS / name), full_page=True, animations="disabled")
         expect(other.locator(".task")).to_have_count(4)
-        browser.close()

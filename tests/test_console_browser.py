@@ -21,16 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser_kit import (
-    CHROMIUM,
-    FLAGS,
-    ROOT,
-    SKIP_WITHOUT_BROWSER,
-    Page,
-    expect,
-    serving,
-    sync_playwright,
-)
+from tests.browser_kit import ROOT, SKIP_WITHOUT_BROWSER, Page, chromium, expect, serving
 from tests.console_app import TOKEN
 from tests.eventlog_kit import build
 
@@ -56,13 +47,8 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    assert sync_playwright is not None
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 def _page(browser: Any, *, token: str | None = None) -> tuple[Page, list[str]]:

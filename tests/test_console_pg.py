@@ -4,51 +4,26 @@ The same engine run (tests/eventlog_factory.write_log) writes one log to an SQLi
 and one to a PostgreSQL database under the same mock clock; every console page is asked
 of both through the console's own router (``site.route``, what each HTTP request runs)
 and the JSON answers are compared, minus what differs by design (log positions, hashes,
-the path: tests/test_pg_logtool.py says why). Skips, with the fixture's reason, when no
+the path: tests/pg_twins.py says why). Skips, with the fixture's reason, when no
 PostgreSQL server can be had.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
-import trio
-import trio.testing
 
 from eventwf.__main__ import main as eventwf_main
 from eventwf.apps.console.site import route
-from tests.eventlog_factory import write_log
-from tests.eventlog_kit import build
 from tests.pg_cluster import ExternalServer, PgCluster
+from tests.pg_twins import PLACES, placeless
 
-_PLACES = {"head", "at", "through", "delivered_through", "last_callback", "hash", "path",
-           "next_after", "scanned", "after", "at_time", "at_time_us"}
-
-
-@pytest.fixture(scope="module")
-def logs(pg_server: PgCluster | ExternalServer, tmp_path_factory: pytest.TempPathFactory
-         ) -> Iterator[tuple[str, str]]:
-    """(the SQLite log, the PostgreSQL log) of the same run."""
-    sqlite = build(tmp_path_factory.mktemp("pgconsole") / "app.db")
-    url = pg_server.new_database()
-    try:
-        trio.run(write_log, url, clock=trio.testing.MockClock(autojump_threshold=0))
-        yield sqlite, url
-    finally:
-        pg_server.drop_database(url)
-
-
-def _placeless(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _placeless(v) for k, v in value.items()
-                if k not in _PLACES and not k.endswith(("position", "positions"))}
-    if isinstance(value, list):
-        return [_placeless(v) for v in value]
-    return value
+# Besides the log tool's places: the console's cursors and scan counts, and a page's time
+# (the time of a position).
+_PLACES = PLACES | {"next_after", "scanned", "after", "at_time", "at_time_us"}
 
 
 def _answer(db: str, target: str) -> Any:
@@ -57,23 +32,23 @@ def _answer(db: str, target: str) -> Any:
     return json.loads(body)
 
 
-def _both(logs: tuple[str, str], target: str) -> tuple[Any, Any]:
-    sqlite, url = logs
-    return _placeless(_answer(sqlite, target)), _placeless(_answer(url, target))
+def _both(twin_logs: tuple[str, str], target: str) -> tuple[Any, Any]:
+    sqlite, url = twin_logs
+    return placeless(_answer(sqlite, target), _PLACES), placeless(_answer(url, target), _PLACES)
 
 
 @pytest.mark.parametrize("query", [
     "", "?status=complete", "?status=errored", "?meta=team%3Da", "?meta=team%3D1",
     "?agent=TestAgent/alice&name=Job", "?agent=TestAgent", "?limit=1"])
-def test_the_listing_is_the_same_on_postgresql(logs: tuple[str, str], query: str) -> None:
-    on_sqlite, on_pg = _both(logs, "/api/" + query)
+def test_the_listing_is_the_same_on_postgresql(twin_logs: tuple[str, str], query: str) -> None:
+    on_sqlite, on_pg = _both(twin_logs, "/api/" + query)
     assert on_pg == on_sqlite
     assert on_pg["counts"]["complete"] == 1
 
 
-def test_cursor_pages_walk_the_same_workflows(logs: tuple[str, str]) -> None:
+def test_cursor_pages_walk_the_same_workflows(twin_logs: tuple[str, str]) -> None:
     walked: list[list[str]] = []
-    for db in logs:
+    for db in twin_logs:
         ids: list[str] = []
         cursor = ""
         while True:
@@ -90,9 +65,9 @@ def test_cursor_pages_walk_the_same_workflows(logs: tuple[str, str]) -> None:
     "/api/workflows/job-1", "/api/workflows/job-ctl", "/api/workflows/job-live",
     "/api/agents/TestAgent/alice", "/api/log?workflow=job-1&n=500",
     "/api/log?agent=TestAgent/alice&n=500", "/api/log?workflow=job-ctl&type=workflow.paused"])
-def test_workflow_agent_and_stream_pages_are_the_same(logs: tuple[str, str],
+def test_workflow_agent_and_stream_pages_are_the_same(twin_logs: tuple[str, str],
                                                       target: str) -> None:
-    on_sqlite, on_pg = _both(logs, target)
+    on_sqlite, on_pg = _both(twin_logs, target)
     clients = {"record": "clients", "available": False, "clients": []}
     assert [r for r in on_pg if r.get("record") != "clients"] == [
         r for r in on_sqlite if r.get("record") != "clients"]
@@ -101,10 +76,10 @@ def test_workflow_agent_and_stream_pages_are_the_same(logs: tuple[str, str],
         assert "log database" in on_pg[-1]["note"]
 
 
-def test_tail_verify_and_pages_on_postgresql(logs: tuple[str, str]) -> None:
+def test_tail_verify_and_pages_on_postgresql(twin_logs: tuple[str, str]) -> None:
     """The whole-log tail and its cursor, verify's verdict, and every HTML page; the
     URL's password never reaches a page."""
-    sqlite, url = logs
+    sqlite, url = twin_logs
     head = _answer(url, "/api/")["head"]
     *rows, meta = _answer(url, f"/api/log?after={head - 3}")
     assert [r["position"] for r in rows] == [head - 2, head - 1, head]

@@ -9,7 +9,6 @@ PostgreSQL server can be had.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,23 +20,9 @@ import trio.testing
 import eventwf
 from tests import eventlog_factory
 from tests.eventlog_factory import write_log
-from tests.eventlog_kit import build, cli
-from tests.pg_cluster import ExternalServer, PgCluster
+from tests.eventlog_kit import cli
 
 _TABLES = ("events", "workflows", "agents", "meta")
-
-
-@pytest.fixture(scope="module")
-def logs(pg_server: PgCluster | ExternalServer, tmp_path_factory: pytest.TempPathFactory
-         ) -> Iterator[tuple[str, str]]:
-    """(the SQLite log, the PostgreSQL log) of the same run."""
-    sqlite = build(tmp_path_factory.mktemp("pgcheck") / "app.db")
-    url = pg_server.new_database()
-    try:
-        trio.run(write_log, url, clock=trio.testing.MockClock(autojump_threshold=0))
-        yield sqlite, url
-    finally:
-        pg_server.drop_database(url)
 
 
 def _contents(url: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -56,8 +41,8 @@ def _verdicts(log: str, factory: str) -> tuple[int, list[dict[str, Any]]]:
 @pytest.mark.parametrize(("factory", "code", "verdict"), [("jobs", 0, "ok"),
                                                           ("jobs_changed", 1, "diverged")])
 def test_check_gives_the_verdicts_it_gives_on_sqlite_and_writes_nothing(
-        logs: tuple[str, str], factory: str, code: int, verdict: str) -> None:
-    sqlite, url = logs
+        twin_logs: tuple[str, str], factory: str, code: int, verdict: str) -> None:
+    sqlite, url = twin_logs
     before = _contents(url)
     on_sqlite, on_pg = _verdicts(sqlite, factory), _verdicts(url, factory)
     assert on_pg == on_sqlite
@@ -65,8 +50,8 @@ def test_check_gives_the_verdicts_it_gives_on_sqlite_and_writes_nothing(
     assert _contents(url) == before
 
 
-def test_check_replay_on_a_url_writes_nothing(logs: tuple[str, str]) -> None:
-    _, url = logs
+def test_check_replay_on_a_url_writes_nothing(twin_logs: tuple[str, str]) -> None:
+    _, url = twin_logs
     before = _contents(url)
     [result] = trio.run(lambda: eventwf.check_replay(url, **eventlog_factory.jobs_changed()))
     assert (result.workflow_id, result.verdict) == ("job-live", "diverged")

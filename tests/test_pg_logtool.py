@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,58 +27,27 @@ import trio.testing
 from eventwf.logtool import listing
 from eventwf.logtool.pgsource import PgLogSource
 from eventwf.logtool.render import Output
-from tests.eventlog_factory import write_log
 from tests.eventlog_kit import Result, build, cli
-from tests.pg_cluster import ExternalServer, PgCluster
+from tests.pg_twins import placeless
 
 
-def _write(url: str) -> str:
-    trio.run(write_log, url, clock=trio.testing.MockClock(autojump_threshold=0))
-    return url
-
-
-@pytest.fixture(scope="module")
-def logs(pg_server: PgCluster | ExternalServer, tmp_path_factory: pytest.TempPathFactory
-         ) -> Iterator[tuple[str, str]]:
-    """(the SQLite log, the PostgreSQL log) of the same run."""
-    sqlite = build(tmp_path_factory.mktemp("pglog") / "app.db")
-    url = pg_server.new_database()
-    try:
-        yield sqlite, _write(url)
-    finally:
-        pg_server.drop_database(url)
-
-
-def _both(logs: tuple[str, str], *argv: str) -> tuple[Result, Result]:
-    sqlite, url = logs
+def _both(twin_logs: tuple[str, str], *argv: str) -> tuple[Result, Result]:
+    sqlite, url = twin_logs
     on_sqlite, on_pg = cli(sqlite, "--json", *argv), cli(url, "--json", *argv)
     password = urlsplit(url).password
     assert not password or password not in on_pg.out + on_pg.err
     return on_sqlite, on_pg
 
 
-_PLACES = {"head", "at", "through", "delivered_through", "last_callback", "hash", "path"}
-
-
-def _placeless(value: Any) -> Any:
-    """``value`` without log positions, hashes and paths (at any depth)."""
-    if isinstance(value, dict):
-        return {k: _placeless(v) for k, v in value.items()
-                if k not in _PLACES and not k.endswith(("position", "positions"))}
-    if isinstance(value, list):
-        return [_placeless(v) for v in value]
-    return value
-
-
 def _by_stream(records: list[dict[str, Any]]) -> list[Any]:
     """Rows in stream order (stream, version), without their places."""
     ordered = sorted(records, key=lambda r: (r.get("stream", ""), r.get("stream_position", 0)))
-    return _placeless(ordered)  # type: ignore[no-any-return]
+    return placeless(ordered)  # type: ignore[no-any-return]
 
 
-def test_the_pg_log_holds_the_same_events(logs: tuple[str, str]) -> None:
+def test_the_pg_log_holds_the_same_events(twin_logs: tuple[str, str]) -> None:
     """The premise of the comparisons: the same events at the same times, stream by stream."""
-    on_sqlite, on_pg = _both(logs, "export")
+    on_sqlite, on_pg = _both(twin_logs, "export")
     assert (on_sqlite.code, on_pg.code) == (0, 0), on_pg.err
     assert len(on_pg.records()) == len(on_sqlite.records()) > 50
     assert [r["position"] for r in on_pg.records()] == list(range(1, 58))
@@ -95,15 +63,15 @@ def test_the_pg_log_holds_the_same_events(logs: tuple[str, str]) -> None:
     ("export", "--stream", "job-fail"), ("export", "--format", "golden"),
     ("show", "nope"), ("workflow", "nope"), ("agent", "TestAgent", "nobody"),
 ])
-def test_reading_commands_print_what_they_print_on_sqlite(logs: tuple[str, str],
+def test_reading_commands_print_what_they_print_on_sqlite(twin_logs: tuple[str, str],
                                                           argv: tuple[str, ...]) -> None:
-    on_sqlite, on_pg = _both(logs, *argv)
+    on_sqlite, on_pg = _both(twin_logs, *argv)
     assert on_pg.code == on_sqlite.code, on_pg.err
     assert bool(on_pg.err) == bool(on_sqlite.err), on_pg.err
     sqlite, pg = on_sqlite.records(), on_pg.records()
     if argv[0] in ("tail", "export"):  # in position order: compare in stream order
         sqlite, pg = _by_stream(sqlite), _by_stream(pg)
-    assert _placeless(pg) == _placeless(sqlite)
+    assert placeless(pg) == placeless(sqlite)
 
 
 def _position_of(log: str, stream: str, version: int) -> int:
@@ -111,45 +79,45 @@ def _position_of(log: str, stream: str, version: int) -> int:
     return int(next(r["position"] for r in rows if r["stream_position"] == version))
 
 
-def test_agent_at_a_position_is_the_state_then(logs: tuple[str, str]) -> None:
+def test_agent_at_a_position_is_the_state_then(twin_logs: tuple[str, str]) -> None:
     """``--at`` the same event of alice's stream (its position may differ) on both."""
     runs = [cli(log, "--json", "agent", "TestAgent", "alice", "--history", "--at",
-                str(_position_of(log, "agent:TestAgent/alice", 3))) for log in logs]
+                str(_position_of(log, "agent:TestAgent/alice", 3))) for log in twin_logs]
     assert [r.code for r in runs] == [0, 0], runs[1].err
-    assert _placeless(runs[1].records()) == _placeless(runs[0].records())
-    assert runs[1].records() != cli(logs[1], "--json", "agent", "TestAgent", "alice",
+    assert placeless(runs[1].records()) == placeless(runs[0].records())
+    assert runs[1].records() != cli(twin_logs[1], "--json", "agent", "TestAgent", "alice",
                                     "--history").records()
 
 
-def test_stats_counts_as_on_sqlite_and_sizes_its_tables(logs: tuple[str, str]) -> None:
-    on_sqlite, on_pg = _both(logs, "stats")
+def test_stats_counts_as_on_sqlite_and_sizes_its_tables(twin_logs: tuple[str, str]) -> None:
+    on_sqlite, on_pg = _both(twin_logs, "stats")
     assert (on_sqlite.code, on_pg.code) == (0, 0), on_pg.err
     sqlite, pg = on_sqlite.last(), on_pg.last()
     assert set(pg["files"]) == {"events", "projections"} and pg["pages"] == {}
     same = ("events", "head", "data_bytes", "first_time_us", "last_time_us", "recent",
             "by_type", "by_kind", "workflows", "agents", "callbacks_pending")
     assert {k: pg[k] for k in same} == {k: sqlite[k] for k in same}
-    text = cli(logs[1], "stats")
+    text = cli(twin_logs[1], "stats")
     assert text.code == 0 and "tables " in text.out and "pages" not in text.out
 
 
-def test_verify_proves_the_pg_log_intact(logs: tuple[str, str]) -> None:
-    on_sqlite, on_pg = _both(logs, "verify")
+def test_verify_proves_the_pg_log_intact(twin_logs: tuple[str, str]) -> None:
+    on_sqlite, on_pg = _both(twin_logs, "verify")
     assert (on_sqlite.code, on_pg.code) == (0, 0), on_pg.out
     sqlite, pg = on_sqlite.last(), on_pg.last()
     assert pg["intact"] and pg["projections_checked"] and pg["warnings"] == []
     same = ("events", "head", "streams", "workflows", "agents")
     assert {k: pg[k] for k in same} == {k: sqlite[k] for k in same}
-    assert cli(logs[1], "verify").out.splitlines()[-1].startswith("INTACT")
+    assert cli(twin_logs[1], "verify").out.splitlines()[-1].startswith("INTACT")
 
 
 @pytest.mark.parametrize("command", [("backup", "/tmp/never.db"),
                                      ("rebuild-projections",)])
-def test_commands_for_sqlite_files_refuse_a_url_naming_why(logs: tuple[str, str],
+def test_commands_for_sqlite_files_refuse_a_url_naming_why(twin_logs: tuple[str, str],
                                                            command: tuple[str, ...]) -> None:
-    result = cli(logs[1], *command)
+    result = cli(twin_logs[1], *command)
     assert result.code == 2 and "PostgreSQL database" in result.err
-    assert urlsplit(logs[1]).password not in result.err
+    assert urlsplit(twin_logs[1]).password not in result.err
     assert not Path("/tmp/never.db").exists()
 
 
@@ -171,7 +139,7 @@ def _tamper(url: str, position: int) -> None:
 
 
 def test_verify_names_a_tampered_row(fresh_postgres_url: str) -> None:
-    url = _write(fresh_postgres_url)
+    url = build(fresh_postgres_url)
     assert cli(url, "verify").code == 0
     _tamper(url, 12)
     result = cli(url, "--json", "verify")
@@ -185,7 +153,7 @@ def test_verify_names_a_tampered_row(fresh_postgres_url: str) -> None:
 
 
 def test_verify_names_a_projection_row_that_is_not_the_log(fresh_postgres_url: str) -> None:
-    url = _write(fresh_postgres_url)
+    url = build(fresh_postgres_url)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("UPDATE eventwf.workflows SET status = 'running' "
                      "WHERE workflow_id = 'job-1'")
@@ -195,9 +163,9 @@ def test_verify_names_a_projection_row_that_is_not_the_log(fresh_postgres_url: s
     assert verdict["stream"] == "wf:job-1" and "column status" in verdict["message"]
 
 
-def test_follow_prints_the_rows_after_a_position(logs: tuple[str, str]) -> None:
+def test_follow_prints_the_rows_after_a_position(twin_logs: tuple[str, str]) -> None:
     out = io.StringIO()
-    with PgLogSource(logs[1]) as log:
+    with PgLogSource(twin_logs[1]) as log:
         head = log.head()
         code = trio.run(partial(listing.follow, log, Output(json=True, stream=out), head - 3,
                                 stop=lambda: True))

@@ -8,7 +8,8 @@ same database, prints each one's address and pid, and stops both (and the throwa
 cluster) on Ctrl-C. Open a board on one, ``kill`` that server's pid: after the lease
 (``--lease-ttl``) the other engine takes its boards over and their tasks finish there;
 open the same board on the other port to watch (specs/postgres.md, README "Running on
-PostgreSQL"). Uses the installed ``eventwf`` command only (public layer, D5).
+PostgreSQL"). Runs the installed ``eventwf`` command; imports only the store's
+``without_password`` (D5).
 """
 
 from __future__ import annotations
@@ -18,40 +19,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Sequence
+
+from eventwf.store.location import without_password
+from tools.pgserver import NoServer, open_server
 
 __all__ = ["main"]
-
-
-def _shown(url: str) -> str:
-    """The URL with its password replaced, for printing."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-@contextmanager
-def _database(url: str | None) -> Iterator[str]:
-    if url is not None:
-        yield url
-        return
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.pg_cluster import PgCluster, find_bindir  # the tests' cluster manager
-
-    bindir = find_bindir()
-    if bindir is None:
-        raise SystemExit("tools.pgdemo: no PostgreSQL server binaries (/usr/lib/postgresql/*/bin):"
-                         " install Debian's postgresql package, or pass --url")
-    cluster = PgCluster(bindir, fast=False)
-    try:
-        yield cluster.new_database()
-    finally:
-        cluster.close()
 
 
 def _start(url: str, port: int, args: argparse.Namespace) -> subprocess.Popen[bytes]:
@@ -71,28 +44,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lease-ttl", type=float, default=5.0,
                         help="seconds before a dead server's boards move (default 5)")
     args = parser.parse_args(argv)
-    with _database(args.url) as url:
-        servers = [(port, _start(url, port, args)) for port in args.ports]
-        print(f"database: {_shown(url)}", flush=True)
-        for port, proc in servers:
-            print(f"engine pid {proc.pid}: http://{args.host}:{port}/", flush=True)
-        print("Open a board on one, then `kill <pid>` that server: the other carries it on. "
-              "Ctrl-C stops everything.", flush=True)
-        try:
-            while any(proc.poll() is None for _, proc in servers):
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            for _, proc in servers:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGINT)
-            for _, proc in servers:
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+    try:
+        with open_server(args.url) as server:
+            _run(server.new_database(), args)
+    except NoServer as exc:
+        raise SystemExit(f"tools.pgdemo: {exc}") from exc
     return 0
+
+
+def _run(url: str, args: argparse.Namespace) -> None:
+    """Start the demo servers on ``url``, say where they are, and stop them on Ctrl-C or
+    once none is left running."""
+    servers = [(port, _start(url, port, args)) for port in args.ports]
+    print(f"database: {without_password(url)}", flush=True)
+    for port, proc in servers:
+        print(f"engine pid {proc.pid}: http://{args.host}:{port}/", flush=True)
+    print("Open a board on one, then `kill <pid>` that server: the other carries it on. "
+          "Ctrl-C stops everything.", flush=True)
+    try:
+        while any(proc.poll() is None for _, proc in servers):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for _, proc in servers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for _, proc in servers:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 if __name__ == "__main__":

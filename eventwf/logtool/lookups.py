@@ -13,16 +13,16 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from eventwf.store.listing_sql import Dialect, workflow_listing
 from eventwf.store.sqlite.projections import metadata_clause
 
-__all__ = ["FILTER_COLUMNS", "LISTED_COLUMNS", "SqliteLookups"]
+__all__ = ["LISTED_COLUMNS", "SqliteLookups"]
 
-# The columns of a listing row, and the ones a listing may filter on by equality.
+# The columns of a listing row (it filters on ``eventwf.store.listing_sql.FILTER_COLUMNS``).
 LISTED_COLUMNS = ("workflow_id", "workflow_name", "agent_class", "agent_name", "status",
                   "created_us", "updated_us", "completed_us", "error_name", "error_message",
                   "run")
-FILTER_COLUMNS = frozenset({"status", "workflow_name", "agent_class", "agent_name"})
-_LIST_SQL = "SELECT " + ", ".join(LISTED_COLUMNS) + " FROM workflows"  # noqa: S608 - constants
+_DIALECT = Dialect("workflows", "?", "workflow_id", metadata_clause)
 
 _STREAMS_SQL = (
     "SELECT stream, count(*), min(position), max(position), min(time_us), max(time_us), "
@@ -66,22 +66,9 @@ class SqliteLookups:
         first by (created time, id), older than the keyset ``after``; ``equals`` pairs a
         column of ``FILTER_COLUMNS`` with its value, ``metadata`` a JSON path with a value
         compared with its JSON type (as ``Agent.get_workflows``). Every value is bound."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value in equals:
-            assert column in FILTER_COLUMNS, column  # a constant of the caller, never input
-            clauses.append(f"{column} = ?")
-            params.append(value)
-        for path, value in metadata:
-            clause, values = metadata_clause(path, value)
-            clauses.append(clause)
-            params += values
-        if after is not None:
-            clauses.append("(created_us < ? OR (created_us = ? AND workflow_id < ?))")
-            params += [after[0], after[0], after[1]]
-        sql = _LIST_SQL + (" WHERE " + " AND ".join(clauses) if clauses else "")
-        sql += " ORDER BY created_us DESC, workflow_id DESC LIMIT ?"
-        return self.conn.execute(sql, [*params, limit]).fetchall()
+        statement, params = workflow_listing(_DIALECT, LISTED_COLUMNS, equals, metadata,
+                                             after, limit)
+        return self.conn.execute(statement, params).fetchall()
 
     def status_counts(self) -> list[tuple[Any, ...]]:
         """(status, how many workflows have it), for the statuses that occur."""

@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     emit = (lambda r: print(json.dumps(r), flush=True)) if args.json else _show
     if args.backend == "postgres":
-        from tools.bench.pgplans import NoServer, run_postgres
+        from tools.bench.pgplans import run_postgres
+        from tools.pgserver import NoServer
 
         try:
             results = run_postgres(args.url, args.quick, args.only, emit)

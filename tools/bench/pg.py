@@ -22,7 +22,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -30,6 +29,7 @@ import trio
 
 from eventwf.store.postgres import sql as pg_sql
 from tools.bench.common import machine
+from tools.pgserver import NoServer, open_server
 
 ROW_BYTES = 120  # the data size of the reference measurements (specs/postgres.md)
 
@@ -121,26 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per variant")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
-    cluster = None
-    url = args.url
-    if url is None:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-        from tests.pg_cluster import PgCluster, find_bindir  # the tests' cluster manager
-
-        bindir = find_bindir()
-        if bindir is None:
-            parser.error("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin): install "
-                         "Debian's postgresql package or pass --url")
-        cluster = PgCluster(bindir, fast=False)
-        url = cluster.new_database()
     try:
-        result = trio.run(measure, url, args.seconds, args.rounds)
-    finally:
-        if cluster is not None:
-            cluster.close()
+        with open_server(args.url) as server:
+            url = server.new_database()
+            result = trio.run(measure, url, args.seconds, args.rounds)
+            postgres = _version(url) if server.bindir is None else str(server.bindir)
+    except NoServer as exc:
+        parser.error(str(exc))
     result = {"benchmark": "postgres appends through trio.to_thread", **result,
-              "seconds": args.seconds, "rounds": args.rounds, "postgres": _version(url)
-              if cluster is None else str(cluster.bindir), "machine": machine()}
+              "seconds": args.seconds, "rounds": args.rounds, "postgres": postgres,
+              "machine": machine()}
     if args.json:
         print(json.dumps(result))
     else:

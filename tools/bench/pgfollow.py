@@ -23,7 +23,6 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -37,6 +36,7 @@ from eventwf.store.postgres import log, schema, sql
 from eventwf.store.postgres.notify import LOG_CHANNEL, ListenSession, NotifySender
 from eventwf.store.postgres.sql import create_schema
 from tools.bench.common import machine
+from tools.pgserver import NoServer, open_server
 
 
 def _figures(samples: list[float]) -> dict[str, float]:
@@ -141,23 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=200, help="notifications (default 200)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    cluster = None
-    url = args.url
-    if url is None:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-        from tests.pg_cluster import PgCluster, find_bindir  # the tests' cluster manager
-
-        bindir = find_bindir()
-        if bindir is None:
-            parser.error("no PostgreSQL server binaries: install Debian's postgresql "
-                         "package or pass --url")
-        cluster = PgCluster(bindir, fast=False)
-        url = cluster.new_database()
     try:
-        result = trio.run(measure, url, args.count)
-    finally:
-        if cluster is not None:
-            cluster.close()
+        with open_server(args.url) as server:
+            result = trio.run(measure, server.new_database(), args.count)
+    except NoServer as exc:
+        parser.error(str(exc))
     result["machine"] = machine()
     if args.json:
         print(json.dumps(result))

@@ -1,8 +1,7 @@
 """``python -m tools.bench --backend postgres``: the PostgreSQL benchmarks of one run.
 
 Without ``--url`` a throwaway cluster is started from the installed server binaries
-(``tests/pg_cluster.py``) with PostgreSQL's durable defaults (``fsync``,
-``synchronous_commit=on``: ``PgCluster(fast=False)``, not the tests' fast settings) and
+(``tools/pgserver.py``: PostgreSQL's durable defaults, not the tests' fast settings) and
 each benchmark gets a fresh database of it; the cluster is deleted after. With ``--url``
 every benchmark writes into that database (the floor's table in a schema of its own,
 dropped after; DBOS in its own ``dbos`` schema). DBOS runs first so that the step
@@ -11,18 +10,16 @@ benchmarks can give their ratio to it: the same workloads, the same server, the 
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from tools.bench.dbos_peer import bench_dbos
 from tools.bench.pgscale import bench_engines, bench_takeover
 from tools.bench.pgsteps import bench_pg_steps
+from tools.pgserver import open_server
 
-__all__ = ["NoServer", "run_postgres", "server"]
+__all__ = ["run_postgres"]
 
 # name -> (full sizes, quick sizes)
 _SIZES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -36,30 +33,6 @@ _SIZES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
-class NoServer(Exception):  # noqa: N818 - a condition the CLI reports, not a bug
-    """No ``--url`` and no installed PostgreSQL server binaries to start one with."""
-
-
-@contextmanager
-def server(url: str | None) -> Iterator[tuple[Callable[[], str], str]]:
-    """A maker of database URLs (fresh ones on a throwaway cluster) and what the server is."""
-    if url is not None:
-        yield (lambda: url), "given by --url"
-        return
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests.pg_cluster import PgCluster, find_bindir  # the tests' cluster manager
-
-    bindir = find_bindir()
-    if bindir is None:
-        raise NoServer("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin): install "
-                       "Debian's postgresql package or pass --url")
-    cluster = PgCluster(bindir, fast=False)
-    try:
-        yield cluster.new_database, f"throwaway cluster of {bindir} (durable defaults)"
-    finally:
-        cluster.close()
-
-
 def _steps(name: str, size: dict[str, Any], url: str, dbos: dict[str, Any]) -> dict[str, Any]:
     workflows, steps = size["workflows"], size["steps"]
     key = "sequential_steps_per_s" if workflows == 1 else "concurrent_steps_per_s"
@@ -70,26 +43,28 @@ def _steps(name: str, size: dict[str, Any], url: str, dbos: dict[str, Any]) -> d
 
 def run_postgres(url: str | None, quick: bool, only: list[str] | None,
                  emit: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
-    """Run the PostgreSQL benchmarks (``only``: these), handing each result to ``emit``."""
+    """Run the PostgreSQL benchmarks (``only``: these), handing each result to ``emit``;
+    ``NoServer`` (tools.pgserver) without ``url`` and without server binaries."""
     names = [name for name in _SIZES if only is None or name in only]
     results: list[dict[str, Any]] = []
     dbos: dict[str, Any] = {}
-    with server(url) as (database, where):
+    with open_server(url) as server:
         for name in names:
             size = _SIZES[name][1 if quick else 0]
             started = time.perf_counter()
+            database = server.new_database()
             if name == "dbos":
-                result = bench_dbos(size["workflows"], size["steps"], url=database())
+                result = bench_dbos(size["workflows"], size["steps"], url=database)
                 dbos = result
             elif name in ("sequential", "concurrent"):
-                result = _steps(name, size, database(), dbos)
+                result = _steps(name, size, database, dbos)
             elif name == "engines":
-                result = bench_engines(database(), size["agents"], size["workflows"],
+                result = bench_engines(database, size["agents"], size["workflows"],
                                        size["steps"], size["ttl"])
             else:
-                result = bench_takeover(database(), size["agents"], size["workflows"],
+                result = bench_takeover(database, size["agents"], size["workflows"],
                                         size["steps"], size["ttl"])
-            result["server"] = where
+            result["server"] = server.where
             result["bench_seconds"] = round(time.perf_counter() - started, 1)
             results.append(result)
             emit(result)

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from eventwf.errors import StorageError
+from eventwf.store.listing_sql import Dialect, workflow_listing
 from eventwf.store.postgres import follow, log, schema, sql
 from eventwf.store.postgres.projections import metadata_clause
 from eventwf.store.postgres.store import PostgresStore
@@ -43,6 +44,7 @@ _TALLY = (
     "count(*) FILTER (WHERE time_us >= %s) "
     "FROM eventwf.events WHERE position > %s AND position <= %s GROUP BY 1, 2")
 _ALL = 2**62  # "no upper bound" for a position
+_DIALECT = Dialect("eventwf.workflows", "%s", 'workflow_id COLLATE "C"', metadata_clause)
 
 
 def _row(raw: Sequence[Any]) -> PgRow:
@@ -200,22 +202,8 @@ class PostgresReader:
         first by (created time, id in byte order, as on SQLite), older than ``after``;
         ``equals`` (column, value) pairs and ``metadata`` (JSON path, value) pairs, typed
         equality as ``get_workflows``. Every value is bound."""
-        clauses = ["true"]
-        params: list[Any] = []
-        for column, value in equals:
-            clauses.append(f"{column} = %s")
-            params.append(value)
-        for path, value in metadata:
-            clause, values = metadata_clause(path, value)
-            clauses.append(clause)
-            params += values
-        if after is not None:
-            clauses.append('(created_us, workflow_id COLLATE "C") < (%s, %s)')
-            params += [after[0], after[1]]
-        return self._all(
-            "SELECT " + ", ".join(columns) + " FROM eventwf.workflows WHERE "  # noqa: S608
-            + " AND ".join(clauses) + ' ORDER BY created_us DESC, workflow_id COLLATE "C" '
-            "DESC LIMIT %s", [*params, limit])
+        statement, params = workflow_listing(_DIALECT, columns, equals, metadata, after, limit)
+        return self._all(statement, params)
 
     def status_counts(self) -> list[tuple[Any, ...]]:
         """(status, how many workflows have it), for the statuses that occur."""
