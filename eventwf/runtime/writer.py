@@ -21,6 +21,7 @@ import trio
 from eventwf.errors import (
     EventwfError,
     MailboxFullError,
+    RequestsWithdrawnError,
     StorageError,
     StreamsTakenError,
     TransitionError,
@@ -30,8 +31,10 @@ from eventwf.model.codec import encode_event, event_type
 from eventwf.model.commands import MAILBOX_LIMIT
 from eventwf.model.events import Event, EventReceived, Recorded, parse_stream
 from eventwf.model.workflow_fold import WorkflowSummary, apply_workflow
+from eventwf.runtime import consuming
 from eventwf.runtime.ack import Ack
 from eventwf.runtime.clock import Clock
+from eventwf.runtime.consuming import Consumption
 from eventwf.runtime.fencing import Fencing, RunReplaced
 from eventwf.runtime.ownership import Ownership
 from eventwf.runtime.telemetry import NULL_TELEMETRY, Telemetry
@@ -61,13 +64,14 @@ class Registry(Protocol):
 class Append:
     """One atomic append request and, once committed, its records."""
 
-    __slots__ = ("done", "error", "fence", "items", "records", "watched")
+    __slots__ = ("consumes", "done", "error", "fence", "items", "records", "watched")
 
     def __init__(self, items: Sequence[tuple[str, Event]], fence: tuple[str, int] | None,
-                 watched: bool = True) -> None:
+                 watched: bool = True, consumes: Consumption | None = None) -> None:
         self.items = items
         self.fence = fence
         self.watched = watched  # a caller waits for the answer (else a refusal is logged)
+        self.consumes = consumes  # the inbox request it applies (PG15; runtime.consuming)
         self.done = Ack()  # set once answered; its wait is shielded
         self.error: BaseException | None = None
         self.records: list[Recorded] = []
@@ -114,6 +118,8 @@ class _Batch:
             workflow_id, epoch = request.fence
             if self.registry.runner_epoch(workflow_id) != epoch:
                 raise RunReplaced(f"workflow {workflow_id!r} is no longer run by this task")
+        if request.consumes is not None and request.consumes.state == "withdrawn":
+            raise request.consumes.refusal()  # queued before its request's row was found gone
         local_wf: dict[str, WorkflowSummary] = {}
         local_ag: dict[tuple[str, str], AgentSummary] = {}
         records: list[Recorded] = []
@@ -205,7 +211,7 @@ class Writer:
         if self._closed:
             await trio.lowlevel.checkpoint()  # a task of the closing engine stops here
             raise EventwfError("the engine is closed; nothing was logged")
-        request = Append(items, fence)
+        request = Append(items, fence, consumes=consuming.current())
         self._queue.append(request)
         self._wake.set()
         await request.done.wait()  # uncancellable: the answer comes after one commit
@@ -221,7 +227,12 @@ class Writer:
         if self._closed:
             logger.debug("not logged, the engine is closed: %r", items)
             return
-        self._queue.append(Append(items, fence, watched=False))
+        try:
+            consumes = consuming.current()
+        except StorageError as exc:
+            logger.debug("a status note was not logged: %s", exc)
+            return
+        self._queue.append(Append(items, fence, watched=False, consumes=consumes))
         self._wake.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -307,10 +318,16 @@ class Writer:
                 batch = self._restage(accepted, positions, batch.time_us)
             return batch.dirty_projections()
 
+        consumes = consuming.begin(accepted)  # inbox rows (PG15); almost always none
+        committed = False
         try:
-            positions = store.commit(batch.rows, project=project)
+            positions = store.commit(batch.rows, project=project, consumes=consumes)
+            committed = True
             if [rec.position for rec in batch.records] != positions:
                 batch = self._restage(accepted, positions, batch.time_us)
+        except RequestsWithdrawnError as exc:
+            self._again(consuming.withdrawn(accepted, exc.request_ids, self._answer))
+            return
         except StreamsTakenError as exc:
             self._again(self._fencing.taken(accepted, exc.streams, batch.workflows))
             return
@@ -323,6 +340,9 @@ class Writer:
             if exc.fatal:
                 raise  # memory may no longer match the log: stop; reopening replays it
             return
+        finally:
+            if consumes:
+                consuming.end(accepted, committed)
         if not self._ownership.everything:
             self._fencing.wrote(batch.workflows, batch.agents)
         self.commits += 1

@@ -26,11 +26,12 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 import psycopg
 
-from eventwf.errors import StorageError, StreamsTakenError
+from eventwf.errors import RequestsWithdrawnError, StorageError, StreamsTakenError
 from eventwf.model.agent_fold import AgentSummary
 from eventwf.model.events import Recorded
+from eventwf.model.inbox_codec import PENDING_REPLY
 from eventwf.model.workflow_fold import WorkflowSummary
-from eventwf.store.interface import OpenReport, PendingRow, Project, TrackingQuery
+from eventwf.store.interface import Consumed, OpenReport, PendingRow, Project, TrackingQuery
 from eventwf.store.postgres import lock, log, schema, sql
 from eventwf.store.postgres import projections as proj
 from eventwf.store.postgres.rebuild import rebuild_projections
@@ -138,10 +139,11 @@ class PostgresStore:
     # -- writing -------------------------------------------------------------------------
 
     def commit(self, rows: Sequence[PendingRow], workflows: Sequence[WorkflowSummary] = (),
-               agents: Sequence[AgentSummary] = (), *, project: Project | None = None
-               ) -> list[int]:
-        """Append ``rows`` and upsert the projection rows in one transaction; the positions
-        the rows got from the identity (see the module's docstring for failures)."""
+               agents: Sequence[AgentSummary] = (), *, project: Project | None = None,
+               consumes: Sequence[Consumed] = ()) -> list[int]:
+        """Append ``rows``, consume the inbox requests ``consumes`` names (PG15) and upsert
+        the projection rows in one transaction; the positions the rows got from the
+        identity (see the module's docstring for failures)."""
         if self._uncertain is not None:
             raise StorageError(self._uncertain, fatal=True)
         conn = self.conn
@@ -154,6 +156,8 @@ class PostgresStore:
             return positions
 
         def then(c: Conn) -> None:
+            if consumes:
+                sql.consume_requests(c, consumes, PENDING_REPLY)
             wfs, ags = (workflows, agents) if project is None else project(positions)
             if wfs:
                 proj.write_workflows(c, [workflow_row(s) for s in wfs])
@@ -167,6 +171,9 @@ class PostgresStore:
             self._heads.forget()
             raise StreamsTakenError(f"{self.path}: {exc}",
                                     tuple(s for s, _, _ in exc.conflicts)) from exc
+        except sql.RequestsGone as exc:
+            raise RequestsWithdrawnError(f"{self.path}: {exc}; nothing of this batch was "
+                                         "committed", exc.request_ids) from exc
         except psycopg.Error as exc:
             self._heads.forget()
             if not (conn.closed or conn.broken):
