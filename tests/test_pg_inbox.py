@@ -21,7 +21,6 @@ from eventwf.errors import (  # noqa: E402
     DuplicateWorkflowError,
     EventwfError,
     MailboxFullError,
-    StorageError,
     TransitionError,
     WorkflowNotFoundError,
 )
