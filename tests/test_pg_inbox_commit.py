@@ -9,24 +9,25 @@ tests run with the real clock (PG3a) and wait for conditions with generous deadl
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
-
-import eventwf
-from eventwf.agent import call_method
-from eventwf.errors import RequestsWithdrawnError, StorageError
-from eventwf.model.codec import encode_event, event_type
-from eventwf.model.events import AgentCreated
-from eventwf.model.inbox_codec import PENDING_REPLY, decode_reply, encode_reply
-from eventwf.runtime import consuming, inbox
-from eventwf.store import open_store
-from eventwf.store.interface import Consumed, PendingRow
-from tests.pg_engines import Running, owned_name, until
 
 psycopg = pytest.importorskip("psycopg")
+import trio  # noqa: E402
+
+import eventwf  # noqa: E402
+from eventwf.agent import call_method  # noqa: E402
+from eventwf.errors import RequestsWithdrawnError, StorageError  # noqa: E402
+from eventwf.model.codec import encode_event, event_type  # noqa: E402
+from eventwf.model.events import AgentCreated  # noqa: E402
+from eventwf.model.inbox_codec import PENDING_REPLY, decode_reply, encode_reply  # noqa: E402
+from eventwf.runtime import consuming, inbox  # noqa: E402
+from eventwf.store import open_store  # noqa: E402
+from eventwf.store.interface import Consumed, PendingRow  # noqa: E402
+from eventwf.store.postgres import sql  # noqa: E402
+from eventwf.store.postgres.inbox import InboxTable  # noqa: E402
+from tests.pg_engines import Running, owned_name, until  # noqa: E402
 
 TTL = 1.5
 SHARDS = 256  # the default shard count of a new database
@@ -84,8 +85,6 @@ def _types(url: str, stream: str) -> list[str]:
 @pytest.fixture
 def table(fresh_postgres_url: str) -> Iterator[Any]:
     """The inbox tables of a fresh database (and its log, made first)."""
-    from eventwf.store.postgres.inbox import InboxTable
-
     open_store(fresh_postgres_url).close()
     made = InboxTable(fresh_postgres_url)
     try:
@@ -140,17 +139,6 @@ def test_a_row_gone_or_held_by_another_engine_rolls_the_whole_batch_back(
     assert _inbox(fresh_postgres_url) == ([(theirs, "other")], [(mine, PENDING_REPLY)])
 
 
-def test_a_sqlite_store_refuses_to_consume_inbox_requests(tmp_path: Path) -> None:
-    store = open_store(str(tmp_path / "eventwf.db"))
-    try:
-        with pytest.raises(ValueError, match=r"no inbox.*\[7\]"):
-            store.commit([_row("agent:T/a", 0)], consumes=[Consumed(7, "me")])
-        assert store.head == 0 and store.read_stream("agent:T/a") == []
-        assert store.commit([_row("agent:T/a", 0)], consumes=()) == [1]
-    finally:
-        store.close()
-
-
 # -- the writer ---------------------------------------------------------------------------
 
 class _Commits:
@@ -184,6 +172,10 @@ async def test_only_the_first_commit_of_a_request_consumes_it(
             request_id = table.enqueue(0, "{}", "eventwf_reply_test")
             assert table.take(request_id, owner)
             commits = _Commits(engine.runtime.store, monkeypatch)
+            statements: list[Any] = []  # the inbox statement runs for the consuming batch only
+            consume = sql.consume_requests
+            monkeypatch.setattr(sql, "consume_requests",
+                                lambda *a: statements.append(a[1]) or consume(*a))
             with consuming.applying(Consumed(request_id, owner)) as consumption:
                 await agent.set_state({"n": 1})
                 await agent.set_state({"n": 2})
@@ -191,6 +183,7 @@ async def test_only_the_first_commit_of_a_request_consumes_it(
             await agent.set_state({"n": 3})  # after the request: carries nothing
             nursery.cancel_scope.cancel()
     assert [ids for _, ids in commits.calls] == [[request_id], [], []]
+    assert statements == [[Consumed(request_id, owner)]]
     assert _inbox(fresh_postgres_url) == ([], [(request_id, PENDING_REPLY)])
     assert _types(fresh_postgres_url, "agent:Owned/a").count("agent.state_set") == 3
 
@@ -233,60 +226,6 @@ async def test_a_withdrawn_request_refuses_its_appends_and_the_batch_retries_the
     assert _inbox(fresh_postgres_url) == ([], [])
 
 
-async def test_a_consumption_is_carried_by_its_task_and_its_own_nurseries_only() -> None:
-    seen: dict[str, Any] = {}
-    made: list[consuming.Consumption] = []
-
-    async def record(key: str) -> None:
-        seen[key] = consuming.current()
-
-    async def apply(engine_nursery: trio.Nursery) -> None:  # the inbox's task
-        with consuming.applying(Consumed(7, "me")) as consumption:
-            made.append(consumption)
-            await record("task")
-            async with trio.open_nursery() as own:
-                own.start_soon(record, "child")
-            engine_nursery.start_soon(record, "spawned")  # a run: inherits the variable
-        await record("after")
-
-    async with trio.open_nursery() as engine_nursery:
-        engine_nursery.start_soon(apply, engine_nursery)
-    assert seen == {"task": made[0], "child": made[0], "spawned": None, "after": None}
-
-
-def test_a_consumption_is_carried_until_a_commit_consumes_it_and_refused_once_withdrawn(
-        ) -> None:
-    class Request:
-        def __init__(self, consumes: consuming.Consumption | None) -> None:
-            self.consumes = consumes
-
-    async def main() -> None:
-        with consuming.applying(Consumed(7, "me")) as consumption:
-            requests = [Request(consuming.current()), Request(consuming.current()),
-                        Request(None)]
-            assert consuming.begin(requests) == [Consumed(7, "me")]  # once per batch
-            consuming.end(requests, committed=False)
-            assert consumption.state == "open" and consuming.current() is consumption
-            assert consuming.begin(requests) == [Consumed(7, "me")]  # the retry again
-            consuming.end(requests, committed=True)
-            assert consumption.state == "consumed" and consuming.current() is None
-            assert consuming.begin(requests) == []  # later appends carry nothing
-        with consuming.applying(Consumed(8, "me")) as gone:
-            requests = [Request(consuming.current()), Request(None)]
-            consuming.begin(requests)
-            answered: list[tuple[Any, BaseException]] = []
-            retry = consuming.withdrawn(requests, (8,), lambda r, e: answered.append((r, e)))
-            assert retry == requests[1:] and [r for r, _ in answered] == requests[:1]
-            with pytest.raises(StorageError, match="request 8 was withdrawn"):
-                consuming.current()
-        assert await gone.close() == "withdrawn"
-        with consuming.applying(Consumed(9, "me")) as unused:
-            pass
-        assert await unused.close() == "closed"
-
-    trio.run(main)
-
-
 # -- through the inbox, between engines ---------------------------------------------------
 
 @pytest.mark.realtime
@@ -299,7 +238,6 @@ async def test_a_request_withdrawn_between_take_and_commit_logs_nothing_and_is_n
             engine = await _one_engine(nursery, fresh_postgres_url)
             name = owned_name(engine, "Owned", "x")
             await engine.get_agent(Owned, name)  # made (and logged) before the request
-            from eventwf.store.postgres.inbox import InboxTable
             table = InboxTable(fresh_postgres_url)
             try:
                 shard = engine.runtime.ownership.shard("Owned", name)

@@ -6,6 +6,9 @@ the current folds (status machine, runner fence), assigns positions, and commits
 rows plus the projection rows they change in one transaction, without yielding. Only
 after the commit does it publish the records (so memory follows the log) and wake the
 callers (ack after commit). No fixed sleep: the batch is whatever arrived meanwhile.
+On PostgreSQL an append made while the inbox applies a request carries it
+(``runtime.consuming``): the batch's commit also consumes the request's inbox row, and a
+row found gone refuses only that request's appends, the rest being retried at once.
 """
 
 from __future__ import annotations

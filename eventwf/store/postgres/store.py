@@ -6,8 +6,10 @@ the writer which ones its rows got; every row names the version its stream must 
 so a stream another engine took commits nothing (``StreamsTakenError``: ownership lost,
 not fatal). Shard leases and claims are ``sharding`` (``shards.py``). Like the SQLite
 store, it is called synchronously from the trio thread: each call is one short
-transaction (autocommit reads; ``BEGIN … COMMIT`` for an append, with the event rows and
-the projection rows they change), and nothing awaits inside it (PG20).
+transaction (autocommit reads; ``BEGIN … COMMIT`` for an append, with the event rows,
+the projection rows they change and the inbox rows they consume, PG15), and nothing
+awaits inside it (PG20). An inbox row found gone rolls the batch back
+(``RequestsWithdrawnError``, not fatal).
 
 A commit that fails with the session alive was rolled back: ``StorageError``, nothing of
 it is in the log. One whose session was lost has an unknown outcome, settled as PG10 says:
