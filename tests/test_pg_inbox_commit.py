@@ -258,7 +258,7 @@ async def test_a_request_withdrawn_between_take_and_commit_logs_nothing_and_is_n
 @pytest.mark.realtime
 async def test_a_requester_whose_owner_logged_the_request_then_went_silent_learns_it_was_applied(
         fresh_postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(inbox, "MARGIN", 0.5)  # deadlines of lease_ttl + 0.5 s
+    monkeypatch.setattr(inbox, "MARGIN", 3.0)  # deadlines of lease_ttl + 3 s (not 5)
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery:
             owner = await nursery.start(Running(_open).serve, fresh_postgres_url)
