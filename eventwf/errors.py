@@ -17,6 +17,7 @@ __all__ = [
     "NonRetryableError",
     "PayloadTooLargeError",
     "ReplayCheckError",
+    "RequestsWithdrawnError",
     "RpcError",
     "SchemaVersionError",
     "StepFailedError",
@@ -123,6 +124,18 @@ class StreamsTakenError(StorageError):
     def __init__(self, message: str, streams: tuple[str, ...]) -> None:
         super().__init__(message)
         self.streams = streams
+
+
+class RequestsWithdrawnError(StorageError):
+    """Raised by a PostgreSQL store's commit when an inbox request the batch consumes
+    (specs/postgres.md PG15) is no longer queued as this engine's: its requester withdrew
+    it, or another engine took it over. Nothing of the batch was committed. Not fatal: the
+    writer answers the appends of those requests ("withdrawn; nothing was logged") and
+    retries the rest. ``request_ids`` names the requests missing."""
+
+    def __init__(self, message: str, request_ids: tuple[int, ...]) -> None:
+        super().__init__(message)
+        self.request_ids = request_ids
 
 
 class AgentMovedError(EventwfError):

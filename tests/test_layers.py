@@ -40,7 +40,7 @@ RANKS = {
     "eventwf.model": {
         "values": 0, "readonly": 0, "status": 0, "events": 0, "merge_patch": 0,
         "types": 1, "json_data": 1, "codec": 2, "commands": 1, "agent_fold": 1, "decisions": 1,
-        "replay": 2, "failures": 3, "workflow_fold": 2,
+        "replay": 2, "failures": 3, "workflow_fold": 2, "inbox_codec": 0,
     },
     "eventwf.store": {"interface": 0, "rows": 0, "location": 0, "listing_sql": 1, "sqlite": 1,
                       "postgres": 1},
@@ -56,7 +56,8 @@ RANKS = {
     "eventwf.runtime": {
         "ack": 0, "clock": 0, "summaries": 0, "agent_host": 0, "tasks": 0, "telemetry": 0,
         "fingerprint": 0, "signals": 0, "ownership": 0, "scratch": 0,
-        "fencing": 1, "writer": 2, "timers": 1, "stephost": 1, "agents": 1, "command": 1, "otel": 1,
+        "fencing": 1, "consuming": 1, "writer": 2, "timers": 1, "stephost": 1, "agents": 1,
+        "command": 1, "otel": 1,
         "steps": 2, "hibernation": 2, "follower": 3, "remote_waits": 2,
         "notifications": 1, "runner": 3, "check": 4, "runs": 4,
         "router": 5, "inbox": 5, "runtime": 6, "recovery": 7, "tracking": 7, "operations": 8,

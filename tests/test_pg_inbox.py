@@ -7,7 +7,6 @@ is for a condition with a generous deadline; nothing asserts a duration.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,7 +21,6 @@ from eventwf.errors import (  # noqa: E402
     DuplicateWorkflowError,
     EventwfError,
     MailboxFullError,
-    StorageError,
     TransitionError,
     WorkflowNotFoundError,
 )
@@ -30,6 +28,7 @@ from eventwf.runtime import writer  # noqa: E402
 from eventwf.runtime.agents import host_of  # noqa: E402
 from eventwf.runtime.inbox import decode_reply, encode_request  # noqa: E402
 from eventwf.store.postgres.inbox import InboxTable  # noqa: E402
+from tests.pg_engines import Running, owned_name, until  # noqa: E402
 
 TTL = 1.5
 SHARDS = 256  # the default shard count of a new database
@@ -68,50 +67,24 @@ def _open(url: str) -> Any:
     return eventwf.open_engine(url, agents=[Host], workflows=[Gate, Approval], lease_ttl=TTL)
 
 
-class _Running:
-    """An engine in its own task (so engines close in any order), closed on ``stop``."""
-
-    def __init__(self) -> None:
-        self.stop = trio.Event()
-        self.stopped = trio.Event()
-
-    async def serve(self, url: str, *, task_status: trio.TaskStatus[eventwf.Engine]
-                    = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            async with _open(url) as engine:
-                task_status.started(engine)
-                await self.stop.wait()
-        finally:
-            self.stopped.set()
-
-    async def close(self) -> None:
-        self.stop.set()
-        await self.stopped.wait()
-
-
-async def _until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    with trio.move_on_after(timeout):
-        while not condition():
-            await trio.sleep(0.05)
-        return
-    raise AssertionError(f"{what} did not happen within {timeout} s")
+def _running() -> Running:
+    return Running(_open)
 
 
 async def _two(nursery: trio.Nursery, url: str) -> tuple[eventwf.Engine, eventwf.Engine]:
     """Two engines whose shares have settled (each holds half the shards)."""
-    first = await nursery.start(_Running().serve, url)
-    second = await nursery.start(_Running().serve, url)
+    first = await nursery.start(_running().serve, url)
+    second = await nursery.start(_running().serve, url)
 
     def settled() -> bool:
         a, b = first.runtime.ownership.held, second.runtime.ownership.held
         return len(a) == len(b) == SHARDS // 2
-    await _until(settled, "the shares settling")
+    await until(settled, "the shares settling")
     return first, second
 
 
 def _owned_by(engine: eventwf.Engine, prefix: str) -> str:
-    own = engine.runtime.ownership
-    return next(f"{prefix}{i}" for i in range(100_000) if own.owns("Host", f"{prefix}{i}"))
+    return owned_name(engine, "Host", prefix)
 
 
 def _types(url: str, stream: str) -> list[str]:
@@ -135,7 +108,7 @@ async def test_operations_on_a_non_owner_reach_the_owner_and_take_effect_once(
             await remote.set_state({"n": 1})
             local = await owner.get_agent(Host, name)
             assert local.state == {"n": 1}  # applied by the owner before the reply
-            await _until(lambda: remote.state == {"n": 1}, "the followed state")
+            await until(lambda: remote.state == {"n": 1}, "the followed state")
             assert await remote.run_workflow(Gate, id="g1") == "g1"
             await remote.send_workflow_event("Gate", "g1", {"type": "go", "payload": 6})
             assert (await owner.wait_workflow("g1", timeout=60)).status == "complete"
@@ -210,7 +183,7 @@ async def test_a_client_of_the_non_owner_sees_the_owners_states_in_order(
                 await local.set_state({"n": n})
             # a client's RPC on the non-owner runs on the owner (its state is current there)
             assert await call_method(remote, "bump", remote.bump, [10]) == 15
-            await _until(lambda: len(recorder.states) >= 6, f"six pushes ({recorder.states})")
+            await until(lambda: len(recorder.states) >= 6, f"six pushes ({recorder.states})")
             nursery.cancel_scope.cancel()
     assert [s for s, _ in recorder.states] == [{"n": n} for n in (1, 2, 3, 4, 5, 15)]
     positions = [p for _, p in recorder.states]
@@ -220,6 +193,8 @@ async def test_a_client_of_the_non_owner_sees_the_owners_states_in_order(
 @pytest.mark.realtime
 async def test_a_request_queued_while_no_engine_runs_is_applied_by_the_next_owner(
         fresh_postgres_url: str) -> None:
+    """A queued row, and a row a dead engine took but never consumed (its first append
+    would have deleted it), are both applied once, in id order, by the next owner."""
     async with _open(fresh_postgres_url) as engine:  # makes the schema, then closes
         shard = engine.runtime.ownership.shard("Host", "q")
     table = InboxTable(fresh_postgres_url)
@@ -227,7 +202,7 @@ async def test_a_request_queued_while_no_engine_runs_is_applied_by_the_next_owne
         queued = table.enqueue(shard, encode_request("Host", "q", "set_state", [{"n": 9}], {}),
                                "eventwf_reply_test")
         interrupted = table.enqueue(shard, encode_request(
-            "Host", "q", "set_state", [{"n": 99}], {}), "eventwf_reply_test")
+            "Host", "q", "patch_state", [{"m": 1}], {}), "eventwf_reply_test")
         assert table.take(interrupted, "a-dead-engine")  # its owner died mid-request
         with trio.fail_after(60):
             async with _open(fresh_postgres_url) as engine:
@@ -238,15 +213,27 @@ async def test_a_request_queued_while_no_engine_runs_is_applied_by_the_next_owne
                         if request_id not in replies and (text := table.reply(request_id)):
                             replies[request_id] = text
                     return len(replies) == 2
-                await _until(answered, "both replies")
+                await until(answered, "both replies")
                 agent = await engine.get_agent(Host, "q")
-                assert agent.state == {"n": 9}
+                assert agent.state == {"n": 9, "m": 1}
+                assert engine.runtime.inbox is not None
+                assert engine.runtime.inbox.applied == 2
         assert decode_reply(replies[queued]) is None
-        with pytest.raises(StorageError, match="outcome is unknown"):
-            decode_reply(replies[interrupted])
+        assert decode_reply(replies[interrupted]) is None
     finally:
         table.close()
-    assert _types(fresh_postgres_url, "agent:Host/q").count("agent.state_set") == 1
+    types = _types(fresh_postgres_url, "agent:Host/q")
+    assert types.count("agent.state_set") == 1
+    assert types.count("agent.state_patched") == 1, types
+    assert _inbox_rows(fresh_postgres_url) == ([], [])  # consumed, replies read
+
+
+def _inbox_rows(url: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The inbox's rows (id, taken_by) and the replies' (id, reply)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return (conn.execute("SELECT id, taken_by FROM eventwf.inbox ORDER BY id").fetchall(),
+                conn.execute("SELECT id, reply FROM eventwf.inbox_replies ORDER BY id"
+                             ).fetchall())
 
 
 @pytest.mark.realtime
@@ -258,7 +245,7 @@ async def test_clients_keep_their_pushes_when_the_agent_moves_between_engines(
     with two demo servers: after a takeover the board of a client of the new owner froze."""
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
-            first_run, second_run = _Running(), _Running()
+            first_run, second_run = _running(), _running()
             first = await nursery.start(first_run.serve, fresh_postgres_url)
             second = await nursery.start(second_run.serve, fresh_postgres_url)
             name = _owned_by(first, "m")
@@ -266,14 +253,14 @@ async def test_clients_keep_their_pushes_when_the_agent_moves_between_engines(
             watching = Recorder()
             host_of(remote).connections.add(watching)
             await (await first.get_agent(Host, name)).set_state({"n": 1})
-            await _until(lambda: len(watching.states) >= 1, "the first push")
+            await until(lambda: len(watching.states) >= 1, "the first push")
             await first_run.close()  # its leases go at once: the second engine takes them
-            await _until(lambda: second.runtime.ownership.owns("Host", name), "the takeover")
+            await until(lambda: second.runtime.ownership.owns("Host", name), "the takeover")
             again = await second.get_agent(Host, name)
             assert again is remote  # the same object, now the owner's
             await again.set_state({"n": 2})
             await remote.patch_state({"m": 1})
-            await _until(lambda: len(watching.states) >= 3, f"pushes ({watching.states})")
+            await until(lambda: len(watching.states) >= 3, f"pushes ({watching.states})")
             nursery.cancel_scope.cancel()
     assert [s for s, _ in watching.states] == [{"n": 1}, {"n": 2}, {"n": 2, "m": 1}]
     assert STARTS[name] == 2  # on_start ran on each owner, once each
@@ -286,8 +273,8 @@ async def test_clients_of_an_owner_keep_their_pushes_when_its_agents_move_away(
     keeps serving their clients, now with the new owner's states, through the follower."""
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
-            first = await nursery.start(_Running().serve, fresh_postgres_url)
-            await _until(lambda: len(first.runtime.ownership.held) == SHARDS, "all shards")
+            first = await nursery.start(_running().serve, fresh_postgres_url)
+            await until(lambda: len(first.runtime.ownership.held) == SHARDS, "all shards")
             own = first.runtime.ownership
             names: dict[int, str] = {}
             for i in range(100_000):  # one agent in each of 32 shards spread over all
@@ -302,13 +289,13 @@ async def test_clients_of_an_owner_keep_their_pushes_when_its_agents_move_away(
                 await agent.set_state({"n": 1})
                 watching[name] = Recorder()
                 host_of(agent).connections.add(watching[name])
-            second = await nursery.start(_Running().serve, fresh_postgres_url)
-            await _until(lambda: len(own.held) == SHARDS // 2, "the shares settling")
+            second = await nursery.start(_running().serve, fresh_postgres_url)
+            await until(lambda: len(own.held) == SHARDS // 2, "the shares settling")
             moved = [n for n in names.values() if not own.owns("Host", n)]
             assert moved, "no agent of 32 spread over the shards moved"
             for name in moved:
                 await (await second.get_agent(Host, name)).set_state({"n": 2})
-            await _until(lambda: all(watching[n].states for n in moved), "the moved pushes")
+            await until(lambda: all(watching[n].states for n in moved), "the moved pushes")
             nursery.cancel_scope.cancel()
     for name in moved:
         assert [s for s, _ in watching[name].states] == [{"n": 2}]

@@ -33,6 +33,7 @@ from eventwf.model.events import StepSucceeded, StreamClaimed  # noqa: E402
 from eventwf.runtime.agents import host_of  # noqa: E402
 from eventwf.store import open_store  # noqa: E402
 from eventwf.store.postgres import PostgresStore  # noqa: E402
+from tests.pg_engines import Running, owned_name, until  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TTL = 1.5
@@ -61,39 +62,12 @@ def _open(url: str) -> Any:
     return eventwf.open_engine(url, agents=[Host], workflows=[Gate], lease_ttl=TTL)
 
 
-class _Running:
-    """An engine in its own task (so engines close in any order), closed on ``stop``."""
-
-    def __init__(self) -> None:
-        self.stop = trio.Event()
-        self.stopped = trio.Event()
-
-    async def serve(self, url: str, *, task_status: trio.TaskStatus[eventwf.Engine]
-                    = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            async with _open(url) as engine:
-                task_status.started(engine)
-                await self.stop.wait()
-        finally:
-            self.stopped.set()
-
-    async def close(self) -> None:
-        self.stop.set()
-        await self.stopped.wait()
+def _running() -> Running:
+    return Running(_open)
 
 
 def _owned_name(engine: eventwf.Engine, prefix: str, not_shard: int | None = None) -> str:
-    own = engine.runtime.ownership
-    return next(f"{prefix}{i}" for i in range(100_000) if own.owns("Host", f"{prefix}{i}")
-                and own.shard("Host", f"{prefix}{i}") != not_shard)
-
-
-async def _until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    with trio.move_on_after(timeout):
-        while not condition():
-            await trio.sleep(0.05)
-        return
-    raise AssertionError(f"{what} did not happen within {timeout} s")
+    return owned_name(engine, "Host", prefix, not_shard)
 
 
 @pytest.mark.realtime
@@ -101,15 +75,15 @@ async def test_an_engine_takes_over_the_shards_another_released_on_close(
         fresh_postgres_url: str) -> None:  # PG12 (release on close), PG17
     RUNS.clear()
     async with trio.open_nursery() as nursery:
-        first_task, second_task = _Running(), _Running()
+        first_task, second_task = _running(), _running()
         first = await nursery.start(first_task.serve, fresh_postgres_url)
         name = _owned_name(first, "h")
         await (await first.get_agent(Host, name)).run_workflow("Gate", id="g1")
-        await _until(lambda: RUNS["g1/first"] == 1, "the first step")
+        await until(lambda: RUNS["g1/first"] == 1, "the first step")
         second = await nursery.start(second_task.serve, fresh_postgres_url)
         await first_task.close()  # gives its leases up: no need to wait for an expiry
         closed = time.monotonic()
-        await _until(lambda: second.runtime.ownership.owns("Host", name), "the takeover")
+        await until(lambda: second.runtime.ownership.owns("Host", name), "the takeover")
         assert time.monotonic() - closed < TTL + MARGIN
         agent = await second.get_agent(Host, name)
         await agent.send_workflow_event("Gate", "g1", {"type": "go", "payload": 4})
@@ -176,7 +150,7 @@ async def test_streams_are_claimed_after_an_expired_lease_not_after_a_release(
     async with _open(fresh_postgres_url) as engine:
         name = _owned_name(engine, "c")
         await (await engine.get_agent(Host, name)).run_workflow("Gate", id="g2")
-        await _until(lambda: RUNS["g2/first"] == 1, "the first step")
+        await until(lambda: RUNS["g2/first"] == 1, "the first step")
     async with _open(fresh_postgres_url):  # released on close: resumed with no claim
         pass  # (recovery runs at open)
     assert _claims(fresh_postgres_url) == []

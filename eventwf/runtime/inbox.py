@@ -5,48 +5,64 @@ an agent this engine does not own now is sent to the agent's owner as a request 
 operation, agent, arguments; never pickle) in the ``inbox`` table, with the agent's shard
 and this engine's reply channel; then a coalesced notification on ``INBOX_CHANNEL``
 (payload: the shard) wakes the owners. The owner (:meth:`Inbox.serve`) takes the rows of
-the shards it holds in id order, marks each taken (its owner id), applies it through the
-same code path as a local call (``apply``: the ``Agent`` method itself, unforwarded), and
-in one transaction deletes the row and writes the reply (the result, or the error's
-class and message), then notifies the requester's reply channel. The requester
-(:meth:`Inbox.request`) waits for the reply with a deadline of ``lease_ttl`` plus
-:data:`MARGIN` (a shard nobody holds is taken by some engine within one lease), woken by
-the notification or, as a fallback, polling every :data:`POLL` seconds; an error is
-raised again as the same eventwf class.
+the shards it holds in id order, marks each taken (its owner id) and applies it through
+the same code path as a local call (``apply``: the ``Agent`` method itself, unforwarded),
+under ``consuming.applying``: the request's first append consumes its row, deleting it and
+writing a placeholder reply ("applied, result pending") in the transaction of its events.
+When the method returns, its reply (the result, or the error's class and message)
+replaces the placeholder; a method that logged nothing deletes the row and writes the
+reply in one transaction instead. Then the requester's reply channel is notified. The
+requester (:meth:`Inbox.request`) waits for the final reply with a deadline of
+``lease_ttl`` plus :data:`MARGIN` (a shard nobody holds is taken by some engine within one
+lease), woken by the notification or, as a fallback, polling every :data:`POLL` seconds;
+an error is raised again as the same eventwf class.
 
-Exactly once. A request is applied only by the engine that marked it taken. A row found
-taken by an engine that is not applying it now (its owner died or lost the shard
-mid-request) is never applied again: it is answered with ``StorageError`` saying that
-its outcome is unknown. A request refused with ``AgentMovedError`` (the shard moved
-before anything was logged) is put back for the next owner. A requester whose deadline
-passes withdraws its request if nobody has taken it (``StorageError``: nothing was
-logged); if it was taken it waits one more deadline, then raises ``StorageError`` saying
-that the outcome is unknown. The delete of the row is not in the transaction of the
-request's own commit (the writer's batches do not carry it): the taken mark is what
-stops a second application.
+Exactly once. A request is applied when the commit of its first events lands, and that
+commit deletes its row only while the engine applying it still holds it, so two engines
+never both log it. A row still present was never applied (its first append would have
+deleted it), whoever marked it taken: the shard's owner takes it over and applies it
+(again: the unlogged part of a method, such as a user's RPC code, may run twice). A
+commit that finds the row gone (withdrawn, or taken over by another engine) rolls back and
+the method's appends are refused ("withdrawn; nothing was logged"). A request refused with
+``AgentMovedError`` before anything was logged is put back for the next owner. A
+requester whose deadline passes withdraws its request if nobody has taken it
+(``StorageError``: nothing was logged); if it was taken it waits one more deadline, then
+gives up (``StorageError``): the request was applied but its result was lost when only the
+placeholder is left (its owner died after logging it), and its outcome is unknown when the
+row is still queued (its next owner may still apply it). A request whose requester died
+may still be applied: requesters that retry make their operations idempotent (a start
+with an explicit id and ``if_exists="return"``).
 """
 
 from __future__ import annotations
 
-import builtins
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-import msgspec
 import trio
 
-from eventwf import errors
 from eventwf.errors import AgentMovedError, EventwfError, StorageError
+from eventwf.model.inbox_codec import (
+    InboxRequest,
+    decode_reply,
+    decode_request,
+    encode_reply,
+    encode_request,
+    is_pending,
+)
 from eventwf.model.values import shorten
+from eventwf.runtime import consuming
 from eventwf.runtime.agents import Agents
+from eventwf.runtime.consuming import State
 from eventwf.runtime.notifications import Listener, Notifier
 from eventwf.runtime.ownership import Ownership
+from eventwf.store.interface import Consumed
 
 __all__ = ["INBOX_CHANNEL", "MARGIN", "POLL", "Inbox", "Table", "decode_reply",
-           "encode_reply", "serve_postgres_inbox"]
+           "encode_reply", "encode_request", "serve_postgres_inbox"]
 
 logger = logging.getLogger("eventwf")
 
@@ -70,84 +86,30 @@ class Row(Protocol):
     def taken_by(self) -> str | None: ...
 
 
+class Left(Protocol):
+    """What a requester that gives up finds (``store.postgres.inbox.Abandoned``)."""
+
+    @property
+    def queued(self) -> bool: ...
+    @property
+    def taken_by(self) -> str | None: ...
+    @property
+    def reply(self) -> str | None: ...
+
+
 class Table(Protocol):
     """The inbox tables (``store.postgres.inbox.InboxTable``); failures are StorageError."""
 
     def enqueue(self, shard: int, request: str, reply_channel: str) -> int: ...
     def pending(self, shards: Sequence[int], limit: int = ...) -> Sequence[Row]: ...
-    def take(self, request_id: int, owner: str) -> bool: ...
+    def take(self, request_id: int, owner: str, was: str | None = ...) -> bool: ...
     def release(self, request_id: int, owner: str) -> None: ...
-    def answer(self, request_id: int, reply: str) -> None: ...
+    def answer(self, request_id: int, reply: str, owner: str) -> bool: ...
+    def finish(self, request_id: int, reply: str) -> bool: ...
     def reply(self, request_id: int) -> str | None: ...
+    def abandon(self, request_id: int) -> Left: ...
     def withdraw(self, request_id: int) -> bool: ...
     def sweep(self) -> int: ...
-
-
-class _Request(msgspec.Struct, frozen=True):
-    agent_class: str
-    name: str
-    op: str
-    args: list[Any]
-    kwargs: dict[str, Any]
-
-
-class _Reply(msgspec.Struct, frozen=True):
-    ok: bool
-    result: Any = None
-    error: str = ""
-    message: str = ""
-
-
-_ENCODER = msgspec.json.Encoder()
-_REMOTE_CLASSES: dict[str, type[EventwfError]] = {}
-
-
-def encode_request(agent_class: str, name: str, op: str, args: Sequence[Any],
-                   kwargs: dict[str, Any]) -> str:
-    """A request as JSON text; ``ValueError`` naming the operation for non-JSON arguments."""
-    try:
-        return _ENCODER.encode(_Request(agent_class, name, op, list(args), kwargs)).decode()
-    except (TypeError, msgspec.EncodeError) as exc:
-        raise ValueError(f"the arguments of {op!r} for agent {agent_class}/{name} are not "
-                         f"JSON data: {exc}") from exc
-
-
-def encode_reply(result: Any = None, error: BaseException | None = None) -> str:
-    """A reply as JSON text: the result, or the error's class name and message."""
-    if error is not None:
-        reply = _Reply(False, error=type(error).__name__, message=str(error))
-    else:
-        reply = _Reply(True, result=result)
-    try:
-        return _ENCODER.encode(reply).decode()
-    except (TypeError, msgspec.EncodeError) as exc:
-        return encode_reply(error=EventwfError(f"the result is not JSON data: {exc}"))
-
-
-def decode_reply(text: str) -> Any:
-    """The result of a reply, or its error raised again as the same eventwf (or built-in)
-    class; an error of any other class becomes an ``EventwfError`` subclass of its name."""
-    reply = msgspec.json.decode(text, type=_Reply)
-    if reply.ok:
-        return reply.result
-    raise _error(reply.error, reply.message)
-
-
-def _error(name: str, message: str) -> Exception:
-    found = getattr(errors, name, None) or getattr(builtins, name, None)
-    if isinstance(found, type) and issubclass(found, Exception):
-        try:
-            made = found(message)
-        except TypeError:
-            pass  # another signature (StepFailedError, UnexpectedStatusError)
-        else:
-            if isinstance(made, Exception):
-                return made
-    cls = _REMOTE_CLASSES.get(name)
-    if cls is None:
-        cls = _REMOTE_CLASSES[name] = type(name if name.isidentifier() else "RemoteError",
-                                           (EventwfError,), {})
-    return cls(message)
 
 
 class Inbox:
@@ -187,10 +149,31 @@ class Inbox:
                 raise StorageError(f"{what}: no engine took it within {self.deadline():g} s; "
                                    "it was withdrawn and nothing of it was logged")
             reply = await self._wait_reply(request_id)
-            if reply is None:
-                raise StorageError(f"{what}: its owner took it but did not answer within "
-                                   f"{2 * self.deadline():g} s; its outcome is unknown")
+        if reply is None:
+            reply = self._give_up(request_id, what)
         return decode_reply(reply)
+
+    def _give_up(self, request_id: int, what: str) -> str:
+        """Two deadlines passed without a final reply: one that came just now, else the
+        ``StorageError`` saying what is known of the request (see the module docstring)."""
+        waited = f"{2 * self.deadline():g} s"
+        left = self._requests.abandon(request_id)
+        if left.reply is not None and not is_pending(left.reply):
+            return left.reply
+        if left.reply is not None:
+            raise StorageError(f"{what} was applied (its events are logged) but its result "
+                               f"was lost: its owner did not answer within {waited} (it "
+                               "died after logging it)")
+        if left.queued and left.taken_by is None and self._requests.withdraw(request_id):
+            raise StorageError(f"{what}: no engine applied it within {waited}; it was "
+                               "withdrawn and nothing of it was logged")
+        if left.queued:
+            raise StorageError(f"{what}: engine {left.taken_by or '(another)'} took it but "
+                               f"did not apply it within {waited}; nothing of it is logged "
+                               "yet, but its shard's next owner may still apply it: its "
+                               "outcome is unknown")
+        raise StorageError(f"{what}: it left the inbox but no reply came within {waited}; "
+                           "its outcome is unknown")
 
     async def _wait_reply(self, request_id: int) -> str | None:
         deadline = time.monotonic() + self.deadline()  # real time: other engines answer
@@ -230,12 +213,9 @@ class Inbox:
         except StorageError as exc:
             logger.warning("%s; requests from other engines wait for it", exc)
             return False
-        by_agent: dict[tuple[str, str], list[tuple[Row, _Request | None]]] = {}
+        by_agent: dict[tuple[str, str], list[tuple[Row, InboxRequest | None]]] = {}
         for row in rows:  # each agent's requests in id order; agents side by side
-            try:
-                request: _Request | None = msgspec.json.decode(row.request, type=_Request)
-            except msgspec.DecodeError:
-                request = None
+            request = decode_request(row.request)
             key = ("", str(row.id)) if request is None else (request.agent_class, request.name)
             by_agent.setdefault(key, []).append((row, request))
         async with trio.open_nursery() as nursery:
@@ -243,7 +223,7 @@ class Inbox:
                 nursery.start_soon(self._handle_all, items)
         return len(rows) == _BATCH
 
-    async def _handle_all(self, items: list[tuple[Row, _Request | None]]) -> None:
+    async def _handle_all(self, items: list[tuple[Row, InboxRequest | None]]) -> None:
         """One agent's requests, in order; a failure of the database leaves the rest of
         them queued for the next read."""
         for row, request in items:
@@ -253,36 +233,57 @@ class Inbox:
                 logger.warning("inbox request %d: %s; it is retried", row.id, exc)
                 return
 
-    async def _handle(self, row: Row, request: _Request | None) -> None:
-        if row.taken_by is not None:  # interrupted mid-request: never applied twice
-            self._answer(row, error=StorageError(
-                f"inbox request {row.id} was interrupted while engine {row.taken_by} applied "
-                "it (it died or lost the agent's shard); its outcome is unknown"))
-            return
-        if request is None:
-            self._answer(row, error=EventwfError(f"inbox request {row.id} is malformed: "
-                                                 f"{shorten(row.request, 80)}"))
-            return
-        if not self._ownership.owns(request.agent_class, request.name):
+    async def _handle(self, row: Row, request: InboxRequest | None) -> None:
+        owner = self._ownership.owner
+        if request is not None and not self._ownership.owns(request.agent_class, request.name):
             return  # moved since it was read: its next owner takes it
-        if not self._serving.take(row.id, self._ownership.owner):
-            return
-        try:
-            agent = await self._agents.object(request.agent_class, request.name)
-            result = await self._apply(agent, request.op, request.args, request.kwargs)
-        except AgentMovedError:
-            self._serving.release(row.id, self._ownership.owner)  # nothing was logged
-            return
-        except Exception as exc:
-            self._answer(row, error=exc)
+        if not self._serving.take(row.id, owner, row.taken_by):
+            return  # withdrawn, answered, or taken by another engine since it was read
+        if row.taken_by is not None:  # still queued: its first append never committed
+            logger.info("inbox request %d: engine %s took it but logged nothing of it; "
+                        "applying it here", row.id, row.taken_by)
+        state: State = "closed"
+        reply: str | None
+        if request is None:
+            reply = encode_reply(error=EventwfError(
+                f"inbox request {row.id} is malformed: {shorten(row.request, 80)}"))
         else:
-            self._answer(row, result=result)
+            state, reply = await self._run(row.id, request)
+        if reply is None:
+            self._serving.release(row.id, owner)  # the agent moved; nothing was logged
+            return
         self.applied += 1
+        if state == "withdrawn":  # its requester was told, or another engine answers
+            logger.debug("inbox request %d was withdrawn while it was applied", row.id)
+            return
+        if state == "consumed":
+            answered = self._serving.finish(row.id, reply)
+        else:
+            answered = self._serving.answer(row.id, reply, owner)
+        if answered:
+            self._notifier.notify(row.reply_channel, str(row.id))
 
-    def _answer(self, row: Row, result: Any = None, error: BaseException | None = None
-                ) -> None:
-        self._serving.answer(row.id, encode_reply(result, error))
-        self._notifier.notify(row.reply_channel, str(row.id))
+    async def _run(self, request_id: int, request: InboxRequest) -> tuple[State, str | None]:
+        """Apply a request this engine took, its first commit consuming its row: the
+        consumption's last state and the reply (None: the agent moved before anything of
+        the request was logged, so it goes back to the queue)."""
+        try:  # outside the consumption: making the agent (AgentCreated) is not the request
+            agent = await self._agents.object(request.agent_class, request.name)
+        except AgentMovedError:
+            return "closed", None
+        except Exception as exc:
+            return "closed", encode_reply(error=exc)
+        error: Exception | None = None
+        result: Any = None
+        with consuming.applying(Consumed(request_id, self._ownership.owner)) as consumption:
+            try:
+                result = await self._apply(agent, request.op, request.args, request.kwargs)
+            except Exception as exc:
+                error = exc
+        state = await consumption.close()
+        if isinstance(error, AgentMovedError) and state != "consumed":
+            return state, None
+        return state, encode_reply(result, error)
 
     def _sweep(self) -> None:
         try:

@@ -25,6 +25,7 @@ from eventwf.model.codec import decode_event
 from eventwf.model.events import Recorded
 from eventwf.model.workflow_fold import WorkflowSummary
 from eventwf.store.interface import (
+    Consumed,
     LogStore,
     OpenReport,
     PendingRow,
@@ -76,8 +77,11 @@ class ScratchStore:
         return False
 
     def commit(self, rows: Sequence[PendingRow], workflows: Sequence[WorkflowSummary] = (),
-               agents: Sequence[AgentSummary] = (), *, project: Project | None = None
-               ) -> list[int]:
+               agents: Sequence[AgentSummary] = (), *, project: Project | None = None,
+               consumes: Sequence[Consumed] = ()) -> list[int]:
+        if consumes:  # the check replays one log as its only engine: no inbox
+            raise ValueError(f"a replay check cannot consume inbox requests "
+                             f"{[c.request_id for c in consumes]}")
         first = self._head + 1
         positions = list(range(first, first + len(rows)))
         for position, row in zip(positions, rows, strict=True):

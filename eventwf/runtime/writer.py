@@ -6,6 +6,9 @@ the current folds (status machine, runner fence), assigns positions, and commits
 rows plus the projection rows they change in one transaction, without yielding. Only
 after the commit does it publish the records (so memory follows the log) and wake the
 callers (ack after commit). No fixed sleep: the batch is whatever arrived meanwhile.
+On PostgreSQL an append made while the inbox applies a request carries it
+(``runtime.consuming``): the batch's commit also consumes the request's inbox row, and a
+row found gone refuses only that request's appends, the rest being retried at once.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import trio
 from eventwf.errors import (
     EventwfError,
     MailboxFullError,
+    RequestsWithdrawnError,
     StorageError,
     StreamsTakenError,
     TransitionError,
@@ -30,12 +34,14 @@ from eventwf.model.codec import encode_event, event_type
 from eventwf.model.commands import MAILBOX_LIMIT
 from eventwf.model.events import Event, EventReceived, Recorded, parse_stream
 from eventwf.model.workflow_fold import WorkflowSummary, apply_workflow
+from eventwf.runtime import consuming
 from eventwf.runtime.ack import Ack
 from eventwf.runtime.clock import Clock, mocked
+from eventwf.runtime.consuming import Consumption
 from eventwf.runtime.fencing import Fencing, RunReplaced
 from eventwf.runtime.ownership import Ownership
 from eventwf.runtime.telemetry import NULL_TELEMETRY, Telemetry
-from eventwf.store.interface import LogStore, PendingRow
+from eventwf.store.interface import Consumed, LogStore, PendingRow
 
 __all__ = ["Append", "Registry", "Writer"]
 
@@ -61,13 +67,14 @@ class Registry(Protocol):
 class Append:
     """One atomic append request and, once committed, its records."""
 
-    __slots__ = ("done", "error", "fence", "items", "records", "watched")
+    __slots__ = ("consumes", "done", "error", "fence", "items", "records", "watched")
 
     def __init__(self, items: Sequence[tuple[str, Event]], fence: tuple[str, int] | None,
-                 watched: bool = True) -> None:
+                 watched: bool = True, consumes: Consumption | None = None) -> None:
         self.items = items
         self.fence = fence
         self.watched = watched  # a caller waits for the answer (else a refusal is logged)
+        self.consumes = consumes  # the inbox request it applies (PG15; runtime.consuming)
         self.done = Ack()  # set once answered; its wait is shielded
         self.error: BaseException | None = None
         self.records: list[Recorded] = []
@@ -123,6 +130,9 @@ class _Batch:
             workflow_id, epoch = request.fence
             if self.registry.runner_epoch(workflow_id) != epoch:
                 raise RunReplaced(f"workflow {workflow_id!r} is no longer run by this task")
+        if self.checks and request.consumes is not None \
+                and request.consumes.state == "withdrawn":
+            raise request.consumes.refusal()  # queued before its request's row was found gone
         local_wf: dict[str, WorkflowSummary] = {}
         local_ag: dict[tuple[str, str], AgentSummary] = {}
         records: list[Recorded] = []
@@ -222,7 +232,7 @@ class Writer:
         if self._closed:
             await trio.lowlevel.checkpoint()  # a task of the closing engine stops here
             raise EventwfError("the engine is closed; nothing was logged")
-        request = Append(items, fence)
+        request = Append(items, fence, consumes=consuming.current())
         self._queue.append(request)
         self._wake.set()
         await request.done.wait()  # uncancellable: the answer comes after one commit
@@ -238,7 +248,12 @@ class Writer:
         if self._closed:
             logger.debug("not logged, the engine is closed: %r", items)
             return
-        self._queue.append(Append(items, fence, watched=False))
+        try:
+            consumes = consuming.current()
+        except StorageError as exc:
+            logger.debug("a status note was not logged: %s", exc)
+            return
+        self._queue.append(Append(items, fence, watched=False, consumes=consumes))
         self._wake.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -310,9 +325,11 @@ class Writer:
             batch, self._queue = self._queue[:MAX_BATCH_REQUESTS], self._queue[MAX_BATCH_REQUESTS:]
         return batch
 
-    def _stage(self, requests: list[Append]) -> tuple[_Batch, list[Append]] | None:
-        """Stage what can be committed now: the batch and its accepted requests (None if
-        none). A refused request is answered at once; what does not fit waits, first."""
+    def _stage(self, requests: list[Append]
+               ) -> tuple[_Batch, list[Append], list[Consumed]] | None:
+        """Stage what can be committed now: the batch, its accepted requests and the inbox
+        rows it consumes (PG15; almost always none), or None if none is accepted. A
+        refused request is answered at once; what does not fit waits, first."""
         if not self._ownership.everything:
             requests = self._fencing.admit(requests)
         batch = _Batch(self._registry, itertools.count(self._store.head + 1),
@@ -330,9 +347,11 @@ class Writer:
             else:
                 accepted.append(request)
         self._queue[:0] = deferred
-        return (batch, accepted) if accepted else None
+        if not accepted:
+            return None
+        return batch, accepted, consuming.begin(accepted)
 
-    def _commit(self, batch: _Batch, accepted: list[Append]
+    def _commit(self, batch: _Batch, accepted: list[Append], consumes: list[Consumed]
                 ) -> tuple[_Batch, list[int]] | StorageError:
         """Commit a staged batch (in a worker thread if the store says so: it touches only
         the batch and the store); the batch as committed and its positions, or the error."""
@@ -347,27 +366,34 @@ class Writer:
             return committed.dirty_projections()
 
         try:
-            positions = self._store.commit(batch.rows, project=project)
-        except StorageError as exc:  # StreamsTakenError too
+            positions = self._store.commit(batch.rows, project=project, consumes=consumes)
+        except StorageError as exc:  # StreamsTakenError, RequestsWithdrawnError too
             return exc
         if [rec.position for rec in committed.records] != positions:
             committed = self._restage(batch, accepted, positions)
         return committed, positions
 
-    def _settle(self, staged: _Batch, accepted: list[Append],
+    def _settle(self, staged: _Batch, accepted: list[Append], consumes: list[Consumed],
                 outcome: tuple[_Batch, list[int]] | StorageError) -> None:
         """Answer the batch's callers and, if it committed, publish it (memory follows the
         log). A fatal storage error stops the writer: memory may no longer match the log
         (reopening replays it)."""
-        if isinstance(outcome, StreamsTakenError):
-            self._again(self._fencing.taken(accepted, outcome.streams, staged.workflows))
-            return
-        if isinstance(outcome, StorageError):
-            for request in accepted:
-                self._answer(request, outcome)
-            if outcome.fatal:
-                raise outcome
-            return
+        try:
+            if isinstance(outcome, RequestsWithdrawnError):
+                self._again(consuming.withdrawn(accepted, outcome.request_ids, self._answer))
+                return
+            if isinstance(outcome, StreamsTakenError):
+                self._again(self._fencing.taken(accepted, outcome.streams, staged.workflows))
+                return
+            if isinstance(outcome, StorageError):
+                for request in accepted:
+                    self._answer(request, outcome)
+                if outcome.fatal:
+                    raise outcome
+                return
+        finally:
+            if consumes:  # consumed with the commit, or open again
+                consuming.end(accepted, not isinstance(outcome, StorageError))
         batch, _ = outcome
         if not self._ownership.everything:
             self._fencing.wrote(batch.workflows, batch.agents)

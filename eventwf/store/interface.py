@@ -20,7 +20,7 @@ from eventwf.model.agent_fold import AgentSummary
 from eventwf.model.events import Recorded
 from eventwf.model.workflow_fold import WorkflowSummary
 
-__all__ = ["Lease", "LogStore", "OpenReport", "PendingRow", "Project", "Projections",
+__all__ = ["Consumed", "Lease", "LogStore", "OpenReport", "PendingRow", "Project", "Projections",
            "Sharding", "TrackingQuery"]
 
 
@@ -33,6 +33,15 @@ class PendingRow(NamedTuple):
     time_us: int
     type: str
     data: bytes
+
+
+class Consumed(NamedTuple):
+    """An inbox request a commit consumes (PostgreSQL, specs/postgres.md PG15): its row,
+    which ``taken_by`` (this engine's owner id) marked taken, is deleted and its
+    placeholder reply written in the transaction of the request's first events."""
+
+    request_id: int
+    taken_by: str
 
 
 Projections = tuple[Sequence[WorkflowSummary], Sequence[AgentSummary]]
@@ -140,15 +149,19 @@ class LogStore(Protocol):
         it. False: called from the engine's thread, like every other method."""
 
     def commit(self, rows: Sequence[PendingRow], workflows: Sequence[WorkflowSummary] = (),
-               agents: Sequence[AgentSummary] = (), *, project: Project | None = None
-               ) -> list[int]:
+               agents: Sequence[AgentSummary] = (), *, project: Project | None = None,
+               consumes: Sequence[Consumed] = ()) -> list[int]:
         """Append ``rows`` and upsert the projection rows, in one transaction; the positions
         the rows got (the store draws them: gap-free on SQLite, from an identity with gaps
         on PostgreSQL). ``project``, when given, is called with those positions inside the
         transaction and its rows are written instead of ``workflows`` and ``agents`` (folds
-        that keep positions need them). ``StorageError`` when it did not happen (nothing
-        of it is in the log), ``StreamsTakenError`` when another engine appended to a
-        stream first, ``StorageError(fatal=True)`` when its outcome is unknown."""
+        that keep positions need them). ``consumes``: inbox requests whose rows the same
+        transaction deletes, writing their placeholder replies (PostgreSQL only; a store
+        without an inbox raises ``ValueError`` if given any; none costs nothing).
+        ``StorageError`` when it did not happen (nothing of it is in the log),
+        ``StreamsTakenError`` when another engine appended to a stream first,
+        ``RequestsWithdrawnError`` when a consumed request is no longer queued as this
+        engine's, ``StorageError(fatal=True)`` when its outcome is unknown."""
 
     def write_projections(self, workflows: Sequence[WorkflowSummary] = (),
                           agents: Sequence[AgentSummary] = ()) -> None:

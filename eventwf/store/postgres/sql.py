@@ -31,8 +31,9 @@ from psycopg.rows import TupleRow
 
 __all__ = [
     "CLAIM_TYPE", "COPY_MIN_ROWS", "DEFAULT_SHARDS", "SCHEMA_VERSION", "Head", "Insert", "Lease",
-    "LogCursor", "NewEvent", "SchemaInfo", "SchemaVersionTooNew", "StoredEvent",
-    "VersionConflict", "batch_landed", "claim_streams", "commit_batch", "create_schema",
+    "LogCursor", "NewEvent", "RequestsGone", "SchemaInfo", "SchemaVersionTooNew", "StoredEvent",
+    "VersionConflict", "batch_landed", "claim_streams", "commit_batch", "consume_requests",
+    "create_schema",
     "lock_schema",
     "insert_by_copy", "insert_by_executemany", "insert_rows", "leases", "read_horizon",
     "read_stream", "release_leases", "renew_leases", "settle_backend", "shard_of",
@@ -97,6 +98,16 @@ class VersionConflict(Exception):  # noqa: N818 - a condition the engine maps, n
         more = f" and {len(self.conflicts) - 5} more" if len(self.conflicts) > 5 else ""
         super().__init__(f"another writer appended to {len(self.conflicts)} stream(s) first "
                          f"({shown}{more}); nothing of this batch was committed")
+
+
+class RequestsGone(Exception):  # noqa: N818 - a condition the store maps, not a bug
+    """Inbox requests a batch consumes are no longer queued as its writer's (withdrawn,
+    or taken over by another engine); nothing of the batch was committed."""
+
+    def __init__(self, request_ids: Sequence[int]) -> None:
+        self.request_ids = tuple(request_ids)
+        super().__init__(f"inbox request(s) {', '.join(map(str, self.request_ids))} are no "
+                         "longer queued as this engine's")
 
 
 class SchemaInfo(NamedTuple):
@@ -265,6 +276,25 @@ def commit_batch(conn: Conn, rows: Sequence[NewEvent], *,
         # so the heads read now show every stream that was taken.
         raise VersionConflict(_conflicts(conn, rows)) from exc
     return positions
+
+
+def consume_requests(conn: Conn, consumes: Sequence[tuple[int, str]], placeholder: str
+                     ) -> None:
+    """Inside the caller's transaction (``commit_batch``'s ``then``): delete the inbox rows
+    ``consumes`` names as ``(id, taken_by)``, each only while that taker still holds it,
+    and write each one's ``placeholder`` reply, in one statement (PG15: the request is
+    consumed with its first events). :class:`RequestsGone` naming the rows not found: the
+    caller's transaction then rolls back, so nothing of the batch is committed."""
+    ids = [int(request_id) for request_id, _ in consumes]
+    found = conn.execute(
+        "WITH gone AS (DELETE FROM eventwf.inbox i USING unnest(%s::bigint[], %s::text[]) "
+        "AS c(id, taken_by) WHERE i.id = c.id AND i.taken_by = c.taken_by RETURNING i.id), "
+        "placed AS (INSERT INTO eventwf.inbox_replies (id, reply) SELECT id, %s FROM gone "
+        "ON CONFLICT (id) DO NOTHING) SELECT id FROM gone",
+        (ids, [taken_by for _, taken_by in consumes], placeholder)).fetchall()
+    missing = sorted(set(ids) - {int(row[0]) for row in found})
+    if missing:
+        raise RequestsGone(missing)
 
 
 def _check_batch(rows: Sequence[NewEvent]) -> None:

@@ -6,8 +6,10 @@ the writer which ones its rows got; every row names the version its stream must 
 so a stream another engine took commits nothing (``StreamsTakenError``: ownership lost,
 not fatal). Shard leases and claims are ``sharding`` (``shards.py``). Like the SQLite
 store, it is called synchronously from the trio thread: each call is one short
-transaction (autocommit reads; ``BEGIN … COMMIT`` for an append, with the event rows and
-the projection rows they change), and nothing awaits inside it (PG20).
+transaction (autocommit reads; ``BEGIN … COMMIT`` for an append, with the event rows,
+the projection rows they change and the inbox rows they consume, PG15), and nothing
+awaits inside it (PG20). An inbox row found gone rolls the batch back
+(``RequestsWithdrawnError``, not fatal).
 
 A commit that fails with the session alive was rolled back: ``StorageError``, nothing of
 it is in the log. One whose session was lost has an unknown outcome, settled as PG10 says:
@@ -27,11 +29,12 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 import psycopg
 
-from eventwf.errors import StorageError, StreamsTakenError
+from eventwf.errors import RequestsWithdrawnError, StorageError, StreamsTakenError
 from eventwf.model.agent_fold import AgentSummary
 from eventwf.model.events import Recorded
+from eventwf.model.inbox_codec import PENDING_REPLY
 from eventwf.model.workflow_fold import WorkflowSummary
-from eventwf.store.interface import OpenReport, PendingRow, Project, TrackingQuery
+from eventwf.store.interface import Consumed, OpenReport, PendingRow, Project, TrackingQuery
 from eventwf.store.postgres import lock, log, schema, sql
 from eventwf.store.postgres import projections as proj
 from eventwf.store.postgres.rebuild import rebuild_projections
@@ -153,15 +156,17 @@ class PostgresStore:
     # -- writing -------------------------------------------------------------------------
 
     def commit(self, rows: Sequence[PendingRow], workflows: Sequence[WorkflowSummary] = (),
-               agents: Sequence[AgentSummary] = (), *, project: Project | None = None
-               ) -> list[int]:
-        """Append ``rows`` and upsert the projection rows in one transaction; the positions
-        the rows got from the identity (see the module's docstring for failures)."""
+               agents: Sequence[AgentSummary] = (), *, project: Project | None = None,
+               consumes: Sequence[Consumed] = ()) -> list[int]:
+        """Append ``rows``, consume the inbox requests ``consumes`` names (PG15) and upsert
+        the projection rows in one transaction; the positions the rows got from the
+        identity (see the module's docstring for failures)."""
         with self.lock:
-            return self._commit(rows, workflows, agents, project)
+            return self._commit(rows, workflows, agents, project, consumes)
 
     def _commit(self, rows: Sequence[PendingRow], workflows: Sequence[WorkflowSummary],
-                agents: Sequence[AgentSummary], project: Project | None) -> list[int]:
+                agents: Sequence[AgentSummary], project: Project | None,
+                consumes: Sequence[Consumed]) -> list[int]:
         if self._uncertain is not None:
             raise StorageError(self._uncertain, fatal=True)
         conn = self.conn
@@ -174,6 +179,8 @@ class PostgresStore:
             return positions
 
         def then(c: Conn) -> None:
+            if consumes:
+                sql.consume_requests(c, consumes, PENDING_REPLY)
             wfs, ags = (workflows, agents) if project is None else project(positions)
             if wfs:
                 proj.write_workflows(c, [workflow_row(s) for s in wfs])
@@ -187,6 +194,9 @@ class PostgresStore:
             self._heads.forget()
             raise StreamsTakenError(f"{self.path}: {exc}",
                                     tuple(s for s, _, _ in exc.conflicts)) from exc
+        except sql.RequestsGone as exc:
+            raise RequestsWithdrawnError(f"{self.path}: {exc}; nothing of this batch was "
+                                         "committed", exc.request_ids) from exc
         except psycopg.Error as exc:
             self._heads.forget()
             if not (conn.closed or conn.broken):

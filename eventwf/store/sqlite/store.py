@@ -21,7 +21,14 @@ from eventwf.errors import StorageError
 from eventwf.model.agent_fold import AgentSummary
 from eventwf.model.events import Recorded
 from eventwf.model.workflow_fold import WorkflowSummary
-from eventwf.store.interface import OpenReport, PendingRow, Project, Sharding, TrackingQuery
+from eventwf.store.interface import (
+    Consumed,
+    OpenReport,
+    PendingRow,
+    Project,
+    Sharding,
+    TrackingQuery,
+)
 from eventwf.store.sqlite import opening
 from eventwf.store.sqlite import projections as proj
 from eventwf.store.sqlite.anchor import Anchor, write_anchor
@@ -139,13 +146,18 @@ class SQLiteStore:
         agents: Sequence[AgentSummary] = (),
         *,
         project: Project | None = None,
+        consumes: Sequence[Consumed] = (),
     ) -> list[int]:
         """Append ``rows`` and upsert the projection rows in one transaction.
 
         Returns the rows' positions (the head plus one on, gap-free). Raises
         ``StorageError`` when the commit did not happen; in that case nothing of it is in
-        the log. ``project``: see ``LogStore.commit``.
+        the log. ``project``: see ``LogStore.commit``. ``consumes`` must be empty: one
+        engine owns a SQLite log, so it has no inbox (``ValueError`` before anything).
         """
+        if consumes:
+            raise ValueError(f"a SQLite log has no inbox: it cannot consume inbox requests "
+                             f"{[c.request_id for c in consumes]}")
         first = self.head + 1
         values, prev = self._chain(rows, first)
         last = first + len(values) - 1
