@@ -57,7 +57,7 @@ from eventwf.model.values import shorten
 from eventwf.runtime import consuming
 from eventwf.runtime.agents import Agents
 from eventwf.runtime.consuming import State
-from eventwf.runtime.notifications import Listener, Notifier
+from eventwf.runtime.notifications import MAX_KEPT, Listener, Notifier, wait_real
 from eventwf.runtime.ownership import Ownership
 from eventwf.store.interface import Consumed
 
@@ -125,6 +125,7 @@ class Inbox:
         self._notifier = notifier
         self._apply = apply
         self.reply_channel = f"eventwf_reply_{secrets.token_hex(8)}"
+        self._awaited: dict[int, trio.Event] = {}  # request id -> set when its reply may be in
         self.applied = 0  # requests this engine applied as the owner
         self.sent = 0  # requests this engine sent
 
@@ -176,15 +177,37 @@ class Inbox:
                            "its outcome is unknown")
 
     async def _wait_reply(self, request_id: int) -> str | None:
+        """The reply once it is in, or None after the deadline. Woken by the notification
+        naming the request (:meth:`dispatch_replies`: one read per reply, not one per
+        waiter), else by polling every :data:`POLL` seconds."""
         deadline = time.monotonic() + self.deadline()  # real time: other engines answer
+        try:
+            while True:
+                woken = self._awaited[request_id] = trio.Event()
+                reply = self._requests.reply(request_id)
+                if reply is not None:
+                    return reply
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                await wait_real(woken.wait, min(POLL, left))
+        finally:
+            self._awaited.pop(request_id, None)
+
+    async def dispatch_replies(self, *, task_status: trio.TaskStatus[None] =
+                               trio.TASK_STATUS_IGNORED) -> None:
+        """Until cancelled: wake the waiter of each reply notified on this engine's reply
+        channel (the payload is the request id); every waiter when the notifications may
+        be incomplete (a lost session, a fallback with none, too many to keep)."""
+        self._listener.watch(self.reply_channel)
+        task_status.started()
         while True:
-            reply = self._requests.reply(request_id)
-            if reply is not None:
-                return reply
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            await self._listener.wait(self.reply_channel, min(POLL, left))
+            payloads = await self._listener.wait(self.reply_channel, POLL)
+            ids = {int(p) for p in payloads if p.isdigit()}
+            everyone = not payloads or len(payloads) >= MAX_KEPT or len(ids) < len(payloads)
+            for request_id, woken in list(self._awaited.items()):
+                if everyone or request_id in ids:
+                    woken.set()
 
     # -- the owner -----------------------------------------------------------------------
 
@@ -192,7 +215,6 @@ class Inbox:
                     ) -> None:
         """Apply the requests of this engine's shards, in id order, until cancelled."""
         self._listener.watch(INBOX_CHANNEL)
-        self._listener.watch(self.reply_channel)
         task_status.started()
         next_sweep = time.monotonic()
         while True:
@@ -313,6 +335,7 @@ async def serve_postgres_inbox(agents: Agents, ownership: Ownership, url: str, a
             listener.watch(inbox.reply_channel)
             await nursery.start(listener.serve)
             await nursery.start(notifier.serve)
+            await nursery.start(inbox.dispatch_replies)
             await nursery.start(inbox.serve)
             task_status.started(inbox)
     finally:

@@ -31,7 +31,8 @@ import trio
 from eventwf.errors import StorageError
 from eventwf.runtime.clock import mocked
 
-__all__ = ["COALESCE", "Listener", "Notifier", "OpenSession", "Sender", "Session", "wait_real"]
+__all__ = ["COALESCE", "MAX_KEPT", "Listener", "Notifier", "OpenSession", "Sender", "Session",
+           "wait_real"]
 
 
 async def wait_real(until: Callable[[], Awaitable[object]], seconds: float | None) -> bool:
@@ -67,7 +68,7 @@ async def wait_real(until: Callable[[], Awaitable[object]], seconds: float | Non
 logger = logging.getLogger("eventwf")
 
 COALESCE = 0.010  # seconds between two statements of one notifier
-_MAX_KEPT = 1000  # payloads kept per channel between two waits (the waiter polls anyway)
+MAX_KEPT = 1000  # payloads kept per channel between two waits (the waiter polls anyway)
 
 
 class Sender(Protocol):
@@ -217,7 +218,7 @@ class Listener:
             return  # a channel this listener never watched
         self.received += 1
         kept = self._payloads[channel]
-        if len(kept) < _MAX_KEPT:
+        if len(kept) < MAX_KEPT:
             kept.append(payload)
         self._wake(channel)
 
