@@ -169,11 +169,21 @@ def test_l11a_a_hard_link_reads_the_wal_its_writer_left(tmp_path: Path, link: st
     assert not (tmp_path / "b.db-wal").exists()
 
 
-def _posix_locks(path: str) -> list[str]:
-    inode = os.stat(path).st_ino
+def _posix_locks(path: str) -> list[list[str]]:
+    """This process's POSIX locks on ``path`` (kind, mode, range), from /proc/locks, whose
+    lines read ``N: POSIX ADVISORY WRITE PID MAJOR:MINOR:INODE START END``: matched on
+    the pid and the whole device:inode, not the inode alone (another process's lock on
+    another file of that inode number, on another device, is not ours)."""
+    st = os.stat(path)
+    file_id = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pid = str(os.getpid())
+    found = []
     with open("/proc/locks") as handle:
-        return [line.split(":", 1)[1].split()[0:3][0] for line in handle
-                if f":{inode} " in line and "POSIX" in line]
+        for line in handle:
+            fields = line.split(":", 1)[1].split()
+            if fields[0] == "POSIX" and fields[3] == pid and fields[4] == file_id:
+                found.append([fields[0], fields[2], *fields[5:7]])
+    return found
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="needs Linux's /proc/locks")
