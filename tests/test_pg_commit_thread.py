@@ -121,3 +121,27 @@ async def test_under_a_mock_clock_commits_stay_on_the_engine_thread(
         workflow_id = await agent.run_workflow("COUNT", {"n": 3})
         assert (await engine.wait_workflow(workflow_id)).status == "complete"
     assert gate.threads and all(gate.threads)
+
+
+@pytest.mark.realtime
+async def test_commits_never_wait_for_the_programs_threads(fresh_postgres_url: str) -> None:
+    release = threading.Event()
+    watchdog = threading.Timer(10, release.set)  # the program's threads end after 10 s
+    default = trio.to_thread.current_default_thread_limiter()
+    async with _open(fresh_postgres_url) as engine:
+        agent = await engine.get_agent(TestAgent, "a")
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(int(default.total_tokens)):  # the program's threads, all busy
+                    nursery.start_soon(trio.to_thread.run_sync, release.wait)
+                while default.borrowed_tokens < default.total_tokens:
+                    await trio.sleep(0.001)
+                watchdog.start()
+                await agent.set_state({"n": 1})  # its commit needs a thread
+                waited = release.is_set()
+                release.set()
+        finally:
+            release.set()
+            watchdog.cancel()
+        assert not waited, "the commit waited for the program's threads to end"
+        assert agent.state == {"n": 1}

@@ -259,6 +259,8 @@ class Writer:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         threaded = self._store.commits_in_thread and not mocked()  # see clock.mocked
+        # a thread of its own: never queued behind the program's to_thread calls
+        limiter = trio.CapacityLimiter(1)
         try:
             while True:
                 await self._wake.wait()
@@ -274,7 +276,7 @@ class Writer:
                     self._in_flight = trio.Event()  # the engine goes on while it commits
                     try:
                         self._settle(*staged, await trio.to_thread.run_sync(
-                            self._commit, *staged))
+                            self._commit, *staged, limiter=limiter))
                     finally:
                         self._in_flight.set()
                         self._in_flight = None
