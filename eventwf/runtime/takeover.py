@@ -21,20 +21,13 @@ from collections.abc import Collection
 import trio
 
 from eventwf.errors import StorageError
+from eventwf.runtime.notifications import wait_real
 from eventwf.runtime.recovery import resume_shards
 from eventwf.runtime.runtime import Runtime
 
 __all__ = ["Takeover"]
 
 logger = logging.getLogger("eventwf")
-
-
-async def _sleep_real(seconds: float) -> None:
-    """Wait ``seconds`` of real time, whatever trio's clock is. Leases live in the
-    database's real time, so the renewals must too: under ``MockClock`` (the engine tests)
-    a ``trio.sleep`` would renew at every mock jump (thousands of round trips for a mock
-    day) and judge deadlines by mock time (specs/postgres.md PG3a)."""
-    await trio.to_thread.run_sync(time.sleep, seconds, abandon_on_cancel=True)
 
 
 class Takeover:
@@ -62,7 +55,9 @@ class Takeover:
         if self._own.everything:
             return
         while True:
-            await _sleep_real(self.period)
+            # real time, whatever trio's clock is: leases live in the database's time, and
+            # under a MockClock a trio.sleep would renew at every jump (PG3a)
+            await wait_real(trio.sleep_forever, self.period)
             try:
                 self.tick()
             except StorageError as exc:
