@@ -29,7 +29,9 @@ def test_quick_postgres_run_prints_rates_floors_and_ratios(fresh_postgres_url: s
          "--url", fresh_postgres_url], cwd=ROOT, env=env, capture_output=True, text=True,
         timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    dbos, sequential, concurrent, engines, takeover = map(json.loads, done.stdout.splitlines())
+    dbos, sequential, concurrent, engines, takeover, upsert = map(
+        json.loads, done.stdout.splitlines())
+    assert "without --url" in upsert["skipped"]
     assert "EVENTWF_BENCH_DBOS_PYTHON" in dbos["skipped"]
     assert sequential["steps_per_s"] > 0 and sequential["raw_insert_one_per_commit_per_s"] > 0
     ratio = sequential["steps_per_s"] / sequential["raw_insert_one_per_commit_per_s"]
@@ -47,3 +49,12 @@ def test_quick_postgres_run_prints_rates_floors_and_ratios(fresh_postgres_url: s
     assert takeover["takeover_seconds"] > 0 and takeover["workflows"] == 3 * 2, takeover
     password = urlsplit(fresh_postgres_url).password
     assert not password or password not in done.stdout + done.stderr
+
+
+def test_the_upsert_benchmark_times_each_fill_factor(fresh_postgres_url: str) -> None:
+    from tools.bench.pgupsert import FILL_FACTORS, bench_upsert
+
+    result = bench_upsert(fresh_postgres_url, 20, 2)
+    for fill in FILL_FACTORS:
+        run = result[f"fillfactor_{fill}"]
+        assert run["median_ms"] > 0 and run["table_bytes_after"] > 0, run

@@ -208,3 +208,29 @@ def test_engines_opening_a_new_database_at_once_all_open(fresh_postgres_url: str
     finally:
         for store in stores:
             store.close()
+
+
+def _fillfactors(url: str) -> dict[str, list[str] | None]:
+    return {str(name): options for name, options in _rows(
+        url, "SELECT relname, reloptions FROM pg_class WHERE relnamespace = "
+        "'eventwf'::regnamespace AND relname IN ('workflows', 'agents')")}
+
+
+def test_projection_tables_leave_room_for_updates_in_place(fresh_postgres_url: str) -> None:
+    """PG9d: both projections are made with a fill factor of 50, and tables made before
+    (the default, 100) get it at the next open, rows and all kept."""
+    _store_with_one_event(fresh_postgres_url).close()
+    assert _fillfactors(fresh_postgres_url) == {"workflows": ["fillfactor=50"],
+                                                "agents": ["fillfactor=50"]}
+    with psycopg.connect(fresh_postgres_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE eventwf.workflows RESET (fillfactor)")
+        conn.execute("ALTER TABLE eventwf.agents RESET (fillfactor)")
+    assert _fillfactors(fresh_postgres_url) == {"workflows": None, "agents": None}
+    store = open_store(fresh_postgres_url)
+    try:
+        assert [event_type(r.event) for r in store.read_stream("agent:T/a")] == [
+            "agent.created"]
+    finally:
+        store.close()
+    assert _fillfactors(fresh_postgres_url) == {"workflows": ["fillfactor=50"],
+                                                "agents": ["fillfactor=50"]}

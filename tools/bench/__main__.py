@@ -13,7 +13,8 @@ a development tool, not a dependency) to standard error.
 ``--backend postgres`` runs the PostgreSQL benchmarks instead (``pgplans.py``):
 sequential and concurrent steps beside the raw INSERT/COPY floor of the same rows, DBOS
 Transact on the same server, throughput with 1, 2 and 3 engines and the takeover time
-after a SIGKILL; on ``--url``, else on a throwaway cluster with durable settings.
+after a SIGKILL, and the projection upsert at several fill factors (``pgupsert.py``); on
+``--url``, else on a throwaway cluster with durable settings.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ PLANS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], dict[str, Any]
     "console": (lambda: bench_console(100_000), lambda: bench_console(5_000)),
 }
 # the PostgreSQL benchmarks (pgplans.py: imported only for them, as it needs psycopg)
-PG_PLANS = ("sequential", "concurrent", "dbos", "engines", "takeover")
+PG_PLANS = ("sequential", "concurrent", "dbos", "engines", "takeover", "upsert")
 
 
 def _run(plan: Callable[[], dict[str, Any]], profile: bool) -> dict[str, Any]:
