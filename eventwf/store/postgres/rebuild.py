@@ -82,9 +82,16 @@ def _quarantine(out: Folded, row: CheckedRow, exc: CorruptLogError | TransitionE
 
 
 def rebuild_projections(conn: Conn, genesis: bytes) -> Folded:
-    """Replace both projection tables with a fold of the log, in one transaction."""
-    folded = fold_log(conn, genesis)
+    """Replace both projection tables with a fold of the log, in one transaction, while
+    other engines may be writing (PG9e): the tables are locked against writes first, then
+    the log is folded from one snapshot taken after that, so a commit either landed before
+    (folded) or writes its rows after (from its own summaries, which include it)."""
     with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        # EXCLUSIVE: reads go on; writers wait. Taken before any query, so the snapshot
+        # of the fold below is taken after every earlier projection writer committed.
+        conn.execute("LOCK TABLE eventwf.workflows, eventwf.agents IN EXCLUSIVE MODE")
+        folded = fold_log(conn, genesis)
         conn.execute("DELETE FROM eventwf.workflows")
         conn.execute("DELETE FROM eventwf.agents")
         proj.write_workflows(conn, [workflow_row(s) for s in folded.workflows.values()])
