@@ -11,6 +11,8 @@ import trio
 
 import eventwf
 from eventwf import Retries
+from eventwf.model.events import StepFailed
+from eventwf.store import open_store
 from tests.wfkit import TestAgent, event_types, virtual_wall
 
 
@@ -440,3 +442,54 @@ async def test_steps_expose_a_stable_idempotency_key(db: str) -> None:
     assert first == f"{info.workflow_id}/1/0/charge" and second == f"{info.workflow_id}/1/1/charge"
     with pytest.raises(eventwf.EventwfError, match="only available inside"):
         eventwf.step_context()
+
+
+
+class Unprintable(eventwf.AgentWorkflow[TestAgent]):
+    """A step fails with text no store holds as is: a NUL, a lone surrogate (as
+    ``os.fsdecode`` makes from a file name that is not UTF-8); then the run waits, so a
+    reopened engine replays the failure from the log."""
+
+    async def run(self, event: eventwf.WorkflowEvent, step: eventwf.AgentWorkflowStep) -> Any:
+        def fail() -> None:
+            raise LookupError({"nul": "bad\x00byte", "surrogate": "bad\udc80name"}[event.payload])
+
+        try:
+            await step.do("fail", fail, retries=Retries(limit=0))
+        except LookupError as exc:
+            seen = [type(exc).__name__, str(exc)]
+        await step.wait_for_event("hold", type="go")
+        return seen
+
+
+@pytest.mark.parametrize(("kind", "text"), [("nul", ["bad\x00byte", "bad\\x00byte"]),
+                                            ("surrogate", ["bad\\udc80name"] * 2)])
+async def test_a_failure_whose_text_no_store_holds_is_logged_escaped(
+        db: str, kind: str, text: list[str]) -> None:
+    """Before, on PostgreSQL a NUL made every commit of the failure fail (the workflow
+    retried it forever), and on both backends a lone surrogate made the workflow corrupt.
+    Now each is logged as its escape, alike on both; a replay rebuilds the same class."""
+    first, logged = text  # what the step raised and caught; what the log holds
+    async with _engine(db, Unprintable) as engine:
+        agent = await engine.get_agent(TestAgent, "a")
+        wid = await agent.run_workflow("Unprintable", kind)
+        await trio.sleep(1)
+    async with _engine(db, Unprintable) as engine:  # the run replays the logged failure
+        agent = await engine.get_agent(TestAgent, "a")
+        await agent.send_workflow_event("Unprintable", wid, {"type": "go"})
+        info = await engine.wait_workflow(wid)
+        status = await agent.get_workflow_status("Unprintable", wid)
+    assert info.status == "complete", info
+    # the class survives the replay; a NUL comes back from the logged args as raised
+    assert status.output == ["LookupError", first if kind == "nul" else logged]
+    assert logged in event_data_text(db, wid)
+
+
+def event_data_text(db: str, wid: str) -> str:
+    """The logged failure's text (decoded, whatever the backend)."""
+    store = open_store(db, readonly=True)
+    try:
+        return next(str(r.event.error.message) for r in store.read_stream("wf:" + wid)
+                    if isinstance(r.event, StepFailed))
+    finally:
+        store.close()

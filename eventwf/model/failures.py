@@ -16,9 +16,22 @@ from eventwf.errors import StepFailedError
 from eventwf.model.codec import roundtrip_value
 from eventwf.model.events import ErrorInfo
 
-__all__ = ["error_info", "rebuild_exception"]
+__all__ = ["error_info", "rebuild_exception", "storable"]
 
 _MAX_TRACEBACK = 8192
+
+
+def storable(text: str) -> str:
+    """``text`` as every store can hold it: a NUL (PostgreSQL text holds none) and a lone
+    surrogate (no UTF-8 has one; ``os.fsdecode`` makes them) become backslash escapes
+    (``\\x00``, ``\\udc80``). An error's text must be loggable, whatever its raiser put in."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _encodable(value: Any) -> Any:
@@ -41,7 +54,7 @@ def error_info(exc: BaseException, *, with_traceback: bool = True) -> ErrorInfo:
         info = _error_info(exc, with_traceback)
         text = "; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in leaves)
         return msgspec.structs.replace(
-            info, message=f"{len(leaves)} errors in concurrent tasks: {text}")
+            info, message=storable(f"{len(leaves)} errors in concurrent tasks: {text}"))
     return _error_info(exc, with_traceback)
 
 
@@ -61,10 +74,10 @@ def _error_info(exc: BaseException, with_traceback: bool) -> ErrorInfo:
     if with_traceback and exc.__traceback__ is not None:
         text = "".join(traceback.format_exception(exc, limit=12))[-_MAX_TRACEBACK:]
     return ErrorInfo(
-        type=f"{cls.__module__}.{cls.__qualname__}",
-        message=str(exc),
+        type=storable(f"{cls.__module__}.{cls.__qualname__}"),
+        message=storable(str(exc)),
         args=args,
-        traceback=text,
+        traceback=storable(text),
         attrs=attrs_value,
     )
 
@@ -84,7 +97,8 @@ def rebuild_exception(info: ErrorInfo) -> BaseException:
     except Exception as failure:  # a class that cannot be rebuilt this way
         stand_in.__cause__ = failure
         return stand_in
-    return exc if text == info.message else stand_in
+    # logs written before ``storable`` may hold a NUL in the text itself
+    return exc if info.message in (storable(text), text) else stand_in
 
 
 def _lookup(path: str) -> type[BaseException] | None:
