@@ -45,7 +45,7 @@ RANKS = {
     "eventwf.store": {"interface": 0, "rows": 0, "location": 0, "listing_sql": 1, "sqlite": 1,
                       "postgres": 1},
     "eventwf.store.postgres": {"sql": 0, "lock": 1, "schema": 1, "log": 1, "projections": 1,
-                               "shards": 1,
+                               "shard_sql": 1, "shards": 2,
                                "rebuild": 2, "store": 3, "reader": 4, "inbox": 3,
                                "notify": 2, "follow": 3},
     "eventwf.store.sqlite": {
@@ -222,10 +222,17 @@ def test_only_the_otel_module_imports_opentelemetry() -> None:
 
 
 def test_the_postgresql_statements_use_only_psycopg_and_the_standard_library() -> None:
-    """D2a: the PostgreSQL statements stand alone (the store is written against them)."""
+    """D2a: the PostgreSQL statements stand alone (the store is written against them);
+    the shard statements (``shard_sql.py``) add only the log's statements (``sql.py``)."""
     path = PACKAGE / "store" / "postgres" / "sql.py"
     tops = _top_level(path) - {"__future__"}
     assert "psycopg" in tops
+    assert tops - {"psycopg"} <= set(sys.stdlib_module_names), tops
+    path = PACKAGE / "store" / "postgres" / "shard_sql.py"
+    statements = "eventwf.store.postgres.sql"
+    ours = {name for name in _imports(path) if name.startswith("eventwf")}
+    assert all(name == statements or name.startswith(statements + ".") for name in ours), ours
+    tops = _top_level(path) - {"__future__", "eventwf"}
     assert tops - {"psycopg"} <= set(sys.stdlib_module_names), tops
 
 
