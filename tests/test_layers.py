@@ -63,7 +63,8 @@ RANKS = {
         "router": 5, "inbox": 5, "runtime": 6, "recovery": 7, "tracking": 7, "operations": 8,
         "takeover": 8,
     },
-    "eventwf.server": {"outbox": 0, "front": 0, "handshake": 1, "inbound": 2, "websocket": 3},
+    "eventwf.server": {"outbox": 0, "front": 0, "handshake": 1, "inbound": 2, "connection": 2,
+                       "websocket": 3},
     "eventwf.apps": {"example": 0, "demo": 0, "console": 0, "serving": 1},
     "eventwf.logtool": {
         "lookups": 0, "source": 1, "verify_report": 0, "pgsource": 2,
