@@ -67,7 +67,7 @@ RANKS = {
                        "websocket": 3},
     "eventwf.apps": {"example": 0, "demo": 0, "console": 0, "serving": 1},
     "eventwf.logtool": {
-        "lookups": 0, "source": 1, "verify_report": 0, "pgsource": 2,
+        "lookups": 0, "rowview": 0, "source": 1, "verify_report": 0, "pgsource": 2,
         "render": 2,
         "listing": 3, "timeline": 3, "agentstate": 3, "stats": 3, "check": 3, "verify": 3,
         "backup": 3, "workflows": 3, "pgverify": 4,
