@@ -37,8 +37,8 @@ from eventwf.model.types import WorkflowPage as WorkflowPage
 from eventwf.runtime.stephost import StepContext as StepContext
 from eventwf.runtime.stephost import step_context as step_context
 from eventwf.runtime.steps import AgentWorkflowStep as AgentWorkflowStep
+from eventwf.server.connection import Connection as Connection
 from eventwf.server.handshake import AgentRequest as AgentRequest
-from eventwf.server.websocket import Connection as Connection
 from eventwf.workflow import AgentWorkflow as AgentWorkflow
 
 __version__ = "0.1.0"

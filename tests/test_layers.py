@@ -45,7 +45,7 @@ RANKS = {
     "eventwf.store": {"interface": 0, "rows": 0, "location": 0, "listing_sql": 1, "sqlite": 1,
                       "postgres": 1},
     "eventwf.store.postgres": {"sql": 0, "lock": 1, "schema": 1, "log": 1, "projections": 1,
-                               "shards": 1,
+                               "shard_sql": 1, "shards": 2,
                                "rebuild": 2, "store": 3, "reader": 4, "inbox": 3,
                                "notify": 2, "follow": 3},
     "eventwf.store.sqlite": {
@@ -63,10 +63,11 @@ RANKS = {
         "router": 5, "inbox": 5, "runtime": 6, "recovery": 7, "tracking": 7, "operations": 8,
         "takeover": 8,
     },
-    "eventwf.server": {"outbox": 0, "front": 0, "handshake": 1, "inbound": 2, "websocket": 3},
+    "eventwf.server": {"outbox": 0, "front": 0, "handshake": 1, "inbound": 2, "connection": 2,
+                       "websocket": 3},
     "eventwf.apps": {"example": 0, "demo": 0, "console": 0, "serving": 1},
     "eventwf.logtool": {
-        "lookups": 0, "source": 1, "verify_report": 0, "pgsource": 2,
+        "lookups": 0, "rowview": 0, "source": 1, "verify_report": 0, "pgsource": 2,
         "render": 2,
         "listing": 3, "timeline": 3, "agentstate": 3, "stats": 3, "check": 3, "verify": 3,
         "backup": 3, "workflows": 3, "pgverify": 4,
@@ -222,10 +223,17 @@ def test_only_the_otel_module_imports_opentelemetry() -> None:
 
 
 def test_the_postgresql_statements_use_only_psycopg_and_the_standard_library() -> None:
-    """D2a: the PostgreSQL statements stand alone (the store is written against them)."""
+    """D2a: the PostgreSQL statements stand alone (the store is written against them);
+    the shard statements (``shard_sql.py``) add only the log's statements (``sql.py``)."""
     path = PACKAGE / "store" / "postgres" / "sql.py"
     tops = _top_level(path) - {"__future__"}
     assert "psycopg" in tops
+    assert tops - {"psycopg"} <= set(sys.stdlib_module_names), tops
+    path = PACKAGE / "store" / "postgres" / "shard_sql.py"
+    statements = "eventwf.store.postgres.sql"
+    ours = {name for name in _imports(path) if name.startswith("eventwf")}
+    assert all(name == statements or name.startswith(statements + ".") for name in ours), ours
+    tops = _top_level(path) - {"__future__", "eventwf"}
     assert tops - {"psycopg"} <= set(sys.stdlib_module_names), tops
 
 

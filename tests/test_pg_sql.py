@@ -1,5 +1,5 @@
-"""The PostgreSQL SQL layer (eventwf/store/postgres/sql.py) against a throwaway cluster:
-specs/postgres.md PG1-PG14. Each test has a fresh database."""
+"""The PostgreSQL SQL layer (eventwf/store/postgres/sql.py and shard_sql.py) against a
+throwaway cluster: specs/postgres.md PG1-PG14. Each test has a fresh database."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e "
                               "'.[dev]' (PostgreSQL tests)")
 
-from eventwf.store.postgres import sql as pg_sql  # noqa: E402 - needs psycopg
+from eventwf.store.postgres import shard_sql  # noqa: E402 - needs psycopg
+from eventwf.store.postgres import sql as pg_sql  # noqa: E402
 from eventwf.store.postgres.sql import LogCursor, NewEvent, VersionConflict  # noqa: E402
 
 GENESIS = bytes(16)
@@ -86,7 +87,7 @@ def test_the_schema_is_made_once_whoever_makes_it(url: str,
         thread.join(timeout=30)
     assert len(infos) == 4 and len(set(infos)) == 1
     assert infos[0].shards == 8  # made by the fixture with 8
-    assert len(pg_sql.leases(conns[0])) == 8
+    assert len(shard_sql.leases(conns[0])) == 8
 
 
 def test_a_newer_schema_is_refused_and_left_alone(conn: psycopg.Connection) -> None:
@@ -297,31 +298,31 @@ def _wait_for_database_clock(conn: psycopg.Connection, instant: datetime) -> Non
 def test_a_lease_is_taken_over_only_once_it_expires_by_the_database_clock(
         connect: Callable[[], psycopg.Connection]) -> None:
     a, b = connect(), connect()
-    held = pg_sql.take_shards(a, "engine-a", [0, 1], ttl=0.3)
+    held = shard_sql.take_shards(a, "engine-a", [0, 1], ttl=0.3)
     assert [(lease.shard, lease.owner, lease.epoch) for lease in held] == [
         (0, "engine-a", 1), (1, "engine-a", 1)]
-    assert pg_sql.take_shards(b, "engine-b", [0, 1, 2], ttl=0.3) == [
-        lease for lease in pg_sql.leases(b) if lease.shard == 2]  # only the free one
-    held = pg_sql.renew_leases(a, "engine-a", held, ttl=0.3)
+    assert shard_sql.take_shards(b, "engine-b", [0, 1, 2], ttl=0.3) == [
+        lease for lease in shard_sql.leases(b) if lease.shard == 2]  # only the free one
+    held = shard_sql.renew_leases(a, "engine-a", held, ttl=0.3)
     assert [lease.shard for lease in held] == [0, 1]
-    assert pg_sql.take_shards(b, "engine-b", [0, 1], ttl=0.3) == []  # renewed: still a's
+    assert shard_sql.take_shards(b, "engine-b", [0, 1], ttl=0.3) == []  # renewed: still a's
     _wait_for_database_clock(b, max(lease.expires_at for lease in held if lease.expires_at))
-    assert pg_sql.renew_leases(a, "engine-a", held, ttl=0.3) == []  # expired: lost
-    taken = pg_sql.take_shards(b, "engine-b", [0, 1], ttl=30)
+    assert shard_sql.renew_leases(a, "engine-a", held, ttl=0.3) == []  # expired: lost
+    taken = shard_sql.take_shards(b, "engine-b", [0, 1], ttl=30)
     assert [(lease.shard, lease.owner, lease.epoch) for lease in taken] == [
         (0, "engine-b", 2), (1, "engine-b", 2)]
-    assert pg_sql.renew_leases(a, "engine-a", held, ttl=30) == []
+    assert shard_sql.renew_leases(a, "engine-a", held, ttl=30) == []
 
 
 def test_engines_racing_for_an_expired_shard_one_wins(
         connect: Callable[[], psycopg.Connection]) -> None:
     conns = [connect() for _ in range(6)]
     barrier = threading.Barrier(len(conns))
-    won: list[list[pg_sql.Lease]] = []
+    won: list[list[shard_sql.Lease]] = []
 
     def take(i: int, c: psycopg.Connection) -> None:
         barrier.wait()
-        won.append(pg_sql.take_shards(c, f"engine-{i}", [5], ttl=30))
+        won.append(shard_sql.take_shards(c, f"engine-{i}", [5], ttl=30))
 
     threads = [threading.Thread(target=take, args=(i, c)) for i, c in enumerate(conns)]
     for thread in threads:
@@ -334,10 +335,10 @@ def test_engines_racing_for_an_expired_shard_one_wins(
 
 def test_a_released_lease_is_taken_at_once(connect: Callable[[], psycopg.Connection]) -> None:
     a, b = connect(), connect()
-    held = pg_sql.take_shards(a, "engine-a", [3], ttl=30)
-    assert pg_sql.release_leases(b, "engine-b", held) == []  # not b's to release
-    assert pg_sql.release_leases(a, "engine-a", held) == [3]
-    assert [(x.owner, x.epoch) for x in pg_sql.take_shards(b, "engine-b", [3], ttl=30)] == [
+    held = shard_sql.take_shards(a, "engine-a", [3], ttl=30)
+    assert shard_sql.release_leases(b, "engine-b", held) == []  # not b's to release
+    assert shard_sql.release_leases(a, "engine-a", held) == [3]
+    assert [(x.owner, x.epoch) for x in shard_sql.take_shards(b, "engine-b", [3], ttl=30)] == [
         ("engine-b", 2)]
 
 
@@ -348,22 +349,22 @@ def test_a_claim_marker_fences_off_the_previous_owner(
     zombie, owner = connect(), connect()
     written = rows("wf:a", 0, 2) + rows("agent:T/x", 0, 1)
     pg_sql.commit_batch(zombie, written)
-    claimed = pg_sql.claim_streams(owner, ["wf:a", "agent:T/x", "wf:new"], genesis=GENESIS,
+    claimed = shard_sql.claim_streams(owner, ["wf:a", "agent:T/x", "wf:new"], genesis=GENESIS,
                                    time_us=5_000, data=b'{"owner":"engine-b","epoch":2}')
     assert claimed == {"wf:a": 2, "agent:T/x": 1, "wf:new": 0}
     with pytest.raises(VersionConflict) as caught:
         pg_sql.commit_batch(zombie, rows("wf:a", 2, 1, prev=written[1].hash))
     assert caught.value.conflicts == (("wf:a", 1, 2),)
     stored = pg_sql.read_stream(owner, "wf:a")
-    assert [e.type for e in stored] == ["step.succeeded", "step.succeeded", pg_sql.CLAIM_TYPE]
+    assert [e.type for e in stored] == ["step.succeeded", "step.succeeded", shard_sql.CLAIM_TYPE]
     assert stored[2].hash == pg_sql.stream_hash(stored[1].hash, "wf:a", 2, 5_000,
-                                                pg_sql.CLAIM_TYPE, stored[2].data)
+                                                shard_sql.CLAIM_TYPE, stored[2].data)
 
 
 def test_the_shard_of_an_agent_is_stable() -> None:
     """A changed function would move every agent to another shard: pinned values."""
-    assert [pg_sql.shard_of("Tasks", f"user-{i}", 256) for i in range(4)] == [231, 1, 0, 251]
-    assert pg_sql.shard_of("Tasks", "user-0", 1) == 0
+    assert [shard_sql.shard_of("Tasks", f"user-{i}", 256) for i in range(4)] == [231, 1, 0, 251]
+    assert shard_sql.shard_of("Tasks", "user-0", 1) == 0
 
 
 # -- an unknown commit outcome (PG10) ------------------------------------------------------

@@ -358,8 +358,8 @@ async def test_a_stalled_client_blocks_nobody_and_catches_up_on_the_latest_state
     # (it needs the latest state, not every one); one flooded with broadcasts still is
     # (tests/test_server_hostile.py). The readers' assertions are the same as before.
     budget = 64 * 100_000  # the old limit of 64 messages, these messages' weight
-    monkeypatch.setattr(eventwf.server.websocket, "OUTBOUND_BYTES", budget)
-    monkeypatch.setattr(eventwf.server.websocket, "SLOW_GRACE", 120.0)
+    monkeypatch.setattr(eventwf.server.connection, "OUTBOUND_BYTES", budget)
+    monkeypatch.setattr(eventwf.server.connection, "SLOW_GRACE", 120.0)
     updates, blob = 200, "x" * 100_000  # 20 MB: more than the socket buffers hold
     async with running(db) as (engine, url):
         agent = await engine.get_agent(Counter, "c")
@@ -392,8 +392,8 @@ async def test_a_stalled_client_blocks_nobody_and_catches_up_on_the_latest_state
 
 async def test_a_client_that_never_reads_again_is_cut_off(
         db: str, monkeypatch: pytest.MonkeyPatch) -> None:  # P10
-    monkeypatch.setattr(eventwf.server.websocket, "OUTBOUND_BYTES", 64 * 100_000)
-    monkeypatch.setattr(eventwf.server.websocket, "SLOW_GRACE", 0.2)
+    monkeypatch.setattr(eventwf.server.connection, "OUTBOUND_BYTES", 64 * 100_000)
+    monkeypatch.setattr(eventwf.server.connection, "SLOW_GRACE", 0.2)
     async with running(db) as (engine, url):
         agent = await engine.get_agent(Counter, "c")
         async with open_websocket_url(f"{url}/agents/Counter/c") as stalled:

@@ -216,7 +216,7 @@ async def test_thousands_of_broadcasts_from_one_hook_reach_a_reading_client(
 
 async def test_a_stalled_client_flooded_with_broadcasts_is_closed_with_1013(
         db: str, monkeypatch: pytest.MonkeyPatch) -> None:  # P10
-    monkeypatch.setattr(eventwf.server.websocket, "SLOW_GRACE", 120.0)  # it reads again: no 1006
+    monkeypatch.setattr(eventwf.server.connection, "SLOW_GRACE", 120.0)  # it reads again: no 1006
     async with running(db) as (engine, url):
         agent = await engine.get_agent(Crowd, "c")
         async with open_websocket_url(f"{url}/agents/Crowd/c") as stalled, \
@@ -226,7 +226,7 @@ async def test_a_stalled_client_flooded_with_broadcasts_is_closed_with_1013(
                     await agent.broadcast({"i": i, "blob": "y" * 100_000})
                     await trio.sleep(0.001)
                     for connection in agent._host.connections:
-                        assert connection.queued_bytes <= eventwf.server.websocket.OUTBOUND_BYTES
+                        assert connection.queued_bytes <= eventwf.server.connection.OUTBOUND_BYTES
                 got: list[int] = []
                 async for message in reader:
                     if "i" in message:

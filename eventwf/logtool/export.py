@@ -15,7 +15,8 @@ from eventwf.store.sqlite import SQLiteStore
 from eventwf.store.sqlite.anchor import read_anchor
 
 from .render import Output, row_record
-from .source import LogSource, RowView, ToolError
+from .rowview import RowView
+from .source import LogSource, ToolError
 from .verify import anchor_problem
 
 __all__ = ["FORMATS", "export", "rebuild_projections"]

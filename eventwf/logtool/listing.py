@@ -12,7 +12,8 @@ from typing import Any
 from eventwf.model.events import parse_stream
 
 from .render import Output, compact_text, event_details, iso, row_record
-from .source import LogSource, NotFound, RowView
+from .rowview import RowView
+from .source import LogSource, NotFound
 
 __all__ = ["RowPrinter", "follow", "print_row", "resolve_stream", "show", "streams", "tail"]
 

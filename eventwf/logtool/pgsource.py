@@ -24,7 +24,8 @@ from eventwf.model.events import Event
 from eventwf.store.sqlite.columns import LogRow
 
 from .lookups import LISTED_COLUMNS
-from .source import BATCH, ChainedReader, Following, LogSource, NotALog, RowView, ToolError
+from .rowview import RowView
+from .source import BATCH, ChainedReader, Following, LogSource, NotALog, ToolError
 
 if TYPE_CHECKING:
     import sqlite3

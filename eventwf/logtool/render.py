@@ -17,7 +17,7 @@ import msgspec
 from eventwf.model.events import ErrorInfo, Event
 from eventwf.store.sqlite.log import LogRow
 
-from .source import RowView
+from .rowview import RowView
 
 __all__ = [
     "Output",

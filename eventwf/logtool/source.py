@@ -19,19 +19,18 @@ import sqlite3
 from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import trio
 
-from eventwf.errors import CorruptLogError, StorageError
-from eventwf.model.codec import decode_event
-from eventwf.model.events import Event, Recorded
+from eventwf.errors import StorageError
 from eventwf.store.sqlite.columns import SHOWN_COLUMNS, shown_columns, shown_row, typed
 from eventwf.store.sqlite.lock import log_home, read_start
-from eventwf.store.sqlite.log import LogRow, chain_hash
+from eventwf.store.sqlite.log import LogRow
 from eventwf.store.sqlite.schema import connect, get_meta
 
 from .lookups import SqliteLookups
+from .rowview import RowView, stream_view, view
 
 __all__ = [
     "BATCH",
@@ -41,12 +40,9 @@ __all__ = [
     "LogSource",
     "NotALog",
     "NotFound",
-    "RowView",
     "ToolError",
     "Unreadable",
     "read_header",
-    "stream_view",
-    "view",
 ]
 
 BATCH = 2000
@@ -145,54 +141,6 @@ def read_header(path: str) -> FileHeader | None:
     counter_ok = header[24:28] == header[92:96]
     page_count = int.from_bytes(header[28:32], "big") if counter_ok else 0
     return FileHeader(os.path.getsize(path), page_size or 1, page_count)
-
-
-class RowView(NamedTuple):
-    """A log row, its decoded event (None if it does not decode) and what is wrong with it."""
-
-    row: LogRow
-    event: Event | None
-    problem: str | None
-
-    def recorded(self) -> Recorded | None:
-        if self.event is None:
-            return None
-        row = self.row
-        return Recorded(row.position, row.stream, row.stream_position, row.time_us, self.event)
-
-
-def view(row: LogRow, prev: bytes | None) -> RowView:
-    """Decode ``row`` and check its hash against ``prev`` (None: not checked)."""
-    problem = None
-    if row.data.__class__ is not bytes or not isinstance(row.hash, bytes):
-        problem = getattr(row.data, "problem", None) or "data or hash column is not a blob"
-    elif prev is not None and chain_hash(prev, row.position, row.stream, row.stream_position,
-                                         row.time_us, row.type, row.data) != row.hash:
-        problem = "checksum mismatch: the row was changed, damaged, inserted or moved"
-    event: Event | None = None
-    if row.data.__class__ is bytes:
-        try:
-            event = decode_event(row.type, row.data, position=row.position)
-        except CorruptLogError as exc:
-            problem = problem or str(exc)
-    return RowView(row, event, problem)
-
-
-def stream_view(row: LogRow, prev: bytes | None, expected_version: int | None) -> RowView:
-    """A row read by :meth:`LogSource.stream_rows`, also checked for its place in its stream.
-
-    ``prev`` None means the row before it in the log is missing; ``expected_version`` None
-    means the version is not checked (the read began mid-stream).
-    """
-    item = view(row, prev)
-    if item.problem is None and prev is None:
-        item = item._replace(problem=f"the event before log position {row.position} is missing")
-    if item.problem is None and expected_version is not None and (
-            row.stream_position != expected_version):
-        item = item._replace(problem=f"stream {row.stream!r} jumps from version "
-                             f"{expected_version - 1} to {row.stream_position}: an event is "
-                             "missing")
-    return item
 
 
 class LogSource(SqliteLookups):

@@ -44,7 +44,8 @@ from eventwf.model.events import (
 from eventwf.model.workflow_fold import WorkflowSummary, apply_workflow
 
 from .render import compact, error_text
-from .source import LogSource, NotFound, RowView
+from .rowview import RowView
+from .source import LogSource, NotFound
 
 __all__ = ["Attempt", "Change", "Command", "Received", "Run", "Timeline", "build"]
 

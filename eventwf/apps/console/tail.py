@@ -25,7 +25,8 @@ from itertools import islice
 from typing import Any
 
 from eventwf.logtool.render import row_record
-from eventwf.logtool.source import LogSource, RowView
+from eventwf.logtool.rowview import RowView
+from eventwf.logtool.source import LogSource
 from eventwf.model.events import agent_stream, workflow_stream
 
 __all__ = ["MAX_TAIL", "SCAN", "TailFilter", "parse_filter", "tail"]

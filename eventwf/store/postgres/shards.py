@@ -1,8 +1,8 @@
 """Shard leases and stream claims of a PostgreSQL log several engines share (PG12-PG13).
 
 Theory of operation. Agents (and their workflows) are spread over a fixed number of shards
-(``sql.shard_of``); an engine works a shard only while it holds its lease row, timed by
-the database's clock alone. Engines also say they are alive (``eventwf.engines``), so each
+(``shard_sql.shard_of``); an engine works a shard only while it holds its lease row, timed
+by the database's clock alone. Engines also say they are alive (``eventwf.engines``), so each
 can tell its fair share of the shards. Taking a shard over is not enough to fence off a
 previous owner that is paused past its lease: the new owner claims each stream it resumes
 (a ``stream.claimed`` row at the stream's head), so the old owner's next append collides on
@@ -22,7 +22,7 @@ import psycopg
 
 from eventwf.errors import StorageError, StreamsTakenError
 from eventwf.store.interface import Lease
-from eventwf.store.postgres import sql
+from eventwf.store.postgres import shard_sql, sql
 from eventwf.store.postgres.sql import Conn
 
 __all__ = ["PgSharding"]
@@ -63,50 +63,51 @@ class PgSharding:
         return self._shards
 
     def shard_of(self, agent_class: str, name: str) -> int:
-        return sql.shard_of(agent_class, name, self._shards)
+        return shard_sql.shard_of(agent_class, name, self._shards)
 
     @_translated
     def heartbeat(self, owner: str, ttl: float) -> int:
-        return sql.heartbeat(self._conn(), owner, ttl)
+        return shard_sql.heartbeat(self._conn(), owner, ttl)
 
     @_translated
     def take(self, owner: str, ttl: float, limit: int) -> list[Lease]:
         if limit <= 0:
             return []
         conn = self._conn()
-        chosen = sql.free_shards(conn)[:limit]
+        chosen = shard_sql.free_shards(conn)[:limit]
         released = [shard for shard, free in chosen if free]
         expired = [shard for shard, free in chosen if not free]
         won = [Lease(lease.shard, lease.epoch, True) for lease in
-               sql.take_shards(conn, owner, released, ttl, only_free=True)] if released else []
+               shard_sql.take_shards(conn, owner, released, ttl, only_free=True)
+               ] if released else []
         if expired:  # (a lease released meanwhile is taken as if expired: claims are safe)
             won += [Lease(lease.shard, lease.epoch) for lease in
-                    sql.take_shards(conn, owner, expired, ttl)]
+                    shard_sql.take_shards(conn, owner, expired, ttl)]
         return sorted(won)
 
     @_translated
     def renew(self, owner: str, held: Sequence[Lease], ttl: float) -> list[Lease]:
         if not held:
             return []
-        kept = sql.renew_leases(self._conn(), owner, [_row(lease) for lease in held], ttl)
+        kept = shard_sql.renew_leases(self._conn(), owner, [_row(lease) for lease in held], ttl)
         return [Lease(lease.shard, lease.epoch) for lease in kept]
 
     @_translated
     def release(self, owner: str, held: Sequence[Lease]) -> None:
         if held:
-            sql.release_leases(self._conn(), owner, [_row(lease) for lease in held])
+            shard_sql.release_leases(self._conn(), owner, [_row(lease) for lease in held])
 
     @_translated
     def leave(self, owner: str) -> None:
-        sql.leave(self._conn(), owner)
+        shard_sql.leave(self._conn(), owner)
 
     @_translated
     def claim(self, streams: Sequence[str], data: bytes, time_us: int) -> dict[str, int]:
         if not streams:
             return {}
         try:
-            claimed = sql.claim_streams(self._conn(), list(streams), genesis=self._genesis,
-                                        time_us=time_us, data=data)
+            claimed = shard_sql.claim_streams(self._conn(), list(streams),
+                                              genesis=self._genesis, time_us=time_us, data=data)
         except sql.VersionConflict as exc:
             raise StreamsTakenError(f"claiming {len(streams)} stream(s): {exc}",
                                     tuple(s for s, _, _ in exc.conflicts)) from exc
@@ -115,5 +116,5 @@ class PgSharding:
         return claimed
 
 
-def _row(lease: Lease) -> sql.Lease:
-    return sql.Lease(lease.shard, None, lease.epoch, None)
+def _row(lease: Lease) -> shard_sql.Lease:
+    return shard_sql.Lease(lease.shard, None, lease.epoch, None)

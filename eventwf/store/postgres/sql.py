@@ -7,7 +7,8 @@ position of its first row, so a writer that lost a stream to another engine coll
 to the previous row *of its stream* (PG5). Positions come from an identity column and
 ``tx`` is the writing transaction's id, so a reader that follows the log orders rows by
 ``(tx, position)`` and reads only below the oldest transaction still open: it never skips
-a row committed late (PG7). Shard leases are timed by the database's clock (PG12).
+a row committed late (PG7). The shard leases' table is made here with the schema; their
+statements, and the stream claims that fence a previous owner off, are ``shard_sql.py``'s.
 
 The functions take a psycopg 3 connection (sync API; from trio, call them through
 ``trio.to_thread.run_sync``) in autocommit mode and run their own transactions, except
@@ -17,11 +18,9 @@ only psycopg and the standard library.
 
 from __future__ import annotations
 
-import functools
 import os
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta
 from hashlib import blake2b
 from typing import Any, NamedTuple
 
@@ -30,19 +29,15 @@ from psycopg import errors as pg_errors
 from psycopg.rows import TupleRow
 
 __all__ = [
-    "CLAIM_TYPE", "COPY_MIN_ROWS", "DEFAULT_SHARDS", "SCHEMA_VERSION", "Head", "Insert", "Lease",
-    "LogCursor", "NewEvent", "RequestsGone", "SchemaInfo", "SchemaVersionTooNew", "StoredEvent",
-    "VersionConflict", "batch_landed", "claim_streams", "commit_batch", "consume_requests",
-    "create_schema",
-    "lock_schema",
-    "insert_by_copy", "insert_by_executemany", "insert_rows", "leases", "read_horizon",
-    "read_stream", "release_leases", "renew_leases", "settle_backend", "shard_of",
-    "stream_hash", "stream_heads", "take_shards", "free_shards", "heartbeat", "leave",
+    "COPY_MIN_ROWS", "DEFAULT_SHARDS", "SCHEMA_VERSION", "Conn", "Head", "Insert", "LogCursor",
+    "NewEvent", "RequestsGone", "SchemaInfo", "SchemaVersionTooNew", "StoredEvent",
+    "VersionConflict", "batch_landed", "commit_batch", "consume_requests", "create_schema",
+    "insert_by_copy", "insert_by_executemany", "insert_rows", "lock_schema", "read_horizon",
+    "read_stream", "settle_backend", "stream_hash", "stream_heads",
 ]
 
 SCHEMA_VERSION = 1
 DEFAULT_SHARDS = 256
-CLAIM_TYPE = "stream.claimed"
 _SCHEMA_LOCK = 0x6577_6631_5047_0001  # pg_advisory_xact_lock key of schema changes ("ewf1PG")
 _PACK = struct.Struct(">qq").pack
 _STREAM_CONSTRAINT = "events_stream_version"
@@ -149,13 +144,6 @@ class Head(NamedTuple):
     hash: bytes | None
 
 
-class Lease(NamedTuple):
-    shard: int
-    owner: str | None
-    epoch: int
-    expires_at: datetime | None  # by the database's clock; None: nobody holds it
-
-
 def _shown(text: str, limit: int = 80) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
@@ -167,13 +155,6 @@ def stream_hash(prev: bytes, stream: str, stream_position: int, time_us: int, ty
     insert, and commit order is not position order (PG5)."""
     return blake2b(b"".join((prev, _PACK(stream_position, time_us), stream.encode(), b"\x00",
                              type_name.encode(), b"\x00", data)), digest_size=16).digest()
-
-
-@functools.lru_cache(maxsize=1 << 16)  # asked for every event staged: hash each agent once
-def shard_of(agent_class: str, agent_name: str, shards: int) -> int:
-    """The shard of an agent (and of its workflows): stable across processes and versions."""
-    digest = blake2b(f"{agent_class}/{agent_name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % shards
 
 
 # -- schema ---------------------------------------------------------------------------------
@@ -378,102 +359,3 @@ def read_horizon(conn: Conn, after: LogCursor, limit: int = 1000) -> list[Stored
         "FROM eventwf.events WHERE (tx, position) > (%s::xid8, %s) "
         "AND tx < pg_snapshot_xmin(pg_current_snapshot()) "
         "ORDER BY tx, position LIMIT %s", (str(after.tx), after.position, limit)).fetchall())
-
-
-# -- shards, leases and claims --------------------------------------------------------------
-
-def _leases(rows: Iterable[tuple[Any, ...]]) -> list[Lease]:
-    return sorted(Lease(int(s), None if o is None else str(o), int(e), x)
-                  for s, o, e, x in rows)
-
-
-def take_shards(conn: Conn, owner: str, shards: Sequence[int], ttl: float, *,
-                only_free: bool = False) -> list[Lease]:
-    """Take the shards among ``shards`` whose lease has expired (by the database clock), a
-    new epoch each; the leases won. Of engines racing for a shard, one wins. ``only_free``:
-    only leases nobody holds (released), not expired ones."""
-    return _leases(conn.execute(
-        "UPDATE eventwf.shard_leases SET owner = %s, epoch = epoch + 1, "
-        "expires_at = now() + %s WHERE shard = ANY(%s) "
-        "AND (expires_at IS NULL OR expires_at < now()) AND (owner IS NULL OR NOT %s) "
-        "RETURNING shard, owner, epoch, expires_at",
-        (owner, timedelta(seconds=ttl), list(shards), only_free)).fetchall())
-
-
-def renew_leases(conn: Conn, owner: str, held: Sequence[Lease], ttl: float) -> list[Lease]:
-    """Extend every lease in ``held`` that is still this owner's, in that epoch, and not yet
-    expired, in one statement; the leases kept. A missing shard was lost: stop its work."""
-    return _leases(conn.execute(
-        "UPDATE eventwf.shard_leases l SET expires_at = now() + %s "
-        "FROM unnest(%s::int[], %s::bigint[]) AS mine(shard, epoch) "
-        "WHERE l.shard = mine.shard AND l.epoch = mine.epoch AND l.owner = %s "
-        "AND l.expires_at > now() RETURNING l.shard, l.owner, l.epoch, l.expires_at",
-        (timedelta(seconds=ttl), [h.shard for h in held], [h.epoch for h in held], owner)
-    ).fetchall())
-
-
-def release_leases(conn: Conn, owner: str, held: Sequence[Lease]) -> list[int]:
-    """Give leases up at once (a clean close), so others need not wait for them to expire."""
-    rows = conn.execute(
-        "UPDATE eventwf.shard_leases l SET owner = NULL, expires_at = NULL "
-        "FROM unnest(%s::int[], %s::bigint[]) AS mine(shard, epoch) "
-        "WHERE l.shard = mine.shard AND l.epoch = mine.epoch AND l.owner = %s "
-        "RETURNING l.shard", ([h.shard for h in held], [h.epoch for h in held], owner)
-    ).fetchall()
-    return sorted(int(r[0]) for r in rows)
-
-
-def free_shards(conn: Conn) -> list[tuple[int, bool]]:
-    """The shards nobody holds now, each with whether it was released (True) or its lease
-    expired (False: its last holder may still be paused, so a new owner claims, PG13)."""
-    rows = conn.execute("SELECT shard, owner IS NULL FROM eventwf.shard_leases WHERE "
-                        "expires_at IS NULL OR expires_at < now() ORDER BY shard").fetchall()
-    return [(int(r[0]), bool(r[1])) for r in rows]
-
-
-def heartbeat(conn: Conn, owner: str, ttl: float) -> int:
-    """Record that ``owner`` lives for ``ttl`` more seconds (by the database's clock) and
-    forget engines long gone; how many engines are alive, ``owner`` included (PG12a)."""
-    with conn.transaction():
-        conn.execute("INSERT INTO eventwf.engines (owner, expires_at) VALUES (%s, now() + %s) "
-                     "ON CONFLICT (owner) DO UPDATE SET expires_at = EXCLUDED.expires_at",
-                     (owner, timedelta(seconds=ttl)))
-        conn.execute("DELETE FROM eventwf.engines WHERE expires_at < now() - interval '1 hour'")
-        row = conn.execute("SELECT count(*) FROM eventwf.engines WHERE expires_at > now()"
-                           ).fetchone()
-    return 1 if row is None else max(1, int(row[0]))
-
-
-def leave(conn: Conn, owner: str) -> None:
-    """``owner`` closes cleanly: no longer counted among the live engines."""
-    conn.execute("DELETE FROM eventwf.engines WHERE owner = %s", (owner,))
-
-
-def leases(conn: Conn) -> list[Lease]:
-    rows = conn.execute("SELECT shard, owner, epoch, expires_at FROM eventwf.shard_leases")
-    return _leases(rows.fetchall())
-
-
-def claim_streams(conn: Conn, streams: Sequence[str], *, genesis: bytes,
-                  time_us: int, data: bytes, attempts: int = 5) -> dict[str, int]:
-    """Append a claim marker (``CLAIM_TYPE``, ``data`` from the caller's codec) to each
-    stream, in one transaction, after the head read just before; the claimed versions. A
-    writer still holding an older head then collides (PG13). Retries while another writer
-    keeps appending; :class:`VersionConflict` after ``attempts``."""
-    for attempt in range(1, attempts + 1):
-        heads = stream_heads(conn, streams)
-        rows = []
-        for stream in streams:
-            head = heads[stream]
-            prev = genesis if head.hash is None else head.hash
-            version = head.version + 1
-            rows.append(NewEvent(stream, version, time_us, CLAIM_TYPE, data,
-                                 stream_hash(prev, stream, version, time_us, CLAIM_TYPE, data)))
-        try:
-            commit_batch(conn, rows)
-        except VersionConflict:
-            if attempt < attempts:
-                continue
-            raise
-        break
-    return {row.stream: row.stream_position for row in rows}
