@@ -49,6 +49,9 @@ class Clock:
     def __init__(self, wall: Callable[[], float] | None = None) -> None:
         self._anchor_us, self._anchor_trio = _anchor(wall)
         self._last_us = 0
+        # anchored to the host's clock and timed by the real one (not a test's wall or
+        # MockClock): only then is comparing it with another machine's clock meaningful
+        self.system = wall is None and not mocked()
 
     def now_us(self) -> int:
         """Microseconds since the epoch, non-decreasing."""

@@ -24,6 +24,7 @@ from eventwf.errors import StorageError
 from eventwf.runtime.notifications import wait_real
 from eventwf.runtime.recovery import resume_shards
 from eventwf.runtime.runtime import Runtime
+from eventwf.runtime.skew import SkewWatch
 
 __all__ = ["Takeover"]
 
@@ -35,6 +36,7 @@ class Takeover:
         self._rt = rt
         self._own = rt.ownership
         self._own.on_lost = self.lose
+        self.skew = SkewWatch()
 
     @property
     def period(self) -> float:
@@ -74,8 +76,11 @@ class Takeover:
             logger.warning("the leases of shard(s) %s ran out before a renewal; their work "
                            "stops here", expired)
             self.lose(expired)
-        sent = time.monotonic()
-        live = sharding.heartbeat(own.owner, own.ttl)
+        sent, before_us = time.monotonic(), self._rt.clock.now_us()
+        live, database_us = sharding.heartbeat(own.owner, own.ttl)
+        if self._rt.clock.system:  # PG19: the time halfway through the round trip
+            self.skew.observe((before_us + self._rt.clock.now_us()) // 2, database_us,
+                              time.monotonic())
         held = list(own.held.values())
         kept = sharding.renew(own.owner, held, own.ttl)
         own.held_now(kept, sent)

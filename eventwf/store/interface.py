@@ -96,8 +96,9 @@ class Sharding(Protocol):
     def shard_of(self, agent_class: str, name: str) -> int:
         """The shard of an agent and of its workflows (the same in every process)."""
 
-    def heartbeat(self, owner: str, ttl: float) -> int:
-        """Say that ``owner`` is alive for ``ttl`` more seconds; how many engines are."""
+    def heartbeat(self, owner: str, ttl: float) -> tuple[int, int]:
+        """Say that ``owner`` is alive for ``ttl`` more seconds; how many engines are, and
+        the database's clock (µs since the epoch) as it answered."""
 
     def take(self, owner: str, ttl: float, limit: int) -> list[Lease]:
         """Take up to ``limit`` free or expired shards; the leases won."""

@@ -103,17 +103,20 @@ def free_shards(conn: Conn) -> list[tuple[int, bool]]:
     return [(int(r[0]), bool(r[1])) for r in rows]
 
 
-def heartbeat(conn: Conn, owner: str, ttl: float) -> int:
+def heartbeat(conn: Conn, owner: str, ttl: float) -> tuple[int, int]:
     """Record that ``owner`` lives for ``ttl`` more seconds (by the database's clock) and
-    forget engines long gone; how many engines are alive, ``owner`` included (PG12a)."""
+    forget engines long gone; how many engines are alive, ``owner`` included (PG12a), and
+    the database's clock in µs since the epoch (PG19: the engine compares its own)."""
     with conn.transaction():
         conn.execute("INSERT INTO eventwf.engines (owner, expires_at) VALUES (%s, now() + %s) "
                      "ON CONFLICT (owner) DO UPDATE SET expires_at = EXCLUDED.expires_at",
                      (owner, timedelta(seconds=ttl)))
         conn.execute("DELETE FROM eventwf.engines WHERE expires_at < now() - interval '1 hour'")
-        row = conn.execute("SELECT count(*) FROM eventwf.engines WHERE expires_at > now()"
-                           ).fetchone()
-    return 1 if row is None else max(1, int(row[0]))
+        row = conn.execute(
+            "SELECT count(*), (extract(epoch FROM clock_timestamp()) * 1000000)::bigint "
+            "FROM eventwf.engines WHERE expires_at > now()").fetchone()
+    assert row is not None  # an aggregate always returns its row
+    return max(1, int(row[0])), int(row[1])
 
 
 def leave(conn: Conn, owner: str) -> None:

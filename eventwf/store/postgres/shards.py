@@ -66,7 +66,7 @@ class PgSharding:
         return shard_sql.shard_of(agent_class, name, self._shards)
 
     @_translated
-    def heartbeat(self, owner: str, ttl: float) -> int:
+    def heartbeat(self, owner: str, ttl: float) -> tuple[int, int]:
         return shard_sql.heartbeat(self._conn(), owner, ttl)
 
     @_translated
