@@ -145,3 +145,46 @@ async def test_commits_never_wait_for_the_programs_threads(fresh_postgres_url: s
             watchdog.cancel()
         assert not waited, "the commit waited for the program's threads to end"
         assert agent.state == {"n": 1}
+
+
+class AfterCommit:
+    """Holds the store's commit of a restart after the server committed it, while the
+    store's lock is still held: signals ``entered``, waits for ``release``."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def commit(self, original: Any) -> Any:
+        def commit(store: PostgresStore, rows: Any, *args: Any, **kwargs: Any) -> Any:
+            positions = original(store, rows, *args, **kwargs)
+            if any(r.type == "workflow.restarted" for r in rows):
+                self.entered.set()
+                assert self.release.wait(30), "the test never released the commit"
+            return positions
+        return commit
+
+
+@pytest.mark.realtime
+async def test_a_row_read_while_its_commit_is_in_flight_does_not_hide_the_commit(
+        fresh_postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished workflow is not in memory; it is restarted, and while that commit is in
+    its thread (committed on the server, not yet installed) the workflow is read: the
+    read waits for the store and gets the restarted row. The install used to take that
+    row for the state before the commit, saw no change, and started no run: the workflow
+    stayed queued until the engine reopened. Now the install knows the read came during
+    the commit and starts the run."""
+    gate = AfterCommit()
+    monkeypatch.setattr(PostgresStore, "_commit", gate.commit(PostgresStore._commit))
+    async with _open(fresh_postgres_url) as engine:
+        agent = await engine.get_agent(TestAgent, "a")
+        workflow_id = await agent.run_workflow("COUNT", {"n": 2})
+        assert (await engine.wait_workflow(workflow_id, timeout=30)).status == "complete"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(agent.restart_workflow, workflow_id)
+            assert await trio.to_thread.run_sync(gate.entered.wait, 30)
+            gate.release.set()
+            # no checkpoint between: the writer cannot install the commit before this read
+            assert (await agent.get_workflow(workflow_id)).status == "queued"
+        info = await engine.wait_workflow(workflow_id, timeout=30)
+    assert info.status == "complete", info

@@ -335,7 +335,7 @@ class Agents:
                                    f"{rec.stream_position} in the log's projection yet")
             changed = True
         self._unborn.discard(key)
-        self._summaries.install({}, {(agent_class, name): summary})
+        self._summaries.install({}, {(agent_class, name): summary}, commit=False)
         if changed:
             host.push_state(self.state(host), summary.state_position)
         return True

@@ -73,6 +73,7 @@ class Runtime:
             self.agents.owns = self.ownership.owns
         self.router = Router(self.summaries, self.runs, self.agents, self.hibernation)
         self.writer = Writer(store, clock, self.router, telemetry, self.ownership)
+        self.summaries.in_flight = lambda: self.writer.in_flight is not None
         self.counters = StepCounters()
         self.follower: Follower | None = None  # PostgreSQL: other writers' agent states
         self.location: LogLocation | None = None  # open_engine's, to reopen the log read-only

@@ -1,7 +1,10 @@
 """The folds in memory: each workflow's and each agent's summary, over the projections.
 
 The writer installs the summaries of every commit (after the commit); everyone else reads
-them here, and a summary not in memory is loaded from its projection row. A finished
+them here, and a summary not in memory is loaded from its projection row. On PostgreSQL
+the writer commits in a worker thread: a row loaded while a commit is in flight may
+already hold that commit (the load waits for the store's lock, so it reads after the
+commit), so the commit's install does not take it for the state before it. A finished
 workflow's summary is not kept (its projection row says the same), so memory grows with
 the live work, not with the history. Who waits for a workflow to change (``wait_workflow``)
 waits here, and is woken when its status or run changes or it is quarantined.
@@ -30,13 +33,21 @@ class Summaries:
         self._agents: dict[AgentKey, AgentSummary] = {}
         self._watchers: dict[str, _Watch] = {}
         self._absent: set[str] = set()  # ids generated here and not yet started (``born``)
+        # whether a commit of this engine is in flight (the runtime wires the writer's)
+        self.in_flight: Callable[[], bool] = lambda: False
+        # loaded while a commit was in flight: maybe already after it (see the docstring)
+        self._loaded_in_flight: set[str] = set()
+        self._agents_loaded_in_flight: set[AgentKey] = set()
 
     def workflow(self, workflow_id: str) -> WorkflowSummary | None:
         summary = self._workflows.get(workflow_id)
         if summary is None and workflow_id not in self._absent:
+            in_flight = self.in_flight()
             summary = self._store.load_workflow(workflow_id)
             if summary is not None and not summary.finished:
                 self._workflows[workflow_id] = summary
+                if in_flight:
+                    self._loaded_in_flight.add(workflow_id)
         return summary
 
     def born(self, workflow_id: str) -> None:
@@ -55,9 +66,12 @@ class Summaries:
     def agent(self, agent_class: str, name: str) -> AgentSummary | None:
         summary = self._agents.get((agent_class, name))
         if summary is None:
+            in_flight = self.in_flight()
             summary = self._store.load_agent(agent_class, name)
             if summary is not None:
                 self._agents[agent_class, name] = summary
+                if in_flight:
+                    self._agents_loaded_in_flight.add((agent_class, name))
         return summary
 
     def remember(self, summary: WorkflowSummary) -> None:
@@ -83,13 +97,22 @@ class Summaries:
         """Drop an agent's summary from memory (its projection holds the same)."""
         self._agents.pop(key, None)
 
-    def install(self, workflows: dict[str, WorkflowSummary], agents: dict[AgentKey, AgentSummary]
+    def install(self, workflows: dict[str, WorkflowSummary], agents: dict[AgentKey, AgentSummary],
+                *, commit: bool = True
                 ) -> tuple[list[Transition], dict[AgentKey, AgentSummary | None]]:
-        """Take a commit's summaries; the workflows' transitions and the agents' summaries
-        as they were before it (each state pushed must be the state at its own position)."""
+        """Take a commit's summaries (``commit`` false: another engine's, as followed);
+        the workflows' transitions and the agents' summaries as they were before it (each
+        state pushed must be the state at its own position)."""
         transitions: list[Transition] = []
+        early: set[str] = set()
+        early_agents: set[AgentKey] = set()
+        if commit:  # this engine's commit: what was loaded while it was in flight
+            early, self._loaded_in_flight = self._loaded_in_flight, set()
+            early_agents, self._agents_loaded_in_flight = self._agents_loaded_in_flight, set()
         for workflow_id, summary in workflows.items():
-            before = self._workflows.get(workflow_id)
+            # a row loaded during this commit may be this commit's: the state before is
+            # unknown then, as for a workflow not in memory
+            before = None if workflow_id in early else self._workflows.get(workflow_id)
             self._absent.discard(workflow_id)
             transitions.append((workflow_id, before, summary))
             if summary.finished:
@@ -98,7 +121,8 @@ class Summaries:
                 self._workflows[workflow_id] = summary
             if before is None or before.status != summary.status or before.run != summary.run:
                 self._changed(workflow_id, summary)
-        agents_before = {key: self._agents.get(key) for key in agents}
+        agents_before = {key: None if key in early_agents else self._agents.get(key)
+                         for key in agents}
         self._agents.update(agents)
         return transitions, agents_before
 

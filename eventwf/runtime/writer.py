@@ -103,6 +103,8 @@ class _Batch:
         self.rows: list[PendingRow] = []
         self.records: list[Recorded] = []
         self.size = 0
+        # requests refused while this batch was staged, answered once it is settled
+        self.refused: list[tuple[Append, Exception]] = []
 
     def _workflow(self, key: str, local: dict[str, WorkflowSummary]) -> WorkflowSummary | None:
         if key in local:
@@ -345,11 +347,13 @@ class Writer:
             try:
                 batch.stage(request)
             except Exception as exc:  # refused (TransitionError, ValueError...): caller learns
-                self._answer(request, exc)
+                batch.refused.append((request, exc))
             else:
                 accepted.append(request)
         self._queue[:0] = deferred
         if not accepted:
+            for request, refusal in batch.refused:
+                self._answer(request, refusal)
             return None
         return batch, accepted, consuming.begin(accepted)
 
@@ -377,6 +381,18 @@ class Writer:
 
     def _settle(self, staged: _Batch, accepted: list[Append], consumes: list[Consumed],
                 outcome: tuple[_Batch, list[int]] | StorageError) -> None:
+        """Settle the batch, then answer what it refused: a refusal may rest on a request
+        of this batch (a run's append after a terminate staged before it), and its caller
+        must find that in memory when it learns of it (with the commit in a thread, it
+        would otherwise wake while the batch is still being committed)."""
+        try:
+            self._settle_outcome(staged, accepted, consumes, outcome)
+        finally:
+            for request, refusal in staged.refused:
+                self._answer(request, refusal)
+
+    def _settle_outcome(self, staged: _Batch, accepted: list[Append], consumes: list[Consumed],
+                        outcome: tuple[_Batch, list[int]] | StorageError) -> None:
         """Answer the batch's callers and, if it committed, publish it (memory follows the
         log). A fatal storage error stops the writer: memory may no longer match the log
         (reopening replays it)."""
