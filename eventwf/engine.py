@@ -7,7 +7,7 @@ import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # only for the annotations: opentelemetry is imported when it
     from opentelemetry.trace import TracerProvider
 
 A = TypeVar("A", bound=Agent)
+T = TypeVar("T")
 FOLLOW_WAIT = 1.0  # seconds a wait for another engine's workflow lasts before looking again
 
 
@@ -214,14 +215,26 @@ async def open_engine(
             max_live_workflows < 1:
         raise ValueError(f"invalid max_live_workflows {max_live_workflows!r}: must be an int >= 1")
     hooks = open_telemetry(telemetry, tracer_provider, meter_provider)
+    async with _as_raised(_running(path, agents, workflows, synchronous, wall_clock,
+                                   hibernate_after=hibernate_after,
+                                   max_live_workflows=max_live_workflows, telemetry=hooks,
+                                   lease_ttl=lease_ttl)) as rt:
+        yield Engine(rt)
+
+
+@asynccontextmanager
+async def _as_raised(manager: AbstractAsyncContextManager[T]) -> AsyncIterator[T]:
+    """``manager``, except that an error raised inside the block comes out as itself.
+
+    The engine's nurseries would wrap it in exception groups (with the cancellations it
+    caused); the API promises the error the block raised (API.md "Engine"). A group that
+    holds anything else comes out as it is.
+    """
     body_error: BaseException | None = None
     try:
-        async with _running(path, agents, workflows, synchronous, wall_clock,
-                            hibernate_after=hibernate_after,
-                            max_live_workflows=max_live_workflows, telemetry=hooks,
-                            lease_ttl=lease_ttl) as rt:
+        async with manager as value:
             try:
-                yield Engine(rt)
+                yield value
             except BaseException as exc:
                 body_error = exc
                 raise
