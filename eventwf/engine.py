@@ -296,12 +296,7 @@ async def _running(
                 takeover = Takeover(rt)
                 await outer.start(rt.writer.run)
                 if is_url(os.fspath(path)):  # several engines may write it: follow the others
-                    rt.follower = await nursery.start(serve_postgres_following, rt.writer,
-                                                      rt.agents, os.fspath(path))
-                    rt.inbox = await nursery.start(serve_postgres_inbox, rt.agents,
-                                                   rt.ownership, os.fspath(path), apply_request)
-                    rt.remote_waits = RemoteWaits(store.workflow_statuses)
-                    await nursery.start(rt.remote_waits.serve)
+                    await _start_postgres_services(rt, nursery, os.fspath(path))
                 recovery(rt)
                 takeover.start()
                 nursery.start_soon(takeover.serve, name="eventwf shard leases")
@@ -318,6 +313,18 @@ async def _running(
         if takeover is not None:
             takeover.close()  # its leases go at once (also when the block raised)
         store.close()
+
+
+async def _start_postgres_services(rt: Runtime, nursery: trio.Nursery, url: str) -> None:
+    """Start what an engine on a PostgreSQL log needs beside the writer, because other
+    engines write the same log (specs/postgres.md): the follower (their agents' states to
+    this engine's clients, PG18), the inbox (requests to the agents this engine owns, PG15)
+    and the waits on workflows that other engines run (PG15)."""
+    rt.follower = await nursery.start(serve_postgres_following, rt.writer, rt.agents, url)
+    rt.inbox = await nursery.start(serve_postgres_inbox, rt.agents, rt.ownership, url,
+                                   apply_request)
+    rt.remote_waits = RemoteWaits(rt.store.workflow_statuses)
+    await nursery.start(rt.remote_waits.serve)
 
 
 async def check_replay(
