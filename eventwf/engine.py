@@ -7,7 +7,7 @@ import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # only for the annotations: opentelemetry is imported when it
     from opentelemetry.trace import TracerProvider
 
 A = TypeVar("A", bound=Agent)
+T = TypeVar("T")
 FOLLOW_WAIT = 1.0  # seconds a wait for another engine's workflow lasts before looking again
 
 
@@ -214,14 +215,26 @@ async def open_engine(
             max_live_workflows < 1:
         raise ValueError(f"invalid max_live_workflows {max_live_workflows!r}: must be an int >= 1")
     hooks = open_telemetry(telemetry, tracer_provider, meter_provider)
+    async with _as_raised(_running(path, agents, workflows, synchronous, wall_clock,
+                                   hibernate_after=hibernate_after,
+                                   max_live_workflows=max_live_workflows, telemetry=hooks,
+                                   lease_ttl=lease_ttl)) as rt:
+        yield Engine(rt)
+
+
+@asynccontextmanager
+async def _as_raised(manager: AbstractAsyncContextManager[T]) -> AsyncIterator[T]:
+    """``manager``, except that an error raised inside the block comes out as itself.
+
+    The engine's nurseries would wrap it in exception groups (with the cancellations it
+    caused); the API promises the error the block raised (API.md "Engine"). A group that
+    holds anything else comes out as it is.
+    """
     body_error: BaseException | None = None
     try:
-        async with _running(path, agents, workflows, synchronous, wall_clock,
-                            hibernate_after=hibernate_after,
-                            max_live_workflows=max_live_workflows, telemetry=hooks,
-                            lease_ttl=lease_ttl) as rt:
+        async with manager as value:
             try:
-                yield Engine(rt)
+                yield value
             except BaseException as exc:
                 body_error = exc
                 raise
@@ -283,12 +296,7 @@ async def _running(
                 takeover = Takeover(rt)
                 await outer.start(rt.writer.run)
                 if is_url(os.fspath(path)):  # several engines may write it: follow the others
-                    rt.follower = await nursery.start(serve_postgres_following, rt.writer,
-                                                      rt.agents, os.fspath(path))
-                    rt.inbox = await nursery.start(serve_postgres_inbox, rt.agents,
-                                                   rt.ownership, os.fspath(path), apply_request)
-                    rt.remote_waits = RemoteWaits(store.workflow_statuses)
-                    await nursery.start(rt.remote_waits.serve)
+                    await _start_postgres_services(rt, nursery, os.fspath(path))
                 recovery(rt)
                 takeover.start()
                 nursery.start_soon(takeover.serve, name="eventwf shard leases")
@@ -305,6 +313,18 @@ async def _running(
         if takeover is not None:
             takeover.close()  # its leases go at once (also when the block raised)
         store.close()
+
+
+async def _start_postgres_services(rt: Runtime, nursery: trio.Nursery, url: str) -> None:
+    """Start what an engine on a PostgreSQL log needs beside the writer, because other
+    engines write the same log (specs/postgres.md): the follower (their agents' states to
+    this engine's clients, PG18), the inbox (requests to the agents this engine owns, PG15)
+    and the waits on workflows that other engines run (PG15)."""
+    rt.follower = await nursery.start(serve_postgres_following, rt.writer, rt.agents, url)
+    rt.inbox = await nursery.start(serve_postgres_inbox, rt.agents, rt.ownership, url,
+                                   apply_request)
+    rt.remote_waits = RemoteWaits(rt.store.workflow_statuses)
+    await nursery.start(rt.remote_waits.serve)
 
 
 async def check_replay(

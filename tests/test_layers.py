@@ -40,7 +40,7 @@ RANKS = {
     "eventwf.model": {
         "values": 0, "readonly": 0, "status": 0, "events": 0, "merge_patch": 0,
         "types": 1, "json_data": 1, "codec": 2, "commands": 1, "agent_fold": 1, "decisions": 1,
-        "replay": 2, "failures": 3, "workflow_fold": 2, "inbox_codec": 0,
+        "replay": 2, "failures": 3, "workflow_fold": 2, "inbox_codec": 0, "mailbox": 0,
     },
     "eventwf.store": {"interface": 0, "rows": 0, "location": 0, "listing_sql": 1, "sqlite": 1,
                       "postgres": 1},

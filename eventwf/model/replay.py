@@ -15,7 +15,6 @@ executed. This module does no I/O: no trio, no sqlite, no clock.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any, Literal, assert_never
 
 from eventwf.errors import CorruptLogError, NonDeterminismError
@@ -53,6 +52,7 @@ from eventwf.model.events import (
     WorkflowResumed,
     WorkflowStarted,
 )
+from eventwf.model.mailbox import Mailbox
 
 __all__ = [
     "EXECUTE",
@@ -125,9 +125,7 @@ class ReplayMachine:
         self._cursors: dict[tuple[int, ...], int] = {}  # commands each task has issued
         self._issued = 0  # commands issued by the code so far
         self._unissued = 0  # logged commands the code has not issued yet
-        self._mailbox: dict[int, tuple[str, Any, int]] = {}
-        self._by_type: dict[str, deque[int]] = {}
-        self._reserved: set[int] = set()  # taken by a wait whose consumption is not fed yet
+        self._mailbox = Mailbox()
         self._pauses: list[tuple[int, int]] = []
         self._paused_at: int | None = None
         self.complete_reported = False
@@ -158,8 +156,7 @@ class ReplayMachine:
             case WorkflowRestarted():
                 self._reset()
             case EventReceived(event_type=event_type, payload=payload):
-                self._mailbox[rec.stream_position] = (event_type, payload, rec.time_us)
-                self._by_type.setdefault(event_type, deque()).append(rec.stream_position)
+                self._mailbox.receive(rec.stream_position, event_type, payload, rec.time_us)
             case WorkflowPaused() | WorkflowBlocked():
                 self._paused_at = rec.time_us
             case WorkflowResumed():
@@ -253,18 +250,13 @@ class ReplayMachine:
                 cmd.state, cmd.started_us, cmd.event_type = "waiting", rec.time_us, event_type
                 cmd.deadline_us, cmd.duration_us = event.timeout_at_us, event.timeout_us
             case EventConsumed(seq=seq, name=name, received=received):
-                held = self._mailbox.get(received)
-                if held is None or held[0] != event.event_type:
+                if not self._mailbox.holds(received, event.event_type):
                     raise CorruptLogError(
                         f"event at log position {rec.position} consumes stream position "
                         f"{received} of {rec.stream!r} as a {event.event_type!r} event, but "
                         "the run holds no such unconsumed event", position=rec.position)
                 cmd = self._command(seq, "wait", name, rec, states=_WAITING, task=event.task)
-                event_type, payload, time_us = self._mailbox.pop(received)
-                self._reserved.discard(received)
-                if received in self._by_type[event_type]:  # not when a wait reserved it
-                    self._by_type[event_type].remove(received)
-                cmd.state, cmd.value = "done", (event_type, payload, time_us)
+                cmd.state, cmd.value = "done", self._mailbox.take(received)
             case WaitTimedOut(seq=seq, name=name):
                 self._existing(seq, "wait", name, "waiting", rec).state = "timed_out"
 
@@ -385,31 +377,13 @@ class ReplayMachine:
 
     def buffered(self, event_type: str, received_by_us: int | None = None
                  ) -> tuple[int, Any, int] | None:
-        """The oldest unconsumed event of ``event_type`` (stream position, payload, time),
-        if it was received no later than ``received_by_us`` (a wait's deadline: S8a)."""
-        queue = self._by_type.get(event_type)
-        if not queue:
-            return None
-        position = queue[0]
-        _, payload, time_us = self._mailbox[position]
-        if received_by_us is not None and time_us > received_by_us:
-            return None
-        return position, payload, time_us
+        """The oldest unconsumed event of ``event_type``: :meth:`Mailbox.buffered`."""
+        return self._mailbox.buffered(event_type, received_by_us)
 
     def reserve(self, position: int) -> None:
-        """A wait is consuming the buffered event at ``position`` (its append is queued):
-        no other wait of a concurrent task may take it too."""
-        event_type = self._mailbox[position][0]
-        self._by_type[event_type].remove(position)
-        self._reserved.add(position)
+        """A wait is consuming the event at ``position``: :meth:`Mailbox.reserve`."""
+        self._mailbox.reserve(position)
 
     def release(self, position: int) -> None:
-        """The consumption of ``position`` was not logged: the event is buffered again."""
-        if position in self._reserved and position in self._mailbox:
-            self._reserved.discard(position)
-            event_type = self._mailbox[position][0]
-            queue = self._by_type.setdefault(event_type, deque())
-            queue.append(position)
-            ordered = sorted(queue)
-            queue.clear()
-            queue.extend(ordered)
+        """The consumption of ``position`` was not logged: :meth:`Mailbox.release`."""
+        self._mailbox.release(position)

@@ -79,7 +79,8 @@ def _show(result: dict[str, Any]) -> None:
             print(f"    {key:28} {shown}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m tools.bench`` (the module's docstring is its help)."""
     parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, for CI smoke runs")
@@ -94,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="also write the results and the machine to this file")
     parser.add_argument("--profile", action="store_true",
                         help="print each benchmark's profile (needs pyinstrument) to stderr")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.profile and importlib.util.find_spec("pyinstrument") is None:
         parser.error("--profile needs pyinstrument: pip install pyinstrument")

@@ -192,24 +192,54 @@ def checked_batches(
             "SELECT CAST(hash AS BLOB) FROM events WHERE position = ?", (from_position - 1,)
         ).fetchone()
         prev = genesis if row is None else bytes(row[0])
-    expected = from_position
     last = (1 << 63) - 1 if through is None else through
-    # Per distinct stream blob: [its text, its last version]; per type blob: its text. One
-    # lookup each per row (a whole-log check runs this loop a million times).
-    streams: dict[Any, list[Any]] = {}
-    damaged: dict[Any, list[Any]] = {}  # stream blobs that are not UTF-8 text
-    types: dict[Any, str] = {}
-    streams_get, types_get = streams.get, types.get
-    pack, digest_of = _PACK, blake2b
-    alternative: bytes | None = None  # the chain value a damaged hash column should hold
+    chain = _ChainPass(conn, prev, from_position, wf_types)
     for rows in typed_batches(conn, _TYPED_ROWS, from_position, last, batch):
+        yield chain.check(rows)
+    if versions is not None:
+        versions.update((stream, last) for stream, last in chain.streams.values())
+
+
+# Rows whose stream and type are text (the classes of the other columns are checked as
+# they are read: see typed_batches).
+_TYPED_ROWS = (_ROWS + "WHERE position >= ? AND position <= ? AND typeof(stream) = 'text' "
+               "AND typeof(type) = 'text' ORDER BY position")
+
+
+class _ChainPass:
+    """Where one pass of :func:`checked_batches` is between two batches: the chain value
+    the next row must follow from, the position it must have, each stream's last version
+    and the texts of the stream and type blobs seen so far (one lookup each per row: a
+    whole-log check runs :meth:`check`'s loop a million times, so it holds these in locals
+    while it runs and hands them back at the end of each batch)."""
+
+    __slots__ = ("alternative", "conn", "damaged", "expected", "from_position", "prev",
+                 "streams", "types", "wf_types")
+
+    def __init__(self, conn: sqlite3.Connection, prev: bytes, from_position: int,
+                 wf_types: frozenset[str] | None) -> None:
+        self.conn, self.from_position, self.wf_types = conn, from_position, wf_types
+        self.prev, self.expected = prev, from_position
+        # The chain value a damaged hash column should hold: if only a row's hash column
+        # is damaged, the next row chains from what it should have held: it is then intact.
+        self.alternative: bytes | None = None
+        # Per distinct stream blob: [its text, its last version]; per type blob: its text.
+        self.streams: dict[Any, list[Any]] = {}
+        self.damaged: dict[Any, list[Any]] = {}  # stream blobs that are not UTF-8 text
+        self.types: dict[Any, str] = {}
+
+    def check(self, rows: list[tuple[Any, ...]]) -> list[tuple[tuple[Any, ...], str | None]]:
+        """The next batch of rows, each with what is wrong with it (None when intact)."""
+        conn, wf_types = self.conn, self.wf_types
+        streams_get, types_get = self.streams.get, self.types.get
+        pack, digest_of = _PACK, blake2b
+        prev, expected, alternative = self.prev, self.expected, self.alternative
         out: list[tuple[tuple[Any, ...], str | None]] = []
         append = out.append
         for position, raw_stream, version, time_us, raw_type, data, digest in rows:
             state, type_name = streams_get(raw_stream), types_get(raw_type)
             if state is None or type_name is None:
-                state, type_name = _first_sight(conn, streams, damaged, types, raw_stream,
-                                                raw_type, from_position)
+                state, type_name = self._first_sight(raw_stream, raw_type)
             stream = state[0]
             problem = None
             if position != expected:
@@ -231,13 +261,11 @@ def checked_batches(
                             alternative, position, stream, version, time_us, type_name,
                             data) != digest):
                         problem = "checksum mismatch: the row was changed, damaged or moved"
-                        alternative = computed  # if only its hash column is damaged, the
-                        # next row chains from what it should have held: it is then intact
+                        alternative = computed  # what its hash column should have held
                     else:
                         alternative = None
                     if problem is None and version != state[1] + 1:
-                        problem = (f"stream {stream!r} jumps from version {state[1]} to "
-                                   f"{version}")
+                        problem = f"stream {stream!r} jumps from version {state[1]} to {version}"
             state[1] = version
             prev = digest if digest.__class__ is bytes else b""
             expected = position + 1
@@ -246,40 +274,31 @@ def checked_batches(
                 continue
             append(((position, stream, version, time_us, type_name or "", data, digest),
                     problem))
-        yield out
-    if versions is not None:
-        versions.update((stream, last) for stream, last in streams.values())
+        self.prev, self.expected, self.alternative = prev, expected, alternative
+        return out
 
-
-# Rows whose stream and type are text (the classes of the other columns are checked as
-# they are read: see typed_batches).
-_TYPED_ROWS = (_ROWS + "WHERE position >= ? AND position <= ? AND typeof(stream) = 'text' "
-               "AND typeof(type) = 'text' ORDER BY position")
-
-
-def _first_sight(conn: sqlite3.Connection, streams: dict[Any, list[Any]],
-                 damaged: dict[Any, list[Any]], types: dict[Any, str], raw_stream: Any,
-                 raw_type: Any, from_position: int) -> tuple[list[Any], str | None]:
-    """The slow path of :func:`checked_batches`, for a stream or type blob not seen before or
-    not UTF-8: the stream's [text, last version] entry and the type's text (None when
-    either is not text: a stream that is not is kept apart and shown with U+FFFD)."""
-    try:
-        stream, good = raw_stream.decode(), True
-    except (UnicodeDecodeError, AttributeError):
-        stream, good = (raw_stream.decode(errors="replace") if isinstance(raw_stream, bytes)
-                        else str(raw_stream)), False
-    try:
-        type_name: str | None = raw_type.decode()
-    except (UnicodeDecodeError, AttributeError):
-        type_name = None
-    table = streams if good else damaged
-    state = table.get(raw_stream)
-    if state is None:
-        last = _version_before(conn, stream, from_position) if from_position > 1 else -1
-        state = table[raw_stream] = [stream, last]
-    if type_name is not None and len(types) < 100_000:  # a bounded cache of a few names
-        types[raw_type] = type_name
-    return state, type_name if good else None
+    def _first_sight(self, raw_stream: Any, raw_type: Any) -> tuple[list[Any], str | None]:
+        """The slow path of :meth:`check`, for a stream or type blob not seen before or
+        not UTF-8: the stream's [text, last version] entry and the type's text (None when
+        either is not text: a stream that is not is kept apart and shown with U+FFFD)."""
+        try:
+            stream, good = raw_stream.decode(), True
+        except (UnicodeDecodeError, AttributeError):
+            stream, good = (raw_stream.decode(errors="replace") if isinstance(raw_stream, bytes)
+                            else str(raw_stream)), False
+        try:
+            type_name: str | None = raw_type.decode()
+        except (UnicodeDecodeError, AttributeError):
+            type_name = None
+        table = self.streams if good else self.damaged
+        state = table.get(raw_stream)
+        if state is None:
+            from_position = self.from_position
+            last = _version_before(self.conn, stream, from_position) if from_position > 1 else -1
+            state = table[raw_stream] = [stream, last]
+        if type_name is not None and len(self.types) < 100_000:  # a bounded cache of names
+            self.types[raw_type] = type_name
+        return state, type_name if good else None
 
 
 def workflow_batches(

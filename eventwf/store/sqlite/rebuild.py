@@ -177,12 +177,11 @@ def _fold(batches: Iterable[list[tuple[tuple[Any, ...], str | None]]], *,
     process's half of the split one (the workflow rows, unchecked). Returns the fold and,
     when ``split``, the last version read of each workflow stream."""
     out = Folded()
-    workflows, agents = out.workflows, out.agents
+    workflows = out.workflows
     # Per stream, parse_stream's answer, or None once the stream is quarantined.
     kinds: dict[str, tuple[str, str, str] | None] = {}
     lanes: dict[str, _Lane] = {}
     lane_of = lanes.get
-    head_only = HEAD_ONLY.get
     position = events = 0
     for rows in batches:
         events += len(rows)
@@ -206,34 +205,8 @@ def _fold(batches: Iterable[list[tuple[tuple[Any, ...], str | None]]], *,
                 parsed = kinds[stream] = parse_stream(stream)
             elif parsed is None:
                 continue  # quarantined: its later rows add nothing
-            kind, key, name = parsed
             try:
-                if problem is not None:
-                    raise CorruptLogError(f"event at log position {position}: {problem}",
-                                          position=position)
-                if kind == "wf":
-                    event = decode_event(type_name, data, position=position)
-                    if lane is None:
-                        if split and version != 0:
-                            raise _Unsure
-                        summary = workflows[key] = apply_workflow(
-                            workflows.get(key), Recorded(position, stream, version, time_us,
-                                                         event))
-                        lanes[stream] = _Lane(key, summary, version)
-                    elif workflows[key].status in head_only(event.__class__, ()):
-                        lane.head, lane.behind = version, True
-                    else:
-                        summary = workflows[key] = apply_workflow(
-                            lane.summary(workflows),
-                            Recorded(position, stream, version, time_us, event))
-                        lane.follow(summary)
-                elif kind == "agent":
-                    event = decode_event(type_name, data, position=position)
-                    rec = Recorded(position, stream, version, time_us, event)
-                    agents[key, name] = apply_agent(agents.get((key, name)), rec)
-                else:
-                    raise CorruptLogError(f"event at log position {position} is on unknown "
-                                          f"stream {stream!r}", position=position)
+                _fold_row(out, lanes, parsed, raw, problem, lane, split)
             except (CorruptLogError, TransitionError) as exc:
                 kinds[stream] = None
                 if lane is not None:
@@ -246,6 +219,44 @@ def _fold(batches: Iterable[list[tuple[tuple[Any, ...], str | None]]], *,
         seen[stream] = lane.seen
     out.head, out.events = position, events
     return out, seen
+
+
+def _fold_row(out: Folded, lanes: dict[str, _Lane], parsed: tuple[str, str, str],
+              raw: tuple[Any, ...], problem: str | None, lane: _Lane | None,
+              split: bool) -> None:
+    """The slow path of :func:`_fold`, apart so the hot loop stays short: ``raw`` (a row
+    of the stream ``parsed``, not quarantined, that the fast path did not pass over)
+    decoded and applied to its stream's summary; a workflow's first row opens its lane.
+
+    Raises ``CorruptLogError`` or ``TransitionError`` for a row that cannot apply (the
+    caller quarantines its stream), ``_Unsure`` when the split fold cannot vouch for it."""
+    position, stream, version, time_us, type_name, data, _ = raw
+    workflows, agents = out.workflows, out.agents
+    kind, key, name = parsed
+    if problem is not None:
+        raise CorruptLogError(f"event at log position {position}: {problem}",
+                              position=position)
+    if kind == "wf":
+        event = decode_event(type_name, data, position=position)
+        if lane is None:
+            if split and version != 0:
+                raise _Unsure
+            summary = workflows[key] = apply_workflow(
+                workflows.get(key), Recorded(position, stream, version, time_us, event))
+            lanes[stream] = _Lane(key, summary, version)
+        elif workflows[key].status in HEAD_ONLY.get(event.__class__, ()):
+            lane.head, lane.behind = version, True
+        else:
+            summary = workflows[key] = apply_workflow(
+                lane.summary(workflows), Recorded(position, stream, version, time_us, event))
+            lane.follow(summary)
+    elif kind == "agent":
+        event = decode_event(type_name, data, position=position)
+        rec = Recorded(position, stream, version, time_us, event)
+        agents[key, name] = apply_agent(agents.get((key, name)), rec)
+    else:
+        raise CorruptLogError(f"event at log position {position} is on unknown "
+                              f"stream {stream!r}", position=position)
 
 
 def _caught_up(summary: WorkflowSummary, commands: int, head: int) -> WorkflowSummary:

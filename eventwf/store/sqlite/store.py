@@ -168,6 +168,16 @@ class SQLiteStore:
             workflows, agents = project(positions)
         workflow_rows = [proj.workflow_row(s) for s in workflows]
         agent_rows = [proj.agent_row(s) for s in agents]
+        self._write(values, workflow_rows, agent_rows, last)
+        self.head, self.head_hash = last, prev
+        return positions
+
+    def _write(self, values: list[tuple[Any, ...]], workflow_rows: list[tuple[Any, ...]],
+               agent_rows: list[tuple[Any, ...]], last: int) -> None:
+        """The transaction of :meth:`commit`: one ``BEGIN IMMEDIATE … COMMIT`` with the
+        event rows ``values`` (through position ``last``) and the projection rows, and its
+        failure settled (:meth:`_failed`: it returns only when the commit landed anyway).
+        The fault points of the crash campaigns fire just before and just after COMMIT."""
         conn = self.conn
         committing = False
         try:
@@ -191,8 +201,6 @@ class SQLiteStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self.head, self.head_hash = last, prev
-        return positions
 
     def _failed(self, exc: sqlite3.Error, last: int, count: int, committing: bool) -> None:
         """A commit raised: return if it landed anyway, else raise the right StorageError.
