@@ -56,9 +56,10 @@ RANKS = {
     "eventwf.runtime": {
         "ack": 0, "clock": 0, "summaries": 0, "agent_host": 0, "tasks": 0, "telemetry": 0,
         "fingerprint": 0, "signals": 0, "ownership": 0, "scratch": 0, "skew": 0,
-        "fencing": 1, "consuming": 1, "writer": 2, "timers": 1, "stephost": 1, "agents": 1,
+        "fencing": 1, "consuming": 1, "staging": 2, "writer": 3, "timers": 1, "stephost": 1,
+        "agents": 1,
         "command": 1, "otel": 1,
-        "steps": 2, "hibernation": 2, "follower": 3, "remote_waits": 2,
+        "steps": 2, "hibernation": 2, "follower": 4, "remote_waits": 2,
         "notifications": 1, "runner": 3, "check": 4, "runs": 4,
         "router": 5, "inbox": 5, "runtime": 6, "recovery": 7, "tracking": 7, "operations": 8,
         "takeover": 8,

@@ -15,180 +15,33 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
 
-import msgspec
 import trio
 
 from eventwf.errors import (
     EventwfError,
-    MailboxFullError,
     RequestsWithdrawnError,
     StorageError,
     StreamsTakenError,
-    TransitionError,
 )
-from eventwf.model.agent_fold import AgentSummary, apply_agent
-from eventwf.model.codec import encode_event, event_type
-from eventwf.model.commands import MAILBOX_LIMIT
-from eventwf.model.events import Event, EventReceived, Recorded, parse_stream
-from eventwf.model.workflow_fold import WorkflowSummary, apply_workflow
+from eventwf.model.agent_fold import AgentSummary
+from eventwf.model.events import Event, Recorded
+from eventwf.model.workflow_fold import WorkflowSummary
 from eventwf.runtime import consuming
-from eventwf.runtime.ack import Ack
 from eventwf.runtime.clock import Clock, mocked
-from eventwf.runtime.consuming import Consumption
-from eventwf.runtime.fencing import Fencing, RunReplaced
+from eventwf.runtime.fencing import Fencing
 from eventwf.runtime.ownership import Ownership
+from eventwf.runtime.staging import Append, Batch, Registry
 from eventwf.runtime.telemetry import NULL_TELEMETRY, Telemetry
-from eventwf.store.interface import Consumed, LogStore, PendingRow
+from eventwf.store.interface import Consumed, LogStore
 
-__all__ = ["Append", "Registry", "Writer"]
+__all__ = ["Writer"]
 
 logger = logging.getLogger("eventwf")
 
 MAX_BATCH_REQUESTS = 4096
 MAX_BATCH_BYTES = 16 * 1024 * 1024
-
-
-class Registry(Protocol):
-    """What the writer needs from the engine: current folds, fences, and a publish hook."""
-
-    def workflow_summary(self, workflow_id: str) -> WorkflowSummary | None: ...
-    def agent_summary(self, agent_class: str, name: str) -> AgentSummary | None: ...
-    def runner_epoch(self, workflow_id: str) -> int: ...
-    def install(
-        self, workflows: dict[str, WorkflowSummary], agents: dict[tuple[str, str], AgentSummary]
-    ) -> None: ...
-    def published(self, records: list[Recorded]) -> None: ...
-    def forget(self, streams: Sequence[str]) -> None: ...
-
-
-class Append:
-    """One atomic append request and, once committed, its records."""
-
-    __slots__ = ("consumes", "done", "error", "fence", "items", "records", "watched")
-
-    def __init__(self, items: Sequence[tuple[str, Event]], fence: tuple[str, int] | None,
-                 watched: bool = True, consumes: Consumption | None = None) -> None:
-        self.items = items
-        self.fence = fence
-        self.watched = watched  # a caller waits for the answer (else a refusal is logged)
-        self.consumes = consumes  # the inbox request it applies (PG15; runtime.consuming)
-        self.done = Ack()  # set once answered; its wait is shielded
-        self.error: BaseException | None = None
-        self.records: list[Recorded] = []
-
-
-class _Batch:
-    """Requests staged for one commit. A batch staged again (``again_of``: the store drew
-    other positions) sees what the first staging saw, whatever changed since: the same
-    summaries, and no fence or ownership checks (they passed): on PostgreSQL that staging
-    runs in the commit's worker thread while the engine goes on, and must stage the very
-    rows that thread is committing."""
-
-    def __init__(self, registry: Registry, positions: Iterator[int], time_us: int,
-                 ownership: Ownership, again_of: _Batch | None = None) -> None:
-        self.registry = registry
-        self.ownership = ownership
-        self.checks = again_of is None
-        self.positions = positions  # staged records take them in order
-        self.time_us = time_us
-        self.workflows: dict[str, WorkflowSummary] = {}
-        self.agents: dict[tuple[str, str], AgentSummary] = {}
-        self.original_wf: dict[str, WorkflowSummary | None] = (
-            {} if again_of is None else dict(again_of.original_wf))
-        self.original_ag: dict[tuple[str, str], AgentSummary | None] = (
-            {} if again_of is None else dict(again_of.original_ag))
-        self.rows: list[PendingRow] = []
-        self.records: list[Recorded] = []
-        self.size = 0
-        # requests refused while this batch was staged, answered once it is settled
-        self.refused: list[tuple[Append, Exception]] = []
-
-    def _workflow(self, key: str, local: dict[str, WorkflowSummary]) -> WorkflowSummary | None:
-        if key in local:
-            return local[key]
-        if key in self.workflows:
-            return self.workflows[key]
-        if key not in self.original_wf:
-            self.original_wf[key] = self.registry.workflow_summary(key)
-        return self.original_wf[key]
-
-    def _agent(
-        self, key: tuple[str, str], local: dict[tuple[str, str], AgentSummary]
-    ) -> AgentSummary | None:
-        if key in local:
-            return local[key]
-        if key in self.agents:
-            return self.agents[key]
-        if key not in self.original_ag:
-            self.original_ag[key] = self.registry.agent_summary(*key)
-        return self.original_ag[key]
-
-    def stage(self, request: Append) -> None:
-        """Check and place one request; on any error nothing of it is kept."""
-        if request.fence is not None and self.checks:
-            workflow_id, epoch = request.fence
-            if self.registry.runner_epoch(workflow_id) != epoch:
-                raise RunReplaced(f"workflow {workflow_id!r} is no longer run by this task")
-        if self.checks and request.consumes is not None \
-                and request.consumes.state == "withdrawn":
-            raise request.consumes.refusal()  # queued before its request's row was found gone
-        local_wf: dict[str, WorkflowSummary] = {}
-        local_ag: dict[tuple[str, str], AgentSummary] = {}
-        records: list[Recorded] = []
-        rows: list[PendingRow] = []
-        size = 0
-        for stream, event in request.items:
-            position = next(self.positions)
-            kind, key, name = parse_stream(stream)
-            if kind == "wf":
-                current = self._workflow(key, local_wf)
-                if event.__class__ is EventReceived and current is not None \
-                        and current.mailbox >= MAILBOX_LIMIT:
-                    raise MailboxFullError(
-                        f"workflow {key!r} already holds {current.mailbox} undelivered events "
-                        f"(limit {MAILBOX_LIMIT}); it must consume some first")
-                head = -1 if current is None else current.head
-                rec = Recorded(position, stream, head + 1, self.time_us, event)
-                after = local_wf[key] = apply_workflow(current, rec)
-                if self.checks:
-                    self.ownership.check(after.agent_class, after.agent_name)
-            elif kind == "agent":
-                agent = self._agent((key, name), local_ag)
-                if self.checks:
-                    self.ownership.check(key, name)
-                head = -1 if agent is None else agent.head
-                rec = Recorded(position, stream, head + 1, self.time_us, event)
-                local_ag[key, name] = apply_agent(agent, rec)
-            else:
-                raise TransitionError(f"cannot append to stream {stream!r}")
-            data = encode_event(event)
-            rows.append(PendingRow(stream, rec.stream_position, self.time_us,
-                                   event_type(event), data))
-            records.append(rec)
-            size += len(data)
-        self.workflows.update(local_wf)
-        self.agents.update(local_ag)
-        self.rows.extend(rows)
-        self.records.extend(records)
-        request.records = records
-        self.size += size
-
-    def dirty_projections(self) -> tuple[list[WorkflowSummary], list[AgentSummary]]:
-        """Summaries whose projection row changed (the stream head alone does not count)."""
-        workflows = [
-            new for key, new in self.workflows.items()
-            if (old := self.original_wf.get(key)) is None
-            or msgspec.structs.replace(new, head=old.head) != old
-        ]
-        agents = [
-            new for key, new in self.agents.items()
-            if (before := self.original_ag.get(key)) is None
-            or msgspec.structs.replace(new, head=before.head) != before
-        ]
-        return workflows, agents
 
 
 class Writer:
@@ -299,11 +152,11 @@ class Writer:
                 if staged is not None:
                     self._settle(*staged, self._commit(*staged))
 
-    def _restage(self, first: _Batch, accepted: list[Append], positions: Sequence[int]
-                 ) -> _Batch:
+    def _restage(self, first: Batch, accepted: list[Append], positions: Sequence[int]
+                 ) -> Batch:
         """The accepted requests staged again at the positions the commit gave them, as
-        the first staging saw them (only positions differ; see :class:`_Batch`)."""
-        batch = _Batch(self._registry, iter(positions), first.time_us, self._ownership,
+        the first staging saw them (only positions differ; see :class:`Batch`)."""
+        batch = Batch(self._registry, iter(positions), first.time_us, self._ownership,
                        again_of=first)
         for request in accepted:
             batch.stage(request)
@@ -330,13 +183,13 @@ class Writer:
         return batch
 
     def _stage(self, requests: list[Append]
-               ) -> tuple[_Batch, list[Append], list[Consumed]] | None:
+               ) -> tuple[Batch, list[Append], list[Consumed]] | None:
         """Stage what can be committed now: the batch, its accepted requests and the inbox
         rows it consumes (PG15; almost always none), or None if none is accepted. A
         refused request is answered at once; what does not fit waits, first."""
         if not self._ownership.everything:
             requests = self._fencing.admit(requests)
-        batch = _Batch(self._registry, itertools.count(self._store.head + 1),
+        batch = Batch(self._registry, itertools.count(self._store.head + 1),
                        self._clock.now_us(), self._ownership)
         accepted: list[Append] = []
         deferred: list[Append] = []
@@ -357,8 +210,8 @@ class Writer:
             return None
         return batch, accepted, consuming.begin(accepted)
 
-    def _commit(self, batch: _Batch, accepted: list[Append], consumes: list[Consumed]
-                ) -> tuple[_Batch, list[int]] | StorageError:
+    def _commit(self, batch: Batch, accepted: list[Append], consumes: list[Consumed]
+                ) -> tuple[Batch, list[int]] | StorageError:
         """Commit a staged batch (in a worker thread if the store says so: it touches only
         the batch and the store); the batch as committed and its positions, or the error."""
         staged = [rec.position for rec in batch.records]
@@ -379,8 +232,8 @@ class Writer:
             committed = self._restage(batch, accepted, positions)
         return committed, positions
 
-    def _settle(self, staged: _Batch, accepted: list[Append], consumes: list[Consumed],
-                outcome: tuple[_Batch, list[int]] | StorageError) -> None:
+    def _settle(self, staged: Batch, accepted: list[Append], consumes: list[Consumed],
+                outcome: tuple[Batch, list[int]] | StorageError) -> None:
         """Settle the batch, then answer what it refused: a refusal may rest on a request
         of this batch (a run's append after a terminate staged before it), and its caller
         must find that in memory when it learns of it (with the commit in a thread, it
@@ -391,8 +244,8 @@ class Writer:
             for request, refusal in staged.refused:
                 self._answer(request, refusal)
 
-    def _settle_outcome(self, staged: _Batch, accepted: list[Append], consumes: list[Consumed],
-                        outcome: tuple[_Batch, list[int]] | StorageError) -> None:
+    def _settle_outcome(self, staged: Batch, accepted: list[Append], consumes: list[Consumed],
+                        outcome: tuple[Batch, list[int]] | StorageError) -> None:
         """Answer the batch's callers and, if it committed, publish it (memory follows the
         log). A fatal storage error stops the writer: memory may no longer match the log
         (reopening replays it)."""
