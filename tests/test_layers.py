@@ -60,7 +60,7 @@ RANKS = {
         "agents": 1,
         "command": 1, "otel": 1,
         "steps": 2, "hibernation": 2, "follower": 4, "remote_waits": 2,
-        "notifications": 1, "runner": 3, "check": 4, "runs": 4,
+        "notifications": 1, "attempts": 1, "runner": 3, "check": 4, "runs": 4,
         "router": 5, "inbox": 5, "runtime": 6, "recovery": 7, "tracking": 7, "operations": 8,
         "takeover": 8,
     },

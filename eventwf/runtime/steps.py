@@ -8,10 +8,8 @@ awaitable is awaited); put blocking work in ``trio.to_thread.run_sync`` inside t
 
 from __future__ import annotations
 
-import inspect
 import logging
 import random
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -55,6 +53,7 @@ from eventwf.model.values import (
     parse_instant,
     utc_from_us,
 )
+from eventwf.runtime.attempts import run_attempt
 from eventwf.runtime.stephost import CURRENT_STEP, CommandInfo, StepContext, StepHost
 
 __all__ = ["DEFAULT_RETRIES", "AgentWorkflowStep"]
@@ -137,7 +136,7 @@ class AgentWorkflowStep:
                 token = CURRENT_STEP.set(context)
                 try:
                     with host.trace.attempt(name, attempt):
-                        value = await self._attempt(name, fn, timeout_s, attempt)
+                        value = await run_attempt(name, fn, timeout_s, attempt)
                 finally:
                     CURRENT_STEP.reset(token)
             except NonRetryableError as exc:
@@ -147,18 +146,7 @@ class AgentWorkflowStep:
                 if attempt > policy.limit:
                     await self._fail(cmd, name, attempt, exc)
                     raise
-                # the jitter is drawn once, here: replays wait for the logged retry time
-                draw = random.random() if policy.jitter else 0.0
-                delay_us = _us(policy.delay_after(attempt, draw))
-                retry_at = host.clock.now_us() + delay_us
-                info = error_info(exc)
-                await host.append([(host.stream, StepAttemptFailed(
-                    cmd.seq, name, attempt, info, retry_at, delay_us, task=cmd.task,
-                    concurrent=cmd.concurrent))])
-                host.counters.attempts_failed += 1
-                await host.idle_until(retry_at, delay_us, cmd.seq)
-                attempt += 1
-                await host.append([(host.stream, StepRetrying(cmd.seq, name, attempt))])
+                attempt = await self._back_off(cmd, name, attempt, exc, policy)
                 continue
             try:  # a result that cannot be logged fails the step at once: retrying won't help
                 value = roundtrip_value(value, f"the result of step {name!r}")
@@ -170,34 +158,29 @@ class AgentWorkflowStep:
             host.counters.steps_completed += 1
             return value
 
+    async def _back_off(self, cmd: CommandInfo, name: str, attempt: int, exc: Exception,
+                        policy: Retries) -> int:
+        """Log the failed attempt with its retry time, wait for it, log the retry; the
+        next attempt's number."""
+        host = self._host
+        # the jitter is drawn once, here: replays wait for the logged retry time
+        draw = random.random() if policy.jitter else 0.0
+        delay_us = _us(policy.delay_after(attempt, draw))
+        retry_at = host.clock.now_us() + delay_us
+        await host.append([(host.stream, StepAttemptFailed(
+            cmd.seq, name, attempt, error_info(exc), retry_at, delay_us, task=cmd.task,
+            concurrent=cmd.concurrent))])
+        host.counters.attempts_failed += 1
+        await host.idle_until(retry_at, delay_us, cmd.seq)
+        await host.append([(host.stream, StepRetrying(cmd.seq, name, attempt + 1))])
+        return attempt + 1
+
     async def _fail(self, cmd: CommandInfo, name: str, attempt: int,
                     exc: BaseException) -> None:
         info = error_info(exc)
         await self._host.append([(self._host.stream, StepFailed(
             cmd.seq, "do", name, attempt, info, task=cmd.task))])
         self._host.counters.steps_failed += 1
-
-    async def _attempt(self, name: str, fn: Callable[[], Any], timeout_s: float,
-                       attempt: int) -> Any:
-        if faults.hit("step.before_call"):
-            raise faults.FaultError(f"injected failure before step {name!r}")
-        started = time.perf_counter()  # real time: trio's clock stands still meanwhile
-        try:
-            result = fn()  # a sync callable runs here, on the loop; it cannot be interrupted
-        finally:
-            _warn_if_blocked(name, time.perf_counter() - started, timeout_s)
-        if inspect.isawaitable(result):
-            with trio.move_on_after(timeout_s):
-                result = await result
-                if faults.hit("step.after_call"):
-                    raise faults.FaultError(f"injected failure after step {name!r} ran")
-                return result
-        else:
-            if faults.hit("step.after_call"):
-                raise faults.FaultError(f"injected failure after step {name!r} ran")
-            return result
-        raise WorkflowTimeoutError(
-            f"step {name!r} attempt {attempt} timed out after {timeout_s:g} seconds")
 
     # -- timers --------------------------------------------------------------------------
 
@@ -402,14 +385,3 @@ class AgentWorkflowStep:
     async def reset_agent_state(self) -> None:
         """Put the agent's state back to its ``initial_state``."""
         await self._state("reset_state", "reset", None)
-
-
-def _warn_if_blocked(name: str, seconds: float, timeout_s: float) -> None:
-    """A step callable held the event loop longer than its step's timeout (S12): the
-    timeout could not stop it, and nothing else ran meanwhile. Warn, naming the cure."""
-    if seconds > timeout_s:
-        logger.warning(
-            "step %r blocked the event loop for %.3g seconds, longer than its timeout of "
-            "%.3g seconds (a sync callable cannot be interrupted, and no other workflow "
-            "runs meanwhile): do blocking work in trio.to_thread.run_sync inside it",
-            name, seconds, timeout_s)
