@@ -388,7 +388,7 @@ AG_EVENTS: list[Callable[[AgentSummary | None, int], Event]] = [
 def stage(store: SQLiteStore, wf: dict[str, WorkflowSummary],
           ag: dict[tuple[str, str], AgentSummary], picks: list[tuple[int, int]],
           time_us: int) -> None:
-    """Stage legal events as _writer._Batch.stage does, then commit with the dirty summaries."""
+    """Stage legal events as staging.Batch.stage does, then commit with the dirty summaries."""
     rows: list[PendingRow] = []
     dirty_wf: set[str] = set()
     dirty_ag: set[tuple[str, str]] = set()

@@ -24,7 +24,7 @@ from eventwf.errors import (  # noqa: E402
     TransitionError,
     WorkflowNotFoundError,
 )
-from eventwf.runtime import writer  # noqa: E402
+from eventwf.runtime import staging  # noqa: E402
 from eventwf.runtime.agents import host_of  # noqa: E402
 from eventwf.runtime.inbox import decode_reply, encode_request  # noqa: E402
 from eventwf.store.postgres.inbox import InboxTable  # noqa: E402
@@ -130,7 +130,7 @@ async def test_operations_on_a_non_owner_reach_the_owner_and_take_effect_once(
 @pytest.mark.realtime
 async def test_errors_cross_back_with_their_class(fresh_postgres_url: str,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(writer, "MAILBOX_LIMIT", 2)  # a TransitionError within reach
+    monkeypatch.setattr(staging, "MAILBOX_LIMIT", 2)  # a TransitionError within reach
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
             owner, other = await _two(nursery, fresh_postgres_url)

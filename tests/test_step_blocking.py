@@ -10,12 +10,12 @@ import pytest
 import trio
 
 import eventwf
-from eventwf.runtime import steps
+from eventwf.runtime import attempts
 from tests.wfkit import TestAgent, virtual_wall
 
 
 class _RealClock:
-    """Stands in for ``time`` in eventwf.runtime.steps: the real clock, moved by hand."""
+    """Stands in for ``time`` in eventwf.runtime.attempts: the real clock, moved by hand."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -48,7 +48,7 @@ class Blocking(eventwf.AgentWorkflow[TestAgent]):
 
 @pytest.fixture(autouse=True)
 def _real_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(steps, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(attempts, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
 
 
 async def _run(db: str, params: Any) -> eventwf.WorkflowInfo:
