@@ -16,10 +16,9 @@ the last step reopens the log. The PR tier runs in the default suite, a long one
 from __future__ import annotations
 
 import functools
-import sqlite3
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import hypothesis.strategies as st
 import pytest
@@ -32,12 +31,13 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
 import eventwf
-from eventwf.logtool.verify import verify
-from eventwf.model.codec import decode_event
+from tests import model_log
 from tests.engine_model import TERMINAL, US, Model, Refused
+from tests.pg_cluster import ExternalServer, PgCluster
 from tests.trio_thread import TrioThread
 from tests.wfkit import virtual_wall
 
@@ -123,8 +123,7 @@ class EngineMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = TrioThread()
-        self._tmp = tempfile.TemporaryDirectory(prefix="eventwf-model-")
-        self.db = str(Path(self._tmp.name) / "model.db")
+        self.db = self._new_log()
         self.model = Model()
         self.engine: eventwf.Engine | None = None
         self.agent: ModelAgent | None = None
@@ -133,6 +132,14 @@ class EngineMachine(RuleBasedStateMachine):
         self._closed: trio.Event | None = None
         self.count = 0
         self.payloads = 0
+
+    def _new_log(self) -> str:
+        """Where this example's log lives: here a file in a temporary directory of its own."""
+        self._tmp = tempfile.TemporaryDirectory(prefix="eventwf-model-")
+        return str(Path(self._tmp.name) / "model.db")
+
+    def _drop_log(self) -> None:
+        self._tmp.cleanup()
 
     # -- the engine in the trio thread ---------------------------------------------------
 
@@ -325,28 +332,11 @@ class EngineMachine(RuleBasedStateMachine):
             target += 3 * MARGIN_US
         return (target - self.model.now) / US
 
-    def _conn(self) -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
-
     def _stream_head(self, wid: str) -> int:
-        conn = self._conn()
-        try:
-            (head,) = conn.execute("SELECT coalesce(max(stream_position), -1) FROM events "
-                                   "WHERE stream = ?", (f"wf:{wid}",)).fetchone()
-        finally:
-            conn.close()
-        return int(head)
+        return model_log.stream_head(self.db, wid)
 
     def _received_since(self, wid: str, head: int) -> list[tuple[str, Any]]:
-        conn = self._conn()
-        try:
-            rows = conn.execute("SELECT data FROM events WHERE stream = ? AND stream_position "
-                                "> ? AND type = 'event.received' ORDER BY position",
-                                (f"wf:{wid}", head)).fetchall()
-        finally:
-            conn.close()
-        events = [decode_event("event.received", data) for (data,) in rows]
-        return [(e.event_type, e.payload) for e in events]  # type: ignore[attr-defined]
+        return model_log.received_since(self.db, wid, head)
 
     def _observed(self, wid: str) -> tuple[str, Any, str | None]:
         assert self.agent is not None
@@ -372,19 +362,12 @@ class EngineMachine(RuleBasedStateMachine):
 
     @invariant()
     def no_received_event_is_consumed_twice(self) -> None:
-        conn = self._conn()
-        try:
-            rows = conn.execute("SELECT stream, data FROM events WHERE type = 'event.consumed'"
-                                ).fetchall()
-        finally:
-            conn.close()
-        taken = [(stream, decode_event("event.consumed", data).received)  # type: ignore[attr-defined]
-                 for stream, data in rows]
+        taken = model_log.consumptions(self.db)
         assert len(taken) == len(set(taken)), taken
 
     @invariant()
     def the_log_verifies_and_projections_equal_a_rebuild(self) -> None:
-        report = verify(self.db)
+        report = model_log.verify(self.db)
         assert report.intact and report.projections_checked, report.problems[:3]
 
     @invariant()
@@ -408,7 +391,7 @@ class EngineMachine(RuleBasedStateMachine):
                 self.run(self._close)
         finally:
             self.loop.close()
-            self._tmp.cleanup()
+            self._drop_log()
 
 
 class Hibernating(EngineMachine):
@@ -437,7 +420,6 @@ TestInMemory = InMemory.TestCase
 TestInMemory.settings = PR
 
 
-
 @pytest.mark.slow
 class TestLongHibernating(Hibernating.TestCase):  # type: ignore[misc,name-defined]
     settings = LONG
@@ -446,3 +428,43 @@ class TestLongHibernating(Hibernating.TestCase):  # type: ignore[misc,name-defin
 @pytest.mark.slow
 class TestLongInMemory(InMemory.TestCase):  # type: ignore[misc,name-defined]
     settings = LONG
+
+
+# -- the same machines on PostgreSQL -------------------------------------------------------
+
+class OnPostgres(EngineMachine):
+    """A machine whose log is a fresh database of the session's server, dropped after."""
+
+    server: ClassVar[PgCluster | ExternalServer]
+
+    def _new_log(self) -> str:
+        return self.server.new_database()
+
+    def _drop_log(self) -> None:
+        self.server.drop_database(self.db)
+
+
+def on_postgres(machine: type[EngineMachine], server: PgCluster | ExternalServer
+                ) -> type[EngineMachine]:
+    """``machine`` with its log in a fresh database of ``server`` per example."""
+    return type(f"Pg{machine.__name__}", (OnPostgres, machine), {"server": server})
+
+
+# A database per example costs more than a file, and every commit is a round trip: fewer
+# examples keep the PR tier's PostgreSQL share of the default suite near 30 s.
+PG_PR = _settings(15, 20, derandomize=True)
+PG_LONG = _settings(200, 50, derandomize=False)
+MACHINES = pytest.mark.parametrize("machine", [Hibernating, InMemory],
+                                   ids=["hibernating", "in-memory"])
+
+
+@MACHINES
+def test_postgres(machine: type[EngineMachine], pg_server: PgCluster | ExternalServer) -> None:
+    run_state_machine_as_test(on_postgres(machine, pg_server), settings=PG_PR)
+
+
+@pytest.mark.slow
+@MACHINES
+def test_long_postgres(machine: type[EngineMachine], pg_server: PgCluster | ExternalServer
+                       ) -> None:
+    run_state_machine_as_test(on_postgres(machine, pg_server), settings=PG_LONG)
