@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import hypothesis.strategies as st
 import pytest
 import trio
+import trio.testing
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import (
     Bundle,
@@ -38,7 +39,7 @@ import eventwf
 from tests import model_log
 from tests.engine_model import TERMINAL, US, Model, Refused
 from tests.pg_cluster import ExternalServer, PgCluster
-from tests.trio_thread import TrioThread
+from tests.trio_thread import ManualClock, TrioThread
 from tests.wfkit import virtual_wall
 
 
@@ -118,11 +119,12 @@ MARGIN_US = 10_000  # no deadline may fall this close to the clock after a jump
 
 class EngineMachine(RuleBasedStateMachine):
     hibernate_after: float | None = None
+    lease_ttl = 15.0  # the default (PostgreSQL only)
     workflows = Bundle("workflows")
 
     def __init__(self) -> None:
         super().__init__()
-        self.loop = TrioThread()
+        self.loop = TrioThread(self._clock())
         self.db = self._new_log()
         self.model = Model()
         self.engine: eventwf.Engine | None = None
@@ -132,6 +134,10 @@ class EngineMachine(RuleBasedStateMachine):
         self._closed: trio.Event | None = None
         self.count = 0
         self.payloads = 0
+
+    def _clock(self) -> trio.testing.MockClock | ManualClock:
+        """The clock of the trio run (both jump only when the rules say)."""
+        return trio.testing.MockClock()
 
     def _new_log(self) -> str:
         """Where this example's log lives: here a file in a temporary directory of its own."""
@@ -149,7 +155,7 @@ class EngineMachine(RuleBasedStateMachine):
         try:
             async with eventwf.open_engine(
                     self.db, agents=[ModelAgent], workflows=[Program], wall_clock=virtual_wall,
-                    hibernate_after=self.hibernate_after) as engine:
+                    hibernate_after=self.hibernate_after, lease_ttl=self.lease_ttl) as engine:
                 task_status.started(engine)
                 started = True
                 await self._closing.wait()
@@ -176,9 +182,20 @@ class EngineMachine(RuleBasedStateMachine):
             try:
                 return await fn(*args)
             finally:
-                await self.loop.settle()
+                await self._settle()
 
         return self.loop.call(settled)
+
+    async def _settle(self) -> None:
+        """Until every task waits and the writer has no commit in its worker thread (on
+        PostgreSQL under a real clock): a task waiting for a thread counts as blocked."""
+        while True:
+            await self.loop.settle()
+            writer = None if self.engine is None else self.engine.runtime.writer
+            committing = None if writer is None else writer.in_flight
+            if committing is None:
+                return
+            await committing.wait()
 
     def attempt(self, op: Any, *args: Any) -> str | None:
         """Run an operation of the agent; None if it succeeded, else its error class."""
@@ -275,14 +292,14 @@ class EngineMachine(RuleBasedStateMachine):
     @rule(seconds=JUMPS)
     def jump(self, seconds: float) -> None:
         seconds = self._off_boundaries(seconds)
-        self.loop.call(self.loop.jump, seconds)
+        self.run(self.loop.jump, seconds)
         self.model.jump(seconds)
 
     @rule(seconds=JUMPS)
     def close_jump_reopen(self, seconds: float) -> None:
         seconds = self._off_boundaries(seconds)
         self.run(self._close)
-        self.loop.call(self.loop.jump, seconds)
+        self.run(self.loop.jump, seconds)
         self.model.jump(seconds)
         self.run(self._open)
 
@@ -300,7 +317,7 @@ class EngineMachine(RuleBasedStateMachine):
         if event_type == "approval":
             payload = {"approved": True, "reason": None, "metadata": payload}
         self.run(self._close)
-        self.loop.call(self.loop.jump, seconds)
+        self.run(self.loop.jump, seconds)
         outcome: list[str | None] = []
 
         async def reopen_and_send() -> None:
@@ -433,9 +450,19 @@ class TestLongInMemory(InMemory.TestCase):  # type: ignore[misc,name-defined]
 # -- the same machines on PostgreSQL -------------------------------------------------------
 
 class OnPostgres(EngineMachine):
-    """A machine whose log is a fresh database of the session's server, dropped after."""
+    """A machine whose log is a fresh database of the session's server, dropped after.
+
+    Its clock is a :class:`ManualClock`, not a ``MockClock``: the engine runs as it does in
+    production, each commit in a worker thread while the engine goes on (``_settle`` waits
+    for it). Its lease rounds are then timed by the manual clock, which stands still
+    between jumps, while the lease lives in real time: a lease of an hour outlasts any
+    example (one engine holds every shard; nothing here is about takeover)."""
 
     server: ClassVar[PgCluster | ExternalServer]
+    lease_ttl = 3600.0
+
+    def _clock(self) -> ManualClock:
+        return ManualClock()
 
     def _new_log(self) -> str:
         return self.server.new_database()
