@@ -479,7 +479,7 @@ def on_postgres(machine: type[EngineMachine], server: PgCluster | ExternalServer
 
 # A database per example costs more than a file, and every commit is a round trip: fewer
 # examples keep the PR tier's PostgreSQL share of the default suite near 30 s.
-PG_PR = _settings(15, 20, derandomize=True)
+PG_PR = _settings(10, 20, derandomize=True)
 PG_LONG = _settings(200, 50, derandomize=False)
 MACHINES = pytest.mark.parametrize("machine", [Hibernating, InMemory],
                                    ids=["hibernating", "in-memory"])
