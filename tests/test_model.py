@@ -11,6 +11,11 @@ received event was consumed twice, ``verify`` finds the log intact and the proje
 equal to a rebuild from the log, and the summaries in memory equal the projection rows;
 the last step reopens the log. The PR tier runs in the default suite, a long one under
 ``-m slow``.
+
+Both machines run on PostgreSQL too (``test_postgres``, a fresh database of the session's
+server per example; skipped, saying why, without one): the log is read through the log
+tool's sources (``tests/model_log.py``), and the trio run's clock is a ``ManualClock``, so
+the engine commits in its worker thread as in production (``OnPostgres``).
 """
 
 from __future__ import annotations
