@@ -11,19 +11,24 @@ received event was consumed twice, ``verify`` finds the log intact and the proje
 equal to a rebuild from the log, and the summaries in memory equal the projection rows;
 the last step reopens the log. The PR tier runs in the default suite, a long one under
 ``-m slow``.
+
+Both machines run on PostgreSQL too (``test_postgres``, a fresh database of the session's
+server per example; skipped, saying why, without one): the log is read through the log
+tool's sources (``tests/model_log.py``), and the trio run's clock is a ``ManualClock``, so
+the engine commits in its worker thread as in production (``OnPostgres``).
 """
 
 from __future__ import annotations
 
 import functools
-import sqlite3
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import hypothesis.strategies as st
 import pytest
 import trio
+import trio.testing
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import (
     Bundle,
@@ -32,13 +37,14 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
 import eventwf
-from eventwf.logtool.verify import verify
-from eventwf.model.codec import decode_event
+from tests import model_log
 from tests.engine_model import TERMINAL, US, Model, Refused
-from tests.trio_thread import TrioThread
+from tests.pg_cluster import ExternalServer, PgCluster
+from tests.trio_thread import ManualClock, TrioThread
 from tests.wfkit import virtual_wall
 
 
@@ -118,13 +124,13 @@ MARGIN_US = 10_000  # no deadline may fall this close to the clock after a jump
 
 class EngineMachine(RuleBasedStateMachine):
     hibernate_after: float | None = None
+    lease_ttl = 15.0  # the default (PostgreSQL only)
     workflows = Bundle("workflows")
 
     def __init__(self) -> None:
         super().__init__()
-        self.loop = TrioThread()
-        self._tmp = tempfile.TemporaryDirectory(prefix="eventwf-model-")
-        self.db = str(Path(self._tmp.name) / "model.db")
+        self.loop = TrioThread(self._clock())
+        self.db = self._new_log()
         self.model = Model()
         self.engine: eventwf.Engine | None = None
         self.agent: ModelAgent | None = None
@@ -134,6 +140,18 @@ class EngineMachine(RuleBasedStateMachine):
         self.count = 0
         self.payloads = 0
 
+    def _clock(self) -> trio.testing.MockClock | ManualClock:
+        """The clock of the trio run (both jump only when the rules say)."""
+        return trio.testing.MockClock()
+
+    def _new_log(self) -> str:
+        """Where this example's log lives: here a file in a temporary directory of its own."""
+        self._tmp = tempfile.TemporaryDirectory(prefix="eventwf-model-")
+        return str(Path(self._tmp.name) / "model.db")
+
+    def _drop_log(self) -> None:
+        self._tmp.cleanup()
+
     # -- the engine in the trio thread ---------------------------------------------------
 
     async def _serve(self, task_status: trio.TaskStatus[eventwf.Engine]) -> None:
@@ -142,7 +160,7 @@ class EngineMachine(RuleBasedStateMachine):
         try:
             async with eventwf.open_engine(
                     self.db, agents=[ModelAgent], workflows=[Program], wall_clock=virtual_wall,
-                    hibernate_after=self.hibernate_after) as engine:
+                    hibernate_after=self.hibernate_after, lease_ttl=self.lease_ttl) as engine:
                 task_status.started(engine)
                 started = True
                 await self._closing.wait()
@@ -169,9 +187,20 @@ class EngineMachine(RuleBasedStateMachine):
             try:
                 return await fn(*args)
             finally:
-                await self.loop.settle()
+                await self._settle()
 
         return self.loop.call(settled)
+
+    async def _settle(self) -> None:
+        """Until every task waits and the writer has no commit in its worker thread (on
+        PostgreSQL under a real clock): a task waiting for a thread counts as blocked."""
+        while True:
+            await self.loop.settle()
+            writer = None if self.engine is None else self.engine.runtime.writer
+            committing = None if writer is None else writer.in_flight
+            if committing is None:
+                return
+            await committing.wait()
 
     def attempt(self, op: Any, *args: Any) -> str | None:
         """Run an operation of the agent; None if it succeeded, else its error class."""
@@ -268,14 +297,14 @@ class EngineMachine(RuleBasedStateMachine):
     @rule(seconds=JUMPS)
     def jump(self, seconds: float) -> None:
         seconds = self._off_boundaries(seconds)
-        self.loop.call(self.loop.jump, seconds)
+        self.run(self.loop.jump, seconds)
         self.model.jump(seconds)
 
     @rule(seconds=JUMPS)
     def close_jump_reopen(self, seconds: float) -> None:
         seconds = self._off_boundaries(seconds)
         self.run(self._close)
-        self.loop.call(self.loop.jump, seconds)
+        self.run(self.loop.jump, seconds)
         self.model.jump(seconds)
         self.run(self._open)
 
@@ -293,7 +322,7 @@ class EngineMachine(RuleBasedStateMachine):
         if event_type == "approval":
             payload = {"approved": True, "reason": None, "metadata": payload}
         self.run(self._close)
-        self.loop.call(self.loop.jump, seconds)
+        self.run(self.loop.jump, seconds)
         outcome: list[str | None] = []
 
         async def reopen_and_send() -> None:
@@ -325,28 +354,11 @@ class EngineMachine(RuleBasedStateMachine):
             target += 3 * MARGIN_US
         return (target - self.model.now) / US
 
-    def _conn(self) -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
-
     def _stream_head(self, wid: str) -> int:
-        conn = self._conn()
-        try:
-            (head,) = conn.execute("SELECT coalesce(max(stream_position), -1) FROM events "
-                                   "WHERE stream = ?", (f"wf:{wid}",)).fetchone()
-        finally:
-            conn.close()
-        return int(head)
+        return model_log.stream_head(self.db, wid)
 
     def _received_since(self, wid: str, head: int) -> list[tuple[str, Any]]:
-        conn = self._conn()
-        try:
-            rows = conn.execute("SELECT data FROM events WHERE stream = ? AND stream_position "
-                                "> ? AND type = 'event.received' ORDER BY position",
-                                (f"wf:{wid}", head)).fetchall()
-        finally:
-            conn.close()
-        events = [decode_event("event.received", data) for (data,) in rows]
-        return [(e.event_type, e.payload) for e in events]  # type: ignore[attr-defined]
+        return model_log.received_since(self.db, wid, head)
 
     def _observed(self, wid: str) -> tuple[str, Any, str | None]:
         assert self.agent is not None
@@ -372,19 +384,12 @@ class EngineMachine(RuleBasedStateMachine):
 
     @invariant()
     def no_received_event_is_consumed_twice(self) -> None:
-        conn = self._conn()
-        try:
-            rows = conn.execute("SELECT stream, data FROM events WHERE type = 'event.consumed'"
-                                ).fetchall()
-        finally:
-            conn.close()
-        taken = [(stream, decode_event("event.consumed", data).received)  # type: ignore[attr-defined]
-                 for stream, data in rows]
+        taken = model_log.consumptions(self.db)
         assert len(taken) == len(set(taken)), taken
 
     @invariant()
     def the_log_verifies_and_projections_equal_a_rebuild(self) -> None:
-        report = verify(self.db)
+        report = model_log.verify(self.db)
         assert report.intact and report.projections_checked, report.problems[:3]
 
     @invariant()
@@ -408,7 +413,7 @@ class EngineMachine(RuleBasedStateMachine):
                 self.run(self._close)
         finally:
             self.loop.close()
-            self._tmp.cleanup()
+            self._drop_log()
 
 
 class Hibernating(EngineMachine):
@@ -437,7 +442,6 @@ TestInMemory = InMemory.TestCase
 TestInMemory.settings = PR
 
 
-
 @pytest.mark.slow
 class TestLongHibernating(Hibernating.TestCase):  # type: ignore[misc,name-defined]
     settings = LONG
@@ -446,3 +450,53 @@ class TestLongHibernating(Hibernating.TestCase):  # type: ignore[misc,name-defin
 @pytest.mark.slow
 class TestLongInMemory(InMemory.TestCase):  # type: ignore[misc,name-defined]
     settings = LONG
+
+
+# -- the same machines on PostgreSQL -------------------------------------------------------
+
+class OnPostgres(EngineMachine):
+    """A machine whose log is a fresh database of the session's server, dropped after.
+
+    Its clock is a :class:`ManualClock`, not a ``MockClock``: the engine runs as it does in
+    production, each commit in a worker thread while the engine goes on (``_settle`` waits
+    for it). Its lease rounds are then timed by the manual clock, which stands still
+    between jumps, while the lease lives in real time: a lease of an hour outlasts any
+    example (one engine holds every shard; nothing here is about takeover)."""
+
+    server: ClassVar[PgCluster | ExternalServer]
+    lease_ttl = 3600.0
+
+    def _clock(self) -> ManualClock:
+        return ManualClock()
+
+    def _new_log(self) -> str:
+        return self.server.new_database()
+
+    def _drop_log(self) -> None:
+        self.server.drop_database(self.db)
+
+
+def on_postgres(machine: type[EngineMachine], server: PgCluster | ExternalServer
+                ) -> type[EngineMachine]:
+    """``machine`` with its log in a fresh database of ``server`` per example."""
+    return type(f"Pg{machine.__name__}", (OnPostgres, machine), {"server": server})
+
+
+# A database per example costs more than a file, and every commit is a round trip: fewer
+# examples keep the PR tier's PostgreSQL share of the default suite near 30 s.
+PG_PR = _settings(10, 20, derandomize=True)
+PG_LONG = _settings(200, 50, derandomize=False)
+MACHINES = pytest.mark.parametrize("machine", [Hibernating, InMemory],
+                                   ids=["hibernating", "in-memory"])
+
+
+@MACHINES
+def test_postgres(machine: type[EngineMachine], pg_server: PgCluster | ExternalServer) -> None:
+    run_state_machine_as_test(on_postgres(machine, pg_server), settings=PG_PR)
+
+
+@pytest.mark.slow
+@MACHINES
+def test_long_postgres(machine: type[EngineMachine], pg_server: PgCluster | ExternalServer
+                       ) -> None:
+    run_state_machine_as_test(on_postgres(machine, pg_server), settings=PG_LONG)

@@ -1,8 +1,11 @@
 """A trio run in a thread of its own, for synchronous drivers (hypothesis state machines).
 
-The run's ``MockClock`` never moves by itself (no autojump): time passes only when the
-driver jumps it, so a test decides exactly which deadlines have passed. ``call`` runs an
-async function in the trio thread and returns its result (or raises its exception).
+The run's clock never moves by itself (no autojump): time passes only when the driver
+jumps it, so a test decides exactly which deadlines have passed. It is a ``MockClock``, or
+a :class:`ManualClock`, which jumps the same way but is not one: the engine then runs as
+under a real clock (on PostgreSQL it commits in a worker thread, ``clock.mocked``).
+``call`` runs an async function in the trio thread and returns its result (or raises its
+exception).
 """
 
 from __future__ import annotations
@@ -14,14 +17,36 @@ from typing import Any, TypeVar
 import trio
 import trio.testing
 
-__all__ = ["TrioThread"]
+__all__ = ["ManualClock", "TrioThread"]
 
 T = TypeVar("T")
 
 
-class TrioThread:
+class ManualClock(trio.abc.Clock):
+    """Time that passes only by :meth:`jump`, like a ``MockClock`` with no autojump and
+    rate 0, but not a ``MockClock``: the engine takes it for a real clock."""
+
     def __init__(self) -> None:
-        self.clock = trio.testing.MockClock()
+        self._now = 0.0
+
+    def start_clock(self) -> None:
+        pass
+
+    def current_time(self) -> float:
+        return self._now
+
+    def deadline_to_sleep_time(self, deadline: float) -> float:
+        return 0.0 if deadline <= self._now else 999_999_999.0  # as MockClock at rate 0
+
+    def jump(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError(f"time cannot go backwards: jump({seconds!r})")
+        self._now += seconds
+
+
+class TrioThread:
+    def __init__(self, clock: trio.testing.MockClock | ManualClock | None = None) -> None:
+        self.clock = trio.testing.MockClock() if clock is None else clock
         self.nursery: trio.Nursery | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop: trio.Event | None = None
