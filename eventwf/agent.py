@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar
 
-from eventwf.errors import EventwfError
+from eventwf.errors import AgentMovedError, EventwfError
 from eventwf.model.codec import json_value
 from eventwf.model.types import InstanceStatus, WorkflowInfo, WorkflowPage
 from eventwf.runtime import operations as _ops
@@ -56,7 +56,15 @@ def _forwarded(fn: Callable[Concatenate[AgentT, P], Awaitable[R]]
     async def forward(self: AgentT, /, *args: P.args, **kwargs: P.kwargs) -> R:
         inbox = self._remote()
         if inbox is None:
-            return await fn(self, *args, **kwargs)
+            try:
+                return await fn(self, *args, **kwargs)
+            except AgentMovedError:
+                # the agent moved while this ran here, before its append was logged (each
+                # of these operations logs one append; ``delete_workflows`` one per batch,
+                # so it stops where it was): its new owner applies it (PG15)
+                inbox = self._remote()
+                if inbox is None or fn.__name__ == "delete_workflows":
+                    raise
         host = self._host
         result: R = await inbox.request(host.agent_class, host.name, fn.__name__,
                                         [_plain(self._rt, a) for a in args],

@@ -299,3 +299,34 @@ async def test_clients_of_an_owner_keep_their_pushes_when_its_agents_move_away(
             nursery.cancel_scope.cancel()
     for name in moved:
         assert [s for s, _ in watching[name].states] == [{"n": 2}]
+
+
+@pytest.mark.realtime
+async def test_an_operation_whose_agent_moves_while_it_runs_here_reaches_the_new_owner(
+        fresh_postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine ran ``set_state`` itself (it owned the agent as the call began), and the
+    agent moved before the append was staged: the writer refuses it (nothing logged).
+    The call used to raise ``AgentMovedError`` to its caller (a benchmark's engine process
+    died of it while a third engine joined); now it goes to the new owner's inbox."""
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            owner, other = await _two(nursery, fresh_postgres_url)
+            name = _owned_by(owner, "m")
+            remote = await other.get_agent(Host, name)
+            ownership = other.runtime.ownership
+            real_owns = ownership.owns
+            asked: list[bool] = []
+
+            def owned_as_the_call_begins(agent_class: str, agent_name: str) -> bool:
+                if agent_name == name and not asked:  # the call's first look: "mine"
+                    asked.append(True)
+                    return True
+                return real_owns(agent_class, agent_name)
+
+            monkeypatch.setattr(ownership, "owns", owned_as_the_call_begins)
+            await remote.set_state({"n": 5})
+            assert asked == [True]
+            local = await owner.get_agent(Host, name)
+            assert local.state == {"n": 5}
+            nursery.cancel_scope.cancel()
+    assert _types(fresh_postgres_url, f"agent:Host/{name}").count("agent.state_set") == 1

@@ -67,7 +67,7 @@ class _Worker:
             self.proc.wait()
             self._errors.seek(0)
             return {"failed": f"engine process exit {self.proc.returncode}: "
-                              f"{self._errors.read().strip()[-400:]}"}
+                              f"{self._errors.read().strip()[-6000:]}"}
         record: dict[str, Any] = json.loads(line)
         return record
 
