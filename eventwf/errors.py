@@ -141,7 +141,9 @@ class RequestsWithdrawnError(StorageError):
 class AgentMovedError(EventwfError):
     """Raised to a caller whose request touched an agent (or one of its workflows) that
     another engine now owns (PostgreSQL, several engines: specs/postgres.md PG9a). Nothing
-    of the request was logged here; ask again (``get_agent``) to reach the new owner."""
+    of the request was logged here; ask again (``get_agent``) to reach the new owner. The
+    durable ``Agent`` methods do that themselves (PG15); ``delete_workflows`` and an
+    ``@callable`` method raise it."""
 
 
 class PayloadTooLargeError(EventwfError, ValueError):
