@@ -59,11 +59,10 @@ def _forwarded(fn: Callable[Concatenate[AgentT, P], Awaitable[R]]
             try:
                 return await fn(self, *args, **kwargs)
             except AgentMovedError:
-                # the agent moved while this ran here, before its append was logged (each
-                # of these operations logs one append; ``delete_workflows`` one per batch,
-                # so it stops where it was): its new owner applies it (PG15)
+                # the agent moved while this ran here, before its one append was logged:
+                # its new owner applies it (PG15); one of several appends stops where it was
                 inbox = self._remote()
-                if inbox is None or fn.__name__ == "delete_workflows":
+                if inbox is None or getattr(fn, "__eventwf_appends_in_batches__", False):
                     raise
         host = self._host
         result: R = await inbox.request(host.agent_class, host.name, fn.__name__,
@@ -73,6 +72,15 @@ def _forwarded(fn: Callable[Concatenate[AgentT, P], Awaitable[R]]
     functools.update_wrapper(forward, fn)
     forward.__eventwf_forwarded__ = True  # type: ignore[attr-defined]
     return forward
+
+
+def _in_batches(fn: Callable[Concatenate[AgentT, P], Awaitable[R]]
+                ) -> Callable[Concatenate[AgentT, P], Awaitable[R]]:
+    """Marks a durable operation that logs one append per batch: if its agent moves part
+    way, it raises ``AgentMovedError`` instead of going to the new owner (which would
+    apply it again from the start)."""
+    fn.__eventwf_appends_in_batches__ = True  # type: ignore[attr-defined]
+    return fn
 
 
 def _plain(rt: Runtime, value: Any) -> Any:
@@ -247,6 +255,7 @@ class Agent(Generic[StateT]):
         return await _tracking.delete_workflow(self._rt, self._host, workflow_id)
 
     @_forwarded
+    @_in_batches
     async def delete_workflows(
         self,
         *,

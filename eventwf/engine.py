@@ -123,11 +123,6 @@ class Engine:
             woke: list[WorkflowSummary] = []
 
             async def change() -> None:
-                # under a MockClock wait_real runs this in a task of its own, started
-                # later: a change installed before it began must not be waited for
-                now = rt.summaries.cached_workflow(workflow_id)
-                if now is None or (now.status, now.run) != (seen.status, seen.run):
-                    return
                 woke.append(await rt.summaries.wait_for_change(workflow_id))
             await wait_real(change, left)
             if woke and woke[0].finished:

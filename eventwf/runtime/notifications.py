@@ -51,18 +51,16 @@ async def wait_real(until: Callable[[], Awaitable[object]], seconds: float | Non
         return False
     finished = False
     async with trio.open_nursery() as nursery:
-        async def first() -> None:
-            nonlocal finished
-            await until()
-            finished = True
-            nursery.cancel_scope.cancel()
-
         async def timer() -> None:
             await trio.to_thread.run_sync(time.sleep, seconds, abandon_on_cancel=True)
             nursery.cancel_scope.cancel()
 
-        nursery.start_soon(first)
         nursery.start_soon(timer)
+        # in this task, at once (as on the real clock): a wait that registers before its
+        # first checkpoint misses nothing that happens after the caller looked
+        await until()
+        finished = True
+        nursery.cancel_scope.cancel()
     return finished
 
 logger = logging.getLogger("eventwf")

@@ -27,7 +27,7 @@ _WORKFLOWS = (
     " started_at bigint NOT NULL, run_start bigint NOT NULL, mailbox bigint NOT NULL,"
     " output bytea, corrupt_position bigint, wake_at_us bigint, wake_span_us bigint NOT NULL,"
     " wait_type text, paused_us bigint, inbox bytea, commands bigint NOT NULL, pending bytea,"
-    " row_check bigint NOT NULL) WITH (fillfactor = 50)"
+    " row_check bigint NOT NULL) WITH ({fillfactor})"
 )
 _AGENTS = (
     "CREATE TABLE IF NOT EXISTS eventwf.agents ("
@@ -35,7 +35,7 @@ _AGENTS = (
     " has_state bigint NOT NULL, delivered_through bigint NOT NULL,"
     " last_callback bigint NOT NULL, corrupt_position bigint, state_position bigint NOT NULL,"
     " row_check bigint NOT NULL, PRIMARY KEY (agent_class, agent_name))"
-    " WITH (fillfactor = 50)"
+    " WITH ({fillfactor})"
 )
 # Each commit rewrites the row of every workflow and agent it touched, and no column a
 # step changes is indexed: with room left on each page the server updates in place (HOT:
@@ -93,8 +93,8 @@ def create(conn: Conn, where: str) -> tuple[SchemaInfo, bool]:
         rebuild = found != str(PROJECTION_VERSION)
         if rebuild:
             conn.execute("DROP TABLE IF EXISTS eventwf.workflows, eventwf.agents")
-        conn.execute(_WORKFLOWS)
-        conn.execute(_AGENTS)
+        conn.execute(_WORKFLOWS.format(fillfactor=_FILLFACTOR))
+        conn.execute(_AGENTS.format(fillfactor=_FILLFACTOR))
         _set_fillfactor(conn)
         for statement in _INDEXES:
             conn.execute(statement)
